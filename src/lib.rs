@@ -1,0 +1,3 @@
+//! ringmq: a thread-per-core io_uring MQTT 3.1.1 / 5.0 broker.
+pub mod protocol;
+pub mod runtime;

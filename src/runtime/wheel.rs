@@ -1,0 +1,1 @@
+//! Hashed timing wheel. CONTRACT (implemented by the wheel work): see the work's prompt.

@@ -1,3 +1,6 @@
 //! ringmq: a thread-per-core io_uring MQTT 3.1.1 / 5.0 broker.
+pub mod config;
+pub mod metrics;
+pub mod ownership;
 pub mod protocol;
 pub mod runtime;

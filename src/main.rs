@@ -1,1 +1,192 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use ringmq::config::{Config, TcpKeepalive, V311KeepAlivePolicy};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// ringmq: a thread-per-core io_uring MQTT 3.1.1 / 5.0 broker.
+///
+/// With no arguments it listens on 0.0.0.0:1883 with one worker per CPU.
+/// Precedence: embedded defaults < --config FILE < flags.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Listen address, repeatable (IPv4 or IPv6, e.g. 0.0.0.0:1883 or [::]:1883).
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Worker threads (default: one per CPU).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// TOML configuration file (see README for the keys).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Worker i also listens on PORT+i (lets a client choose its worker).
+    #[arg(long, value_name = "PORT")]
+    worker_port_base: Option<u16>,
+    /// Maximum live connections per worker.
+    #[arg(long)]
+    max_connections_per_worker: Option<u32>,
+    /// Seconds a socket may take to send a complete CONNECT.
+    #[arg(long)]
+    connect_timeout: Option<u64>,
+    /// Highest keep-alive accepted, seconds.
+    #[arg(long)]
+    max_keep_alive: Option<u16>,
+    /// MQTT 5 Server Keep Alive forced in every CONNACK, seconds.
+    #[arg(long)]
+    server_keep_alive: Option<u16>,
+    /// MQTT 3.1.1 keep-alive above --max-keep-alive: clamp or refuse.
+    #[arg(long, value_enum)]
+    v311_keep_alive_policy: Option<V311KeepAlivePolicy>,
+    /// Largest packet accepted, bytes.
+    #[arg(long)]
+    max_packet_size: Option<u32>,
+    /// TCP keepalive on accepted sockets: IDLE,INTERVAL,COUNT (seconds, seconds, probes).
+    #[arg(long, value_name = "IDLE,INTVL,CNT")]
+    tcp_keepalive: Option<String>,
+    /// TCP_USER_TIMEOUT on accepted sockets, milliseconds.
+    #[arg(long)]
+    tcp_user_timeout_ms: Option<u32>,
+    /// Prometheus endpoint address (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Do not pin workers to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+fn parse_keepalive(s: &str) -> Result<TcpKeepalive, String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    if parts.len() != 3 {
+        return Err(format!("--tcp-keepalive wants IDLE,INTVL,CNT, got {s:?}"));
+    }
+    let n = |p: &str| p.trim().parse::<u32>().map_err(|e| format!("{p:?}: {e}"));
+    Ok(TcpKeepalive {
+        idle_secs: n(parts[0])?,
+        interval_secs: n(parts[1])?,
+        count: n(parts[2])?,
+    })
+}
+
+fn build_config(cli: Cli) -> Result<Config, String> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if !cli.listen.is_empty() {
+        cfg.listen = cli.listen;
+    }
+    if let Some(v) = cli.workers {
+        cfg.workers = v;
+    }
+    if cli.worker_port_base.is_some() {
+        cfg.worker_port_base = cli.worker_port_base;
+    }
+    if let Some(v) = cli.max_connections_per_worker {
+        cfg.max_connections_per_worker = v;
+    }
+    if let Some(v) = cli.connect_timeout {
+        cfg.connect_timeout_secs = v;
+    }
+    if let Some(v) = cli.max_keep_alive {
+        cfg.max_keep_alive = v;
+    }
+    if cli.server_keep_alive.is_some() {
+        cfg.server_keep_alive = cli.server_keep_alive;
+    }
+    if let Some(v) = cli.v311_keep_alive_policy {
+        cfg.v311_keep_alive_policy = v;
+    }
+    if let Some(v) = cli.max_packet_size {
+        cfg.max_packet_size = v;
+    }
+    if let Some(s) = &cli.tcp_keepalive {
+        cfg.tcp_keepalive = Some(parse_keepalive(s)?);
+    }
+    if cli.tcp_user_timeout_ms.is_some() {
+        cfg.tcp_user_timeout_ms = cli.tcp_user_timeout_ms;
+    }
+    if cli.metrics_listen.is_some() {
+        cfg.metrics_listen = cli.metrics_listen;
+    }
+    if cli.no_pin {
+        cfg.pin_workers = false;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match build_config(Cli::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            std::process::exit(2);
+        }
+    };
+    let term = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, term.clone()) {
+            eprintln!("ringmq: cannot install signal handler: {e}");
+            std::process::exit(1);
+        }
+    }
+    let broker = match ringmq::broker::start(cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("ringmq: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    for a in broker.local_addrs() {
+        tracing::info!("listening on {a}");
+    }
+    if let Some(a) = broker.metrics_addr() {
+        tracing::info!("metrics on http://{a}/metrics");
+    }
+    while !term.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tracing::info!("shutting down");
+    broker.shutdown();
+    broker.join();
+    tracing::info!("stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults() {
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--listen",
+            "127.0.0.1:1999",
+            "--workers",
+            "3",
+            "--tcp-keepalive",
+            "30,5,4",
+        ]);
+        let cfg = build_config(cli).unwrap();
+        assert_eq!(cfg.listen, vec!["127.0.0.1:1999".parse().unwrap()]);
+        assert_eq!(cfg.workers, 3);
+        assert_eq!(cfg.tcp_keepalive.unwrap().count, 4);
+    }
+
+    #[test]
+    fn bad_keepalive_flag_is_an_error() {
+        let cli = Cli::parse_from(["ringmq", "--tcp-keepalive", "30,5"]);
+        assert!(build_config(cli).is_err());
+    }
+}

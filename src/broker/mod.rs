@@ -1,0 +1,316 @@
+//! The broker: N workers, each an io_uring [`Engine`] driving a [`worker::Worker`].
+//!
+//! What is shared between workers, and why each piece is shared rather than messaged:
+//! - the ClientId [`OwnershipTable`] (connect path only),
+//! - the retained store and the shared-subscription groups (behind locks, touched only by
+//!   retained publishes, subscribes, and when shared subscriptions exist),
+//! - one lock-free mailbox per worker, woken with IORING_OP_MSG_RING,
+//! - per-worker metrics (each worker is the only writer of its own counters).
+//!
+//! Everything else (connections, sessions, the subscription trie of the sessions a worker
+//! holds, the timing wheel) belongs to one worker and is touched by no other thread.
+
+mod router;
+mod takeover;
+mod worker;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::thread::JoinHandle;
+
+use crossbeam_queue::SegQueue;
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+
+use crate::config::Config;
+use crate::metrics::{Metrics, WorkerMetrics};
+use crate::ownership::OwnershipTable;
+use crate::routing::retained::RetainedStore;
+use crate::routing::shared::SharedSubscriptions;
+use crate::runtime::engine::{Engine, EngineConfig, Remote};
+use crate::session::config::ProtocolLimits;
+
+pub use worker::WorkerMsg;
+
+/// State every worker can reach.
+pub struct Shared {
+    pub cfg: Config,
+    pub limits: Arc<ProtocolLimits>,
+    pub owners: OwnershipTable,
+    pub mailboxes: Vec<SegQueue<WorkerMsg>>,
+    pub remotes: OnceLock<Vec<Remote>>,
+    /// Subscriptions held by each worker (so a publisher skips workers with none).
+    pub sub_counts: Vec<AtomicUsize>,
+    pub retained: Mutex<RetainedStore<Arc<crate::session::Message>>>,
+    pub shared_subs: Mutex<SharedSubscriptions<(u16, crate::ownership::SessionKey)>>,
+    pub shared_sub_count: AtomicUsize,
+    pub metrics: Metrics,
+    pub shutdown: AtomicBool,
+    pub next_assigned_id: AtomicU64,
+    pub started: std::time::Instant,
+}
+
+/// A running broker.
+pub struct BrokerHandle {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    addrs: Vec<SocketAddr>,
+    worker_addrs: Vec<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl BrokerHandle {
+    /// The bound listen addresses (port 0 resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+    /// With `worker_port_base`: the address that lands on worker i.
+    pub fn worker_addrs(&self) -> &[SocketAddr] {
+        &self.worker_addrs
+    }
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+    pub fn metrics(&self) -> Vec<(&'static str, u64)> {
+        WorkerMetrics::FIELDS
+            .iter()
+            .map(|f| f.0)
+            .zip(crate::metrics::totals(&self.shared.metrics))
+            .collect()
+    }
+    /// Ask every worker to stop: MQTT 5 clients get DISCONNECT 0x8B, wills are published.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(r) = self.shared.remotes.get() {
+            for remote in r {
+                remote.wake();
+            }
+        }
+    }
+    /// Wait for every worker to end.
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BrokerHandle {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shutdown();
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn make_listener(addr: SocketAddr, cfg: &Config, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Accepted sockets inherit these from the listener on Linux.
+    s.set_nodelay(true)?;
+    if let Some(k) = cfg.tcp_keepalive {
+        let ka = TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(k.idle_secs.into()))
+            .with_interval(std::time::Duration::from_secs(k.interval_secs.into()))
+            .with_retries(k.count);
+        s.set_tcp_keepalive(&ka)?;
+    }
+    if let Some(ms) = cfg.tcp_user_timeout_ms {
+        s.set_tcp_user_timeout(Some(std::time::Duration::from_millis(ms.into())))?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(cfg.backlog)?;
+    Ok(s.into())
+}
+
+fn limits_from(cfg: &Config) -> ProtocolLimits {
+    let mut l = ProtocolLimits::default();
+    l.connect_timeout = cfg.connect_timeout();
+    l.max_keep_alive = cfg.max_keep_alive;
+    l.server_keep_alive = cfg.server_keep_alive;
+    l.keep_alive_when_zero = cfg.keep_alive_when_zero;
+    l.v311_keep_alive_out_of_policy = match cfg.v311_keep_alive_policy {
+        crate::config::V311KeepAlivePolicy::Clamp => {
+            crate::session::config::V311KeepAlivePolicy::Accept
+        }
+        crate::config::V311KeepAlivePolicy::Refuse => {
+            crate::session::config::V311KeepAlivePolicy::Refuse
+        }
+    };
+    l.receive_maximum = cfg.receive_maximum;
+    l.max_packet_size = cfg.max_packet_size;
+    l.topic_alias_maximum = cfg.topic_alias_maximum;
+    l.retain_available = cfg.retain_available;
+    l.wildcard_available = cfg.wildcard_subscriptions;
+    l.shared_available = cfg.shared_subscriptions;
+    l.sub_ids_available = cfg.subscription_identifiers;
+    l.max_session_expiry = cfg.max_session_expiry;
+    l.v311_persistent_session_expiry = cfg.v311_session_expiry;
+    l.max_inflight_out = cfg.max_inflight;
+    l.max_queued_messages = cfg.max_queued_messages;
+    l.max_queued_bytes = cfg.max_queued_bytes;
+    l.queue_qos0_offline = cfg.queue_qos0_offline;
+    l
+}
+
+/// Start the broker: bind every listener, spawn the workers, return once all are running.
+pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
+    cfg.validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let n = cfg.worker_count();
+    if n > u16::MAX as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "too many workers",
+        ));
+    }
+
+    // One SO_REUSEPORT listener per worker per address. Port 0 is resolved by the first bind.
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for &addr in &cfg.listen {
+        let mut bound = addr;
+        for (w, slot) in per_worker.iter_mut().enumerate() {
+            let l = make_listener(bound, &cfg, true)?;
+            if w == 0 {
+                bound = l.local_addr()?;
+                addrs.push(bound);
+            }
+            slot.push(l);
+        }
+    }
+    let mut worker_addrs = Vec::new();
+    if let Some(base) = cfg.worker_port_base {
+        let ip = cfg.listen[0].ip();
+        for (w, slot) in per_worker.iter_mut().enumerate() {
+            let port = if base == 0 { 0 } else { base + w as u16 };
+            let l = make_listener(SocketAddr::new(ip, port), &cfg, false)?;
+            worker_addrs.push(l.local_addr()?);
+            slot.push(l);
+        }
+    }
+
+    let metrics: Metrics = Arc::new((0..n).map(|_| Arc::new(WorkerMetrics::default())).collect());
+    let shared = Arc::new(Shared {
+        limits: Arc::new(limits_from(&cfg)),
+        owners: OwnershipTable::new(),
+        mailboxes: (0..n).map(|_| SegQueue::new()).collect(),
+        remotes: OnceLock::new(),
+        sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        retained: Mutex::new(RetainedStore::new()),
+        shared_subs: Mutex::new(SharedSubscriptions::new()),
+        shared_sub_count: AtomicUsize::new(0),
+        metrics: metrics.clone(),
+        shutdown: AtomicBool::new(false),
+        next_assigned_id: AtomicU64::new(1),
+        started: std::time::Instant::now(),
+        cfg,
+    });
+
+    let metrics_addr = match shared.cfg.metrics_listen {
+        Some(a) => Some(crate::metrics::serve_prometheus(a, metrics.clone())?),
+        None => None,
+    };
+
+    let engine_cfg = EngineConfig {
+        ring_entries: 4096,
+        buf_count: shared.cfg.recv_buffers,
+        buf_size: shared.cfg.recv_buffer_size,
+        max_conns: shared.cfg.max_connections_per_worker,
+        send_queue_limit: shared.cfg.send_queue_limit,
+        tick: std::time::Duration::from_millis(50),
+    };
+
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, std::io::Result<Remote>)>();
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut threads = Vec::new();
+    for (w, listeners) in per_worker.into_iter().enumerate() {
+        let shared = shared.clone();
+        let tx = tx.clone();
+        let barrier = barrier.clone();
+        let engine_cfg = engine_cfg.clone();
+        let core = if shared.cfg.pin_workers && !cores.is_empty() {
+            Some(cores[w % cores.len()])
+        } else {
+            None
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("ringmq-w{w}"))
+            .spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                let mut engine = match Engine::new(engine_cfg) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send((w, Err(e)));
+                        barrier.wait();
+                        return;
+                    }
+                };
+                for l in listeners {
+                    if let Err(e) = engine.listen(l) {
+                        let _ = tx.send((w, Err(e)));
+                        barrier.wait();
+                        return;
+                    }
+                }
+                let _ = tx.send((w, Ok(engine.remote())));
+                drop(tx);
+                barrier.wait();
+                if shared.remotes.get().is_none() {
+                    return; // start failed on another worker
+                }
+                let mut worker = worker::Worker::new(w as u16, shared);
+                if let Err(e) = engine.run(&mut worker) {
+                    tracing::error!(worker = w, error = %e, "worker loop failed");
+                }
+            })?;
+        threads.push(t);
+    }
+    drop(tx);
+    let mut remotes: Vec<Option<Remote>> = (0..n).map(|_| None).collect();
+    let mut first_err = None;
+    for (w, r) in rx.iter().take(n) {
+        match r {
+            Ok(r) => remotes[w] = Some(r),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if first_err.is_none() && remotes.iter().all(|r| r.is_some()) {
+        let _ = shared.remotes.set(remotes.into_iter().flatten().collect());
+    }
+    barrier.wait();
+    if let Some(e) = first_err {
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    tracing::info!(workers = n, listen = ?addrs, "ringmq started");
+    Ok(BrokerHandle {
+        shared,
+        threads,
+        addrs,
+        worker_addrs,
+        metrics_addr,
+    })
+}

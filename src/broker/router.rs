@@ -1,0 +1,274 @@
+//! Which sessions a PUBLISH reaches.
+//!
+//! Each worker indexes the subscriptions of the sessions it holds. A PUBLISH is matched on the
+//! worker that received it against its own index, then posted (one shared `Arc`, batched wake
+//! per destination) to every other worker that holds at least one subscription; each worker
+//! matches against its own index. Subscribing is therefore purely local (SUBACK never waits on
+//! other workers), and a subscription is visible to every PUBLISH that starts after its SUBACK.
+//! Shared subscriptions (`$share/group/filter`) live in one shared registry so exactly one member
+//! of a group is picked per message, whatever worker the member is on.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use super::worker::{SessionState, Worker, WorkerMsg};
+use crate::metrics::add;
+use crate::ownership::SessionKey;
+use crate::protocol::topic::parse_shared;
+use crate::protocol::{QoS, SubscriptionOptions};
+use crate::routing::shared::SharedMember;
+use crate::runtime::engine::Io;
+use crate::session::{Delivery, Message, SubscriptionEntry};
+
+impl Worker {
+    /// Route a PUBLISH that entered the broker on this worker (or a will, or a $SYS message).
+    pub(super) fn route_publish(&mut self, io: &mut Io<'_>, msg: Arc<Message>, now: Instant) {
+        if msg.retain && self.shared.cfg.retain_available {
+            let mut store = self.shared.retained.lock();
+            if msg.payload.is_empty() {
+                store.remove(&msg.topic);
+            } else {
+                store.set(&msg.topic, msg.clone());
+            }
+        }
+        self.route_local(io, &msg, now);
+        for w in 0..self.shared.mailboxes.len() {
+            if w != self.id as usize && self.shared.sub_counts[w].load(Ordering::Relaxed) > 0 {
+                self.post(w as u16, WorkerMsg::Publish(msg.clone()));
+            }
+        }
+        if self.shared.shared_sub_count.load(Ordering::Relaxed) > 0 {
+            let mut picks: Vec<SharedMember<(u16, SessionKey)>> = Vec::new();
+            self.shared
+                .shared_subs
+                .lock()
+                .pick_matches(&msg.topic, |m| picks.push(m.clone()));
+            for m in picks {
+                let delivery = Delivery {
+                    qos: m.options.qos.min(msg.qos),
+                    retain: m.options.retain_as_published && msg.retain,
+                    subscription_ids: m.subscription_id.into_iter().collect(),
+                };
+                let (worker, key) = m.member;
+                if worker == self.id {
+                    self.deliver_to(io, key, &msg, &delivery, now);
+                } else {
+                    self.post(
+                        worker,
+                        WorkerMsg::Deliver {
+                            session: key,
+                            msg: msg.clone(),
+                            delivery,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Deliver to every matching (non-shared) subscription of this worker's sessions: one copy
+    /// per session, at the highest granted QoS, with every matching subscription identifier.
+    pub(super) fn route_local(&mut self, io: &mut Io<'_>, msg: &Arc<Message>, now: Instant) {
+        let mut hits: Vec<(SessionKey, SubscriptionOptions, Option<u32>)> = Vec::new();
+        self.subs.matches(&msg.topic, |key, entry| {
+            hits.push((key, entry.options, entry.subscription_id))
+        });
+        if hits.is_empty() {
+            return;
+        }
+        hits.sort_unstable_by_key(|h| (h.0.index, h.0.generation));
+        let mut i = 0;
+        while i < hits.len() {
+            let key = hits[i].0;
+            let mut qos = QoS::AtMostOnce;
+            let mut retain = false;
+            let mut ids = Vec::new();
+            let mut all_no_local = true;
+            while i < hits.len() && hits[i].0 == key {
+                let (_, opts, id) = hits[i];
+                qos = qos.max(opts.qos);
+                retain |= opts.retain_as_published && msg.retain;
+                all_no_local &= opts.no_local;
+                ids.extend(id);
+                i += 1;
+            }
+            if all_no_local {
+                let own = self
+                    .session(key)
+                    .is_some_and(|e| msg.publisher.as_ref() == Some(&e.client_id));
+                if own {
+                    continue;
+                }
+            }
+            let delivery = Delivery {
+                qos: qos.min(msg.qos),
+                retain,
+                subscription_ids: ids,
+            };
+            self.deliver_to(io, key, msg, &delivery, now);
+        }
+    }
+
+    /// Hand one message to one session of this worker, online or offline.
+    pub(super) fn deliver_to(
+        &mut self,
+        io: &mut Io<'_>,
+        key: SessionKey,
+        msg: &Message,
+        delivery: &Delivery,
+        now: Instant,
+    ) {
+        let soft_limit = self.shared.cfg.send_queue_limit / 2;
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        match &mut entry.state {
+            SessionState::Online { conn } => {
+                let conn = *conn;
+                let Some(idx) = self.client_index(conn) else {
+                    return;
+                };
+                let can_write = io.queued(conn) < soft_limit;
+                let before = self.clients[idx].conn.dropped_messages();
+                self.clients[idx]
+                    .conn
+                    .deliver(msg, delivery, now, can_write, &mut self.actions);
+                let dropped = self.clients[idx].conn.dropped_messages() - before;
+                if dropped > 0 {
+                    add(&self.metrics.slow_consumer_drops, dropped);
+                }
+                self.run_actions(io, idx, now);
+            }
+            SessionState::Offline(s) => {
+                if !s.enqueue(msg, delivery, now) {
+                    add(&self.metrics.queue_drops, 1);
+                }
+            }
+            SessionState::Pending { .. } => {}
+        }
+    }
+
+    pub(super) fn add_subscription(
+        &mut self,
+        key: SessionKey,
+        filter: ByteString,
+        entry: SubscriptionEntry,
+    ) {
+        if let Some((group, f)) = parse_shared(&filter) {
+            let member = SharedMember {
+                member: (self.id, key),
+                options: entry.options,
+                subscription_id: entry.subscription_id,
+            };
+            if self.shared.shared_subs.lock().insert(group, f, member) {
+                self.shared.shared_sub_count.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.subs.insert(&filter, key, entry).is_none() {
+            self.shared.sub_counts[self.id as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
+        if let Some((group, f)) = parse_shared(filter) {
+            if self.shared.shared_subs.lock().remove(group, f, &(self.id, key)) {
+                self.shared.shared_sub_count.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.subs.remove(filter, key).is_some() {
+            self.shared.sub_counts[self.id as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_subscribe(
+        &mut self,
+        io: &mut Io<'_>,
+        idx: usize,
+        filter: ByteString,
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+        existed: bool,
+        now: Instant,
+    ) {
+        let Some(key) = self.clients[idx].session else {
+            return;
+        };
+        let shared = parse_shared(&filter).is_some();
+        self.add_subscription(
+            key,
+            filter.clone(),
+            SubscriptionEntry {
+                options,
+                subscription_id,
+            },
+        );
+        // Retained messages: not for shared subscriptions; Retain Handling 0 always,
+        // 1 only for a new subscription, 2 never.
+        let send_retained = !shared
+            && match options.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+        if !send_retained {
+            return;
+        }
+        let mut found: Vec<Arc<Message>> = Vec::new();
+        self.shared
+            .retained
+            .lock()
+            .matching(&filter, |m| found.push(m.clone()));
+        for msg in found {
+            let delivery = Delivery {
+                qos: options.qos.min(msg.qos),
+                retain: true,
+                subscription_ids: subscription_id.into_iter().collect(),
+            };
+            self.deliver_to(io, key, &msg, &delivery, now);
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, idx: usize, filter: &str) {
+        if let Some(key) = self.clients[idx].session {
+            self.remove_subscription(key, filter);
+        }
+    }
+
+    /// `$SYS/broker/...` every `sys_interval_secs` (worker 0 only), retained.
+    pub(super) fn maybe_publish_sys(&mut self, io: &mut Io<'_>, now: Instant) {
+        let every = self.shared.cfg.sys_interval_secs;
+        if every == 0 || now.duration_since(self.last_sys).as_secs() < every {
+            return;
+        }
+        self.last_sys = now;
+        let totals = crate::metrics::totals(&self.shared.metrics);
+        let mut items: Vec<(String, String)> = crate::metrics::WorkerMetrics::FIELDS
+            .iter()
+            .zip(totals)
+            .map(|((name, _, _), v)| (format!("$SYS/broker/{}", name.replace('_', "/")), v.to_string()))
+            .collect();
+        items.push((
+            "$SYS/broker/uptime".into(),
+            format!("{} seconds", self.shared.started.elapsed().as_secs()),
+        ));
+        items.push(("$SYS/broker/version".into(), format!("ringmq {}", env!("CARGO_PKG_VERSION"))));
+        for (topic, value) in items {
+            let msg = Message {
+                topic: ByteString::from(topic),
+                payload: bytes::Bytes::from(value),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Default::default(),
+                expires_at: None,
+                publisher: None,
+            };
+            self.route_publish(io, Arc::new(msg), now);
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! One worker: the [`Handler`] an io_uring engine drives. It frames bytes into packets, feeds
+//! them to each connection's sans-IO state machine, and carries out the actions it returns.
+//!
+//! Where things are decided:
+//! - protocol rules of one connection: `session::connection`;
+//! - when a will is published: `session::will` (called from here and from `takeover.rs`);
+//! - when a connection expires: `session::keepalive` computes the deadline; the timing wheel
+//!   here only wakes us up to re-check it (lazy re-check, so a reset costs nothing);
+//! - take-over and session hand-off between workers: `takeover.rs`;
+//! - which sessions a PUBLISH reaches: `router.rs`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use slab::Slab;
+
+use super::Shared;
+use crate::metrics::{add, sub, WorkerMetrics};
+use crate::ownership::SessionKey;
+use crate::protocol::{self, Packet, ProtocolVersion, Will};
+use crate::routing::trie::SubscriptionTrie;
+use crate::runtime::engine::{ConnId, Handler, Io};
+use crate::runtime::wheel::TimerWheel;
+use crate::session::{Action, Connection, Delivery, Message, Session};
+
+/// A message between workers.
+pub enum WorkerMsg {
+    /// A PUBLISH to match against this worker's (non-shared) subscriptions.
+    Publish(Arc<Message>),
+    /// Deliver to one session of this worker (a shared-subscription pick).
+    Deliver {
+        session: SessionKey,
+        msg: Arc<Message>,
+        delivery: Delivery,
+    },
+    /// Take over the session `target` held here, for `claimant` (see takeover.rs).
+    TakeOver(super::takeover::TakeOver),
+    /// The answer to a TakeOver: the session (if it continues) for `claimant`.
+    Handoff(super::takeover::Handoff),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimerKey {
+    Conn(ConnId),
+    Session(SessionKey),
+}
+
+/// A live network connection on this worker.
+pub(super) struct Client {
+    pub id: ConnId,
+    pub conn: Connection,
+    /// Unfinished tail of a packet (only while one is split across reads).
+    pub rx: BytesMut,
+    /// The session slot once CONNECT has been claimed.
+    pub session: Option<SessionKey>,
+    /// CONNECT is waiting for ownership / hand-off: later packets wait in `rx`.
+    pub awaiting_connack: bool,
+    /// The deadline the wheel currently holds for us.
+    pub scheduled: Option<Instant>,
+    /// Close requested; the engine will call on_close.
+    pub closing: bool,
+    /// The state machine asked for the will when closing (abnormal close).
+    pub close_with_will: bool,
+    pub peer: Option<SocketAddr>,
+}
+
+pub(super) enum SessionState {
+    /// Claimed by a CONNECT on this worker that waits for the hand-off from the previous owner.
+    Pending { conn: Option<ConnId> },
+    Online { conn: ConnId },
+    Offline(Box<Session>),
+}
+
+/// A session slot. The session's data lives in the `Connection` while online.
+pub(super) struct SessionEntry {
+    pub client_id: ByteString,
+    pub generation: u32,
+    /// Ownership epoch under which this worker holds the ClientId.
+    pub epoch: u64,
+    pub state: SessionState,
+    /// A newer claimant took this pending entry over: forward the hand-off to it.
+    pub forward: Option<super::takeover::TakeOver>,
+    /// The CONNECT that created this entry asked for a clean start.
+    pub clean_start: bool,
+    /// Will waiting for its delay (after the connection ended), and when it is due.
+    pub delayed_will: Option<(Will, ProtocolVersion, Instant)>,
+    /// When an offline session expires (None: never).
+    pub expires_at: Option<Instant>,
+    pub username: Option<ByteString>,
+}
+
+pub struct Worker {
+    pub(super) id: u16,
+    pub(super) shared: Arc<Shared>,
+    pub(super) metrics: Arc<WorkerMetrics>,
+    pub(super) clients: Slab<Client>,
+    /// Engine slot -> index into `clients`.
+    pub(super) by_slot: hashbrown::HashMap<u32, usize>,
+    pub(super) sessions: Slab<SessionEntry>,
+    pub(super) next_generation: u32,
+    pub(super) subs: SubscriptionTrie<SessionKey, crate::session::SubscriptionEntry>,
+    pub(super) wheel: TimerWheel<TimerKey>,
+    pub(super) actions: Vec<Action>,
+    pub(super) expired: Vec<TimerKey>,
+    pub(super) encode_buf: BytesMut,
+    /// Workers whose mailbox we pushed to since the last wake.
+    pub(super) to_wake: Vec<bool>,
+    pub(super) shutting_down: bool,
+    pub(super) last_sys: Instant,
+}
+
+impl Worker {
+    pub fn new(id: u16, shared: Arc<Shared>) -> Worker {
+        let n = shared.mailboxes.len();
+        let now = Instant::now();
+        Worker {
+            id,
+            metrics: shared.metrics[id as usize].clone(),
+            shared,
+            clients: Slab::new(),
+            by_slot: hashbrown::HashMap::new(),
+            sessions: Slab::new(),
+            next_generation: 1,
+            subs: SubscriptionTrie::new(),
+            wheel: TimerWheel::new(now, Duration::from_millis(50), 4096),
+            actions: Vec::new(),
+            expired: Vec::new(),
+            encode_buf: BytesMut::with_capacity(4096),
+            to_wake: vec![false; n],
+            shutting_down: false,
+            last_sys: now,
+        }
+    }
+
+    pub(super) fn client_index(&self, id: ConnId) -> Option<usize> {
+        let idx = *self.by_slot.get(&id.slot)?;
+        (self.clients[idx].id == id).then_some(idx)
+    }
+
+    pub(super) fn session(&self, key: SessionKey) -> Option<&SessionEntry> {
+        self.sessions
+            .get(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+    }
+
+    pub(super) fn session_mut(&mut self, key: SessionKey) -> Option<&mut SessionEntry> {
+        self.sessions
+            .get_mut(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+    }
+
+    pub(super) fn new_session_entry(
+        &mut self,
+        client_id: ByteString,
+        epoch: u64,
+        state: SessionState,
+        clean_start: bool,
+    ) -> SessionKey {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let index = self.sessions.insert(SessionEntry {
+            client_id,
+            generation,
+            epoch,
+            state,
+            forward: None,
+            clean_start,
+            delayed_will: None,
+            expires_at: None,
+            username: None,
+        }) as u32;
+        add(&self.metrics.sessions_current, 1);
+        SessionKey { index, generation }
+    }
+
+    /// Remove a session slot whose session has ended (subscriptions already removed).
+    pub(super) fn drop_session_entry(&mut self, key: SessionKey) -> Option<SessionEntry> {
+        self.session(key)?;
+        sub(&self.metrics.sessions_current, 1);
+        Some(self.sessions.remove(key.index as usize))
+    }
+
+    /// Queue a message for another worker; the wake is sent once per callback batch.
+    pub(super) fn post(&mut self, worker: u16, msg: WorkerMsg) {
+        self.shared.mailboxes[worker as usize].push(msg);
+        self.to_wake[worker as usize] = true;
+    }
+
+    fn flush_wakes(&mut self, io: &mut Io<'_>) {
+        let Some(remotes) = self.shared.remotes.get() else {
+            return;
+        };
+        for (w, flag) in self.to_wake.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                if w == self.id as usize {
+                    // Our own mailbox: drained at the end of this batch anyway.
+                    continue;
+                }
+                io.wake(&remotes[w]);
+            }
+        }
+    }
+
+    /// Encode and queue one packet for a client. Returns false when the socket's queue is over
+    /// its hard limit (the caller closes the connection as a slow consumer).
+    pub(super) fn send_packet(&mut self, io: &mut Io<'_>, idx: usize, packet: &Packet) -> bool {
+        let client = &self.clients[idx];
+        let version = client.conn.version().unwrap_or(ProtocolVersion::V311);
+        self.encode_buf.clear();
+        protocol::encode_packet(packet, version, &mut self.encode_buf);
+        add(&self.metrics.packets_out, 1);
+        if matches!(packet, Packet::Publish(_)) {
+            add(&self.metrics.publish_out, 1);
+        }
+        io.send(client.id, &self.encode_buf)
+    }
+
+    /// Carry out the actions a connection's state machine returned.
+    pub(super) fn run_actions(&mut self, io: &mut Io<'_>, idx: usize, now: Instant) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            if !self.clients.contains(idx) {
+                break;
+            }
+            match action {
+                Action::Send(packet) => {
+                    if !self.send_packet(io, idx, &packet) {
+                        add(&self.metrics.slow_consumer_drops, 1);
+                        tracing::warn!(peer = ?self.clients[idx].peer, "send queue over its limit: closing slow consumer");
+                        self.close_client(io, idx, true);
+                    }
+                }
+                Action::Connect(req) => self.on_connect_request(io, idx, req, now),
+                Action::Publish(msg) => {
+                    add(&self.metrics.publish_in, 1);
+                    self.route_publish(io, Arc::new(msg), now);
+                }
+                Action::Subscribe {
+                    filter,
+                    options,
+                    subscription_id,
+                    existed,
+                } => self.on_subscribe(io, idx, filter, options, subscription_id, existed, now),
+                Action::Unsubscribe { filter } => self.on_unsubscribe(idx, &filter),
+                Action::Close { will, reason } => {
+                    if let Some(r) = reason {
+                        if r.is_error() {
+                            add(&self.metrics.protocol_errors, 1);
+                        }
+                    }
+                    self.close_client(io, idx, will);
+                }
+            }
+        }
+        // Keep the scratch vector's capacity.
+        actions.clear();
+        if self.actions.is_empty() {
+            self.actions = actions;
+        }
+        self.reschedule(idx);
+    }
+
+    pub(super) fn close_client(&mut self, io: &mut Io<'_>, idx: usize, will: bool) {
+        let c = &mut self.clients[idx];
+        if !c.closing {
+            c.closing = true;
+            c.close_with_will = will;
+            io.close(c.id);
+        }
+    }
+
+    /// Make sure the wheel will look at this connection no later than its deadline.
+    pub(super) fn reschedule(&mut self, idx: usize) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        if let Some(d) = c.conn.deadline() {
+            if c.scheduled.is_none_or(|s| d < s) {
+                c.scheduled = Some(d);
+                self.wheel.insert(TimerKey::Conn(c.id), d);
+            }
+        }
+    }
+
+    /// Decode and handle every complete packet buffered for a client.
+    fn process_input(&mut self, io: &mut Io<'_>, idx: usize, data: &[u8], now: Instant) {
+        let max = self.shared.cfg.max_packet_size;
+        // Fast path: nothing buffered, decode straight from the provided buffer.
+        let mut buf: BytesMut;
+        let mut input: &[u8] = if self.clients[idx].rx.is_empty() {
+            buf = BytesMut::new();
+            data
+        } else {
+            buf = std::mem::take(&mut self.clients[idx].rx);
+            buf.extend_from_slice(data);
+            &buf[..]
+        };
+        loop {
+            let client = &mut self.clients[idx];
+            if client.closing || client.awaiting_connack || input.is_empty() {
+                break;
+            }
+            match protocol::decode_packet(input, client.conn.version(), max) {
+                Ok(Some((packet, used))) => {
+                    input = &input[used..];
+                    add(&self.metrics.packets_in, 1);
+                    client.conn.handle(packet, now, &mut self.actions);
+                    self.run_actions(io, idx, now);
+                    if !self.clients.contains(idx) {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(peer = ?client.peer, error = %e, "bad packet");
+                    client.conn.on_decode_error(&e, &mut self.actions);
+                    self.run_actions(io, idx, now);
+                    return;
+                }
+            }
+        }
+        if !self.clients.contains(idx) {
+            return;
+        }
+        let client = &mut self.clients[idx];
+        if client.closing || input.is_empty() {
+            client.rx = BytesMut::new();
+            return;
+        }
+        // Keep the tail, bounded: a packet never exceeds max_packet_size, and while CONNECT
+        // waits for its hand-off the client may not flood us either.
+        if input.len() > (max as usize).saturating_mul(2) {
+            add(&self.metrics.protocol_errors, 1);
+            self.close_client(io, idx, true);
+            return;
+        }
+        let tail = BytesMut::from(input);
+        drop(buf);
+        self.clients[idx].rx = tail;
+    }
+
+    /// Resume a client whose CONNECT was answered: handle packets that queued up behind it.
+    pub(super) fn resume_input(&mut self, io: &mut Io<'_>, idx: usize, now: Instant) {
+        let pending = std::mem::take(&mut self.clients[idx].rx);
+        if !pending.is_empty() {
+            self.process_input(io, idx, &pending, now);
+        }
+    }
+
+    fn drain_mailbox(&mut self, io: &mut Io<'_>, now: Instant) {
+        // Bounded per call so one flooded mailbox cannot starve the sockets.
+        for _ in 0..65536 {
+            let Some(msg) = self.shared.mailboxes[self.id as usize].pop() else {
+                break;
+            };
+            match msg {
+                WorkerMsg::Publish(m) => self.route_local(io, &m, now),
+                WorkerMsg::Deliver {
+                    session,
+                    msg,
+                    delivery,
+                } => self.deliver_to(io, session, &msg, &delivery, now),
+                WorkerMsg::TakeOver(t) => self.on_takeover(io, t, now),
+                WorkerMsg::Handoff(h) => self.on_handoff(io, h, now),
+            }
+        }
+    }
+
+    fn on_timers(&mut self, io: &mut Io<'_>, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        loop {
+            expired.clear();
+            let more = self.wheel.advance(now, 4096, &mut expired);
+            for key in expired.drain(..) {
+                match key {
+                    TimerKey::Conn(id) => {
+                        let Some(idx) = self.client_index(id) else {
+                            continue;
+                        };
+                        let c = &mut self.clients[idx];
+                        c.scheduled = None;
+                        if c.closing {
+                            continue;
+                        }
+                        match c.conn.deadline() {
+                            Some(d) if d <= now => {
+                                if c.conn.version().is_some() {
+                                    add(&self.metrics.keepalive_expired, 1);
+                                } else {
+                                    add(&self.metrics.connect_timeouts, 1);
+                                }
+                                c.conn.on_timer(now, &mut self.actions);
+                                self.run_actions(io, idx, now);
+                            }
+                            _ => self.reschedule(idx),
+                        }
+                    }
+                    TimerKey::Session(key) => self.on_session_timer(io, key, now),
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        self.expired = expired;
+    }
+
+    /// Graceful shutdown: tell every client, publish wills, close.
+    fn begin_shutdown(&mut self, io: &mut Io<'_>, now: Instant) {
+        self.shutting_down = true;
+        let idxs: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
+        for idx in idxs {
+            if !self.clients.contains(idx) || self.clients[idx].closing {
+                continue;
+            }
+            self.clients[idx].conn.shutdown(&mut self.actions);
+            self.run_actions(io, idx, now);
+            if self.clients.contains(idx) && !self.clients[idx].closing {
+                self.close_client(io, idx, true);
+            }
+        }
+    }
+}
+
+impl Handler for Worker {
+    fn on_open(&mut self, io: &mut Io<'_>, conn: ConnId, peer: Option<SocketAddr>) {
+        let now = io.now();
+        add(&self.metrics.connections_total, 1);
+        add(&self.metrics.connections_current, 1);
+        let idx = self.clients.insert(Client {
+            id: conn,
+            conn: Connection::new(self.shared.limits.clone(), now),
+            rx: BytesMut::new(),
+            session: None,
+            awaiting_connack: false,
+            scheduled: None,
+            closing: false,
+            close_with_will: true,
+            peer,
+        });
+        self.by_slot.insert(conn.slot, idx);
+        if self.shutting_down {
+            self.close_client(io, idx, false);
+            return;
+        }
+        self.reschedule(idx);
+    }
+
+    fn on_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
+        let Some(idx) = self.client_index(conn) else {
+            return;
+        };
+        let now = io.now();
+        add(&self.metrics.bytes_in, data.len() as u64);
+        // Any bytes from the client reset keep-alive, even part of a packet.
+        self.clients[idx].conn.on_bytes_received(now);
+        self.process_input(io, idx, data, now);
+    }
+
+    fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, error: Option<std::io::Error>) {
+        let Some(idx) = self.client_index(conn) else {
+            return;
+        };
+        let now = io.now();
+        sub(&self.metrics.connections_current, 1);
+        self.by_slot.remove(&conn.slot);
+        let client = self.clients.remove(idx);
+        if let Some(e) = &error {
+            tracing::debug!(peer = ?client.peer, error = %e, "connection error");
+        }
+        // A close we did not ask for (peer gone, I/O error) is abnormal: the will is processed.
+        let with_will = if client.closing {
+            client.close_with_will
+        } else {
+            true
+        };
+        self.connection_ended(io, client, with_will, now);
+    }
+
+    fn on_writable(&mut self, io: &mut Io<'_>, conn: ConnId) {
+        let Some(idx) = self.client_index(conn) else {
+            return;
+        };
+        let now = io.now();
+        self.clients[idx].conn.on_writable(now, &mut self.actions);
+        self.run_actions(io, idx, now);
+    }
+
+    fn on_wake(&mut self, io: &mut Io<'_>) {
+        let now = io.now();
+        self.drain_mailbox(io, now);
+        self.flush_wakes(io);
+    }
+
+    fn on_tick(&mut self, io: &mut Io<'_>, now: Instant) {
+        if self.shared.shutdown.load(Ordering::Relaxed) && !self.shutting_down {
+            self.begin_shutdown(io, now);
+        }
+        self.drain_mailbox(io, now);
+        self.on_timers(io, now);
+        if self.id == 0 {
+            self.maybe_publish_sys(io, now);
+        }
+        let st = io.stats();
+        self.metrics
+            .recv_enobufs
+            .store(st.recv_enobufs, Ordering::Relaxed);
+        self.metrics.bytes_out.store(st.bytes_out, Ordering::Relaxed);
+        self.metrics
+            .connections_refused
+            .store(st.refused_max_conns, Ordering::Relaxed);
+        self.flush_wakes(io);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.shutting_down && self.clients.is_empty()
+    }
+}

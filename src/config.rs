@@ -1,0 +1,226 @@
+//! Broker configuration: embedded defaults, an optional TOML file, then command-line flags.
+//!
+//! Precedence: defaults < `--config FILE` < flags. Every field has a default so
+//! `ringmq` with no arguments runs a usable broker on 0.0.0.0:1883.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What to do with an MQTT 3.1.1 keep-alive above `max_keep_alive` (3.1.1 cannot tell the client
+/// another value, unlike MQTT 5's Server Keep Alive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum V311KeepAlivePolicy {
+    /// Accept the connection and enforce `max_keep_alive` instead (the default, as Mosquitto does).
+    #[default]
+    Clamp,
+    /// Refuse the connection with CONNACK return code 0x02 (identifier rejected is the only
+    /// 3.1.1 code that is close; logged with the real cause).
+    Refuse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listen addresses (IPv4 or IPv6). Each worker gets its own SO_REUSEPORT socket per address.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads; 0 = one per online CPU.
+    pub workers: usize,
+    /// Pin worker i to CPU i % ncpu.
+    pub pin_workers: bool,
+    /// When set, worker i also listens on `worker_port_base + i` on the first listen address's IP,
+    /// so a client (or a test) can choose the worker it lands on.
+    pub worker_port_base: Option<u16>,
+    pub backlog: i32,
+    /// Maximum live connections per worker (io_uring fixed-file table size).
+    pub max_connections_per_worker: u32,
+    /// Seconds a socket may take to deliver a complete CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Highest keep-alive accepted (MQTT 5: larger requests get Server Keep Alive = this).
+    pub max_keep_alive: u16,
+    /// MQTT 5: if set, every CONNACK carries this Server Keep Alive.
+    pub server_keep_alive: Option<u16>,
+    /// MQTT 5: Server Keep Alive imposed when a client asks for 0 (None: 0 is allowed).
+    pub keep_alive_when_zero: Option<u16>,
+    pub v311_keep_alive_policy: V311KeepAlivePolicy,
+    /// Largest packet accepted, in bytes.
+    pub max_packet_size: u32,
+    /// Receive Maximum advertised to MQTT 5 clients (inbound QoS 1/2 in flight).
+    pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    /// Cap on outbound QoS 1/2 messages in flight per client.
+    pub max_inflight: u16,
+    /// Per-session queue limits (messages waiting for a window or for an offline client).
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub queue_qos0_offline: bool,
+    /// Bytes of encoded packets queued on one socket before QoS 0 is dropped / QoS 1+ waits.
+    pub send_queue_limit: usize,
+    /// Cap on the Session Expiry Interval a client may request (seconds).
+    pub max_session_expiry: u32,
+    /// Lifetime of a 3.1.1 Clean Session = 0 session after disconnect (0xFFFFFFFF = never).
+    pub v311_session_expiry: u32,
+    /// Upper bound on stored sessions (online and offline) per worker.
+    pub max_sessions_per_worker: usize,
+    pub retain_available: bool,
+    pub wildcard_subscriptions: bool,
+    pub shared_subscriptions: bool,
+    pub subscription_identifiers: bool,
+    /// Refuse a take-over by a connection authenticated as a different user.
+    pub refuse_takeover_by_other_user: bool,
+    /// TCP keepalive on accepted sockets (supplements the MQTT keep-alive).
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// TCP_USER_TIMEOUT in milliseconds (bounds unacknowledged writes to a dead peer).
+    pub tcp_user_timeout_ms: Option<u32>,
+    /// Prometheus text endpoint (`GET /metrics`), e.g. "127.0.0.1:9883".
+    pub metrics_listen: Option<SocketAddr>,
+    /// Period of `$SYS/broker/...` publications in seconds (0 = off).
+    pub sys_interval_secs: u64,
+    /// Provided buffers per worker and their size.
+    pub recv_buffers: u16,
+    pub recv_buffer_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepalive {
+    pub idle_secs: u32,
+    pub interval_secs: u32,
+    pub count: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec!["0.0.0.0:1883".parse().expect("literal address")],
+            workers: 0,
+            pin_workers: true,
+            worker_port_base: None,
+            backlog: 4096,
+            max_connections_per_worker: 16_000,
+            connect_timeout_secs: 10,
+            max_keep_alive: 65535,
+            server_keep_alive: None,
+            keep_alive_when_zero: None,
+            v311_keep_alive_policy: V311KeepAlivePolicy::Clamp,
+            max_packet_size: 1 << 20,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_inflight: 64,
+            max_queued_messages: 1000,
+            max_queued_bytes: 8 << 20,
+            queue_qos0_offline: false,
+            send_queue_limit: 1 << 20,
+            max_session_expiry: u32::MAX,
+            v311_session_expiry: u32::MAX,
+            max_sessions_per_worker: 1_000_000,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            shared_subscriptions: true,
+            subscription_identifiers: true,
+            refuse_takeover_by_other_user: false,
+            tcp_keepalive: None,
+            tcp_user_timeout_ms: None,
+            metrics_listen: None,
+            sys_interval_secs: 10,
+            recv_buffers: 4096,
+            recv_buffer_size: 4096,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml_str(s: &str) -> Result<Config, String> {
+        toml::from_str(s).map_err(|e| e.to_string())
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_toml_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Worker count after resolving 0 to the number of CPUs.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// Check values that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listen.is_empty() {
+            return Err("at least one listen address is needed".into());
+        }
+        if self.receive_maximum == 0 {
+            return Err("receive_maximum must be at least 1".into());
+        }
+        if self.max_inflight == 0 {
+            return Err("max_inflight must be at least 1".into());
+        }
+        if self.max_packet_size < 16 {
+            return Err("max_packet_size must be at least 16 bytes".into());
+        }
+        if !self.recv_buffers.is_power_of_two() {
+            return Err("recv_buffers must be a power of two".into());
+        }
+        if self.max_connections_per_worker == 0 {
+            return Err("max_connections_per_worker must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_listen_on_1883() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen[0].port(), 1883);
+        assert_eq!(c.connect_timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let c = Config::from_toml_str(
+            "listen = [\"127.0.0.1:1999\", \"[::1]:1999\"]\nworkers = 3\nserver_keep_alive = 30\n\
+             [tcp_keepalive]\nidle_secs = 60\ninterval_secs = 10\ncount = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.listen[1].is_ipv6());
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.server_keep_alive, Some(30));
+        assert_eq!(c.tcp_keepalive.unwrap().count, 3);
+        assert_eq!(c.max_keep_alive, 65535);
+        assert!(Config::from_toml_str("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn validate_rejects_nonsense() {
+        let c = Config {
+            recv_buffers: 1000,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            listen: vec![],
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

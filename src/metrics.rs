@@ -1,0 +1,130 @@
+//! Counters. Each worker owns one [`WorkerMetrics`] and is its only writer (relaxed atomics, no
+//! contention); readers (the Prometheus endpoint, `$SYS` publication) sum over workers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+macro_rules! counters {
+    ($($name:ident : $kind:literal, $help:literal;)*) => {
+        #[derive(Debug, Default)]
+        pub struct WorkerMetrics { $(pub $name: AtomicU64,)* }
+
+        impl WorkerMetrics {
+            /// (name, prometheus type, help) for every counter, in declaration order.
+            pub const FIELDS: &'static [(&'static str, &'static str, &'static str)] =
+                &[$((stringify!($name), $kind, $help),)*];
+
+            pub fn values(&self) -> Vec<u64> {
+                vec![$(self.$name.load(Ordering::Relaxed),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    connections_current: "gauge", "Live network connections";
+    connections_total: "counter", "Connections accepted";
+    connections_refused: "counter", "Connections refused at the connection limit";
+    sessions_current: "gauge", "Sessions held (online and offline)";
+    bytes_in: "counter", "Bytes received";
+    bytes_out: "counter", "Bytes sent";
+    packets_in: "counter", "Control packets received";
+    packets_out: "counter", "Control packets sent";
+    publish_in: "counter", "PUBLISH packets received";
+    publish_out: "counter", "PUBLISH packets sent";
+    keepalive_expired: "counter", "Connections closed by keep-alive expiry";
+    connect_timeouts: "counter", "Sockets closed for not sending CONNECT in time";
+    protocol_errors: "counter", "Connections closed for malformed packets or protocol errors";
+    takeovers: "counter", "Connections taken over by a new CONNECT with the same ClientId";
+    wills_published: "counter", "Will messages published";
+    recv_enobufs: "counter", "Multishot recv ended because the provided-buffer ring was empty";
+    slow_consumer_drops: "counter", "QoS 0 messages dropped because the socket queue was full";
+    queue_drops: "counter", "Messages dropped because a session queue was full";
+    sessions_expired: "counter", "Offline sessions removed at expiry";
+}
+
+pub type Metrics = Arc<Vec<Arc<WorkerMetrics>>>;
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+pub fn sub(c: &AtomicU64, n: u64) {
+    c.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// Sum of every worker's counters, in `WorkerMetrics::FIELDS` order.
+pub fn totals(workers: &[Arc<WorkerMetrics>]) -> Vec<u64> {
+    let mut sum = vec![0u64; WorkerMetrics::FIELDS.len()];
+    for w in workers {
+        for (s, v) in sum.iter_mut().zip(w.values()) {
+            *s += v;
+        }
+    }
+    sum
+}
+
+/// Prometheus text exposition format.
+pub fn render_prometheus(workers: &[Arc<WorkerMetrics>]) -> String {
+    let mut out = String::new();
+    for ((name, kind, help), v) in WorkerMetrics::FIELDS.iter().zip(totals(workers)) {
+        out.push_str(&format!(
+            "# HELP ringmq_{name} {help}\n# TYPE ringmq_{name} {kind}\nringmq_{name} {v}\n"
+        ));
+    }
+    out
+}
+
+/// Serve `GET /metrics` on `addr` from a background thread (one request at a time; the
+/// endpoint is for a scraper, not for the public).
+pub fn serve_prometheus(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("ringmq-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let body = render_prometheus(&metrics);
+                let (status, body) = if line.starts_with("GET /metrics") {
+                    ("200 OK", body)
+                } else {
+                    ("404 Not Found", String::from("not found\n"))
+                };
+                let mut w = &stream;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })?;
+    Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_sum_workers_and_render_names_every_counter() {
+        let a = Arc::new(WorkerMetrics::default());
+        let b = Arc::new(WorkerMetrics::default());
+        add(&a.publish_in, 3);
+        add(&b.publish_in, 4);
+        add(&b.connections_current, 2);
+        sub(&b.connections_current, 1);
+        let text = render_prometheus(&[a, b]);
+        assert!(text.contains("ringmq_publish_in 7\n"));
+        assert!(text.contains("ringmq_connections_current 1\n"));
+        assert!(text.contains("# TYPE ringmq_connections_current gauge"));
+        assert_eq!(text.matches("# HELP").count(), WorkerMetrics::FIELDS.len());
+    }
+}

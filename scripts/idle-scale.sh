@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Idle-connection scale test (not part of cargo test).
+#
+# Opens N idle MQTT connections with keep-alive from many 127.0.0.x source addresses using the
+# bundled generator, holds them for HOLD seconds, and reports for each broker:
+#   - CONNECT+CONNACK rate (from the generator's JSON),
+#   - broker RSS per idle connection ((RSS loaded - RSS empty) / N),
+#   - broker CPU while idle (CPU-seconds over the hold period, from /proc/PID/stat).
+# Brokers: ringmq (release build) and Mosquitto from Debian's package, same N, same run.
+#
+# Usage: scripts/idle-scale.sh [N=19000] [HOLD=120] [WORKERS=2]
+# The open-file limit here is 20,000 and cannot be raised: Mosquitto needs one fd per
+# connection, so N stays below that for the comparison; ringmq uses io_uring direct descriptors
+# (not in the fd table) and can go further with more workers (see README).
+set -euo pipefail
+N=${1:-19000}
+HOLD=${2:-120}
+WORKERS=${3:-2}
+KEEPALIVE=60
+PORT_R=18831
+PORT_M=18832
+SOURCES=127.0.0.2-127.0.0.41
+cd "$(dirname "$0")/.."
+OUT=${OUT:-target/idle-scale}
+mkdir -p "$OUT"
+
+cargo build --release -q --bin ringmq -p ringmq
+cargo build --release -q -p ringmq-load
+RINGMQ=target/release/ringmq
+LOAD=target/release/ringmq-load
+command -v mosquitto >/dev/null || { echo "mosquitto not installed: apt-get install mosquitto" >&2; exit 1; }
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
+TCK=$(getconf CLK_TCK)
+
+run_one() { # name port pid
+  local name=$1 port=$2 pid=$3
+  sleep 1
+  local rss0; rss0=$(rss_kib "$pid")
+  "$LOAD" conn --host 127.0.0.1 --port "$port" --clients "$N" --ramp 0 --keepalive "$KEEPALIVE" \
+    --source "$SOURCES" --threads 2 --duration "$((HOLD + 60))s" --json "$OUT/$name-conn.json" \
+    2> "$OUT/$name-load.log" &
+  local lpid=$!
+  # Wait until every connection is established (bounded: 60 s).
+  for _ in $(seq 1 600); do
+    [ "$(established "$port")" -ge "$N" ] && break
+    sleep 0.1
+  done
+  local up; up=$(established "$port")
+  sleep 2
+  local c0 r1; c0=$(cpu_ticks "$pid"); r1=$(rss_kib "$pid")
+  sleep "$HOLD"
+  local c1 r2 up2; c1=$(cpu_ticks "$pid"); r2=$(rss_kib "$pid"); up2=$(established "$port")
+  kill "$lpid" 2>/dev/null || true
+  wait "$lpid" 2>/dev/null || true
+  local per; per=$(( (r2 - rss0) * 1024 / (up > 0 ? up : 1) ))
+  local cpu; cpu=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v h="$HOLD" 'BEGIN {printf "%.3f", (b-a)/t/h*100}')
+  local rate; rate=$(python3 -c "import json,sys; d=json.load(open('$OUT/$name-conn.json')); print(next((v for k,v in d.items() if 'connect' in k and 'rate' in k), d.get('connect_rate','?')))" 2>/dev/null || echo '?')
+  printf '%-10s conns=%-6s after_hold=%-6s rss_empty=%sKiB rss_loaded=%sKiB bytes/conn=%-5s idle_cpu=%s%% connect_rate=%s/s\n' \
+    "$name" "$up" "$up2" "$rss0" "$r2" "$per" "$cpu" "$rate" | tee -a "$OUT/summary.txt"
+}
+
+: > "$OUT/summary.txt"
+echo "N=$N HOLD=${HOLD}s WORKERS=$WORKERS keepalive=$KEEPALIVE sources=$SOURCES" | tee -a "$OUT/summary.txt"
+
+"$RINGMQ" --listen 127.0.0.1:$PORT_R --workers "$WORKERS" --max-connections-per-worker 20000 \
+  2> "$OUT/ringmq.log" &
+RPID=$!
+trap 'kill $RPID 2>/dev/null || true; kill ${MPID:-0} 2>/dev/null || true' EXIT
+run_one ringmq $PORT_R $RPID
+kill -INT $RPID; wait $RPID 2>/dev/null || true
+
+cat > "$OUT/mosquitto.conf" <<CONF
+listener $PORT_M 127.0.0.1
+allow_anonymous true
+max_keepalive 65535
+CONF
+mosquitto -c "$OUT/mosquitto.conf" 2> "$OUT/mosquitto.log" &
+MPID=$!
+run_one mosquitto $PORT_M $MPID
+kill $MPID; wait $MPID 2>/dev/null || true
+echo "summary in $OUT/summary.txt"

@@ -93,6 +93,8 @@ pub struct EngineStats {
     pub connect_failed: u64,
     /// `Io::wake` calls that submitted a MSG_RING (not coalesced away).
     pub wakes_sent: u64,
+    /// MSG_RING wakes that failed (target ring not running yet) and went through the eventfd.
+    pub wake_fallbacks: u64,
 }
 
 pub trait Handler {
@@ -1007,6 +1009,7 @@ mod imp {
                     let i = ud_slot(u) as usize;
                     if let Some(r) = self.msg_pending.try_remove(i) {
                         if res < 0 {
+                            self.stats.wake_fallbacks += 1;
                             // Target ring not running yet (or gone): fall back to its eventfd.
                             r.write_eventfd();
                         }

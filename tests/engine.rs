@@ -123,7 +123,15 @@ fn spawn(
 ) -> Server {
     let stop = Arc::new(AtomicBool::new(false));
     let ev: Shared = Arc::default();
-    let listener = listen.then(|| TcpListener::bind("127.0.0.1:0").unwrap());
+    let listener = listen.then(|| {
+        // A deep backlog so bursts of test clients are not delayed by SYN retries.
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(1024).unwrap();
+        TcpListener::from(s)
+    });
     let addr = listener.as_ref().map(|l| l.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
     let (stop2, ev2) = (stop.clone(), ev.clone());
@@ -194,6 +202,23 @@ fn assert_closes_once(ev: &Ev) {
 #[test]
 fn per_connection_state_is_small() {
     let n = conn_state_size();
+    eprintln!("per-connection state: {n} bytes");
+    let e = Engine::new(cfg()).unwrap();
+    eprintln!(
+        "defer_taskrun={} table={} max_conns={}",
+        e.defer_taskrun(),
+        e.fixed_table_size(),
+        e.max_conns()
+    );
+    let big = Engine::new(EngineConfig {
+        max_conns: 100_000,
+        buf_count: 8,
+        ..cfg()
+    })
+    .unwrap();
+    // The fixed table is capped by RLIMIT_NOFILE; headroom is kept for refusals.
+    assert!(big.max_conns() < big.fixed_table_size());
+    assert!(big.fixed_table_size() <= 100_000);
     assert!(n <= 128, "per-connection state is {n} bytes");
 }
 
@@ -417,7 +442,10 @@ fn io_wake_between_engines_uses_msg_ring() {
     let (a_stats, _) = a.stop();
     let (_, b_ev) = b.stop();
     assert!(a_stats.wakes_sent >= 1);
-    assert_eq!(a_stats.wake_fallbacks, 0, "MSG_RING was used, not the eventfd");
+    assert_eq!(
+        a_stats.wake_fallbacks, 0,
+        "MSG_RING was used, not the eventfd"
+    );
     assert!(b_ev.lock().unwrap().wakes >= 1);
 }
 
@@ -443,7 +471,10 @@ fn buffer_ring_exhaustion_loses_no_bytes() {
     let (stats, ev) = srv.stop();
     assert_eq!(stats.bytes_in, 32 * (64 << 10));
     assert_eq!(stats.bytes_out, stats.bytes_in);
-    assert!(stats.recv_enobufs > 0, "2 buffers for 32 busy peers: {stats:?}");
+    assert!(
+        stats.recv_enobufs > 0,
+        "2 buffers for 32 busy peers: {stats:?}"
+    );
     assert!(stats.recv_rearms > 0, "{stats:?}");
     assert!(ev.lock().unwrap().notes.is_empty());
 }

@@ -436,6 +436,7 @@ mod imp {
         now: Instant,
         wake_pending: bool,
         stopping: bool,
+        defer_taskrun: bool,
     }
 
     /// One io_uring event loop. Create it on (or move it to) the thread that runs it.
@@ -499,7 +500,7 @@ mod imp {
         pub fn new(cfg: EngineConfig) -> io::Result<Engine> {
             let entries = cfg.ring_entries.clamp(8, 32768);
             let (ring, disabled) = build_ring(entries)?;
-            let headroom = (cfg.max_conns / 16).max(64);
+            let headroom = (cfg.max_conns / 16).clamp(64, 1024);
             let want = cfg.max_conns.max(1).saturating_add(headroom);
             let table_size = want.min(nofile_limit()).max(2);
             let max_conns = if table_size < want {
@@ -576,6 +577,7 @@ mod imp {
                     now: Instant::now(),
                     wake_pending: false,
                     stopping: false,
+                    defer_taskrun: disabled,
                     cfg,
                 },
             })
@@ -606,6 +608,12 @@ mod imp {
         /// Effective connection limit (may be below `cfg.max_conns`, see [`Engine::new`]).
         pub fn max_conns(&self) -> u32 {
             self.inner.max_conns
+        }
+
+        /// True when the ring runs with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN (falls back
+        /// to a plain ring on kernels without them).
+        pub fn defer_taskrun(&self) -> bool {
+            self.inner.defer_taskrun
         }
 
         /// Entries in the registered (sparse) fixed-file table.
@@ -678,9 +686,7 @@ mod imp {
                 // SAFETY: see `push`.
                 if unsafe { self.ring.submission().push(e) }.is_ok() {
                     self.backlog.pop_front();
-                } else if self.ring.submit().is_err() {
-                    break;
-                } else if self.ring.submission().is_full() {
+                } else if self.ring.submit().is_err() || self.ring.submission().is_full() {
                     break;
                 }
             }
@@ -930,9 +936,9 @@ mod imp {
                 return;
             }
             let still_flushing = c.flags & F_NO_FLUSH == 0
-                && c.send.as_ref().is_some_and(|st| {
-                    st.queued() > 0 && st.deadline.is_some_and(|d| self.now < d)
-                });
+                && c.send
+                    .as_ref()
+                    .is_some_and(|st| st.queued() > 0 && st.deadline.is_some_and(|d| self.now < d));
             if still_flushing {
                 if c.flags & F_DIRTY == 0 {
                     c.flags |= F_DIRTY;
@@ -1108,12 +1114,12 @@ mod imp {
             };
             st.pos = (st.pos + res as usize).min(st.inflight.len());
             if st.queued() > 0 {
-                if c.flags & F_CLOSING != 0 {
-                    if c.flags & F_NO_FLUSH != 0 || st.deadline.is_some_and(|d| now >= d) {
-                        c.flags |= F_NO_FLUSH;
-                        self.maybe_finalize(s);
-                        return;
-                    }
+                if c.flags & F_CLOSING != 0
+                    && (c.flags & F_NO_FLUSH != 0 || st.deadline.is_some_and(|d| now >= d))
+                {
+                    c.flags |= F_NO_FLUSH;
+                    self.maybe_finalize(s);
+                    return;
                 }
                 self.submit_send(s);
                 return;
@@ -1358,13 +1364,10 @@ mod imp {
             use socket2::{Domain, Protocol, Socket, Type};
             let inner = &mut *self.inner;
             if inner.stopping {
-                return Err(io::Error::new(io::ErrorKind::Other, "engine stopping"));
+                return Err(io::Error::other("engine stopping"));
             }
             if inner.live >= inner.max_conns {
-                return Err(io::Error::new(
-                    io::ErrorKind::Other,
-                    "engine max_conns reached",
-                ));
+                return Err(io::Error::other("engine max_conns reached"));
             }
             let sock = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
             if inner.connect_nodelay {

@@ -282,10 +282,11 @@ fn many_connections_and_peer_close() {
 
 #[test]
 fn handler_close_flushes_queued_bytes_then_eof() {
-    const N: usize = 3 << 20;
+    // More than the loopback socket buffers hold: the flush needs several sends.
+    const N: usize = 16 << 20;
     let srv = spawn(cfg(), true, |stop, ev| {
         let mut h = H::echo(stop, ev);
-        h.data = Box::new(|io, _ev, c, d| {
+        h.data = Box::new(|io, ev, c, d| {
             if d.starts_with(b"bye") {
                 let body = pattern(N, 3);
                 for chunk in body.chunks(64 << 10) {
@@ -296,12 +297,18 @@ fn handler_close_flushes_queued_bytes_then_eof() {
                 // After close nothing more is accepted.
                 assert!(!io.send(c, b"x"));
                 assert!(!io.is_open(c));
+                ev.lock().unwrap().notes.push("closing".into());
             }
         });
         h
     });
     let mut s = client(srv.addr.unwrap());
     s.write_all(b"bye").unwrap();
+    // Let the socket buffers fill up first so the engine sees short writes while closing.
+    wait_until("close requested", || {
+        srv.ev.lock().unwrap().notes.iter().any(|n| n == "closing")
+    });
+    std::thread::sleep(Duration::from_millis(100));
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), N);

@@ -821,7 +821,9 @@ mod imp {
                     continue;
                 }
                 c.flags &= !F_DIRTY;
-                if c.flags & F_SEND == 0 && c.send.as_ref().is_some_and(|st| st.queued() > 0) {
+                if c.flags & (F_SEND | F_NO_FLUSH) == 0
+                    && c.send.as_ref().is_some_and(|st| st.queued() > 0)
+                {
                     self.submit_send(s);
                 }
             }
@@ -920,6 +922,11 @@ mod imp {
                     // completion arrives).
                     c.flags |= F_SEND_CANCELLED;
                     self.cancel(ud(K_SEND, s as u32, gen));
+                }
+                Some(_) if !flush => {
+                    // Not flushing and nothing in flight: drop the queue now.
+                    c.send = None;
+                    c.flags &= !F_DIRTY;
                 }
                 _ => {}
             }

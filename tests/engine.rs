@@ -121,6 +121,15 @@ fn spawn(
     listen: bool,
     make: impl FnOnce(Arc<AtomicBool>, Shared) -> H + Send + 'static,
 ) -> Server {
+    spawn_linger(cfg, listen, None, make)
+}
+
+fn spawn_linger(
+    cfg: EngineConfig,
+    listen: bool,
+    linger: Option<Duration>,
+    make: impl FnOnce(Arc<AtomicBool>, Shared) -> H + Send + 'static,
+) -> Server {
     let stop = Arc::new(AtomicBool::new(false));
     let ev: Shared = Arc::default();
     let listener = listen.then(|| {
@@ -137,6 +146,9 @@ fn spawn(
     let (stop2, ev2) = (stop.clone(), ev.clone());
     let join = std::thread::spawn(move || {
         let mut engine = Engine::new(cfg).expect("engine");
+        if let Some(d) = linger {
+            engine.set_close_linger(d);
+        }
         if let Some(l) = listener {
             engine.listen(l).expect("listen");
         }
@@ -317,6 +329,26 @@ fn handler_close_flushes_queued_bytes_then_eof() {
     let (stats, ev) = srv.stop();
     assert_eq!(stats.bytes_out, N as u64);
     assert_eq!(ev.lock().unwrap().closes[0].1, None);
+}
+
+#[test]
+fn close_flush_gives_up_on_a_peer_that_does_not_read() {
+    let srv = spawn_linger(cfg(), true, Some(Duration::from_millis(200)), |stop, ev| {
+        let mut h = H::echo(stop, ev);
+        h.data = Box::new(|io, _ev, c, _d| {
+            assert!(io.send(c, &vec![1u8; 32 << 20]));
+            io.close(c);
+        });
+        h
+    });
+    let mut s = client(srv.addr.unwrap());
+    s.write_all(b"x").unwrap();
+    // Never read: the flush cannot finish, the engine gives up after the linger time.
+    wait_until("close", || srv.ev.lock().unwrap().closes.len() == 1);
+    let (stats, ev) = srv.stop();
+    assert_eq!(ev.lock().unwrap().closes[0].1, Some(ErrorKind::TimedOut));
+    assert!(stats.bytes_out < 32 << 20);
+    drop(s);
 }
 
 #[test]

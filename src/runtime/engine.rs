@@ -131,8 +131,8 @@ mod imp {
 
     /// Buffer group id of the provided buffer ring.
     const BGID: u16 = 0;
-    /// How long `Io::close` (and the shutdown in `run`) keeps flushing queued bytes to a peer
-    /// that does not read before giving up.
+    /// Default for how long `Io::close` (and the shutdown in `run`) keeps flushing queued bytes
+    /// to a peer that does not read before giving up (see `Engine::set_close_linger`).
     const CLOSE_LINGER: Duration = Duration::from_secs(5);
     /// Marker for "no fixed file slot yet".
     const NO_FIXED: u32 = u32::MAX;
@@ -437,6 +437,7 @@ mod imp {
         wake_pending: bool,
         stopping: bool,
         defer_taskrun: bool,
+        linger: Duration,
     }
 
     /// One io_uring event loop. Create it on (or move it to) the thread that runs it.
@@ -578,6 +579,7 @@ mod imp {
                     wake_pending: false,
                     stopping: false,
                     defer_taskrun: disabled,
+                    linger: CLOSE_LINGER,
                     cfg,
                 },
             })
@@ -608,6 +610,12 @@ mod imp {
         /// Effective connection limit (may be below `cfg.max_conns`, see [`Engine::new`]).
         pub fn max_conns(&self) -> u32 {
             self.inner.max_conns
+        }
+
+        /// How long a closing connection keeps flushing queued bytes to a peer that does not
+        /// read (default 5 s); past it the bytes are dropped and `on_close` gets `TimedOut`.
+        pub fn set_close_linger(&mut self, d: Duration) {
+            self.inner.linger = d;
         }
 
         /// True when the ring runs with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN (falls back
@@ -910,7 +918,7 @@ mod imp {
             let c = &mut self.conns[s];
             match c.send.as_mut() {
                 Some(st) if flush && st.queued() > 0 => {
-                    st.deadline = Some(now + CLOSE_LINGER);
+                    st.deadline = Some(now + self.linger);
                     if c.flags & (F_SEND | F_DIRTY) == 0 {
                         c.flags |= F_DIRTY;
                         self.dirty.push(s as u32);
@@ -952,6 +960,10 @@ mod imp {
                     self.dirty.push(s as u32);
                 }
                 return;
+            }
+            if c.err == 0 && c.send.as_ref().is_some_and(|st| st.queued() > 0) {
+                // Queued bytes are lost: the flush ran out of time.
+                c.err = libc::ETIMEDOUT;
             }
             c.send = None;
             c.flags &= !F_DIRTY;
@@ -1107,6 +1119,9 @@ mod imp {
             let c = &mut self.conns[s];
             c.flags &= !(F_SEND | F_SEND_CANCELLED);
             if res <= 0 {
+                if c.err == 0 && c.flags & F_CLOSING != 0 && res != -libc::ECANCELED {
+                    c.err = if res == 0 { libc::EPIPE } else { -res };
+                }
                 if c.flags & F_CLOSING == 0 {
                     self.stats.send_errors += 1;
                     self.begin_close(s, if res == 0 { libc::EPIPE } else { -res }, false);
@@ -1242,6 +1257,9 @@ mod imp {
                     .is_some_and(|d| now >= d);
                 if expired {
                     c.flags |= F_NO_FLUSH;
+                    if c.err == 0 {
+                        c.err = libc::ETIMEDOUT;
+                    }
                     if c.flags & F_SEND != 0 && c.flags & F_SEND_CANCELLED == 0 {
                         c.flags |= F_SEND_CANCELLED;
                         self.cancel(ud(K_SEND, slot, gen));
@@ -1266,7 +1284,7 @@ mod imp {
                     self.begin_close(s, 0, true);
                 }
             }
-            let deadline = self.now + CLOSE_LINGER + Duration::from_secs(1);
+            let deadline = self.now + self.linger + Duration::from_secs(1);
             while self.live > 0 && self.now < deadline {
                 self.prepare();
                 self.submit_wait()?;

@@ -82,6 +82,19 @@ pub struct EngineStats {
     pub recv_enobufs: u64,
     pub recv_rearms: u64,
     pub send_queue_full: u64,
+    /// Multishot accepts that failed (the accept is re-armed on the next tick).
+    pub accept_errors: u64,
+    /// Multishot accepts re-armed after ending without IORING_CQE_F_MORE.
+    pub accept_rearms: u64,
+    /// Sends that failed (the connection is closed with the error).
+    pub send_errors: u64,
+    /// Outbound connects that succeeded / failed.
+    pub connected: u64,
+    pub connect_failed: u64,
+    /// `Io::wake` calls that submitted a MSG_RING (not coalesced away).
+    pub wakes_sent: u64,
+    /// MSG_RING wakes that failed (target ring not running yet) and went through the eventfd.
+    pub wake_fallbacks: u64,
 }
 
 pub trait Handler {
@@ -102,59 +115,1365 @@ pub trait Handler {
     fn should_stop(&self) -> bool;
 }
 
-pub use self::imp::{Engine, Io, Remote};
+pub use self::imp::{conn_state_size, Engine, Io, Remote};
 
 mod imp {
-    //! Placeholder until the runtime work lands.
+    //! The io_uring implementation. Layout of `user_data` on every SQE we submit:
+    //! bits 56..63 = operation kind, bits 32..55 = low 24 bits of the connection generation,
+    //! bits 0..31 = connection slot (or listener index / wake-slab index).
     use super::*;
-    pub struct Engine;
-    pub struct Io<'a>(std::marker::PhantomData<&'a ()>);
+    use io_uring::{cqueue, opcode, squeue, types, IoUring};
+    use std::collections::{HashMap, VecDeque};
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+    use std::sync::Arc;
+
+    /// Buffer group id of the provided buffer ring.
+    const BGID: u16 = 0;
+    /// Default for how long `Io::close` (and the shutdown in `run`) keeps flushing queued bytes
+    /// to a peer that does not read before giving up (see `Engine::set_close_linger`).
+    const CLOSE_LINGER: Duration = Duration::from_secs(5);
+    /// Marker for "no fixed file slot yet".
+    const NO_FIXED: u32 = u32::MAX;
+    /// IORING_FILE_INDEX_ALLOC (~0U) as the i32 offset of IORING_OP_FILES_UPDATE: the kernel
+    /// picks a free fixed slot and writes its index back into the fd array.
+    const FILE_INDEX_ALLOC: i32 = -1;
+
+    const K_ACCEPT: u64 = 1;
+    const K_RECV: u64 = 2;
+    const K_SEND: u64 = 3;
+    const K_CLOSE: u64 = 4;
+    const K_FUPD: u64 = 5;
+    const K_CONNECT: u64 = 6;
+    const K_IGNORE: u64 = 7;
+    const K_TIMER: u64 = 8;
+    const K_EVENTFD: u64 = 9;
+    const K_WAKE: u64 = 10;
+    const K_MSG_SENT: u64 = 11;
+
+    const GEN_MASK: u32 = 0x00FF_FFFF;
+
+    fn ud(kind: u64, slot: u32, gen: u32) -> u64 {
+        (kind << 56) | (((gen & GEN_MASK) as u64) << 32) | slot as u64
+    }
+    fn ud_kind(u: u64) -> u64 {
+        u >> 56
+    }
+    fn ud_slot(u: u64) -> u32 {
+        u as u32
+    }
+    fn ud_gen(u: u64) -> u32 {
+        ((u >> 32) as u32) & GEN_MASK
+    }
+
+    // Connection flags.
+    const F_USED: u16 = 1;
+    const F_OPEN: u16 = 1 << 1;
+    const F_RECV: u16 = 1 << 2;
+    const F_SEND: u16 = 1 << 3;
+    const F_CLOSING: u16 = 1 << 4;
+    const F_CLOSE_INFLIGHT: u16 = 1 << 5;
+    const F_DIRTY: u16 = 1 << 6;
+    const F_REFUSED: u16 = 1 << 7;
+    const F_ENOBUF_WAIT: u16 = 1 << 8;
+    const F_CONNECTING: u16 = 1 << 9;
+    const F_SEND_CANCELLED: u16 = 1 << 10;
+    const F_NOTIFIED: u16 = 1 << 11;
+    const F_NO_FLUSH: u16 = 1 << 12;
+
+    /// Outbound bytes of one connection. Exists only while bytes are queued.
+    /// `inflight` is owned by the kernel while a send is in flight and never touched then;
+    /// `Io::send` appends to `pending`.
+    #[derive(Default)]
+    struct SendState {
+        inflight: Vec<u8>,
+        pos: usize,
+        pending: Vec<u8>,
+        deadline: Option<Instant>,
+    }
+
+    impl SendState {
+        fn queued(&self) -> usize {
+            self.inflight.len() - self.pos + self.pending.len()
+        }
+    }
+
+    /// Per-connection state; the whole thing for an idle connection.
+    struct Conn {
+        gen: u32,
+        fixed: u32,
+        err: i32,
+        flags: u16,
+        send: Option<Box<SendState>>,
+    }
+
+    /// Size in bytes of the engine's per-connection state (for an idle connection, this is
+    /// all the engine holds: no buffers).
+    pub fn conn_state_size() -> usize {
+        std::mem::size_of::<Conn>()
+    }
+
+    /// An outbound connect in progress.
+    struct ConnectState {
+        fd: Option<OwnedFd>,
+        fds: [RawFd; 1],
+        addr: socket2::SockAddr,
+        peer: SocketAddr,
+    }
+
+    struct Listener {
+        sock: std::net::TcpListener,
+        armed: bool,
+        backoff: bool,
+    }
+
+    /// The io_uring_buf layout (struct io_uring_buf in the kernel uapi).
+    #[repr(C)]
+    struct RawBuf {
+        addr: u64,
+        len: u32,
+        bid: u16,
+        resv: u16,
+    }
+
+    /// Provided buffer ring: `count` entries of 16 bytes plus `count * size` bytes of buffers,
+    /// both in anonymous mappings owned by this struct.
+    struct BufRing {
+        ring: *mut RawBuf,
+        ring_len: usize,
+        bufs: *mut u8,
+        bufs_len: usize,
+        mask: u16,
+        tail: u16,
+        size: u32,
+        count: u16,
+        available: u32,
+    }
+
+    // SAFETY: the raw pointers refer to private mappings owned by the BufRing; the engine that
+    // owns it is used by one thread at a time (moving it between threads is fine).
+    unsafe impl Send for BufRing {}
+
+    fn mmap_anon(len: usize) -> io::Result<*mut u8> {
+        // SAFETY: anonymous private mapping, no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(p as *mut u8)
+        }
+    }
+
+    impl BufRing {
+        fn new(count: u16, size: u32) -> io::Result<BufRing> {
+            if count == 0 || !count.is_power_of_two() || count > 32768 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "buf_count must be a power of two in 1..=32768",
+                ));
+            }
+            if size == 0 {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "buf_size is 0"));
+            }
+            let ring_len = count as usize * std::mem::size_of::<RawBuf>();
+            let bufs_len = count as usize * size as usize;
+            let ring = mmap_anon(ring_len)? as *mut RawBuf;
+            let bufs = match mmap_anon(bufs_len) {
+                Ok(b) => b,
+                Err(e) => {
+                    // SAFETY: `ring` was mapped just above with this length.
+                    unsafe { libc::munmap(ring as *mut libc::c_void, ring_len) };
+                    return Err(e);
+                }
+            };
+            Ok(BufRing {
+                ring,
+                ring_len,
+                bufs,
+                bufs_len,
+                mask: count - 1,
+                tail: 0,
+                size,
+                count,
+                available: 0,
+            })
+        }
+
+        /// Puts buffer `bid` at the tail (not yet visible to the kernel).
+        fn push(&mut self, bid: u16) {
+            if bid >= self.count {
+                return;
+            }
+            let idx = (self.tail & self.mask) as usize;
+            // SAFETY: idx < count so the entry lies inside the ring mapping; the kernel only
+            // reads entries between its head and the published tail, and this one is past the
+            // published tail. Fields are written individually so the tail (resv of entry 0) is
+            // not touched.
+            unsafe {
+                let e = self.ring.add(idx);
+                std::ptr::addr_of_mut!((*e).addr)
+                    .write(self.bufs.add(bid as usize * self.size as usize) as u64);
+                std::ptr::addr_of_mut!((*e).len).write(self.size);
+                std::ptr::addr_of_mut!((*e).bid).write(bid);
+            }
+            self.tail = self.tail.wrapping_add(1);
+            self.available += 1;
+        }
+
+        fn publish(&self) {
+            // SAFETY: the tail is the u16 `resv` field of entry 0, 2-byte aligned inside the
+            // page-aligned ring mapping; the kernel reads it with acquire semantics.
+            let tail = unsafe { &*(std::ptr::addr_of_mut!((*self.ring).resv) as *const AtomicU16) };
+            tail.store(self.tail, Ordering::Release);
+        }
+
+        fn recycle(&mut self, bid: u16) {
+            self.push(bid);
+            self.publish();
+        }
+
+        /// The bytes of buffer `bid` (len clamped to the buffer size).
+        ///
+        /// # Safety
+        /// The buffer must have been handed to us by the kernel (it is not in the ring) and it
+        /// must not be recycled while the slice is alive.
+        unsafe fn slice<'x>(&self, bid: u16, len: usize) -> &'x [u8] {
+            let len = len.min(self.size as usize);
+            let bid = (bid & self.mask) as usize;
+            std::slice::from_raw_parts(self.bufs.add(bid * self.size as usize), len)
+        }
+    }
+
+    impl Drop for BufRing {
+        fn drop(&mut self) {
+            // SAFETY: both regions were mapped in `new` with these lengths and the buffer ring
+            // was unregistered (or the ring torn down) before the engine drops this.
+            unsafe {
+                libc::munmap(self.ring as *mut libc::c_void, self.ring_len);
+                libc::munmap(self.bufs as *mut libc::c_void, self.bufs_len);
+            }
+        }
+    }
+
+    struct Shared {
+        flag: AtomicBool,
+        /// A dup of the ring fd, target of IORING_OP_MSG_RING.
+        ring_fd: OwnedFd,
+        eventfd: OwnedFd,
+    }
+
+    /// Wakes an engine from another thread (eventfd) or from another engine (MSG_RING).
     #[derive(Clone)]
-    pub struct Remote;
-    impl<'a> Io<'a> {
-        pub fn send(&mut self, _c: ConnId, _d: &[u8]) -> bool {
-            unimplemented!()
-        }
-        pub fn queued(&self, _c: ConnId) -> usize {
-            unimplemented!()
-        }
-        pub fn close(&mut self, _c: ConnId) {
-            unimplemented!()
-        }
-        pub fn wake(&mut self, _r: &Remote) {
-            unimplemented!()
-        }
-        pub fn connect(
-            &mut self,
-            _a: SocketAddr,
-            _b: Option<SocketAddr>,
-        ) -> std::io::Result<ConnId> {
-            unimplemented!()
-        }
-        pub fn stats(&self) -> &EngineStats {
-            unimplemented!()
-        }
-        pub fn now(&self) -> Instant {
-            unimplemented!()
+    pub struct Remote {
+        shared: Arc<Shared>,
+    }
+
+    impl std::fmt::Debug for Remote {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Remote")
+                .field("ring_fd", &self.shared.ring_fd.as_raw_fd())
+                .finish()
         }
     }
-    impl Engine {
-        pub fn new(_cfg: EngineConfig) -> std::io::Result<Engine> {
-            unimplemented!()
-        }
-        pub fn listen(&mut self, _l: std::net::TcpListener) -> std::io::Result<()> {
-            unimplemented!()
-        }
-        pub fn remote(&self) -> Remote {
-            unimplemented!()
-        }
-        pub fn run<H: Handler>(&mut self, _h: &mut H) -> std::io::Result<()> {
-            unimplemented!()
-        }
-    }
+
     impl Remote {
+        /// Wake the engine (coalesced): its handler gets `on_wake` soon.
         pub fn wake(&self) {
-            unimplemented!()
+            if !self.shared.flag.swap(true, Ordering::SeqCst) {
+                self.write_eventfd();
+            }
+        }
+
+        fn write_eventfd(&self) {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to the eventfd we own.
+            let _ = unsafe {
+                libc::write(
+                    self.shared.eventfd.as_raw_fd(),
+                    &one as *const u64 as *const libc::c_void,
+                    8,
+                )
+            };
+        }
+    }
+
+    struct Inner {
+        // `ring` is declared first so it is dropped before the memory its requests refer to.
+        ring: IoUring,
+        cfg: EngineConfig,
+        disabled: bool,
+        max_conns: u32,
+        table_size: u32,
+        conns: Vec<Conn>,
+        free: Vec<u32>,
+        live: u32,
+        dirty: Vec<u32>,
+        enobufs: VecDeque<(u32, u32)>,
+        closing: Vec<(u32, u32)>,
+        connects: HashMap<u32, Box<ConnectState>>,
+        connect_nodelay: bool,
+        bufs: BufRing,
+        listeners: Vec<Listener>,
+        shared: Arc<Shared>,
+        eventfd_buf: Box<u64>,
+        eventfd_armed: bool,
+        timer_ts: Box<types::Timespec>,
+        timer_armed: bool,
+        msg_pending: slab::Slab<Remote>,
+        backlog: VecDeque<squeue::Entry>,
+        cqes: Vec<(u64, i32, u32)>,
+        stats: EngineStats,
+        now: Instant,
+        wake_pending: bool,
+        stopping: bool,
+        defer_taskrun: bool,
+        linger: Duration,
+    }
+
+    /// One io_uring event loop. Create it on (or move it to) the thread that runs it.
+    pub struct Engine {
+        inner: Inner,
+    }
+
+    /// The handler's view of the engine during a callback.
+    pub struct Io<'a> {
+        inner: &'a mut Inner,
+    }
+
+    fn errno_of(res: i32) -> i32 {
+        if res < 0 {
+            -res
+        } else {
+            libc::EIO
+        }
+    }
+
+    fn nofile_limit() -> u32 {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+        if r != 0 {
+            return 1024;
+        }
+        rl.rlim_cur.min(u32::MAX as u64) as u32
+    }
+
+    fn build_ring(entries: u32) -> io::Result<(IoUring, bool)> {
+        let cq = entries.saturating_mul(4).max(64);
+        let fancy = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_submit_all()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
+            .build(entries);
+        match fancy {
+            Ok(r) => Ok((r, true)),
+            Err(_) => Ok((
+                IoUring::builder()
+                    .setup_cqsize(cq)
+                    .setup_submit_all()
+                    .build(entries)?,
+                false,
+            )),
+        }
+    }
+
+    impl Engine {
+        /// Builds the ring, the sparse fixed-file table and the provided buffer ring.
+        ///
+        /// The fixed-file table has `min(max_conns + headroom, RLIMIT_NOFILE)` entries (the
+        /// kernel refuses a larger table); when the limit cuts it, the effective connection
+        /// limit ([`Engine::max_conns`]) shrinks so that headroom stays for refusals.
+        pub fn new(cfg: EngineConfig) -> io::Result<Engine> {
+            let entries = cfg.ring_entries.clamp(8, 32768);
+            let (ring, disabled) = build_ring(entries)?;
+            let headroom = (cfg.max_conns / 16).clamp(64, 1024);
+            let want = cfg.max_conns.max(1).saturating_add(headroom);
+            let table_size = want.min(nofile_limit()).max(2);
+            let max_conns = if table_size < want {
+                table_size - headroom.min(table_size / 2)
+            } else {
+                cfg.max_conns.max(1)
+            };
+            ring.submitter().register_files_sparse(table_size)?;
+            let mut bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
+            // SAFETY: the ring memory is a page-aligned mapping of `buf_count` entries that
+            // lives in `bufs` until after the buffer ring is unregistered (Drop of Inner).
+            unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    bufs.ring as u64,
+                    cfg.buf_count,
+                    BGID,
+                    0,
+                )?;
+            }
+            for bid in 0..cfg.buf_count {
+                bufs.push(bid);
+            }
+            bufs.publish();
+
+            // SAFETY: plain syscalls creating new descriptors we immediately own.
+            let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if efd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: efd is a fresh descriptor owned by nobody else.
+            let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+            // SAFETY: fcntl(F_DUPFD_CLOEXEC) on the ring fd we own returns a new descriptor.
+            let dup = unsafe { libc::fcntl(ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+            if dup < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: dup is a fresh descriptor owned by nobody else.
+            let ring_fd = unsafe { OwnedFd::from_raw_fd(dup) };
+            let tick = cfg.tick.max(Duration::from_millis(1));
+            let timer_ts = Box::new(
+                types::Timespec::new()
+                    .sec(tick.as_secs())
+                    .nsec(tick.subsec_nanos()),
+            );
+            Ok(Engine {
+                inner: Inner {
+                    ring,
+                    disabled,
+                    max_conns,
+                    table_size,
+                    conns: Vec::new(),
+                    free: Vec::new(),
+                    live: 0,
+                    dirty: Vec::new(),
+                    enobufs: VecDeque::new(),
+                    closing: Vec::new(),
+                    connects: HashMap::new(),
+                    connect_nodelay: true,
+                    bufs,
+                    listeners: Vec::new(),
+                    shared: Arc::new(Shared {
+                        flag: AtomicBool::new(false),
+                        ring_fd,
+                        eventfd,
+                    }),
+                    eventfd_buf: Box::new(0),
+                    eventfd_armed: false,
+                    timer_ts,
+                    timer_armed: false,
+                    msg_pending: slab::Slab::new(),
+                    backlog: VecDeque::new(),
+                    cqes: Vec::with_capacity(256),
+                    stats: EngineStats::default(),
+                    now: Instant::now(),
+                    wake_pending: false,
+                    stopping: false,
+                    defer_taskrun: disabled,
+                    linger: CLOSE_LINGER,
+                    cfg,
+                },
+            })
+        }
+
+        /// Multishot accept on `listener` (its TCP options are inherited by accepted sockets).
+        /// The listener is switched to blocking mode (io_uring does the waiting).
+        pub fn listen(&mut self, listener: std::net::TcpListener) -> io::Result<()> {
+            listener.set_nonblocking(false)?;
+            self.inner.listeners.push(Listener {
+                sock: listener,
+                armed: false,
+                backoff: false,
+            });
+            Ok(())
+        }
+
+        pub fn remote(&self) -> Remote {
+            Remote {
+                shared: self.inner.shared.clone(),
+            }
+        }
+
+        pub fn stats(&self) -> &EngineStats {
+            &self.inner.stats
+        }
+
+        /// Effective connection limit (may be below `cfg.max_conns`, see [`Engine::new`]).
+        pub fn max_conns(&self) -> u32 {
+            self.inner.max_conns
+        }
+
+        /// How long a closing connection keeps flushing queued bytes to a peer that does not
+        /// read (default 5 s); past it the bytes are dropped and `on_close` gets `TimedOut`.
+        pub fn set_close_linger(&mut self, d: Duration) {
+            self.inner.linger = d;
+        }
+
+        /// True when the ring runs with IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN (falls back
+        /// to a plain ring on kernels without them).
+        pub fn defer_taskrun(&self) -> bool {
+            self.inner.defer_taskrun
+        }
+
+        /// Entries in the registered (sparse) fixed-file table.
+        pub fn fixed_table_size(&self) -> u32 {
+            self.inner.table_size
+        }
+
+        /// Runs the loop until `h.should_stop()`; then closes every connection (flushing queued
+        /// bytes for at most a few seconds), calls `on_close` for each, and returns.
+        pub fn run<H: Handler>(&mut self, h: &mut H) -> io::Result<()> {
+            let inner = &mut self.inner;
+            if inner.disabled {
+                inner.ring.submitter().register_enable_rings()?;
+                inner.disabled = false;
+            }
+            inner.stopping = false;
+            inner.now = Instant::now();
+            loop {
+                inner.prepare();
+                inner.submit_wait()?;
+                inner.now = Instant::now();
+                inner.drain_cq(h);
+                if inner.wake_pending {
+                    inner.wake_pending = false;
+                    inner.shared.flag.swap(false, Ordering::SeqCst);
+                    h.on_wake(&mut Io { inner });
+                }
+                let now = inner.now;
+                h.on_tick(&mut Io { inner }, now);
+                if h.should_stop() {
+                    return inner.shutdown(h);
+                }
+            }
+        }
+    }
+
+    impl Drop for Inner {
+        fn drop(&mut self) {
+            // Stop the kernel from touching our buffers before they are freed: cancel every
+            // submitted request, drop the fixed files (closes the sockets even while a Remote
+            // keeps the ring file alive) and the buffer ring.
+            let sub = self.ring.submitter();
+            let ts = types::Timespec::new().sec(1);
+            let _ = sub.register_sync_cancel(Some(ts), types::CancelBuilder::any());
+            let _ = sub.unregister_files();
+            let _ = sub.unregister_buf_ring(BGID);
+        }
+    }
+
+    impl Inner {
+        fn push(&mut self, e: squeue::Entry) {
+            if self.backlog.is_empty() {
+                // SAFETY: every SQE we build points only at memory owned by the engine that
+                // stays alive and unmoved until its completion (boxed send/connect state,
+                // boxed timespec/eventfd buffer, the buffer ring).
+                if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                    return;
+                }
+                let _ = self.ring.submit();
+                // SAFETY: as above.
+                if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                    return;
+                }
+            }
+            self.backlog.push_back(e);
+        }
+
+        fn drain_backlog(&mut self) {
+            while let Some(e) = self.backlog.front() {
+                // SAFETY: see `push`.
+                if unsafe { self.ring.submission().push(e) }.is_ok() {
+                    self.backlog.pop_front();
+                } else if self.ring.submit().is_err() || self.ring.submission().is_full() {
+                    break;
+                }
+            }
+        }
+
+        fn submit_wait(&mut self) -> io::Result<()> {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    ) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+
+        fn id(&self, slot: u32) -> ConnId {
+            ConnId {
+                slot,
+                generation: self.conns[slot as usize].gen,
+            }
+        }
+
+        /// The slot of a live (not closing) connection, or None for stale/closed ids.
+        fn open_slot(&self, c: ConnId) -> Option<usize> {
+            let s = c.slot as usize;
+            let conn = self.conns.get(s)?;
+            (conn.gen == c.generation && conn.flags & F_OPEN != 0).then_some(s)
+        }
+
+        /// The slot named by a completion's user_data, if it still belongs to that generation.
+        fn ud_slot_checked(&self, u: u64) -> Option<usize> {
+            let s = ud_slot(u) as usize;
+            let conn = self.conns.get(s)?;
+            (conn.flags & F_USED != 0 && conn.gen & GEN_MASK == ud_gen(u)).then_some(s)
+        }
+
+        fn alloc(&mut self) -> u32 {
+            let slot = match self.free.pop() {
+                Some(s) => s,
+                None => {
+                    self.conns.push(Conn {
+                        gen: 0,
+                        fixed: NO_FIXED,
+                        err: 0,
+                        flags: 0,
+                        send: None,
+                    });
+                    (self.conns.len() - 1) as u32
+                }
+            };
+            let c = &mut self.conns[slot as usize];
+            c.gen = c.gen.wrapping_add(1);
+            c.fixed = NO_FIXED;
+            c.err = 0;
+            c.flags = F_USED;
+            c.send = None;
+            self.live += 1;
+            slot
+        }
+
+        fn prepare(&mut self) {
+            self.drain_backlog();
+            if !self.timer_armed {
+                let e = opcode::Timeout::new(&*self.timer_ts as *const types::Timespec)
+                    .count(0)
+                    .flags(types::TimeoutFlags::MULTISHOT)
+                    .build()
+                    .user_data(ud(K_TIMER, 0, 0));
+                self.push(e);
+                self.timer_armed = true;
+            }
+            if !self.eventfd_armed {
+                let e = opcode::Read::new(
+                    types::Fd(self.shared.eventfd.as_raw_fd()),
+                    &mut *self.eventfd_buf as *mut u64 as *mut u8,
+                    8,
+                )
+                .build()
+                .user_data(ud(K_EVENTFD, 0, 0));
+                self.push(e);
+                self.eventfd_armed = true;
+            }
+            if !self.stopping {
+                for i in 0..self.listeners.len() {
+                    let l = &self.listeners[i];
+                    if !l.armed && !l.backoff {
+                        let e = opcode::AcceptMulti::new(types::Fd(l.sock.as_raw_fd()))
+                            .allocate_file_index(true)
+                            .build()
+                            .user_data(ud(K_ACCEPT, i as u32, 0));
+                        self.listeners[i].armed = true;
+                        self.push(e);
+                    }
+                }
+            }
+            // Re-arm receives that ran out of provided buffers, but only while the ring holds
+            // buffers again (re-arming on an empty ring just spins on ENOBUFS).
+            let mut n = self.enobufs.len().min(self.bufs.count as usize);
+            while n > 0 && self.bufs.available > 0 {
+                n -= 1;
+                let Some((slot, gen)) = self.enobufs.pop_front() else {
+                    break;
+                };
+                let Some(c) = self.conns.get_mut(slot as usize) else {
+                    continue;
+                };
+                if c.gen != gen || c.flags & F_ENOBUF_WAIT == 0 {
+                    continue;
+                }
+                c.flags &= !F_ENOBUF_WAIT;
+                if c.flags & F_OPEN != 0 && c.flags & F_RECV == 0 {
+                    self.stats.recv_rearms += 1;
+                    self.arm_recv(slot as usize);
+                }
+            }
+            self.flush_dirty();
+        }
+
+        fn flush_dirty(&mut self) {
+            let dirty = std::mem::take(&mut self.dirty);
+            for &slot in &dirty {
+                let s = slot as usize;
+                let Some(c) = self.conns.get_mut(s) else {
+                    continue;
+                };
+                if c.flags & F_DIRTY == 0 {
+                    continue;
+                }
+                c.flags &= !F_DIRTY;
+                if c.flags & (F_SEND | F_NO_FLUSH) == 0
+                    && c.send.as_ref().is_some_and(|st| st.queued() > 0)
+                {
+                    self.submit_send(s);
+                }
+            }
+            let mut dirty = dirty;
+            dirty.clear();
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+            }
+        }
+
+        fn arm_recv(&mut self, s: usize) {
+            let c = &mut self.conns[s];
+            c.flags |= F_RECV;
+            let e = opcode::RecvMulti::new(types::Fixed(c.fixed), BGID)
+                .build()
+                .user_data(ud(K_RECV, s as u32, c.gen));
+            self.push(e);
+        }
+
+        fn submit_send(&mut self, s: usize) {
+            let c = &mut self.conns[s];
+            let Some(st) = c.send.as_mut() else {
+                return;
+            };
+            if st.pos >= st.inflight.len() {
+                st.inflight.clear();
+                st.pos = 0;
+                std::mem::swap(&mut st.inflight, &mut st.pending);
+            }
+            let len = (st.inflight.len() - st.pos).min(1 << 30);
+            if len == 0 {
+                return;
+            }
+            // `inflight` is not touched until the send completes, so the pointer stays valid.
+            let ptr = st.inflight[st.pos..].as_ptr();
+            c.flags |= F_SEND;
+            c.flags &= !F_DIRTY;
+            let e = opcode::Send::new(types::Fixed(c.fixed), ptr, len as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(ud(K_SEND, s as u32, c.gen));
+            self.push(e);
+        }
+
+        fn cancel(&mut self, target: u64) {
+            let e = opcode::AsyncCancel::new(target)
+                .build()
+                .user_data(ud(K_IGNORE, 0, 0));
+            self.push(e);
+        }
+
+        /// Starts closing a connection. `flush`: keep sending queued bytes first (bounded by
+        /// CLOSE_LINGER). `errno` (0 = none) is reported to `on_close`.
+        fn begin_close(&mut self, s: usize, errno: i32, flush: bool) {
+            let now = self.now;
+            let c = &mut self.conns[s];
+            if c.flags & F_USED == 0 {
+                return;
+            }
+            if c.err == 0 {
+                c.err = errno;
+            }
+            if c.flags & F_CLOSING != 0 {
+                if !flush {
+                    c.flags |= F_NO_FLUSH;
+                }
+                self.maybe_finalize(s);
+                return;
+            }
+            c.flags &= !(F_OPEN | F_ENOBUF_WAIT);
+            c.flags |= F_CLOSING;
+            if !flush {
+                c.flags |= F_NO_FLUSH;
+            }
+            let gen = c.gen;
+            let flags = c.flags;
+            let fixed = c.fixed;
+            if flags & F_RECV != 0 {
+                self.cancel(ud(K_RECV, s as u32, gen));
+            }
+            if flags & F_CONNECTING != 0 && fixed != NO_FIXED {
+                self.cancel(ud(K_CONNECT, s as u32, gen));
+            }
+            let c = &mut self.conns[s];
+            match c.send.as_mut() {
+                Some(st) if flush && st.queued() > 0 => {
+                    st.deadline = Some(now + self.linger);
+                    if c.flags & (F_SEND | F_DIRTY) == 0 {
+                        c.flags |= F_DIRTY;
+                        self.dirty.push(s as u32);
+                    }
+                    self.closing.push((s as u32, gen));
+                }
+                Some(_) if flags & F_SEND != 0 => {
+                    // Not flushing: abort the in-flight send (its buffer stays alive until the
+                    // completion arrives).
+                    c.flags |= F_SEND_CANCELLED;
+                    self.cancel(ud(K_SEND, s as u32, gen));
+                }
+                Some(_) if !flush => {
+                    // Not flushing and nothing in flight: drop the queue now.
+                    c.send = None;
+                    c.flags &= !F_DIRTY;
+                }
+                _ => {}
+            }
+            self.maybe_finalize(s);
+        }
+
+        /// Once nothing is in flight for a closing connection, closes its fixed slot; the
+        /// completion of that close calls `on_close` and frees the slot.
+        fn maybe_finalize(&mut self, s: usize) {
+            let c = &mut self.conns[s];
+            if c.flags & F_CLOSING == 0
+                || c.flags & (F_RECV | F_SEND | F_CONNECTING | F_CLOSE_INFLIGHT) != 0
+            {
+                return;
+            }
+            let still_flushing = c.flags & F_NO_FLUSH == 0
+                && c.send
+                    .as_ref()
+                    .is_some_and(|st| st.queued() > 0 && st.deadline.is_some_and(|d| self.now < d));
+            if still_flushing {
+                if c.flags & F_DIRTY == 0 {
+                    c.flags |= F_DIRTY;
+                    self.dirty.push(s as u32);
+                }
+                return;
+            }
+            if c.err == 0 && c.send.as_ref().is_some_and(|st| st.queued() > 0) {
+                // Queued bytes are lost: the flush ran out of time.
+                c.err = libc::ETIMEDOUT;
+            }
+            c.send = None;
+            c.flags &= !F_DIRTY;
+            c.flags |= F_CLOSE_INFLIGHT;
+            let u = ud(K_CLOSE, s as u32, c.gen);
+            let e = if c.fixed != NO_FIXED {
+                opcode::Close::new(types::Fixed(c.fixed)).build()
+            } else {
+                opcode::Nop::new().build()
+            };
+            self.push(e.user_data(u));
+        }
+
+        fn drain_cq<H: Handler>(&mut self, h: &mut H) {
+            let mut cqes = std::mem::take(&mut self.cqes);
+            cqes.clear();
+            for e in self.ring.completion() {
+                cqes.push((e.user_data(), e.result(), e.flags()));
+            }
+            for &(u, res, flags) in &cqes {
+                self.handle(h, u, res, flags);
+            }
+            self.cqes = cqes;
+        }
+
+        fn handle<H: Handler>(&mut self, h: &mut H, u: u64, res: i32, flags: u32) {
+            let more = cqueue::more(flags);
+            match ud_kind(u) {
+                K_RECV => self.on_recv(h, u, res, flags),
+                K_SEND => self.on_send(h, u, res),
+                K_ACCEPT => {
+                    let li = ud_slot(u) as usize;
+                    if res >= 0 {
+                        self.on_accepted(h, res as u32);
+                    } else if res != -libc::ECANCELED {
+                        self.stats.accept_errors += 1;
+                    }
+                    if !more {
+                        if let Some(l) = self.listeners.get_mut(li) {
+                            l.armed = false;
+                            // Persistent errors (table full, no memory...) wait for the next
+                            // tick instead of spinning.
+                            l.backoff = res < 0 && res != -libc::ECANCELED;
+                        }
+                        if res >= 0 || res == -libc::ECANCELED {
+                            self.stats.accept_rearms += 1;
+                        }
+                    }
+                }
+                K_CLOSE => self.on_closed(h, u),
+                K_FUPD => self.on_files_update(u, res),
+                K_CONNECT => self.on_connected(h, u, res),
+                K_TIMER => {
+                    if !more {
+                        self.timer_armed = false;
+                    }
+                    for l in &mut self.listeners {
+                        l.backoff = false;
+                    }
+                    self.check_linger();
+                }
+                K_EVENTFD => {
+                    self.eventfd_armed = false;
+                    self.wake_pending = true;
+                }
+                K_WAKE => self.wake_pending = true,
+                K_MSG_SENT => {
+                    let i = ud_slot(u) as usize;
+                    if let Some(r) = self.msg_pending.try_remove(i) {
+                        if res < 0 {
+                            self.stats.wake_fallbacks += 1;
+                            // Target ring not running yet (or gone): fall back to its eventfd.
+                            r.write_eventfd();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        fn on_accepted<H: Handler>(&mut self, h: &mut H, fixed: u32) {
+            if self.stopping || self.live >= self.max_conns {
+                self.stats.refused_max_conns += 1;
+                let e = opcode::Close::new(types::Fixed(fixed))
+                    .build()
+                    .user_data(ud(K_IGNORE, 0, 0));
+                self.push(e);
+                return;
+            }
+            let s = self.alloc() as usize;
+            self.conns[s].fixed = fixed;
+            self.conns[s].flags |= F_OPEN;
+            self.stats.accepted += 1;
+            self.arm_recv(s);
+            let id = self.id(s as u32);
+            h.on_open(&mut Io { inner: self }, id, None);
+        }
+
+        fn on_recv<H: Handler>(&mut self, h: &mut H, u: u64, res: i32, flags: u32) {
+            let bid = cqueue::buffer_select(flags);
+            if bid.is_some() {
+                self.bufs.available = self.bufs.available.saturating_sub(1);
+            }
+            let Some(s) = self.ud_slot_checked(u) else {
+                if let Some(b) = bid {
+                    self.bufs.recycle(b);
+                }
+                return;
+            };
+            let more = cqueue::more(flags);
+            if !more {
+                self.conns[s].flags &= !F_RECV;
+            }
+            if let Some(b) = bid {
+                if res > 0 && self.conns[s].flags & F_OPEN != 0 {
+                    self.stats.bytes_in += res as u64;
+                    let id = self.id(s as u32);
+                    // SAFETY: the kernel handed buffer `b` to us with this completion; it goes
+                    // back to the ring only after `on_data` returns, and `Io` never touches the
+                    // buffer ring.
+                    let data = unsafe { self.bufs.slice(b, res as usize) };
+                    h.on_data(&mut Io { inner: self }, id, data);
+                }
+                self.bufs.recycle(b);
+            }
+            let open = self.conns[s].flags & F_OPEN != 0;
+            if res > 0 {
+                if !more && open {
+                    self.stats.recv_rearms += 1;
+                    self.arm_recv(s);
+                }
+            } else if res == 0 {
+                // Peer closed (possibly only its write side): flush what we owe it, then close.
+                self.begin_close(s, 0, true);
+            } else if res == -libc::ENOBUFS {
+                self.stats.recv_enobufs += 1;
+                if open {
+                    let c = &mut self.conns[s];
+                    c.flags |= F_ENOBUF_WAIT;
+                    self.enobufs.push_back((s as u32, c.gen));
+                }
+            } else if res != -libc::ECANCELED {
+                self.begin_close(s, -res, false);
+            }
+            self.maybe_finalize(s);
+        }
+
+        fn on_send<H: Handler>(&mut self, h: &mut H, u: u64, res: i32) {
+            let Some(s) = self.ud_slot_checked(u) else {
+                return;
+            };
+            let now = self.now;
+            let c = &mut self.conns[s];
+            c.flags &= !(F_SEND | F_SEND_CANCELLED);
+            if res <= 0 {
+                if c.err == 0 && c.flags & F_CLOSING != 0 && res != -libc::ECANCELED {
+                    c.err = if res == 0 { libc::EPIPE } else { -res };
+                }
+                if c.flags & F_CLOSING == 0 {
+                    self.stats.send_errors += 1;
+                    self.begin_close(s, if res == 0 { libc::EPIPE } else { -res }, false);
+                }
+                self.conns[s].flags |= F_NO_FLUSH;
+                self.maybe_finalize(s);
+                return;
+            }
+            self.stats.bytes_out += res as u64;
+            let Some(st) = c.send.as_mut() else {
+                return;
+            };
+            st.pos = (st.pos + res as usize).min(st.inflight.len());
+            if st.queued() > 0 {
+                if c.flags & F_CLOSING != 0
+                    && (c.flags & F_NO_FLUSH != 0 || st.deadline.is_some_and(|d| now >= d))
+                {
+                    c.flags |= F_NO_FLUSH;
+                    self.maybe_finalize(s);
+                    return;
+                }
+                self.submit_send(s);
+                return;
+            }
+            // Fully drained: an idle connection keeps no buffer.
+            c.send = None;
+            if c.flags & F_CLOSING != 0 {
+                self.maybe_finalize(s);
+            } else if c.flags & F_REFUSED != 0 {
+                c.flags &= !F_REFUSED;
+                let id = self.id(s as u32);
+                h.on_writable(&mut Io { inner: self }, id);
+            }
+        }
+
+        fn on_closed<H: Handler>(&mut self, h: &mut H, u: u64) {
+            let Some(s) = self.ud_slot_checked(u) else {
+                return;
+            };
+            let c = &mut self.conns[s];
+            let notified = c.flags & F_NOTIFIED != 0;
+            let err = c.err;
+            c.flags = 0;
+            c.fixed = NO_FIXED;
+            c.send = None;
+            let id = ConnId {
+                slot: s as u32,
+                generation: c.gen,
+            };
+            self.connects.remove(&(s as u32));
+            self.free.push(s as u32);
+            self.live -= 1;
+            self.stats.closed += 1;
+            if !notified {
+                let e = (err != 0).then(|| io::Error::from_raw_os_error(err));
+                h.on_close(&mut Io { inner: self }, id, e);
+            }
+        }
+
+        fn on_files_update(&mut self, u: u64, res: i32) {
+            let Some(s) = self.ud_slot_checked(u) else {
+                return;
+            };
+            let slot = s as u32;
+            let Some(st) = self.connects.get_mut(&slot) else {
+                return;
+            };
+            // The fixed table now holds its own reference: close the normal descriptor.
+            st.fd = None;
+            if res == 1 && st.fds[0] >= 0 {
+                let fixed = st.fds[0] as u32;
+                let (addr, len) = (st.addr.as_ptr(), st.addr.len());
+                let c = &mut self.conns[s];
+                c.fixed = fixed;
+                if c.flags & F_CLOSING != 0 {
+                    c.flags &= !F_CONNECTING;
+                    self.connects.remove(&slot);
+                    self.maybe_finalize(s);
+                    return;
+                }
+                let e = opcode::Connect::new(types::Fixed(fixed), addr, len)
+                    .build()
+                    .user_data(ud(K_CONNECT, slot, c.gen));
+                self.push(e);
+            } else {
+                self.connects.remove(&slot);
+                self.conns[s].flags &= !F_CONNECTING;
+                self.stats.connect_failed += 1;
+                self.begin_close(s, errno_of(res), false);
+            }
+        }
+
+        fn on_connected<H: Handler>(&mut self, h: &mut H, u: u64, res: i32) {
+            let Some(s) = self.ud_slot_checked(u) else {
+                return;
+            };
+            let st = self.connects.remove(&(s as u32));
+            let c = &mut self.conns[s];
+            c.flags &= !F_CONNECTING;
+            if c.flags & F_CLOSING != 0 {
+                self.maybe_finalize(s);
+                return;
+            }
+            if res == 0 {
+                c.flags |= F_OPEN;
+                self.stats.connected += 1;
+                self.arm_recv(s);
+                let id = self.id(s as u32);
+                h.on_open(&mut Io { inner: self }, id, st.map(|st| st.peer));
+            } else {
+                self.stats.connect_failed += 1;
+                self.begin_close(s, errno_of(res), false);
+            }
+        }
+
+        /// Closing connections whose flush outlived CLOSE_LINGER: abort the stuck send.
+        fn check_linger(&mut self) {
+            let now = self.now;
+            let mut i = 0;
+            while i < self.closing.len() {
+                let (slot, gen) = self.closing[i];
+                let s = slot as usize;
+                let c = &mut self.conns[s];
+                let alive = c.gen == gen && c.flags & F_CLOSING != 0 && c.send.is_some();
+                if !alive {
+                    self.closing.swap_remove(i);
+                    continue;
+                }
+                let expired = c
+                    .send
+                    .as_ref()
+                    .and_then(|st| st.deadline)
+                    .is_some_and(|d| now >= d);
+                if expired {
+                    c.flags |= F_NO_FLUSH;
+                    if c.err == 0 {
+                        c.err = libc::ETIMEDOUT;
+                    }
+                    if c.flags & F_SEND != 0 && c.flags & F_SEND_CANCELLED == 0 {
+                        c.flags |= F_SEND_CANCELLED;
+                        self.cancel(ud(K_SEND, slot, gen));
+                    }
+                    self.closing.swap_remove(i);
+                    self.maybe_finalize(s);
+                    continue;
+                }
+                i += 1;
+            }
+        }
+
+        fn shutdown<H: Handler>(&mut self, h: &mut H) -> io::Result<()> {
+            self.stopping = true;
+            for i in 0..self.listeners.len() {
+                if self.listeners[i].armed {
+                    self.cancel(ud(K_ACCEPT, i as u32, 0));
+                }
+            }
+            for s in 0..self.conns.len() {
+                if self.conns[s].flags & F_USED != 0 {
+                    self.begin_close(s, 0, true);
+                }
+            }
+            let deadline = self.now + self.linger + Duration::from_secs(1);
+            while self.live > 0 && self.now < deadline {
+                self.prepare();
+                self.submit_wait()?;
+                self.now = Instant::now();
+                self.drain_cq(h);
+            }
+            // Whatever is still stuck gets its on_close now (its kernel requests were cancelled
+            // or will be at drop).
+            for s in 0..self.conns.len() {
+                let c = &mut self.conns[s];
+                if c.flags & F_USED != 0 && c.flags & F_NOTIFIED == 0 {
+                    c.flags |= F_NOTIFIED;
+                    let id = self.id(s as u32);
+                    let e = io::Error::from(io::ErrorKind::TimedOut);
+                    h.on_close(&mut Io { inner: self }, id, Some(e));
+                }
+            }
+            // Take the in-flight accept cancellations etc. so a later `run` starts clean.
+            let _ = self.ring.submit();
+            self.drain_cq(h);
+            Ok(())
+        }
+    }
+
+    impl<'a> Io<'a> {
+        /// Queues `data` for sending. False (nothing queued) if the connection is not open
+        /// (closed, closing, stale id) or the queue would exceed `send_queue_limit`; in the
+        /// latter case `on_writable` follows once the queue has drained.
+        pub fn send(&mut self, c: ConnId, d: &[u8]) -> bool {
+            let inner = &mut *self.inner;
+            let Some(s) = inner.open_slot(c) else {
+                return false;
+            };
+            let limit = inner.cfg.send_queue_limit;
+            let conn = &mut inner.conns[s];
+            let queued = conn.send.as_ref().map_or(0, |st| st.queued());
+            if queued + d.len() > limit {
+                conn.flags |= F_REFUSED;
+                inner.stats.send_queue_full += 1;
+                return false;
+            }
+            if d.is_empty() {
+                return true;
+            }
+            let st = conn.send.get_or_insert_with(Box::default);
+            st.pending.extend_from_slice(d);
+            if conn.flags & (F_DIRTY | F_SEND) == 0 {
+                conn.flags |= F_DIRTY;
+                inner.dirty.push(s as u32);
+            }
+            true
+        }
+
+        /// Bytes queued (including the part of an in-flight send not yet confirmed).
+        pub fn queued(&self, c: ConnId) -> usize {
+            let s = c.slot as usize;
+            match self.inner.conns.get(s) {
+                Some(conn) if conn.gen == c.generation && conn.flags & F_USED != 0 => {
+                    conn.send.as_ref().map_or(0, |st| st.queued())
+                }
+                _ => 0,
+            }
+        }
+
+        /// Closes the connection after flushing queued bytes (for at most a few seconds);
+        /// `on_close` follows. Ignored for stale or already closing ids.
+        pub fn close(&mut self, c: ConnId) {
+            let s = c.slot as usize;
+            let ok = self
+                .inner
+                .conns
+                .get(s)
+                .is_some_and(|conn| conn.gen == c.generation && conn.flags & F_USED != 0);
+            if ok {
+                self.inner.begin_close(s, 0, true);
+            }
+        }
+
+        /// True while `c` is open (on_open was called, close not started).
+        pub fn is_open(&self, c: ConnId) -> bool {
+            self.inner.open_slot(c).is_some()
+        }
+
+        /// Wakes the engine behind `r` through IORING_OP_MSG_RING (coalesced).
+        pub fn wake(&mut self, r: &Remote) {
+            if r.shared.flag.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let inner = &mut *self.inner;
+            inner.stats.wakes_sent += 1;
+            let fd = r.shared.ring_fd.as_raw_fd();
+            let i = inner.msg_pending.insert(r.clone());
+            let e = opcode::MsgRingData::new(types::Fd(fd), 0, ud(K_WAKE, 0, 0), None)
+                .build()
+                .user_data(ud(K_MSG_SENT, i as u32, 0));
+            inner.push(e);
+        }
+
+        /// Starts an outbound TCP connection (bound to `bind` with IP_BIND_ADDRESS_NO_PORT when
+        /// given). `on_open` follows on success, `on_close` with the error otherwise.
+        pub fn connect(&mut self, a: SocketAddr, b: Option<SocketAddr>) -> io::Result<ConnId> {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let inner = &mut *self.inner;
+            if inner.stopping {
+                return Err(io::Error::other("engine stopping"));
+            }
+            if inner.live >= inner.max_conns {
+                return Err(io::Error::other("engine max_conns reached"));
+            }
+            let sock = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
+            if inner.connect_nodelay {
+                sock.set_nodelay(true)?;
+            }
+            if let Some(b) = b {
+                let one: libc::c_int = 1;
+                // IP_BIND_ADDRESS_NO_PORT lives at SOL_IP; Linux accepts it there on IPv6 TCP
+                // sockets too. The port is then picked at connect time, so many outbound
+                // sockets can share one source address.
+                let (level, opt) = (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT);
+                // SAFETY: setsockopt reads sizeof(int) bytes from a live c_int.
+                let r = unsafe {
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        level,
+                        opt,
+                        &one as *const libc::c_int as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                sock.bind(&b.into())?;
+            }
+            let fd: OwnedFd = sock.into();
+            let raw = fd.as_raw_fd();
+            let slot = inner.alloc();
+            let c = &mut inner.conns[slot as usize];
+            c.flags |= F_CONNECTING;
+            let gen = c.gen;
+            let st = Box::new(ConnectState {
+                fd: Some(fd),
+                fds: [raw],
+                addr: a.into(),
+                peer: a,
+            });
+            let fds_ptr = st.fds.as_ptr();
+            inner.connects.insert(slot, st);
+            let e = opcode::FilesUpdate::new(fds_ptr, 1)
+                .offset(FILE_INDEX_ALLOC)
+                .build()
+                .user_data(ud(K_FUPD, slot, gen));
+            inner.push(e);
+            Ok(ConnId {
+                slot,
+                generation: gen,
+            })
+        }
+
+        /// TCP_NODELAY for sockets created by later `connect` calls (default: on). Accepted
+        /// sockets inherit the listener's options.
+        pub fn set_connect_nodelay(&mut self, on: bool) {
+            self.inner.connect_nodelay = on;
+        }
+
+        /// A `Remote` for this engine itself.
+        pub fn remote(&self) -> Remote {
+            Remote {
+                shared: self.inner.shared.clone(),
+            }
+        }
+
+        /// Connections holding a slot (open, connecting or closing).
+        pub fn live(&self) -> usize {
+            self.inner.live as usize
+        }
+
+        /// Effective connection limit.
+        pub fn max_conns(&self) -> u32 {
+            self.inner.max_conns
+        }
+
+        pub fn stats(&self) -> &EngineStats {
+            &self.inner.stats
+        }
+
+        /// Time taken after the last completion batch.
+        pub fn now(&self) -> Instant {
+            self.inner.now
         }
     }
 }

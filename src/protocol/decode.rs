@@ -580,13 +580,14 @@ fn read_props<S: Source>(
     r.end = r.pos + len;
     let mut seen = 0u64;
     while r.pos < r.end {
-        let id = r.vbi()?;
+        // A Variable Byte Integer, but every identifier defined is a single byte (< 0x80): a
+        // continuation bit always means an unknown identifier.
+        let id = r.u8()?;
         if id >= 64 || allowed & (1u64 << id) == 0 {
             return Err(DecodeError::Malformed(
                 "property identifier not valid for this packet",
             ));
         }
-        let id = id as u8;
         let bit = 1u64 << id;
         if seen & bit != 0 && multi & bit == 0 {
             return Err(DecodeError::Protocol("property included more than once"));

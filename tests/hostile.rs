@@ -1,10 +1,10 @@
 //! Hostile input against a running broker: each case gets the spec's answer, the broker stays
 //! up, and a well-behaved client on the side keeps working.
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use ringmq::protocol::*;
 
 const T: Duration = Duration::from_secs(5);

@@ -1,11 +1,11 @@
 //! Keep-alive and CONNECT timeout over real loopback TCP (mqtt-rules.md, "Keep alive").
 //! Windows allow for scheduling noise: the broker must never cut early, and must cut by
 //! 1.5 x keep-alive + 1 s (we allow another 0.5 s for a loaded CI machine).
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::*;
 use ringmq::protocol::*;
 
 const NOISE: Duration = Duration::from_millis(500);

@@ -1,13 +1,13 @@
 //! Publish/subscribe across workers, with our raw client, rumqttc, and Debian's
 //! mosquitto_pub / mosquitto_sub when installed.
-mod common;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use common::*;
+use support::*;
 use ringmq::protocol::*;
 
 const T: Duration = Duration::from_secs(5);

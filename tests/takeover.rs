@@ -1,11 +1,11 @@
 //! Client take-over, sessions and the will cases of mqtt-rules.md, with connections forced onto
 //! the same worker and onto different workers (`worker_addrs[i]` lands on worker i).
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use bytestring::ByteString;
-use common::*;
+use support::*;
 use ringmq::protocol::*;
 
 const T: Duration = Duration::from_secs(5);

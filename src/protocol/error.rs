@@ -15,6 +15,10 @@ pub enum DecodeError {
     TopicNameInvalid(&'static str),
     #[error("invalid topic filter: {0}")]
     TopicFilterInvalid(&'static str),
+    /// MQTT 5 Topic Alias of 0 in PUBLISH (range checks against the negotiated maximum are the
+    /// session's job and use the same reason code).
+    #[error("invalid topic alias: {0}")]
+    TopicAliasInvalid(&'static str),
 }
 
 impl DecodeError {
@@ -26,6 +30,7 @@ impl DecodeError {
             DecodeError::UnsupportedProtocolVersion(_) => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             DecodeError::TopicNameInvalid(_) => ReasonCode::TOPIC_NAME_INVALID,
             DecodeError::TopicFilterInvalid(_) => ReasonCode::TOPIC_FILTER_INVALID,
+            DecodeError::TopicAliasInvalid(_) => ReasonCode::TOPIC_ALIAS_INVALID,
         }
     }
 }

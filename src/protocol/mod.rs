@@ -9,7 +9,9 @@ pub mod reason;
 pub mod topic;
 pub mod types;
 
-pub use decode::{decode_packet, FrameHeader};
+pub use decode::{
+    connect_version_hint, decode_fixed_header, decode_packet, decode_packet_shared, FrameHeader,
+};
 pub use encode::{encode_packet, encoded_len};
 pub use error::DecodeError;
 pub use reason::ReasonCode;

@@ -1,245 +1,346 @@
-//! Shared helpers for integration tests: start a broker in-process on loopback, and a raw MQTT
-//! client over a blocking TcpStream built on ringmq's own codec (for exact control of bytes and
-//! timing). Real third-party clients (rumqttc, mosquitto_pub/sub) are used in the tests too.
+//! Shared helpers for the codec tests: a set of valid sample packets for both versions.
 #![allow(dead_code)]
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
-use ringmq::broker::BrokerHandle;
-use ringmq::config::Config;
 use ringmq::protocol::*;
 
-pub struct TestBroker {
-    pub handle: Option<BrokerHandle>,
-    /// The shared (SO_REUSEPORT) address.
-    pub addr: SocketAddr,
-    /// worker_addrs[i] lands on worker i.
-    pub worker_addrs: Vec<SocketAddr>,
+pub fn s(v: &str) -> ByteString {
+    ByteString::from(v)
 }
 
-impl TestBroker {
-    pub fn start(workers: usize) -> TestBroker {
-        Self::start_with(workers, |_| {})
-    }
-
-    pub fn start_with(workers: usize, f: impl FnOnce(&mut Config)) -> TestBroker {
-        let mut cfg = Config {
-            listen: vec!["127.0.0.1:0".parse().unwrap()],
-            workers,
-            pin_workers: false,
-            worker_port_base: Some(0),
-            max_connections_per_worker: 2048,
-            recv_buffers: 256,
-            sys_interval_secs: 0,
-            ..Config::default()
-        };
-        f(&mut cfg);
-        let handle = ringmq::broker::start(cfg).expect("broker starts");
-        let addr = handle.local_addrs()[0];
-        let worker_addrs = handle.worker_addrs().to_vec();
-        TestBroker {
-            handle: Some(handle),
-            addr,
-            worker_addrs,
-        }
-    }
-
-    pub fn metric(&self, name: &str) -> u64 {
-        self.handle
-            .as_ref()
-            .unwrap()
-            .metrics()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| panic!("no metric {name}"))
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            h.shutdown();
-            h.join();
-        }
-    }
+pub fn user(pairs: &[(&str, &str)]) -> UserProperties {
+    pairs.iter().map(|(k, v)| (s(k), s(v))).collect()
 }
 
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
+pub fn encode(p: &Packet, v: ProtocolVersion) -> BytesMut {
+    let mut out = BytesMut::new();
+    let n = encode_packet(p, v, &mut out);
+    assert_eq!(n, out.len());
+    out
 }
 
-/// A blocking raw MQTT client.
-pub struct Raw {
-    pub stream: TcpStream,
-    pub version: ProtocolVersion,
-    buf: BytesMut,
-}
-
-impl Raw {
-    pub fn connect_tcp(addr: SocketAddr, version: ProtocolVersion) -> Raw {
-        let stream = TcpStream::connect(addr).expect("tcp connect");
-        stream.set_nodelay(true).unwrap();
-        Raw {
-            stream,
-            version,
-            buf: BytesMut::new(),
-        }
-    }
-
-    pub fn send(&mut self, p: &Packet) {
-        let mut out = BytesMut::new();
-        encode_packet(p, self.version, &mut out);
-        self.stream.write_all(&out).expect("write");
-    }
-
-    pub fn send_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(b)
-    }
-
-    /// Next packet, or None on EOF/reset or timeout.
-    pub fn recv(&mut self, timeout: Duration) -> Option<Packet> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some((p, n))) = decode_packet(&self.buf, Some(self.version), u32::MAX) {
-                let _ = self.buf.split_to(n);
-                return Some(p);
+/// Valid packets that round-trip exactly in version `v` (no v5-only data for 3.1.1).
+pub fn samples(v: ProtocolVersion) -> Vec<Packet> {
+    let v5 = v.is_v5();
+    let mut out = Vec::new();
+    let ack_props = |reason: &str| {
+        if v5 {
+            AckProperties {
+                reason_string: Some(s(reason)),
+                user_properties: user(&[("k", "v"), ("k", "v2")]),
             }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut tmp = [0u8; 65536];
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(_) => return None,
-            }
+        } else {
+            AckProperties::default()
         }
-    }
+    };
 
-    /// Wait for the broker to close the connection, skipping packets; returns what was seen
-    /// and when the EOF came (None if it did not come within `timeout`).
-    pub fn wait_closed(&mut self, timeout: Duration) -> (Vec<Packet>, Option<Instant>) {
-        let deadline = Instant::now() + timeout;
-        let mut seen = Vec::new();
-        loop {
-            if let Ok(Some((p, n))) = decode_packet(&self.buf, Some(self.version), u32::MAX) {
-                let _ = self.buf.split_to(n);
-                seen.push(p);
-                continue;
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return (seen, None);
-            };
-            self.stream
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let mut tmp = [0u8; 65536];
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return (seen, Some(Instant::now())),
-                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                {
-                    return (seen, None)
-                }
-                Err(_) => return (seen, Some(Instant::now())),
-            }
-        }
-    }
-}
-
-pub fn connect_packet(version: ProtocolVersion, id: &str, keep_alive: u16, clean: bool) -> Connect {
-    Connect {
-        protocol: version,
-        clean_start: clean,
-        keep_alive,
-        client_id: ByteString::from(id),
+    // CONNECT: minimal, with will, with credentials, with properties.
+    out.push(Packet::Connect(Box::new(Connect {
+        protocol: v,
+        clean_start: true,
+        keep_alive: 60,
+        client_id: s("client-1"),
         will: None,
         username: None,
         password: None,
         properties: ConnectProperties::default(),
-    }
-}
-
-pub fn will(topic: &str, payload: &str, delay: Option<u32>) -> Will {
-    Will {
-        topic: ByteString::from(topic),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: WillProperties {
-            will_delay_interval: delay,
-            ..Default::default()
+    })));
+    out.push(Packet::Connect(Box::new(Connect {
+        protocol: v,
+        clean_start: false,
+        keep_alive: 0,
+        client_id: s(""),
+        will: Some(Will {
+            topic: s("last/will"),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            properties: if v5 {
+                WillProperties {
+                    will_delay_interval: Some(30),
+                    payload_format_indicator: Some(1),
+                    message_expiry_interval: Some(3600),
+                    content_type: Some(s("text/plain")),
+                    response_topic: Some(s("resp/topic")),
+                    correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+                    user_properties: user(&[("a", "b")]),
+                }
+            } else {
+                WillProperties::default()
+            },
+        }),
+        username: Some(s("user")),
+        password: Some(Bytes::from_static(b"p\x00ss")),
+        properties: if v5 {
+            ConnectProperties {
+                session_expiry_interval: Some(u32::MAX),
+                receive_maximum: Some(100),
+                maximum_packet_size: Some(1 << 20),
+                topic_alias_maximum: Some(10),
+                request_response_information: Some(1),
+                request_problem_information: Some(0),
+                authentication_method: Some(s("SCRAM-SHA-1")),
+                authentication_data: Some(Bytes::from_static(b"\x01\x02\x03")),
+                user_properties: user(&[("x", "y"), ("x", "z")]),
+            }
+        } else {
+            ConnectProperties::default()
         },
+    })));
+    if v5 {
+        // MQTT 5 allows a password without a user name.
+        out.push(Packet::Connect(Box::new(Connect {
+            protocol: v,
+            clean_start: true,
+            keep_alive: 10,
+            client_id: s("ü-client"),
+            will: None,
+            username: None,
+            password: Some(Bytes::from_static(b"secret")),
+            properties: ConnectProperties::default(),
+        })));
     }
-}
 
-/// Connect and expect a successful CONNACK; returns the client and the CONNACK.
-pub fn connect(addr: SocketAddr, c: Connect) -> (Raw, ConnAck) {
-    let mut raw = Raw::connect_tcp(addr, c.protocol);
-    raw.send(&Packet::Connect(Box::new(c)));
-    match raw.recv(Duration::from_secs(5)) {
-        Some(Packet::ConnAck(ack)) => (raw, ack),
-        other => panic!("expected CONNACK, got {other:?}"),
+    // CONNACK
+    out.push(Packet::ConnAck(ConnAck {
+        session_present: true,
+        code: ReasonCode::SUCCESS,
+        properties: ConnAckProperties::default(),
+    }));
+    out.push(Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::NOT_AUTHORIZED,
+        properties: ConnAckProperties::default(),
+    }));
+    if v5 {
+        out.push(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: ReasonCode::SUCCESS,
+            properties: ConnAckProperties {
+                session_expiry_interval: Some(10),
+                receive_maximum: Some(20),
+                maximum_qos: Some(1),
+                retain_available: Some(0),
+                maximum_packet_size: Some(1000),
+                assigned_client_identifier: Some(s("auto-1234")),
+                topic_alias_maximum: Some(5),
+                reason_string: Some(s("welcome")),
+                wildcard_subscription_available: Some(1),
+                subscription_identifiers_available: Some(1),
+                shared_subscription_available: Some(0),
+                server_keep_alive: Some(30),
+                response_information: Some(s("resp/")),
+                server_reference: Some(s("other:1883")),
+                authentication_method: Some(s("m")),
+                authentication_data: Some(Bytes::from_static(b"d")),
+                user_properties: user(&[("u", "1")]),
+            },
+        }));
+    } else {
+        for code in [0x84u8, 0x85, 0x88, 0x86] {
+            out.push(Packet::ConnAck(ConnAck {
+                session_present: false,
+                code: ReasonCode(code),
+                properties: ConnAckProperties::default(),
+            }));
+        }
     }
-}
 
-pub fn subscribe(raw: &mut Raw, pid: u16, filter: &str, qos: QoS) -> SubAck {
-    raw.send(&Packet::Subscribe(Subscribe {
-        packet_id: pid,
-        filters: vec![(
-            ByteString::from(filter),
+    // PUBLISH
+    out.push(Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: s("a/b"),
+        packet_id: 0,
+        payload: Bytes::from_static(b"0123456789abcdef"),
+        properties: PublishProperties::default(),
+    }));
+    out.push(Packet::Publish(Publish {
+        dup: true,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: s("sensors/ü/temp"),
+        packet_id: 7,
+        payload: Bytes::from(vec![0xAB; 300]),
+        properties: PublishProperties::default(),
+    }));
+    out.push(Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: s("$SYS/x"),
+        packet_id: 65535,
+        payload: Bytes::new(),
+        properties: if v5 {
+            PublishProperties {
+                payload_format_indicator: Some(1),
+                message_expiry_interval: Some(99),
+                topic_alias: Some(3),
+                response_topic: Some(s("reply/here")),
+                correlation_data: Some(Bytes::from_static(b"corr")),
+                user_properties: user(&[("k", "v")]),
+                subscription_identifiers: vec![1, 200, 268_435_455],
+                content_type: Some(s("application/json")),
+            }
+        } else {
+            PublishProperties::default()
+        },
+    }));
+    if v5 {
+        // Empty topic with a Topic Alias.
+        out.push(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: s(""),
+            packet_id: 1,
+            payload: Bytes::from_static(b"aliased"),
+            properties: PublishProperties {
+                topic_alias: Some(1),
+                ..Default::default()
+            },
+        }));
+    }
+
+    // PUBACK / PUBREC / PUBREL / PUBCOMP
+    out.push(Packet::PubAck(PubResp::new(1)));
+    out.push(Packet::PubRec(PubResp::new(2)));
+    out.push(Packet::PubRel(PubResp::new(3)));
+    out.push(Packet::PubComp(PubResp::new(65535)));
+    if v5 {
+        out.push(Packet::PubAck(PubResp {
+            packet_id: 4,
+            reason: ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            properties: AckProperties::default(),
+        }));
+        out.push(Packet::PubRec(PubResp {
+            packet_id: 5,
+            reason: ReasonCode::QUOTA_EXCEEDED,
+            properties: ack_props("full"),
+        }));
+        out.push(Packet::PubRel(PubResp {
+            packet_id: 6,
+            reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+            properties: AckProperties::default(),
+        }));
+        out.push(Packet::PubComp(PubResp {
+            packet_id: 7,
+            reason: ReasonCode::SUCCESS,
+            properties: ack_props("done"),
+        }));
+    }
+
+    // SUBSCRIBE
+    let opts = |qos, nl, rap, rh| {
+        if v5 {
+            SubscriptionOptions {
+                qos,
+                no_local: nl,
+                retain_as_published: rap,
+                retain_handling: rh,
+            }
+        } else {
             SubscriptionOptions {
                 qos,
                 ..Default::default()
-            },
-        )],
-        properties: Default::default(),
-    }));
-    loop {
-        match raw.recv(Duration::from_secs(5)) {
-            Some(Packet::SubAck(s)) => return s,
-            Some(_) => continue,
-            None => panic!("no SUBACK"),
-        }
-    }
-}
-
-pub fn publish(topic: &str, payload: &str, qos: QoS, pid: u16) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: ByteString::from(topic),
-        packet_id: if qos == QoS::AtMostOnce { 0 } else { pid },
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        properties: Default::default(),
-    })
-}
-
-/// Wait for a PUBLISH (acking QoS 1/2 as a client would), skipping other packets.
-pub fn recv_publish(raw: &mut Raw, timeout: Duration) -> Option<Publish> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match raw.recv(left)? {
-            Packet::Publish(p) => {
-                match p.qos {
-                    QoS::AtLeastOnce => raw.send(&Packet::PubAck(PubResp::new(p.packet_id))),
-                    QoS::ExactlyOnce => raw.send(&Packet::PubRec(PubResp::new(p.packet_id))),
-                    QoS::AtMostOnce => {}
-                }
-                return Some(p);
             }
-            Packet::PubRel(r) => raw.send(&Packet::PubComp(PubResp::new(r.packet_id))),
-            _ => {}
         }
+    };
+    out.push(Packet::Subscribe(Subscribe {
+        packet_id: 10,
+        filters: vec![
+            (s("a/+/c"), opts(QoS::AtMostOnce, false, false, 0)),
+            (s("#"), opts(QoS::AtLeastOnce, true, true, 1)),
+            (s("$share/g/x/#"), opts(QoS::ExactlyOnce, false, true, 2)),
+        ],
+        properties: if v5 {
+            SubscribeProperties {
+                subscription_identifier: Some(12345),
+                user_properties: user(&[("s", "t")]),
+            }
+        } else {
+            SubscribeProperties::default()
+        },
+    }));
+    out.push(Packet::SubAck(SubAck {
+        packet_id: 10,
+        reasons: if v5 {
+            vec![
+                ReasonCode::GRANTED_QOS_0,
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_2,
+                ReasonCode::NOT_AUTHORIZED,
+                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+            ]
+        } else {
+            vec![
+                ReasonCode::GRANTED_QOS_0,
+                ReasonCode::GRANTED_QOS_1,
+                ReasonCode::GRANTED_QOS_2,
+                ReasonCode::UNSPECIFIED_ERROR,
+            ]
+        },
+        properties: ack_props("sub"),
+    }));
+    out.push(Packet::Unsubscribe(Unsubscribe {
+        packet_id: 11,
+        filters: vec![s("a/+/c"), s("#")],
+        user_properties: if v5 {
+            user(&[("why", "done")])
+        } else {
+            Vec::new()
+        },
+    }));
+    out.push(Packet::UnsubAck(UnsubAck {
+        packet_id: 11,
+        reasons: if v5 {
+            vec![ReasonCode::SUCCESS, ReasonCode::NO_SUBSCRIPTION_EXISTED]
+        } else {
+            Vec::new()
+        },
+        properties: ack_props("unsub"),
+    }));
+    out.push(Packet::PingReq);
+    out.push(Packet::PingResp);
+    out.push(Packet::Disconnect(Disconnect::new(
+        ReasonCode::NORMAL_DISCONNECTION,
+    )));
+    if v5 {
+        out.push(Packet::Disconnect(Disconnect::new(
+            ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+        )));
+        out.push(Packet::Disconnect(Disconnect {
+            reason: ReasonCode::SERVER_MOVED,
+            properties: DisconnectProperties {
+                session_expiry_interval: Some(0),
+                reason_string: Some(s("bye")),
+                server_reference: Some(s("elsewhere")),
+                user_properties: user(&[("a", "b")]),
+            },
+        }));
+        out.push(Packet::Auth(Auth {
+            reason: ReasonCode::SUCCESS,
+            properties: AuthProperties::default(),
+        }));
+        out.push(Packet::Auth(Auth {
+            reason: ReasonCode::CONTINUE_AUTHENTICATION,
+            properties: AuthProperties {
+                authentication_method: Some(s("SCRAM-SHA-1")),
+                authentication_data: Some(Bytes::from_static(b"challenge")),
+                reason_string: Some(s("more")),
+                user_properties: user(&[("a", "b")]),
+            },
+        }));
+    }
+    out
+}
+
+/// The version a decoder must be given for `p` in a connection of version `v`.
+pub fn decode_version(p: &Packet, v: ProtocolVersion) -> Option<ProtocolVersion> {
+    match p {
+        Packet::Connect(_) => None,
+        _ => Some(v),
     }
 }

@@ -103,7 +103,7 @@ impl<K: Copy> TimerWheel<K> {
     /// The tick at which `deadline` is due (rounded up).
     fn ceil_tick(&self, deadline: Instant) -> u64 {
         let ns = self.offset_ns(deadline);
-        ns / self.tick_ns + u64::from(ns % self.tick_ns != 0)
+        ns.div_ceil(self.tick_ns)
     }
 
     /// The last tick boundary reached at `now` (rounded down).

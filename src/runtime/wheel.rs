@@ -498,4 +498,74 @@ mod tests {
         w.insert(3, t0 + 10 * MS); // already past: due at once
         assert_eq!(w.next_deadline_hint(), Some(t0 + 40 * MS));
     }
+
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Insert a key due `delay` ms after the current fake time (may be 0).
+        Insert(u64),
+        /// Move the fake clock forward by `step` ms and advance with at most `max` keys.
+        Advance(u64, usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..3_000).prop_map(Op::Insert),
+            (0u64..400, 0usize..6).prop_map(|(s, m)| Op::Advance(s, m)),
+            // Occasionally a long jump over many rotations.
+            (10_000u64..100_000, 1usize..50).prop_map(|(s, m)| Op::Advance(s, m)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Against a model: every key fires exactly once, never before its deadline, and once an
+        /// advance reports nothing pending, every key due at that tick has fired.
+        #[test]
+        fn differential_against_model(ops in prop::collection::vec(op(), 1..200), slots in 1usize..40) {
+            let t0 = Instant::now();
+            let tick = 10 * MS;
+            let mut w: TimerWheel<u32> = TimerWheel::new(t0, tick, slots);
+            let mut now = Duration::ZERO;
+            let mut deadlines: Vec<Duration> = Vec::new();
+            let mut fired: Vec<bool> = Vec::new();
+            let mut out = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(delay) => {
+                        let d = now + Duration::from_millis(delay);
+                        w.insert(deadlines.len() as u32, t0 + d);
+                        deadlines.push(d);
+                        fired.push(false);
+                    }
+                    Op::Advance(step, max) => {
+                        now += Duration::from_millis(step);
+                        out.clear();
+                        let more = w.advance(t0 + now, max, &mut out);
+                        prop_assert!(out.len() <= max);
+                        for &k in &out {
+                            let k = k as usize;
+                            prop_assert!(!fired[k], "key {} fired twice", k);
+                            prop_assert!(deadlines[k] <= now, "key {} fired early", k);
+                            fired[k] = true;
+                        }
+                        if !more {
+                            // Due = deadline rounded up to a tick is <= now.
+                            let tick_ms = 10u128;
+                            let now_tick = now.as_millis() / tick_ms;
+                            for (k, d) in deadlines.iter().enumerate() {
+                                let due_tick = d.as_millis().div_ceil(tick_ms);
+                                if due_tick <= now_tick {
+                                    prop_assert!(fired[k], "key {} due but not fired", k);
+                                }
+                            }
+                        }
+                        let pending = fired.iter().filter(|f| !**f).count();
+                        prop_assert_eq!(w.len(), pending);
+                    }
+                }
+            }
+        }
+    }
 }

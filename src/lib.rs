@@ -3,4 +3,5 @@ pub mod config;
 pub mod metrics;
 pub mod ownership;
 pub mod protocol;
+pub mod routing;
 pub mod runtime;

@@ -91,7 +91,9 @@ enum End {
     Abnormal,
     /// Server shutdown: the session does not survive the process, the will goes now.
     Shutdown,
-    Takeover { new_clean_start: bool },
+    Takeover {
+        new_clean_start: bool,
+    },
 }
 
 /// CONNECT data kept until the broker answers.
@@ -209,7 +211,12 @@ impl Connection {
         }
         match self.phase {
             Phase::Connected => self.fail(ReasonCode::KEEP_ALIVE_TIMEOUT, now, out),
-            _ => self.close(Some(ReasonCode::MAXIMUM_CONNECT_TIME), End::Abnormal, now, out),
+            _ => self.close(
+                Some(ReasonCode::MAXIMUM_CONNECT_TIME),
+                End::Abnormal,
+                now,
+                out,
+            ),
         }
     }
 
@@ -247,7 +254,11 @@ impl Connection {
         match self.phase {
             Phase::AwaitConnect => {
                 if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
-                    out.push(Action::Send(connack(false, code, ConnAckProperties::default())));
+                    out.push(Action::Send(connack(
+                        false,
+                        code,
+                        ConnAckProperties::default(),
+                    )));
                 }
                 self.close(Some(code), End::Abnormal, now, out);
             }
@@ -341,7 +352,11 @@ impl Connection {
             }
             props.server_keep_alive = pc.server_keep_alive;
         }
-        out.push(Action::Send(connack(session_present, ReasonCode::SUCCESS, props)));
+        out.push(Action::Send(connack(
+            session_present,
+            ReasonCode::SUCCESS,
+            props,
+        )));
         self.phase = Phase::Connected;
         self.writable = true;
         self.resend_inflight(out);
@@ -380,7 +395,12 @@ impl Connection {
         if self.phase == Phase::Connected && self.is_v5() {
             out.push(send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN));
         }
-        self.close(Some(ReasonCode::SERVER_SHUTTING_DOWN), End::Shutdown, now, out);
+        self.close(
+            Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            End::Shutdown,
+            now,
+            out,
+        );
     }
 
     // --- outbound -----------------------------------------------------------------------
@@ -773,7 +793,11 @@ impl Connection {
                 ReasonCode::SUCCESS
             };
             if code.is_error() {
-                reasons.push(if v5 { code } else { ReasonCode::UNSPECIFIED_ERROR });
+                reasons.push(if v5 {
+                    code
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
                 continue;
             }
             let granted = opts.qos.min(l.max_qos);
@@ -863,7 +887,11 @@ impl Connection {
     }
 
     fn refuse(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
-        out.push(Action::Send(connack(false, code, ConnAckProperties::default())));
+        out.push(Action::Send(connack(
+            false,
+            code,
+            ConnAckProperties::default(),
+        )));
         self.connect = None;
         self.close(Some(code), End::Abnormal, now, out);
     }
@@ -905,7 +933,11 @@ impl Connection {
     }
 
     fn window(&self) -> usize {
-        usize::from(self.client_receive_max.min(self.limits.max_inflight_out).max(1))
+        usize::from(
+            self.client_receive_max
+                .min(self.limits.max_inflight_out)
+                .max(1),
+        )
     }
 
     fn window_open(&self) -> bool {
@@ -963,7 +995,9 @@ impl Connection {
             properties,
         };
         // Outbound topic alias.
-        let alias_max = self.client_topic_alias_max.min(self.limits.max_outbound_topic_aliases);
+        let alias_max = self
+            .client_topic_alias_max
+            .min(self.limits.max_outbound_topic_aliases);
         let mut wire = p.clone();
         let mut new_alias = None;
         if v5 && alias_max > 0 {
@@ -1000,8 +1034,7 @@ impl Connection {
             } else {
                 InflightState::AwaitPubRec(p)
             };
-            s.inflight
-                .insert(id, super::state::Inflight { seq, state });
+            s.inflight.insert(id, super::state::Inflight { seq, state });
         }
         out.push(Action::Send(Packet::Publish(wire)));
     }

@@ -9,7 +9,9 @@ use bytestring::ByteString;
 use hashbrown::{HashMap, HashSet};
 
 use super::config::ProtocolLimits;
-use crate::protocol::{ProtocolVersion, Publish, PublishProperties, QoS, SubscriptionOptions, Will};
+use crate::protocol::{
+    ProtocolVersion, Publish, PublishProperties, QoS, SubscriptionOptions, Will,
+};
 
 /// An application message as routed between clients. Cheap to clone (one `Arc`).
 #[derive(Debug, Clone, PartialEq, Eq)]

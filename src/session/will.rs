@@ -22,7 +22,11 @@ pub enum WillDecision {
 /// The connection ended (not by take-over). `normal_disconnect`: DISCONNECT 0x00 from the
 /// client. `session_expiry`: seconds the session outlives the connection (0 = it ends now,
 /// 0xFFFFFFFF = never). `will_delay`: Will Delay Interval (0 for MQTT 3.1.1).
-pub fn on_connection_end(normal_disconnect: bool, session_expiry: u32, will_delay: u32) -> WillDecision {
+pub fn on_connection_end(
+    normal_disconnect: bool,
+    session_expiry: u32,
+    will_delay: u32,
+) -> WillDecision {
     if normal_disconnect {
         return WillDecision::Discard;
     }
@@ -104,7 +108,10 @@ mod tests {
 
     #[test]
     fn takeover_v311_always_publishes() {
-        assert_eq!(on_takeover(V311, false, u32::MAX, 0), WillDecision::PublishNow);
+        assert_eq!(
+            on_takeover(V311, false, u32::MAX, 0),
+            WillDecision::PublishNow
+        );
         assert_eq!(on_takeover(V311, true, 0, 0), WillDecision::PublishNow);
     }
 }

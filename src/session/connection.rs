@@ -708,7 +708,7 @@ impl Connection {
             return;
         };
         if let Some(e) = s.inflight.get(&r.packet_id) {
-            if matches!(e.state, InflightState::AwaitPubAck(_)) {
+            if matches!(e.state, InflightState::Qos1(_)) {
                 s.inflight.remove(&r.packet_id);
                 self.drain(now, out);
             }
@@ -722,19 +722,19 @@ impl Connection {
         };
         let id = r.packet_id;
         match s.inflight.get_mut(&id).map(|e| &mut e.state) {
-            Some(state @ InflightState::AwaitPubRec(_)) => {
+            Some(state @ InflightState::Qos2(_)) => {
                 if r.reason.is_error() {
                     s.inflight.remove(&id);
                     self.drain(now, out);
                 } else {
-                    *state = InflightState::AwaitPubComp;
+                    *state = InflightState::Released;
                     out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
                 }
             }
-            Some(InflightState::AwaitPubComp) => {
+            Some(InflightState::Released) => {
                 out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
             }
-            Some(InflightState::AwaitPubAck(_)) => {}
+            Some(InflightState::Qos1(_)) => {}
             None => {
                 if v5 {
                     let mut resp = PubResp::new(id);
@@ -750,7 +750,7 @@ impl Connection {
             return;
         };
         if let Some(e) = s.inflight.get(&r.packet_id) {
-            if matches!(e.state, InflightState::AwaitPubComp) {
+            if matches!(e.state, InflightState::Released) {
                 s.inflight.remove(&r.packet_id);
                 self.drain(now, out);
             }
@@ -1030,9 +1030,9 @@ impl Connection {
             wire.packet_id = id;
             let seq = s.next_seq();
             let state = if q.qos == QoS::AtLeastOnce {
-                InflightState::AwaitPubAck(p)
+                InflightState::Qos1(p)
             } else {
-                InflightState::AwaitPubRec(p)
+                InflightState::Qos2(p)
             };
             s.inflight.insert(id, super::state::Inflight { seq, state });
         }
@@ -1053,7 +1053,7 @@ impl Connection {
                 continue;
             };
             match &e.state {
-                InflightState::AwaitPubAck(p) | InflightState::AwaitPubRec(p) => {
+                InflightState::Qos1(p) | InflightState::Qos2(p) => {
                     let mut p = p.clone();
                     p.dup = true;
                     if !v5 {
@@ -1066,7 +1066,7 @@ impl Connection {
                     }
                     out.push(Action::Send(Packet::Publish(p)));
                 }
-                InflightState::AwaitPubComp => {
+                InflightState::Released => {
                     out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
                 }
             }

@@ -125,11 +125,11 @@ pub(crate) struct Inflight {
 #[derive(Debug, Clone)]
 pub(crate) enum InflightState {
     /// QoS 1 PUBLISH sent, awaiting PUBACK. The packet has the full topic, no alias.
-    AwaitPubAck(Publish),
+    Qos1(Publish),
     /// QoS 2 PUBLISH sent, awaiting PUBREC.
-    AwaitPubRec(Publish),
+    Qos2(Publish),
     /// PUBREL sent, awaiting PUBCOMP.
-    AwaitPubComp,
+    Released,
 }
 
 /// A message waiting in the session queue.

@@ -211,12 +211,7 @@ impl Connection {
         }
         match self.phase {
             Phase::Connected => self.fail(ReasonCode::KEEP_ALIVE_TIMEOUT, now, out),
-            _ => self.close(
-                Some(ReasonCode::MAXIMUM_CONNECT_TIME),
-                End::Abnormal,
-                now,
-                out,
-            ),
+            _ => self.close(None, End::Abnormal, now, out),
         }
     }
 
@@ -312,7 +307,7 @@ impl Connection {
         s.client_id = client_id.clone();
         s.version = version;
         s.session_expiry = pc.session_expiry;
-        s.will = pc.will;
+        s.will = pc.will.map(Box::new);
         self.session = Some(s);
         self.client_receive_max = pc.client_receive_max;
         self.client_max_packet = pc.client_max_packet;
@@ -437,12 +432,15 @@ impl Connection {
             return;
         }
         let qos = msg.qos.min(delivery.qos);
+        if qos == QoS::AtMostOnce && !can_write {
+            s.stats.dropped_qos0 += 1;
+            self.writable = false;
+            return;
+        }
         self.writable = can_write;
+        // Queued messages go first.
+        self.drain(now, out);
         if qos == QoS::AtMostOnce {
-            if !can_write {
-                s.stats.dropped_qos0 += 1;
-                return;
-            }
             let q = Queued {
                 msg: msg.clone(),
                 qos,
@@ -452,7 +450,6 @@ impl Connection {
             self.transmit(&q, now, out);
             return;
         }
-        self.drain(now, out);
         let window_open = self.window_open();
         let Some(s) = self.session.as_mut() else {
             return;

@@ -155,7 +155,7 @@ pub struct Session {
     pub(crate) inbound_qos2: HashSet<u16>,
     pub(crate) next_packet_id: u16,
     pub(crate) session_expiry: u32,
-    pub(crate) will: Option<Will>,
+    pub(crate) will: Option<Box<Will>>,
     pub(crate) stats: SessionStats,
 }
 
@@ -194,7 +194,7 @@ impl Session {
         self.subscriptions.get(filter)
     }
     pub fn will(&self) -> Option<&Will> {
-        self.will.as_ref()
+        self.will.as_deref()
     }
     pub fn stats(&self) -> SessionStats {
         self.stats

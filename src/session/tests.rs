@@ -2142,3 +2142,123 @@ fn queued_qos1_sent_before_new_delivery_when_writable_again() {
         .collect();
     assert_eq!(topics, vec!["a", "b"]);
 }
+
+// ----------------------------------------------------------------------------------------------
+// Robustness: arbitrary packet/event sequences never panic and keep the invariants.
+// ----------------------------------------------------------------------------------------------
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Pkt(u8, u16, u16, bool),
+        Deliver(u8, bool),
+        Writable,
+        Timer(u64),
+        Bytes(u64),
+        Lost,
+        Accept,
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            4 => (0u8..14, 0u16..5, 0u16..20, any::<bool>()).prop_map(|(k, id, a, f)| Ev::Pkt(k, id, a, f)),
+            2 => (0u8..3, any::<bool>()).prop_map(|(q, w)| Ev::Deliver(q, w)),
+            1 => Just(Ev::Writable),
+            1 => (0u64..200_000).prop_map(Ev::Timer),
+            1 => (0u64..20_000).prop_map(Ev::Bytes),
+            1 => Just(Ev::Lost),
+            1 => Just(Ev::Accept),
+        ]
+    }
+
+    fn packet(k: u8, id: u16, alias: u16, flag: bool, v: ProtocolVersion) -> Packet {
+        let qos = QoS::from_u8(u8::from(flag) + (id % 2) as u8).unwrap_or_default();
+        match k {
+            0 => Packet::Connect(Box::new(connect(v, if flag { "" } else { "c" }, flag, id))),
+            1 | 2 => {
+                let mut p = publish(if alias % 3 == 0 { "" } else { "t/x" }, qos, id);
+                if qos == QoS::AtMostOnce {
+                    p.packet_id = 0;
+                }
+                p.retain = flag && alias % 2 == 0;
+                if alias > 0 {
+                    p.properties.topic_alias = Some(alias);
+                }
+                Packet::Publish(p)
+            }
+            3 => Packet::PubAck(ack(id)),
+            4 => Packet::PubRec(ack(id)),
+            5 => Packet::PubRel(ack(id)),
+            6 => Packet::PubComp(ack(id)),
+            7 => subscribe(id.max(1), &[("t/+", qos), ("$share/g/t", QoS::AtLeastOnce)]),
+            8 => Packet::Unsubscribe(Unsubscribe {
+                packet_id: id.max(1),
+                filters: vec![bs("t/+")],
+                user_properties: vec![],
+            }),
+            9 => Packet::PingReq,
+            10 => {
+                let mut d = Disconnect::new(ReasonCode(if flag { 0 } else { 4 }));
+                if alias % 4 == 0 {
+                    d.properties.session_expiry_interval = Some(u32::from(alias));
+                }
+                Packet::Disconnect(d)
+            }
+            11 => Packet::Auth(Auth {
+                reason: ReasonCode::CONTINUE_AUTHENTICATION,
+                properties: AuthProperties::default(),
+            }),
+            12 => Packet::PingResp,
+            _ => Packet::Publish(publish("t/y", QoS::AtLeastOnce, id.max(1))),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_sequences_never_panic(v5: bool, evs in proptest::collection::vec(ev(), 1..60)) {
+            let v = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V311 };
+            let mut c = connect(v, "c", false, 10);
+            c.properties.receive_maximum = Some(2);
+            c.properties.topic_alias_maximum = Some(2);
+            let limits = ProtocolLimits { receive_maximum: 3, max_outbound_topic_aliases: 2,
+                max_queued_messages: 5, ..Default::default() };
+            let mut h = H::new(limits);
+            let mut t = 0u64;
+            let mut closes = 0;
+            let mut out = Vec::new();
+            h.c.handle(Packet::Connect(Box::new(c)), h.at(0), &mut out);
+            for e in evs {
+                t += 10;
+                let now = h.at(t);
+                match e {
+                    Ev::Pkt(k, id, a, f) => h.c.handle(packet(k, id, a, f, v), now, &mut out),
+                    Ev::Deliver(q, w) => {
+                        let q = QoS::from_u8(q).unwrap_or_default();
+                        h.c.deliver(&msg("t/x", q), &delivery(q), now, w, &mut out)
+                    }
+                    Ev::Writable => h.c.on_writable(now, &mut out),
+                    Ev::Timer(d) => h.c.on_timer(h.at(t + d), &mut out),
+                    Ev::Bytes(d) => { t += d; h.c.on_bytes_received(h.at(t)) }
+                    Ev::Lost => h.c.connection_lost(now, &mut out),
+                    Ev::Accept => h.c.accept_connect(None, Some(bs("a")), now, &mut out),
+                }
+                closes += out.iter().filter(|a| matches!(a, Action::Close { .. })).count();
+                if let Some(s) = h.c.session() {
+                    prop_assert!(s.inflight_len() <= 2, "receive maximum of the client");
+                    prop_assert!(s.queued_len() <= 5);
+                }
+                for a in &out {
+                    if let Action::Send(Packet::Publish(p)) = a {
+                        prop_assert!(p.qos == QoS::AtMostOnce || p.packet_id != 0);
+                    }
+                }
+                out.clear();
+            }
+            prop_assert!(closes <= 1, "Close emitted at most once");
+        }
+    }
+}

@@ -2179,11 +2179,11 @@ mod fuzz {
         match k {
             0 => Packet::Connect(Box::new(connect(v, if flag { "" } else { "c" }, flag, id))),
             1 | 2 => {
-                let mut p = publish(if alias % 3 == 0 { "" } else { "t/x" }, qos, id);
+                let mut p = publish(if alias.is_multiple_of(3) { "" } else { "t/x" }, qos, id);
                 if qos == QoS::AtMostOnce {
                     p.packet_id = 0;
                 }
-                p.retain = flag && alias % 2 == 0;
+                p.retain = flag && alias.is_multiple_of(2);
                 if alias > 0 {
                     p.properties.topic_alias = Some(alias);
                 }
@@ -2202,7 +2202,7 @@ mod fuzz {
             9 => Packet::PingReq,
             10 => {
                 let mut d = Disconnect::new(ReasonCode(if flag { 0 } else { 4 }));
-                if alias % 4 == 0 {
+                if alias.is_multiple_of(4) {
                     d.properties.session_expiry_interval = Some(u32::from(alias));
                 }
                 Packet::Disconnect(d)

@@ -5,3 +5,4 @@ pub mod ownership;
 pub mod protocol;
 pub mod routing;
 pub mod runtime;
+pub mod session;

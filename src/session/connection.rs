@@ -1,0 +1,1151 @@
+//! The sans-IO per-connection protocol state machine. It takes decoded packets and `now`, and
+//! returns [`Action`]s; it never touches a socket or a clock.
+use std::mem;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use hashbrown::HashMap;
+
+use super::config::ProtocolLimits;
+use super::keepalive::{self, KeepAlive};
+use super::state::{Delivery, InflightState, Message, MessageData, Queued, Session, Subscription};
+use super::will::{self, WillDecision};
+use crate::protocol::{
+    AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Packet,
+    ProtocolVersion, PubResp, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscribe,
+    SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+};
+
+/// A CONNECT that passed the protocol checks; the broker resolves ownership and sessions and
+/// answers with [`Connection::accept_connect`] or [`Connection::refuse_connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRequest {
+    pub version: ProtocolVersion,
+    /// Empty: the broker assigns one and passes it to `accept_connect` (MQTT 5, or 3.1.1 with
+    /// Clean Session = 1; a 3.1.1 Clean Session = 0 CONNECT with an empty id was already
+    /// refused with return code 0x02).
+    pub client_id: ByteString,
+    /// Clean Start (5.0) / Clean Session (3.1.1): the broker discards any existing session.
+    pub clean_start: bool,
+    /// Effective Session Expiry Interval (after policy); 0 = the session ends with the connection.
+    pub session_expiry: u32,
+    /// Effective keep alive (seconds, 0 = none).
+    pub keep_alive: u16,
+    pub will: Option<Will>,
+    pub username: Option<ByteString>,
+    pub password: Option<Bytes>,
+}
+
+/// A will to publish: now (`delay` zero) or after `delay` unless the session is resumed first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingWill {
+    pub message: Message,
+    pub delay: Duration,
+}
+
+/// What the connection asks of the broker, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send to the client, in order.
+    Send(Packet),
+    /// A validated CONNECT: answer with `accept_connect` / `refuse_connect`.
+    Connect(ConnectRequest),
+    /// Route this message (QoS 2: routed once, on the first PUBLISH).
+    Publish(Message),
+    /// Add or replace a subscription in the index; `existed` tells whether the session had
+    /// this filter already (for Retain Handling 1). The SUBACK was emitted before.
+    Subscribe {
+        filter: ByteString,
+        /// With the granted QoS.
+        options: SubscriptionOptions,
+        subscription_id: Option<u32>,
+        existed: bool,
+    },
+    /// Remove an existing subscription from the index.
+    Unsubscribe { filter: ByteString },
+    /// Close the socket (after flushing what was sent). Emitted exactly once. `reason`: what
+    /// ended the connection (sent or received), if known. `will`: publish/schedule it.
+    /// The session stays in the connection for [`Connection::take_session`].
+    Close {
+        reason: Option<ReasonCode>,
+        will: Option<PendingWill>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitConnect,
+    AwaitBroker,
+    Connected,
+    Closed,
+}
+
+/// How the connection ends, for the will rules.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// DISCONNECT 0x00.
+    Normal,
+    /// Anything but a normal disconnect or a take-over.
+    Abnormal,
+    /// Server shutdown: the session does not survive the process, the will goes now.
+    Shutdown,
+    Takeover {
+        new_clean_start: bool,
+    },
+}
+
+/// CONNECT data kept until the broker answers.
+#[derive(Debug)]
+struct PendingConnect {
+    client_id: ByteString,
+    clean_start: bool,
+    requested_expiry: u32,
+    session_expiry: u32,
+    server_keep_alive: Option<u16>,
+    will: Option<Will>,
+    client_receive_max: u16,
+    client_max_packet: u32,
+    client_topic_alias_max: u16,
+}
+
+/// Per-connection protocol state machine.
+#[derive(Debug)]
+pub struct Connection {
+    limits: Arc<ProtocolLimits>,
+    phase: Phase,
+    started: Instant,
+    last_rx: Instant,
+    version: Option<ProtocolVersion>,
+    keep_alive: u16,
+    connect: Option<Box<PendingConnect>>,
+    pending: Vec<Packet>,
+    session: Option<Session>,
+    /// CONNECT's Session Expiry Interval was 0 (DISCONNECT may not raise it).
+    connect_expiry_zero: bool,
+    client_receive_max: u16,
+    client_max_packet: u32,
+    client_topic_alias_max: u16,
+    alias_in: Vec<Option<ByteString>>,
+    alias_out: HashMap<ByteString, u16>,
+    writable: bool,
+}
+
+impl Connection {
+    pub fn new(limits: Arc<ProtocolLimits>, now: Instant) -> Self {
+        Connection {
+            limits,
+            phase: Phase::AwaitConnect,
+            started: now,
+            last_rx: now,
+            version: None,
+            keep_alive: 0,
+            connect: None,
+            pending: Vec::new(),
+            session: None,
+            connect_expiry_zero: true,
+            client_receive_max: u16::MAX,
+            client_max_packet: u32::MAX,
+            client_topic_alias_max: 0,
+            alias_in: Vec::new(),
+            alias_out: HashMap::new(),
+            writable: true,
+        }
+    }
+
+    // --- accessors ----------------------------------------------------------------------
+
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
+    }
+    /// The client id once the CONNECT is accepted (assigned ids included).
+    pub fn client_id(&self) -> Option<&ByteString> {
+        self.session.as_ref().map(|s| &s.client_id)
+    }
+    /// Effective keep alive in seconds (0 = none, also before CONNECT).
+    pub fn keep_alive(&self) -> u16 {
+        self.keep_alive
+    }
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Connected
+    }
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+    /// Move the session out (after `Close`, for the broker to keep, hand over or drop).
+    pub fn take_session(&mut self) -> Option<Session> {
+        self.session.take()
+    }
+
+    // --- time ---------------------------------------------------------------------------
+
+    /// Any bytes from the client (even a partial packet) reset the keep-alive timer.
+    pub fn on_bytes_received(&mut self, now: Instant) {
+        if now > self.last_rx {
+            self.last_rx = now;
+        }
+    }
+
+    /// When `on_timer` must be called: CONNECT timeout until the CONNECT is accepted, then
+    /// 1.5 x keep alive after the last received byte; `None` if keep alive is 0 or closed.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::AwaitConnect | Phase::AwaitBroker => {
+                Some(self.started + self.limits.connect_timeout)
+            }
+            Phase::Connected => keepalive::deadline(self.last_rx, self.keep_alive),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Past the deadline: CONNECT timeout (close, nothing sent) or keep-alive timeout
+    /// (MQTT 5 DISCONNECT 0x8D, then close with the will). Before the deadline: nothing.
+    pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.deadline() {
+            Some(d) if now >= d => {}
+            _ => return,
+        }
+        match self.phase {
+            Phase::Connected => self.fail(ReasonCode::KEEP_ALIVE_TIMEOUT, now, out),
+            _ => self.close(None, End::Abnormal, now, out),
+        }
+    }
+
+    // --- inbound ------------------------------------------------------------------------
+
+    /// One decoded packet from the client.
+    pub fn handle(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
+        self.on_bytes_received(now);
+        match self.phase {
+            Phase::Closed => {}
+            Phase::AwaitConnect => match packet {
+                Packet::Connect(c) => self.on_connect(*c, out),
+                // The first packet must be CONNECT: close, no CONNACK.
+                _ => self.close(Some(ReasonCode::PROTOCOL_ERROR), End::Abnormal, now, out),
+            },
+            Phase::AwaitBroker => {
+                if matches!(packet, Packet::Connect(_)) {
+                    // Second CONNECT; no DISCONNECT may precede CONNACK.
+                    self.close(Some(ReasonCode::PROTOCOL_ERROR), End::Abnormal, now, out);
+                } else if self.pending.len() >= self.limits.max_pending_before_connack {
+                    self.close(Some(ReasonCode::QUOTA_EXCEEDED), End::Abnormal, now, out);
+                } else {
+                    self.pending.push(packet);
+                }
+            }
+            Phase::Connected => self.on_packet(packet, now, out),
+        }
+    }
+
+    /// The decoder failed: MQTT 5 DISCONNECT with the error's reason (after CONNACK), or
+    /// CONNACK 0x84 for an unsupported protocol version; then close (with the will once
+    /// connected).
+    pub fn on_decode_error(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
+        let code = err.reason_code();
+        match self.phase {
+            Phase::AwaitConnect => {
+                if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
+                    out.push(Action::Send(connack(
+                        false,
+                        code,
+                        ConnAckProperties::default(),
+                    )));
+                }
+                self.close(Some(code), End::Abnormal, now, out);
+            }
+            Phase::AwaitBroker => self.close(Some(code), End::Abnormal, now, out),
+            Phase::Connected => self.fail(code, now, out),
+            Phase::Closed => {}
+        }
+    }
+
+    /// The network connection ended without DISCONNECT (EOF, I/O error): close with the will.
+    pub fn connection_lost(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.close(None, End::Abnormal, now, out);
+    }
+
+    // --- broker decisions -----------------------------------------------------------------
+
+    /// Accept the pending CONNECT. `session`: the existing session to resume (ignored when the
+    /// CONNECT had Clean Start = 1). `assigned_client_id`: required when the CONNECT's client id
+    /// was empty (otherwise CONNACK 0x85), ignored otherwise; see [`generate_client_id`].
+    /// Sends CONNACK, resends inflight PUBLISH (DUP = 1) and PUBREL in order, drains the queue,
+    /// then processes packets the client pipelined after CONNECT. No-op unless a CONNECT awaits.
+    pub fn accept_connect(
+        &mut self,
+        session: Option<Session>,
+        assigned_client_id: Option<ByteString>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::AwaitBroker {
+            return;
+        }
+        let Some(pc) = self.connect.take() else {
+            return;
+        };
+        let Some(version) = self.version else {
+            return;
+        };
+        let v5 = version.is_v5();
+        let assigned = pc.client_id.is_empty();
+        let client_id = if assigned {
+            match assigned_client_id.filter(|id| !id.is_empty()) {
+                Some(id) => id,
+                None => return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out),
+            }
+        } else {
+            pc.client_id
+        };
+        let session = if pc.clean_start { None } else { session };
+        let session_present = session.is_some();
+        let mut s = session.unwrap_or_else(|| Session::new(client_id.clone(), version));
+        s.client_id = client_id.clone();
+        s.version = version;
+        s.session_expiry = pc.session_expiry;
+        s.will = pc.will.map(Box::new);
+        self.session = Some(s);
+        self.client_receive_max = pc.client_receive_max;
+        self.client_max_packet = pc.client_max_packet;
+        self.client_topic_alias_max = pc.client_topic_alias_max;
+        self.connect_expiry_zero = pc.requested_expiry == 0;
+
+        let mut props = ConnAckProperties::default();
+        if v5 {
+            let l = &self.limits;
+            if pc.session_expiry != pc.requested_expiry {
+                props.session_expiry_interval = Some(pc.session_expiry);
+            }
+            if l.receive_maximum < u16::MAX {
+                props.receive_maximum = Some(l.receive_maximum.max(1));
+            }
+            if l.max_qos < QoS::ExactlyOnce {
+                props.maximum_qos = Some(l.max_qos as u8);
+            }
+            if !l.retain_available {
+                props.retain_available = Some(0);
+            }
+            props.maximum_packet_size = Some(l.max_packet_size);
+            if assigned {
+                props.assigned_client_identifier = Some(client_id);
+            }
+            if l.topic_alias_maximum > 0 {
+                props.topic_alias_maximum = Some(l.topic_alias_maximum);
+            }
+            if !l.wildcard_available {
+                props.wildcard_subscription_available = Some(0);
+            }
+            if !l.sub_ids_available {
+                props.subscription_identifiers_available = Some(0);
+            }
+            if !l.shared_available {
+                props.shared_subscription_available = Some(0);
+            }
+            props.server_keep_alive = pc.server_keep_alive;
+        }
+        out.push(Action::Send(connack(
+            session_present,
+            ReasonCode::SUCCESS,
+            props,
+        )));
+        self.phase = Phase::Connected;
+        self.writable = true;
+        self.resend_inflight(out);
+        self.drain(now, out);
+        for p in mem::take(&mut self.pending) {
+            if self.phase != Phase::Connected {
+                break;
+            }
+            self.on_packet(p, now, out);
+        }
+    }
+
+    /// Refuse the pending CONNECT with `code` (CONNACK, then close). No-op unless a CONNECT awaits.
+    pub fn refuse_connect(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
+        if self.phase == Phase::AwaitBroker {
+            self.refuse(code, now, out);
+        }
+    }
+
+    /// Another connection takes this client id over: MQTT 5 DISCONNECT 0x8E, then close. The
+    /// will follows [`will::on_takeover`] with the new connection's Clean Start.
+    pub fn take_over(&mut self, new_clean_start: bool, now: Instant, out: &mut Vec<Action>) {
+        if self.phase == Phase::Connected && self.is_v5() {
+            out.push(send_disconnect(ReasonCode::SESSION_TAKEN_OVER));
+        }
+        self.close(
+            Some(ReasonCode::SESSION_TAKEN_OVER),
+            End::Takeover { new_clean_start },
+            now,
+            out,
+        );
+    }
+
+    /// Server shutdown: MQTT 5 DISCONNECT 0x8B, then close; the will is published now.
+    pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.phase == Phase::Connected && self.is_v5() {
+            out.push(send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN));
+        }
+        self.close(
+            Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            End::Shutdown,
+            now,
+            out,
+        );
+    }
+
+    // --- outbound -----------------------------------------------------------------------
+
+    /// Deliver a routed message to this client. `can_write`: the socket takes more bytes now
+    /// (false: QoS 0 is dropped and QoS 1/2 queued until [`Self::on_writable`]). Sends at
+    /// min(message QoS, granted QoS) within the client's Receive Maximum (queued beyond it),
+    /// drops what exceeds the client's Maximum Packet Size or has expired (counted in
+    /// [`Session::stats`]). On a closed connection the message goes to the session queue
+    /// ([`Session::deliver_offline`]); before CONNACK it is ignored.
+    pub fn deliver(
+        &mut self,
+        msg: &Message,
+        delivery: &Delivery,
+        now: Instant,
+        can_write: bool,
+        out: &mut Vec<Action>,
+    ) {
+        match self.phase {
+            Phase::Connected => {}
+            Phase::Closed => {
+                if let Some(s) = self.session.as_mut() {
+                    s.deliver_offline(msg, delivery, now, &self.limits);
+                }
+                return;
+            }
+            _ => return,
+        }
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if msg.is_expired(now) {
+            s.stats.dropped_expired += 1;
+            return;
+        }
+        let qos = msg.qos.min(delivery.qos);
+        if qos == QoS::AtMostOnce && !can_write {
+            s.stats.dropped_qos0 += 1;
+            self.writable = false;
+            return;
+        }
+        self.writable = can_write;
+        // Queued messages go first.
+        self.drain(now, out);
+        if qos == QoS::AtMostOnce {
+            let q = Queued {
+                msg: msg.clone(),
+                qos,
+                retain: delivery.retain_as_published && msg.retain,
+                subscription_ids: delivery.subscription_ids.clone(),
+            };
+            self.transmit(&q, now, out);
+            return;
+        }
+        let window_open = self.window_open();
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if !can_write || !s.queue.is_empty() || !window_open {
+            s.enqueue(msg, delivery, qos, &self.limits);
+            return;
+        }
+        let q = Queued {
+            msg: msg.clone(),
+            qos,
+            retain: delivery.retain_as_published && msg.retain,
+            subscription_ids: delivery.subscription_ids.clone(),
+        };
+        self.transmit(&q, now, out);
+    }
+
+    /// The socket can take more: send queued messages within the Receive Maximum window.
+    pub fn on_writable(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.writable = true;
+        if self.phase == Phase::Connected {
+            self.drain(now, out);
+        }
+    }
+
+    // --- internals ----------------------------------------------------------------------
+
+    fn is_v5(&self) -> bool {
+        self.version.is_some_and(ProtocolVersion::is_v5)
+    }
+
+    fn on_connect(&mut self, c: Connect, out: &mut Vec<Action>) {
+        let version = c.protocol;
+        self.version = Some(version);
+        let v5 = version.is_v5();
+        let l = Arc::clone(&self.limits);
+        let now = self.last_rx;
+        let p = &c.properties;
+        if v5 && (p.receive_maximum == Some(0) || p.maximum_packet_size == Some(0)) {
+            return self.refuse(ReasonCode::PROTOCOL_ERROR, now, out);
+        }
+        if p.authentication_method.is_some() {
+            // No enhanced authentication method is supported.
+            return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, now, out);
+        }
+        if c.client_id.is_empty() && !v5 && !c.clean_start {
+            return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out);
+        }
+        if let Some(w) = &c.will {
+            if w.qos > l.max_qos {
+                return self.refuse(ReasonCode::QOS_NOT_SUPPORTED, now, out);
+            }
+            if w.retain && !l.retain_available {
+                return self.refuse(ReasonCode::RETAIN_NOT_SUPPORTED, now, out);
+            }
+            if v5
+                && w.properties.payload_format_indicator == Some(1)
+                && std::str::from_utf8(&w.payload).is_err()
+            {
+                return self.refuse(ReasonCode::PAYLOAD_FORMAT_INVALID, now, out);
+            }
+        }
+        let (effective, server_keep_alive) = match keepalive::negotiate(version, c.keep_alive, &l) {
+            KeepAlive::Use {
+                effective,
+                server_keep_alive,
+            } => (effective, server_keep_alive),
+            KeepAlive::Refuse => return self.refuse(ReasonCode::SERVER_UNAVAILABLE, now, out),
+        };
+        self.keep_alive = effective;
+        let (requested_expiry, session_expiry) = if v5 {
+            let r = p.session_expiry_interval.unwrap_or(0);
+            (r, r.min(l.max_session_expiry))
+        } else if c.clean_start {
+            (0, 0)
+        } else {
+            let e = l.v311_persistent_session_expiry;
+            (e, e)
+        };
+        out.push(Action::Connect(ConnectRequest {
+            version,
+            client_id: c.client_id.clone(),
+            clean_start: c.clean_start,
+            session_expiry,
+            keep_alive: effective,
+            will: c.will.clone(),
+            username: c.username,
+            password: c.password,
+        }));
+        self.connect = Some(Box::new(PendingConnect {
+            client_id: c.client_id,
+            clean_start: c.clean_start,
+            requested_expiry,
+            session_expiry,
+            server_keep_alive,
+            will: c.will,
+            client_receive_max: if v5 {
+                p.receive_maximum.unwrap_or(u16::MAX)
+            } else {
+                u16::MAX
+            },
+            client_max_packet: if v5 {
+                p.maximum_packet_size.unwrap_or(u32::MAX)
+            } else {
+                u32::MAX
+            },
+            client_topic_alias_max: if v5 {
+                p.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            },
+        }));
+        self.phase = Phase::AwaitBroker;
+    }
+
+    fn on_packet(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
+        match packet {
+            Packet::Connect(_) => self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
+            Packet::Publish(p) => self.on_publish(p, now, out),
+            Packet::PubAck(r) => self.on_puback(r, now, out),
+            Packet::PubRec(r) => self.on_pubrec(r, now, out),
+            Packet::PubRel(r) => self.on_pubrel(r, out),
+            Packet::PubComp(r) => self.on_pubcomp(r, now, out),
+            Packet::Subscribe(s) => self.on_subscribe(s, now, out),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u, out),
+            Packet::PingReq => out.push(Action::Send(Packet::PingResp)),
+            Packet::Disconnect(d) => self.on_disconnect(d, now, out),
+            // No authentication method is ever accepted in CONNECT, so any AUTH is an error;
+            // so are packets only a server sends.
+            Packet::Auth(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
+        }
+    }
+
+    fn on_publish(&mut self, mut p: Publish, now: Instant, out: &mut Vec<Action>) {
+        let v5 = self.is_v5();
+        let l = Arc::clone(&self.limits);
+        if p.qos > l.max_qos {
+            return self.fail(ReasonCode::QOS_NOT_SUPPORTED, now, out);
+        }
+        if p.retain && !l.retain_available {
+            return self.fail(ReasonCode::RETAIN_NOT_SUPPORTED, now, out);
+        }
+        if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
+            return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+        }
+        // Topic alias (MQTT 5).
+        match p.properties.topic_alias.take() {
+            Some(a) if v5 => {
+                if a == 0 || a > l.topic_alias_maximum {
+                    return self.fail(ReasonCode::TOPIC_ALIAS_INVALID, now, out);
+                }
+                let idx = usize::from(a);
+                if p.topic.is_empty() {
+                    match self.alias_in.get(idx).and_then(|t| t.clone()) {
+                        Some(t) => p.topic = t,
+                        None => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
+                    }
+                } else {
+                    if self.alias_in.len() <= idx {
+                        self.alias_in
+                            .resize(usize::from(l.topic_alias_maximum) + 1, None);
+                    }
+                    self.alias_in[idx] = Some(p.topic.clone());
+                }
+            }
+            Some(_) => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
+            None => {
+                if p.topic.is_empty() {
+                    return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+                }
+            }
+        }
+        if p.topic.contains(['+', '#', '\0']) {
+            return self.fail(ReasonCode::TOPIC_NAME_INVALID, now, out);
+        }
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let id = p.packet_id;
+        let duplicate = p.qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&id);
+        if p.qos != QoS::AtMostOnce
+            && !duplicate
+            && s.inbound_qos2.len() >= usize::from(l.receive_maximum)
+        {
+            return self.fail(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now, out);
+        }
+        if duplicate {
+            out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
+            return;
+        }
+        if v5
+            && p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            let r = PubResp {
+                packet_id: id,
+                reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
+                properties: AckProperties::default(),
+            };
+            return match p.qos {
+                QoS::AtMostOnce => self.fail(ReasonCode::PAYLOAD_FORMAT_INVALID, now, out),
+                QoS::AtLeastOnce => out.push(Action::Send(Packet::PubAck(r))),
+                QoS::ExactlyOnce => out.push(Action::Send(Packet::PubRec(r))),
+            };
+        }
+        let mut props = if v5 {
+            mem::take(&mut p.properties)
+        } else {
+            PublishProperties::default()
+        };
+        props.subscription_identifiers.clear();
+        let expires_at = props
+            .message_expiry_interval
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        let msg = Message::new(MessageData {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: props,
+            expires_at,
+            publisher: Some(s.client_id.clone()),
+        });
+        out.push(Action::Publish(msg));
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => out.push(Action::Send(Packet::PubAck(PubResp::new(id)))),
+            QoS::ExactlyOnce => {
+                s.inbound_qos2.insert(id);
+                out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
+            }
+        }
+    }
+
+    fn on_pubrel(&mut self, r: PubResp, out: &mut Vec<Action>) {
+        let v5 = self.is_v5();
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let mut resp = PubResp::new(r.packet_id);
+        if !s.inbound_qos2.remove(&r.packet_id) && v5 {
+            resp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        out.push(Action::Send(Packet::PubComp(resp)));
+    }
+
+    fn on_puback(&mut self, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if let Some(e) = s.inflight.get(&r.packet_id) {
+            if matches!(e.state, InflightState::Qos1(_)) {
+                s.inflight.remove(&r.packet_id);
+                self.drain(now, out);
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+        let v5 = self.is_v5();
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let id = r.packet_id;
+        match s.inflight.get_mut(&id).map(|e| &mut e.state) {
+            Some(state @ InflightState::Qos2(_)) => {
+                if r.reason.is_error() {
+                    s.inflight.remove(&id);
+                    self.drain(now, out);
+                } else {
+                    *state = InflightState::Released;
+                    out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
+                }
+            }
+            Some(InflightState::Released) => {
+                out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
+            }
+            Some(InflightState::Qos1(_)) => {}
+            None => {
+                if v5 {
+                    let mut resp = PubResp::new(id);
+                    resp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                    out.push(Action::Send(Packet::PubRel(resp)));
+                }
+            }
+        }
+    }
+
+    fn on_pubcomp(&mut self, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if let Some(e) = s.inflight.get(&r.packet_id) {
+            if matches!(e.state, InflightState::Released) {
+                s.inflight.remove(&r.packet_id);
+                self.drain(now, out);
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, sub: Subscribe, now: Instant, out: &mut Vec<Action>) {
+        let v5 = self.is_v5();
+        let l = Arc::clone(&self.limits);
+        let sub_id = sub.properties.subscription_identifier;
+        if sub_id == Some(0) {
+            return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+        }
+        if v5
+            && sub
+                .filters
+                .iter()
+                .any(|(f, o)| o.no_local && f.starts_with("$share/"))
+        {
+            return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+        }
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        let mut actions = Vec::with_capacity(sub.filters.len());
+        for (filter, opts) in sub.filters {
+            let shared = filter.starts_with("$share/");
+            let code = if !valid_filter(&filter) {
+                ReasonCode::TOPIC_FILTER_INVALID
+            } else if !l.wildcard_available && filter.contains(['+', '#']) {
+                ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if !l.shared_available && shared {
+                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if !l.sub_ids_available && sub_id.is_some() {
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
+            } else if v5 && opts.retain_handling > 2 {
+                ReasonCode::PROTOCOL_ERROR
+            } else {
+                ReasonCode::SUCCESS
+            };
+            if code.is_error() {
+                reasons.push(if v5 {
+                    code
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let granted = opts.qos.min(l.max_qos);
+            let options = SubscriptionOptions {
+                qos: granted,
+                ..opts
+            };
+            let existed = s
+                .subscriptions
+                .insert(
+                    filter.clone(),
+                    Subscription {
+                        options,
+                        subscription_id: sub_id,
+                    },
+                )
+                .is_some();
+            reasons.push(ReasonCode(granted as u8));
+            actions.push(Action::Subscribe {
+                filter,
+                options,
+                subscription_id: sub_id,
+                existed,
+            });
+        }
+        out.push(Action::Send(Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        })));
+        out.extend(actions);
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut Vec<Action>) {
+        let v5 = self.is_v5();
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let mut reasons = Vec::new();
+        let mut actions = Vec::with_capacity(u.filters.len());
+        for filter in u.filters {
+            let existed = s.subscriptions.remove(&filter).is_some();
+            if v5 {
+                reasons.push(if existed {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                });
+            }
+            if existed {
+                actions.push(Action::Unsubscribe { filter });
+            }
+        }
+        out.push(Action::Send(Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: AckProperties::default(),
+        })));
+        out.extend(actions);
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect, now: Instant, out: &mut Vec<Action>) {
+        if let Some(new) = d.properties.session_expiry_interval {
+            if self.connect_expiry_zero && new != 0 {
+                return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+            }
+            let capped = new.min(self.limits.max_session_expiry);
+            if let Some(s) = self.session.as_mut() {
+                s.session_expiry = capped;
+            }
+        }
+        let end = if d.reason == ReasonCode::NORMAL_DISCONNECTION {
+            End::Normal
+        } else {
+            End::Abnormal
+        };
+        self.close(Some(d.reason), end, now, out);
+    }
+
+    /// Protocol violation or timeout after CONNACK: MQTT 5 DISCONNECT `code`, then close with
+    /// the will. Before CONNACK: close only.
+    fn fail(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
+        if self.phase == Phase::Connected && self.is_v5() {
+            out.push(send_disconnect(code));
+        }
+        self.close(Some(code), End::Abnormal, now, out);
+    }
+
+    fn refuse(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::Send(connack(
+            false,
+            code,
+            ConnAckProperties::default(),
+        )));
+        self.connect = None;
+        self.close(Some(code), End::Abnormal, now, out);
+    }
+
+    fn close(&mut self, reason: Option<ReasonCode>, end: End, now: Instant, out: &mut Vec<Action>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let was_connected = self.phase == Phase::Connected;
+        self.phase = Phase::Closed;
+        self.pending = Vec::new();
+        self.connect = None;
+        let will = if was_connected {
+            self.session.as_mut().and_then(|s| {
+                let w = s.will.take()?;
+                let delay = w.properties.will_delay_interval.unwrap_or(0);
+                let decision = match end {
+                    End::Normal => WillDecision::Discard,
+                    End::Abnormal => will::on_connection_end(false, s.session_expiry, delay),
+                    End::Shutdown => WillDecision::PublishNow,
+                    End::Takeover { new_clean_start } => {
+                        will::on_takeover(s.version, new_clean_start, s.session_expiry, delay)
+                    }
+                };
+                let delay = match decision {
+                    WillDecision::Discard => return None,
+                    WillDecision::PublishNow => Duration::ZERO,
+                    WillDecision::Delay(d) => d,
+                };
+                Some(PendingWill {
+                    message: Message::from_will(&w, &s.client_id, now + delay),
+                    delay,
+                })
+            })
+        } else {
+            None
+        };
+        out.push(Action::Close { reason, will });
+    }
+
+    fn window(&self) -> usize {
+        usize::from(
+            self.client_receive_max
+                .min(self.limits.max_inflight_out)
+                .max(1),
+        )
+    }
+
+    fn window_open(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.inflight.len() < self.window())
+    }
+
+    /// Send queued messages while writable and (for QoS 1/2) the window allows.
+    fn drain(&mut self, now: Instant, out: &mut Vec<Action>) {
+        // Bounded by the queue length.
+        while self.writable && self.phase == Phase::Connected {
+            let window_open = self.window_open();
+            let Some(s) = self.session.as_mut() else {
+                return;
+            };
+            match s.queue.front() {
+                None => return,
+                Some(q) if q.qos != QoS::AtMostOnce && !window_open => return,
+                Some(_) => {}
+            }
+            let Some(q) = s.pop_queued() else { return };
+            if q.msg.is_expired(now) {
+                s.stats.dropped_expired += 1;
+                continue;
+            }
+            self.transmit(&q, now, out);
+        }
+    }
+
+    /// Build, size-check, register in flight (QoS > 0) and send one PUBLISH.
+    fn transmit(&mut self, q: &Queued, now: Instant, out: &mut Vec<Action>) {
+        let v5 = self.is_v5();
+        let mut properties = if v5 {
+            q.msg.properties.clone()
+        } else {
+            PublishProperties::default()
+        };
+        if v5 {
+            properties.topic_alias = None;
+            properties.message_expiry_interval = q.msg.expires_at.map(|t| {
+                let left = t.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+            });
+            properties.subscription_identifiers = q.subscription_ids.clone();
+        }
+        let mut p = Publish {
+            dup: false,
+            qos: q.qos,
+            retain: q.retain,
+            topic: q.msg.topic.clone(),
+            packet_id: if q.qos == QoS::AtMostOnce { 0 } else { 1 },
+            payload: q.msg.payload.clone(),
+            properties,
+        };
+        // Outbound topic alias.
+        let alias_max = self
+            .client_topic_alias_max
+            .min(self.limits.max_outbound_topic_aliases);
+        let mut wire = p.clone();
+        let mut new_alias = None;
+        if v5 && alias_max > 0 {
+            if let Some(&a) = self.alias_out.get(&p.topic) {
+                wire.topic = ByteString::new();
+                wire.properties.topic_alias = Some(a);
+            } else if self.alias_out.len() < usize::from(alias_max) {
+                let a = self.alias_out.len() as u16 + 1;
+                wire.properties.topic_alias = Some(a);
+                new_alias = Some(a);
+            }
+        }
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if publish_len(&wire, v5) > self.client_max_packet as usize {
+            s.stats.dropped_too_large += 1;
+            return;
+        }
+        if let Some(a) = new_alias {
+            self.alias_out.insert(p.topic.clone(), a);
+        }
+        if q.qos != QoS::AtMostOnce {
+            let Some(id) = s.alloc_packet_id() else {
+                // Cannot happen within the window; never lose the message silently.
+                s.stats.dropped_queue_full += 1;
+                return;
+            };
+            p.packet_id = id;
+            wire.packet_id = id;
+            let seq = s.next_seq();
+            let state = if q.qos == QoS::AtLeastOnce {
+                InflightState::Qos1(p)
+            } else {
+                InflightState::Qos2(p)
+            };
+            s.inflight.insert(id, super::state::Inflight { seq, state });
+        }
+        out.push(Action::Send(Packet::Publish(wire)));
+    }
+
+    /// On resume: resend unacknowledged PUBLISH (DUP = 1, full topic) and PUBREL, in order.
+    fn resend_inflight(&mut self, out: &mut Vec<Action>) {
+        let v5 = self.is_v5();
+        let max = self.client_max_packet as usize;
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        let mut ids: Vec<(u64, u16)> = s.inflight.iter().map(|(id, e)| (e.seq, *id)).collect();
+        ids.sort_unstable();
+        for (_, id) in ids {
+            let Some(e) = s.inflight.get(&id) else {
+                continue;
+            };
+            match &e.state {
+                InflightState::Qos1(p) | InflightState::Qos2(p) => {
+                    let mut p = p.clone();
+                    p.dup = true;
+                    if !v5 {
+                        p.properties = PublishProperties::default();
+                    }
+                    if publish_len(&p, v5) > max {
+                        s.inflight.remove(&id);
+                        s.stats.dropped_too_large += 1;
+                        continue;
+                    }
+                    out.push(Action::Send(Packet::Publish(p)));
+                }
+                InflightState::Released => {
+                    out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
+                }
+            }
+        }
+    }
+}
+
+/// A deterministic client id for an empty CONNECT client id: `ringmq-{worker}-{counter}`
+/// (the broker keeps one counter per worker, so ids are unique without coordination).
+pub fn generate_client_id(worker: u32, counter: u64) -> ByteString {
+    ByteString::from(format!("ringmq-{worker}-{counter}"))
+}
+
+fn connack(session_present: bool, code: ReasonCode, properties: ConnAckProperties) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present,
+        code,
+        properties,
+    })
+}
+
+fn send_disconnect(code: ReasonCode) -> Action {
+    Action::Send(Packet::Disconnect(Disconnect::new(code)))
+}
+
+/// Topic filter rules (the decoder checks these too; this keeps the state machine safe alone).
+fn valid_filter(f: &str) -> bool {
+    let f = match f.strip_prefix("$share/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((group, filter)) if !group.is_empty() && !group.contains(['+', '#']) => filter,
+            _ => return false,
+        },
+        None => f,
+    };
+    if f.is_empty() || f.contains('\0') {
+        return false;
+    }
+    let mut levels = f.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return false;
+        }
+        if level.contains('+') && level != "+" {
+            return false;
+        }
+    }
+    true
+}
+
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Exact wire size of a PUBLISH (fixed header included).
+pub(crate) fn publish_len(p: &Publish, v5: bool) -> usize {
+    let mut rem = 2 + p.topic.len() + if p.qos == QoS::AtMostOnce { 0 } else { 2 };
+    if v5 {
+        let pr = &p.properties;
+        let mut n = 0;
+        n += pr.payload_format_indicator.map_or(0, |_| 2);
+        n += pr.message_expiry_interval.map_or(0, |_| 5);
+        n += pr.topic_alias.map_or(0, |_| 3);
+        n += pr.response_topic.as_ref().map_or(0, |t| 3 + t.len());
+        n += pr.correlation_data.as_ref().map_or(0, |d| 3 + d.len());
+        n += pr.content_type.as_ref().map_or(0, |t| 3 + t.len());
+        n += pr
+            .user_properties
+            .iter()
+            .map(|(k, v)| 5 + k.len() + v.len())
+            .sum::<usize>();
+        n += pr
+            .subscription_identifiers
+            .iter()
+            .map(|&id| 1 + varint_len(id as usize))
+            .sum::<usize>();
+        rem += varint_len(n) + n;
+    }
+    rem += p.payload.len();
+    1 + varint_len(rem) + rem
+}

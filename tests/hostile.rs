@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::*;
 use ringmq::protocol::*;
+use support::*;
 
 const T: Duration = Duration::from_secs(5);
 
@@ -34,7 +34,10 @@ fn v5_answer_to(b: &TestBroker, id: &str, bad: &[u8]) -> Option<ReasonCode> {
 }
 
 fn bystander_still_works(b: &TestBroker) {
-    let (mut s, _) = connect(b.addr, connect_packet(ProtocolVersion::V311, "bystander", 30, true));
+    let (mut s, _) = connect(
+        b.addr,
+        connect_packet(ProtocolVersion::V311, "bystander", 30, true),
+    );
     subscribe(&mut s, 1, "alive", QoS::AtMostOnce);
     s.send(&publish("alive", "yes", QoS::AtMostOnce, 0));
     assert!(recv_publish(&mut s, T).is_some(), "broker still routes");
@@ -73,7 +76,11 @@ fn unsupported_protocol_level_is_refused() {
     let (seen, closed) = c.wait_closed(T);
     assert!(closed.is_some());
     if let Some(Packet::ConnAck(a)) = seen.first() {
-        assert_eq!(a.code.to_v311_connack(), 0x01, "unacceptable protocol version");
+        assert_eq!(
+            a.code.to_v311_connack(),
+            0x01,
+            "unacceptable protocol version"
+        );
     }
     bystander_still_works(&b);
 }
@@ -83,7 +90,10 @@ fn oversized_packet_gets_0x95() {
     let b = TestBroker::start_with(1, |c| c.max_packet_size = 1024);
     // PUBLISH announcing 100,000 bytes: refused from the fixed header alone.
     let bad = [0x30, 0xA0, 0x8D, 0x06];
-    assert_eq!(v5_answer_to(&b, "big", &bad), Some(ReasonCode::PACKET_TOO_LARGE));
+    assert_eq!(
+        v5_answer_to(&b, "big", &bad),
+        Some(ReasonCode::PACKET_TOO_LARGE)
+    );
     bystander_still_works(&b);
 }
 
@@ -93,7 +103,10 @@ fn five_byte_remaining_length_is_malformed() {
     let bad = [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
     let r = v5_answer_to(&b, "varint", &bad);
     assert!(
-        matches!(r, Some(ReasonCode::MALFORMED_PACKET) | Some(ReasonCode::PACKET_TOO_LARGE)),
+        matches!(
+            r,
+            Some(ReasonCode::MALFORMED_PACKET) | Some(ReasonCode::PACKET_TOO_LARGE)
+        ),
         "{r:?}"
     );
 }
@@ -107,10 +120,16 @@ fn invalid_topics_are_rejected() {
     assert!(r.is_some_and(|r| r.is_error()), "{r:?}");
     // Topic with invalid UTF-8.
     let bad_utf8 = [0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, 0x00];
-    assert_eq!(v5_answer_to(&b, "utf8", &bad_utf8), Some(ReasonCode::MALFORMED_PACKET));
+    assert_eq!(
+        v5_answer_to(&b, "utf8", &bad_utf8),
+        Some(ReasonCode::MALFORMED_PACKET)
+    );
     // Topic containing U+0000.
     let nul = [0x30, 0x05, 0x00, 0x02, b'a', 0x00, 0x00];
-    assert_eq!(v5_answer_to(&b, "nul", &nul), Some(ReasonCode::MALFORMED_PACKET));
+    assert_eq!(
+        v5_answer_to(&b, "nul", &nul),
+        Some(ReasonCode::MALFORMED_PACKET)
+    );
     bystander_still_works(&b);
 }
 
@@ -135,7 +154,10 @@ fn duplicate_property_is_a_protocol_error() {
     let dup = [
         0x30, 0x0F, 0x00, 0x01, b't', 0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2, b'x',
     ];
-    assert_eq!(v5_answer_to(&b, "dupprop", &dup), Some(ReasonCode::PROTOCOL_ERROR));
+    assert_eq!(
+        v5_answer_to(&b, "dupprop", &dup),
+        Some(ReasonCode::PROTOCOL_ERROR)
+    );
     bystander_still_works(&b);
 }
 
@@ -146,7 +168,10 @@ fn truncated_connect_then_silence_hits_connect_timeout() {
     let mut c = Raw::connect_tcp(b.addr, ProtocolVersion::V5);
     c.send_bytes(&full[..full.len() - 3]).unwrap();
     let (_, closed) = c.wait_closed(T);
-    assert!(closed.is_some(), "an incomplete CONNECT does not hold the socket forever");
+    assert!(
+        closed.is_some(),
+        "an incomplete CONNECT does not hold the socket forever"
+    );
     bystander_still_works(&b);
 }
 

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::*;
 use ringmq::protocol::*;
+use support::*;
 
 const NOISE: Duration = Duration::from_millis(500);
 

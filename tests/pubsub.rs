@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use bytestring::ByteString;
-use support::*;
 use ringmq::protocol::*;
+use support::*;
 
 const T: Duration = Duration::from_secs(5);
 

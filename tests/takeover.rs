@@ -5,8 +5,8 @@ mod support;
 use std::time::Duration;
 
 use bytestring::ByteString;
-use support::*;
 use ringmq::protocol::*;
+use support::*;
 
 const T: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(700);

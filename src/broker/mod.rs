@@ -42,8 +42,11 @@ pub struct Shared {
     pub remotes: OnceLock<Vec<Remote>>,
     /// Subscriptions held by each worker (so a publisher skips workers with none).
     pub sub_counts: Vec<AtomicUsize>,
-    pub retained: Mutex<RetainedStore<Arc<crate::session::Message>>>,
-    pub shared_subs: Mutex<SharedSubscriptions<(u16, crate::ownership::SessionKey)>>,
+    pub retained: Mutex<RetainedStore<crate::session::Message>>,
+    #[allow(clippy::type_complexity)]
+    pub shared_subs: Mutex<
+        SharedSubscriptions<(u16, crate::ownership::SessionKey), crate::session::Subscription>,
+    >,
     pub shared_sub_count: AtomicUsize,
     pub metrics: Metrics,
     pub shutdown: AtomicBool,
@@ -146,7 +149,7 @@ fn limits_from(cfg: &Config) -> ProtocolLimits {
     l.keep_alive_when_zero = cfg.keep_alive_when_zero;
     l.v311_keep_alive_out_of_policy = match cfg.v311_keep_alive_policy {
         crate::config::V311KeepAlivePolicy::Clamp => {
-            crate::session::config::V311KeepAlivePolicy::Accept
+            crate::session::config::V311KeepAlivePolicy::Enforce
         }
         crate::config::V311KeepAlivePolicy::Refuse => {
             crate::session::config::V311KeepAlivePolicy::Refuse

@@ -9,7 +9,6 @@
 //! of a group is picked per message, whatever worker the member is on.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytestring::ByteString;
@@ -19,19 +18,18 @@ use crate::metrics::add;
 use crate::ownership::SessionKey;
 use crate::protocol::topic::parse_shared;
 use crate::protocol::{QoS, SubscriptionOptions};
-use crate::routing::shared::SharedMember;
 use crate::runtime::engine::Io;
-use crate::session::{Delivery, Message, SubscriptionEntry};
+use crate::session::{Delivery, Message, MessageData, Subscription};
 
 impl Worker {
     /// Route a PUBLISH that entered the broker on this worker (or a will, or a $SYS message).
-    pub(super) fn route_publish(&mut self, io: &mut Io<'_>, msg: Arc<Message>, now: Instant) {
+    pub(super) fn route_publish(&mut self, io: &mut Io<'_>, msg: Message, now: Instant) {
         if msg.retain && self.shared.cfg.retain_available {
             let mut store = self.shared.retained.lock();
             if msg.payload.is_empty() {
                 store.remove(&msg.topic);
-            } else {
-                store.set(&msg.topic, msg.clone());
+            } else if store.set(&msg.topic, msg.clone()).is_err() {
+                tracing::warn!(topic = %msg.topic, "retained topic too deep, not stored");
             }
         }
         self.route_local(io, &msg, now);
@@ -41,18 +39,23 @@ impl Worker {
             }
         }
         if self.shared.shared_sub_count.load(Ordering::Relaxed) > 0 {
-            let mut picks: Vec<SharedMember<(u16, SessionKey)>> = Vec::new();
-            self.shared
-                .shared_subs
-                .lock()
-                .pick_matches(&msg.topic, |m| picks.push(m.clone()));
-            for m in picks {
+            let mut picks: Vec<((u16, SessionKey), Subscription)> = Vec::new();
+            {
+                let mut reg = self.shared.shared_subs.lock();
+                let mut groups = Vec::new();
+                reg.matches(&msg.topic, |g| groups.push(g));
+                for g in groups {
+                    if let Some((m, sub)) = reg.pick(g) {
+                        picks.push((m, sub.clone()));
+                    }
+                }
+            }
+            for ((worker, key), sub) in picks {
                 let delivery = Delivery {
-                    qos: m.options.qos.min(msg.qos),
-                    retain: m.options.retain_as_published && msg.retain,
-                    subscription_ids: m.subscription_id.into_iter().collect(),
+                    qos: sub.options.qos,
+                    retain_as_published: sub.options.retain_as_published,
+                    subscription_ids: sub.subscription_id.into_iter().collect(),
                 };
-                let (worker, key) = m.member;
                 if worker == self.id {
                     self.deliver_to(io, key, &msg, &delivery, now);
                 } else {
@@ -71,7 +74,7 @@ impl Worker {
 
     /// Deliver to every matching (non-shared) subscription of this worker's sessions: one copy
     /// per session, at the highest granted QoS, with every matching subscription identifier.
-    pub(super) fn route_local(&mut self, io: &mut Io<'_>, msg: &Arc<Message>, now: Instant) {
+    pub(super) fn route_local(&mut self, io: &mut Io<'_>, msg: &Message, now: Instant) {
         let mut hits: Vec<(SessionKey, SubscriptionOptions, Option<u32>)> = Vec::new();
         self.subs.matches(&msg.topic, |key, entry| {
             hits.push((key, entry.options, entry.subscription_id))
@@ -90,7 +93,7 @@ impl Worker {
             while i < hits.len() && hits[i].0 == key {
                 let (_, opts, id) = hits[i];
                 qos = qos.max(opts.qos);
-                retain |= opts.retain_as_published && msg.retain;
+                retain |= opts.retain_as_published;
                 all_no_local &= opts.no_local;
                 ids.extend(id);
                 i += 1;
@@ -104,8 +107,8 @@ impl Worker {
                 }
             }
             let delivery = Delivery {
-                qos: qos.min(msg.qos),
-                retain,
+                qos,
+                retain_as_published: retain,
                 subscription_ids: ids,
             };
             self.deliver_to(io, key, msg, &delivery, now);
@@ -122,6 +125,8 @@ impl Worker {
         now: Instant,
     ) {
         let soft_limit = self.shared.cfg.send_queue_limit / 2;
+        let limits = self.shared.limits.clone();
+        let metrics = self.metrics.clone();
         let Some(entry) = self.session_mut(key) else {
             return;
         };
@@ -132,20 +137,24 @@ impl Worker {
                     return;
                 };
                 let can_write = io.queued(conn) < soft_limit;
-                let before = self.clients[idx].conn.dropped_messages();
-                self.clients[idx]
-                    .conn
-                    .deliver(msg, delivery, now, can_write, &mut self.actions);
-                let dropped = self.clients[idx].conn.dropped_messages() - before;
-                if dropped > 0 {
-                    add(&self.metrics.slow_consumer_drops, dropped);
-                }
+                let conn_sm = &mut self.clients[idx].conn;
+                let before = conn_sm.session().map(|s| s.stats()).unwrap_or_default();
+                conn_sm.deliver(msg, delivery, now, can_write, &mut self.actions);
+                let after = conn_sm.session().map(|s| s.stats()).unwrap_or_default();
+                add(
+                    &self.metrics.slow_consumer_drops,
+                    after.dropped_qos0 - before.dropped_qos0,
+                );
+                add(
+                    &self.metrics.queue_drops,
+                    after.dropped_queue_full - before.dropped_queue_full,
+                );
                 self.run_actions(io, idx, now);
             }
             SessionState::Offline(s) => {
-                if !s.enqueue(msg, delivery, now) {
-                    add(&self.metrics.queue_drops, 1);
-                }
+                let before = s.stats().dropped_queue_full;
+                s.deliver_offline(msg, delivery, now, &limits);
+                add(&metrics.queue_drops, s.stats().dropped_queue_full - before);
             }
             SessionState::Pending { .. } => {}
         }
@@ -155,27 +164,40 @@ impl Worker {
         &mut self,
         key: SessionKey,
         filter: ByteString,
-        entry: SubscriptionEntry,
+        entry: Subscription,
     ) {
         if let Some((group, f)) = parse_shared(&filter) {
-            let member = SharedMember {
-                member: (self.id, key),
-                options: entry.options,
-                subscription_id: entry.subscription_id,
-            };
-            if self.shared.shared_subs.lock().insert(group, f, member) {
-                self.shared.shared_sub_count.fetch_add(1, Ordering::Relaxed);
+            let r = self
+                .shared
+                .shared_subs
+                .lock()
+                .subscribe(group, f, (self.id, key), entry);
+            match r {
+                Ok((_, None)) => {
+                    self.shared.shared_sub_count.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok((_, Some(_))) => {}
+                Err(_) => tracing::warn!(%filter, "filter too deep, not indexed"),
             }
             return;
         }
-        if self.subs.insert(&filter, key, entry).is_none() {
-            self.shared.sub_counts[self.id as usize].fetch_add(1, Ordering::Relaxed);
+        match self.subs.insert(&filter, key, entry) {
+            Ok(None) => {
+                self.shared.sub_counts[self.id as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Some(_)) => {}
+            Err(_) => tracing::warn!(%filter, "filter too deep, not indexed"),
         }
     }
 
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
         if let Some((group, f)) = parse_shared(filter) {
-            if self.shared.shared_subs.lock().remove(group, f, &(self.id, key)) {
+            let removed = self
+                .shared
+                .shared_subs
+                .lock()
+                .unsubscribe(group, f, (self.id, key));
+            if removed.is_some() {
                 self.shared.shared_sub_count.fetch_sub(1, Ordering::Relaxed);
             }
             return;
@@ -203,7 +225,7 @@ impl Worker {
         self.add_subscription(
             key,
             filter.clone(),
-            SubscriptionEntry {
+            Subscription {
                 options,
                 subscription_id,
             },
@@ -219,15 +241,15 @@ impl Worker {
         if !send_retained {
             return;
         }
-        let mut found: Vec<Arc<Message>> = Vec::new();
+        let mut found: Vec<Message> = Vec::new();
         self.shared
             .retained
             .lock()
             .matching(&filter, |m| found.push(m.clone()));
         for msg in found {
             let delivery = Delivery {
-                qos: options.qos.min(msg.qos),
-                retain: true,
+                qos: options.qos,
+                retain_as_published: true,
                 subscription_ids: subscription_id.into_iter().collect(),
             };
             self.deliver_to(io, key, &msg, &delivery, now);
@@ -251,15 +273,23 @@ impl Worker {
         let mut items: Vec<(String, String)> = crate::metrics::WorkerMetrics::FIELDS
             .iter()
             .zip(totals)
-            .map(|((name, _, _), v)| (format!("$SYS/broker/{}", name.replace('_', "/")), v.to_string()))
+            .map(|((name, _, _), v)| {
+                (
+                    format!("$SYS/broker/{}", name.replace('_', "/")),
+                    v.to_string(),
+                )
+            })
             .collect();
         items.push((
             "$SYS/broker/uptime".into(),
             format!("{} seconds", self.shared.started.elapsed().as_secs()),
         ));
-        items.push(("$SYS/broker/version".into(), format!("ringmq {}", env!("CARGO_PKG_VERSION"))));
+        items.push((
+            "$SYS/broker/version".into(),
+            format!("ringmq {}", env!("CARGO_PKG_VERSION")),
+        ));
         for (topic, value) in items {
-            let msg = Message {
+            let msg = Message::new(MessageData {
                 topic: ByteString::from(topic),
                 payload: bytes::Bytes::from(value),
                 qos: QoS::AtMostOnce,
@@ -267,8 +297,8 @@ impl Worker {
                 properties: Default::default(),
                 expires_at: None,
                 publisher: None,
-            };
-            self.route_publish(io, Arc::new(msg), now);
+            });
+            self.route_publish(io, msg, now);
         }
     }
 }

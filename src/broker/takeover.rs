@@ -32,7 +32,6 @@
 //! Known window: a PUBLISH routed while a session is in flight between workers (after X removed
 //! its subscriptions, before W installed them) does not reach that session.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
@@ -40,10 +39,9 @@ use bytestring::ByteString;
 use super::worker::{Client, SessionState, TimerKey, Worker, WorkerMsg};
 use crate::metrics::add;
 use crate::ownership::{Owner, SessionKey};
-use crate::protocol::{ProtocolVersion, ReasonCode, Will};
+use crate::protocol::ReasonCode;
 use crate::runtime::engine::{ConnId, Io};
-use crate::session::will::{self, WillDecision};
-use crate::session::{ConnectRequest, Message, Session};
+use crate::session::{generate_client_id, Action, ConnectRequest, Message, PendingWill, Session};
 
 /// Who is asking for a session.
 #[derive(Debug, Clone, Copy)]
@@ -68,41 +66,31 @@ pub struct Handoff {
     pub refused: bool,
 }
 
-/// Turn a will into the message it publishes.
-pub(super) fn will_message(will: Will, client_id: &ByteString, now: Instant) -> Message {
-    let p = will.properties;
-    Message {
-        topic: will.topic,
-        payload: will.payload,
-        qos: will.qos,
-        retain: will.retain,
-        expires_at: p
-            .message_expiry_interval
-            .map(|s| now + Duration::from_secs(s.into())),
-        properties: crate::protocol::PublishProperties {
-            payload_format_indicator: p.payload_format_indicator,
-            message_expiry_interval: p.message_expiry_interval,
-            content_type: p.content_type,
-            response_topic: p.response_topic,
-            correlation_data: p.correlation_data,
-            user_properties: p.user_properties,
-            ..Default::default()
-        },
-        publisher: Some(client_id.clone()),
+impl Handoff {
+    fn empty(claimant: Claimant) -> Handoff {
+        Handoff {
+            claimant,
+            session: None,
+            refused: false,
+        }
     }
 }
 
 impl Worker {
-    pub(super) fn publish_will(
-        &mut self,
-        io: &mut Io<'_>,
-        will: Will,
-        client_id: &ByteString,
-        now: Instant,
-    ) {
+    pub(super) fn publish_will(&mut self, io: &mut Io<'_>, will: Message, now: Instant) {
         add(&self.metrics.wills_published, 1);
-        let msg = will_message(will, client_id, now);
-        self.route_publish(io, Arc::new(msg), now);
+        self.route_publish(io, will, now);
+    }
+
+    fn release_ownership(&self, client_id: &str, key: SessionKey, epoch: u64) {
+        self.shared.owners.release(
+            client_id,
+            Owner {
+                worker: self.id,
+                session: key,
+                epoch,
+            },
+        );
     }
 
     /// Step 1: a validated CONNECT.
@@ -114,9 +102,11 @@ impl Worker {
         now: Instant,
     ) {
         if self.sessions.len() >= self.shared.cfg.max_sessions_per_worker {
-            self.clients[idx]
-                .conn
-                .refuse_connect(ReasonCode::QUOTA_EXCEEDED, &mut self.actions);
+            self.clients[idx].conn.refuse_connect(
+                ReasonCode::QUOTA_EXCEEDED,
+                now,
+                &mut self.actions,
+            );
             self.run_actions(io, idx, now);
             return;
         }
@@ -125,8 +115,8 @@ impl Worker {
                 .shared
                 .next_assigned_id
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            req.client_id = ByteString::from(format!("ringmq-{}-{n}", self.id));
-            req.assigned = true;
+            req.client_id = generate_client_id(self.id.into(), n);
+            self.clients[idx].assigned_id = Some(req.client_id.clone());
         }
         let conn = self.clients[idx].id;
         let epoch = self.shared.owners.new_epoch();
@@ -139,10 +129,7 @@ impl Worker {
         if let Some(e) = self.session_mut(key) {
             e.username = req.username.clone();
         }
-        let client = &mut self.clients[idx];
-        client.session = Some(key);
-        client.awaiting_connack = true;
-        client.conn.set_connect_request(req.clone());
+        self.clients[idx].session = Some(key);
         let me = Owner {
             worker: self.id,
             session: key,
@@ -154,15 +141,7 @@ impl Worker {
             conn,
         };
         match self.shared.owners.claim(&req.client_id, me) {
-            None => self.on_handoff(
-                io,
-                Handoff {
-                    claimant,
-                    session: None,
-                    refused: false,
-                },
-                now,
-            ),
+            None => self.on_handoff(io, Handoff::empty(claimant), now),
             Some(prev) => {
                 add(&self.metrics.takeovers, 1);
                 let t = TakeOver {
@@ -196,36 +175,30 @@ impl Worker {
         }
     }
 
+    /// Put a session's subscriptions into this worker's index.
+    fn index_session(&mut self, key: SessionKey, session: &Session) {
+        for (filter, sub) in session.subscriptions() {
+            self.add_subscription(key, filter.clone(), sub.clone());
+        }
+    }
+
     /// Step 3, on the worker that holds `t.target`.
     pub(super) fn on_takeover(&mut self, io: &mut Io<'_>, t: TakeOver, now: Instant) {
         let refuse_other_user = self.shared.cfg.refuse_takeover_by_other_user;
+        let me = self.id;
         let Some(entry) = self.session_mut(t.target) else {
-            self.answer(
-                io,
-                Handoff {
-                    claimant: t.claimant,
-                    session: None,
-                    refused: false,
-                },
-                now,
-            );
+            self.answer(io, Handoff::empty(t.claimant), now);
             return;
         };
         if refuse_other_user && entry.username != t.username {
-            // The old owner stays; the claimant is refused.
+            // The old owner stays: restore its ownership (the claim displaced it) and refuse.
+            let owner = Owner {
+                worker: me,
+                session: t.target,
+                epoch: entry.epoch,
+            };
             let client_id = entry.client_id.clone();
-            let epoch = entry.epoch;
-            let worker = self.id;
-            let session = t.target;
-            // Restore our ownership (the claimant displaced us in the table).
-            self.shared.owners.claim(
-                &client_id,
-                Owner {
-                    worker,
-                    session,
-                    epoch,
-                },
-            );
+            self.shared.owners.claim(&client_id, owner);
             self.answer(
                 io,
                 Handoff {
@@ -239,58 +212,48 @@ impl Worker {
         }
         match std::mem::replace(&mut entry.state, SessionState::Pending { conn: None }) {
             SessionState::Pending { conn } => {
-                // Still waiting for our own hand-off: remember who comes next.
-                entry.state = SessionState::Pending { conn: None };
+                // Still waiting for our own hand-off: remember who comes next, and drop our
+                // connection (it never got CONNACK, so it has no will to publish).
                 entry.forward = Some(t);
-                if let Some(c) = conn {
-                    if let Some(idx) = self.client_index(c) {
-                        self.clients[idx].session = None;
-                        self.close_client(io, idx, false);
-                    }
+                if let Some(idx) = conn.and_then(|c| self.client_index(c)) {
+                    self.clients[idx].session = None;
+                    self.close_client(io, idx, None);
                 }
             }
             SessionState::Online { conn } => {
-                let idx = self.client_index(conn);
                 let mut session = None;
-                let mut will_now = None;
-                if let Some(idx) = idx {
-                    let client = &mut self.clients[idx];
-                    client.conn.take_over(&mut self.actions);
-                    client.session = None;
-                    let version = client.conn.version().unwrap_or(ProtocolVersion::V311);
-                    let mut s = client.conn.take_session();
-                    if let Some(s) = s.as_mut() {
-                        if let Some(w) = s.take_will() {
-                            let delay = w.properties.will_delay_interval.unwrap_or(0);
-                            match will::on_takeover(
-                                version,
-                                t.clean_start,
-                                s.expiry_interval(),
-                                delay,
-                            ) {
-                                WillDecision::PublishNow => will_now = Some(w),
-                                WillDecision::Delay(_) | WillDecision::Discard => {}
+                let mut will = None;
+                if let Some(idx) = self.client_index(conn) {
+                    let mut out = Vec::new();
+                    self.clients[idx]
+                        .conn
+                        .take_over(t.clean_start, now, &mut out);
+                    self.clients[idx].session = None;
+                    session = self.clients[idx].conn.take_session();
+                    for a in out {
+                        match a {
+                            Action::Send(p) => {
+                                self.send_packet(io, idx, &p);
                             }
+                            Action::Close { will: w, .. } => will = w,
+                            _ => {}
                         }
                     }
-                    session = s;
-                    // Send the DISCONNECT 0x8E, then close without the will (decided above).
-                    self.run_actions(io, idx, now);
-                    if self.clients.contains(idx) {
-                        self.close_client(io, idx, false);
-                    }
+                    self.close_client(io, idx, None);
                 }
-                self.finish_takeover(io, t, session, will_now, now);
+                self.finish_takeover(io, t, session, will, now);
             }
             SessionState::Offline(s) => {
-                let entry = self.session_mut(t.target).expect("checked above");
+                // A delayed will: cancelled when the session is resumed, published when it ends.
                 let delayed = entry.delayed_will.take();
-                // A delayed will: cancelled if the session is resumed, published if it ends.
-                let will_now = match delayed {
-                    Some((w, _, _)) if t.clean_start => Some(w),
+                let will = match delayed {
+                    Some((m, _)) if t.clean_start => Some(PendingWill {
+                        message: m,
+                        delay: Duration::ZERO,
+                    }),
                     _ => None,
                 };
-                self.finish_takeover(io, t, Some(*s), will_now, now);
+                self.finish_takeover(io, t, Some(*s), will, now);
             }
         }
     }
@@ -300,18 +263,20 @@ impl Worker {
         io: &mut Io<'_>,
         t: TakeOver,
         session: Option<Session>,
-        will_now: Option<Will>,
+        will: Option<PendingWill>,
         now: Instant,
     ) {
-        let client_id = t.client_id.clone();
         if let Some(s) = &session {
             self.unindex_session(t.target, s);
         }
         self.drop_session_entry(t.target);
-        if let Some(w) = will_now {
-            self.publish_will(io, w, &client_id, now);
+        if let Some(w) = will {
+            // Every take-over case publishes at once or not at all (session::will::on_takeover).
+            self.publish_will(io, w.message, now);
         }
-        let session = if t.clean_start { None } else { session };
+        // The session carries over unless the new CONNECT asks for a clean start or the old
+        // session was to end with its connection (expiry 0).
+        let session = session.filter(|s| !t.clean_start && s.session_expiry() > 0);
         self.answer(
             io,
             Handoff {
@@ -331,14 +296,13 @@ impl Worker {
         };
         if let Some(next) = entry.forward.take() {
             // A newer claimant took us over while we waited: pass the session on.
-            let my_clean = entry.clean_start;
-            let session = if my_clean { None } else { h.session };
+            let session = if entry.clean_start { None } else { h.session };
             self.drop_session_entry(key);
             self.answer(
                 io,
                 Handoff {
                     claimant: next.claimant,
-                    session: if next.clean_start { None } else { session },
+                    session: session.filter(|_| !next.clean_start),
                     refused: false,
                 },
                 now,
@@ -351,59 +315,50 @@ impl Worker {
             SessionState::Pending { conn } => conn,
             _ => None,
         };
-        let idx = conn.and_then(|c| self.client_index(c));
+        let idx = conn
+            .and_then(|c| self.client_index(c))
+            .filter(|&i| !self.clients[i].closing);
         if h.refused {
             self.drop_session_entry(key);
             if let Some(idx) = idx {
-                let c = &mut self.clients[idx];
-                c.session = None;
-                c.awaiting_connack = false;
-                c.conn
-                    .refuse_connect(ReasonCode::NOT_AUTHORIZED, &mut self.actions);
+                self.clients[idx].session = None;
+                self.clients[idx].conn.refuse_connect(
+                    ReasonCode::NOT_AUTHORIZED,
+                    now,
+                    &mut self.actions,
+                );
                 self.run_actions(io, idx, now);
             }
             return;
         }
         match idx {
-            Some(idx) if !self.clients[idx].closing => {
+            Some(idx) => {
                 if let Some(s) = &h.session {
-                    for (filter, sub) in s.subscriptions() {
-                        self.add_subscription(key, filter.clone(), sub.clone());
-                    }
+                    self.index_session(key, s);
                 }
+                let conn = self.clients[idx].id;
                 if let Some(e) = self.session_mut(key) {
-                    e.state = SessionState::Online {
-                        conn: self.clients[idx].id,
-                    };
+                    e.state = SessionState::Online { conn };
                 }
-                let c = &mut self.clients[idx];
-                c.awaiting_connack = false;
-                c.conn
-                    .accept_connect(h.session.map(|b| *b), now, &mut self.actions);
+                let assigned = self.clients[idx].assigned_id.clone();
+                self.clients[idx].conn.accept_connect(
+                    h.session.map(|b| *b),
+                    assigned,
+                    now,
+                    &mut self.actions,
+                );
                 self.run_actions(io, idx, now);
-                if self.clients.contains(idx) {
-                    self.resume_input(io, idx, now);
-                }
             }
-            _ => {
+            None => {
                 // The connection went away while waiting. Keep a continuing session offline.
                 match h.session {
-                    Some(s) if s.expiry_interval() > 0 => {
-                        for (filter, sub) in s.subscriptions() {
-                            self.add_subscription(key, filter.clone(), sub.clone());
-                        }
+                    Some(s) if s.session_expiry() > 0 => {
+                        self.index_session(key, &s);
                         self.store_offline(key, *s, None, now);
                     }
                     _ => {
                         self.drop_session_entry(key);
-                        self.shared.owners.release(
-                            &client_id,
-                            Owner {
-                                worker: self.id,
-                                session: key,
-                                epoch,
-                            },
-                        );
+                        self.release_ownership(&client_id, key, epoch);
                     }
                 }
             }
@@ -415,18 +370,18 @@ impl Worker {
         &mut self,
         key: SessionKey,
         session: Session,
-        delayed_will: Option<(Will, ProtocolVersion, Instant)>,
+        delayed_will: Option<(Message, Instant)>,
         now: Instant,
     ) {
-        let expiry = session.expiry_interval();
+        let expiry = session.session_expiry();
         let expires_at = (expiry != u32::MAX).then(|| now + Duration::from_secs(expiry.into()));
+        let will_due = delayed_will.as_ref().map(|w| w.1);
         let Some(e) = self.session_mut(key) else {
             return;
         };
         e.state = SessionState::Offline(Box::new(session));
         e.expires_at = expires_at;
         e.delayed_will = delayed_will;
-        let will_due = e.delayed_will.as_ref().map(|w| w.2);
         if let Some(t) = expires_at {
             self.wheel.insert(TimerKey::Session(key), t);
         }
@@ -435,15 +390,19 @@ impl Worker {
         }
     }
 
-    /// The end of a network connection (every cause goes through here once).
+    /// The end of a network connection (every cause goes through here once). `will` is what
+    /// the state machine decided (`session::will`), with its delay.
     pub(super) fn connection_ended(
         &mut self,
         io: &mut Io<'_>,
         mut client: Client,
-        with_will: bool,
+        will: Option<PendingWill>,
         now: Instant,
     ) {
         let Some(key) = client.session else {
+            if let Some(w) = will {
+                self.publish_will(io, w.message, now);
+            }
             return;
         };
         let Some(entry) = self.session_mut(key) else {
@@ -460,34 +419,28 @@ impl Worker {
         }
         let client_id = entry.client_id.clone();
         let epoch = entry.epoch;
-        let version = client.conn.version().unwrap_or(ProtocolVersion::V311);
-        let Some(mut session) = client.conn.take_session() else {
-            return;
-        };
-        let will = session.take_will();
-        let continues = session.expiry_interval() > 0;
+        let session = client.conn.take_session();
         let mut delayed = None;
         if let Some(w) = will {
-            let delay = w.properties.will_delay_interval.unwrap_or(0);
-            match will::on_connection_end(!with_will, continues, delay) {
-                WillDecision::PublishNow => self.publish_will(io, w, &client_id, now),
-                WillDecision::Delay(d) => delayed = Some((w, version, now + d)),
-                WillDecision::Discard => {}
+            if w.delay.is_zero() {
+                self.publish_will(io, w.message, now);
+            } else {
+                delayed = Some((w.message, now + w.delay));
             }
         }
-        if continues {
-            self.store_offline(key, session, delayed, now);
-        } else {
-            self.unindex_session(key, &session);
-            self.drop_session_entry(key);
-            self.shared.owners.release(
-                &client_id,
-                Owner {
-                    worker: self.id,
-                    session: key,
-                    epoch,
-                },
-            );
+        match session {
+            Some(s) if s.session_expiry() > 0 => self.store_offline(key, s, delayed, now),
+            other => {
+                if let Some(s) = &other {
+                    self.unindex_session(key, s);
+                }
+                if let Some((m, _)) = delayed {
+                    // The session ends now, so the will cannot wait longer.
+                    self.publish_will(io, m, now);
+                }
+                self.drop_session_entry(key);
+                self.release_ownership(&client_id, key, epoch);
+            }
         }
     }
 
@@ -504,11 +457,11 @@ impl Worker {
         let will_due = entry
             .delayed_will
             .as_ref()
-            .is_some_and(|(_, _, due)| *due <= now);
+            .is_some_and(|(_, due)| *due <= now);
         let expired = entry.expires_at.is_some_and(|t| t <= now);
         if will_due || expired {
-            if let Some((w, _, _)) = entry.delayed_will.take() {
-                self.publish_will(io, w, &client_id, now);
+            if let Some((w, _)) = entry.delayed_will.take() {
+                self.publish_will(io, w, now);
             }
         }
         if expired {
@@ -518,14 +471,7 @@ impl Worker {
                     self.unindex_session(key, &s);
                 }
             }
-            self.shared.owners.release(
-                &client_id,
-                Owner {
-                    worker: self.id,
-                    session: key,
-                    epoch,
-                },
-            );
+            self.release_ownership(&client_id, key, epoch);
         }
     }
 }

@@ -21,20 +21,20 @@ use slab::Slab;
 use super::Shared;
 use crate::metrics::{add, sub, WorkerMetrics};
 use crate::ownership::SessionKey;
-use crate::protocol::{self, Packet, ProtocolVersion, Will};
+use crate::protocol::{self, Packet, ProtocolVersion};
 use crate::routing::trie::SubscriptionTrie;
 use crate::runtime::engine::{ConnId, Handler, Io};
 use crate::runtime::wheel::TimerWheel;
-use crate::session::{Action, Connection, Delivery, Message, Session};
+use crate::session::{Action, Connection, Delivery, Message, PendingWill, Subscription};
 
 /// A message between workers.
 pub enum WorkerMsg {
     /// A PUBLISH to match against this worker's (non-shared) subscriptions.
-    Publish(Arc<Message>),
+    Publish(Message),
     /// Deliver to one session of this worker (a shared-subscription pick).
     Deliver {
         session: SessionKey,
-        msg: Arc<Message>,
+        msg: Message,
         delivery: Delivery,
     },
     /// Take over the session `target` held here, for `claimant` (see takeover.rs).
@@ -57,22 +57,26 @@ pub(super) struct Client {
     pub rx: BytesMut,
     /// The session slot once CONNECT has been claimed.
     pub session: Option<SessionKey>,
-    /// CONNECT is waiting for ownership / hand-off: later packets wait in `rx`.
-    pub awaiting_connack: bool,
+    /// The id the broker assigned (empty CONNECT client id).
+    pub assigned_id: Option<ByteString>,
     /// The deadline the wheel currently holds for us.
     pub scheduled: Option<Instant>,
     /// Close requested; the engine will call on_close.
     pub closing: bool,
-    /// The state machine asked for the will when closing (abnormal close).
-    pub close_with_will: bool,
+    /// The will the state machine decided on when it asked to close.
+    pub close_will: Option<PendingWill>,
     pub peer: Option<SocketAddr>,
 }
 
 pub(super) enum SessionState {
     /// Claimed by a CONNECT on this worker that waits for the hand-off from the previous owner.
-    Pending { conn: Option<ConnId> },
-    Online { conn: ConnId },
-    Offline(Box<Session>),
+    Pending {
+        conn: Option<ConnId>,
+    },
+    Online {
+        conn: ConnId,
+    },
+    Offline(Box<crate::session::Session>),
 }
 
 /// A session slot. The session's data lives in the `Connection` while online.
@@ -87,7 +91,7 @@ pub(super) struct SessionEntry {
     /// The CONNECT that created this entry asked for a clean start.
     pub clean_start: bool,
     /// Will waiting for its delay (after the connection ended), and when it is due.
-    pub delayed_will: Option<(Will, ProtocolVersion, Instant)>,
+    pub delayed_will: Option<(Message, Instant)>,
     /// When an offline session expires (None: never).
     pub expires_at: Option<Instant>,
     pub username: Option<ByteString>,
@@ -102,7 +106,7 @@ pub struct Worker {
     pub(super) by_slot: hashbrown::HashMap<u32, usize>,
     pub(super) sessions: Slab<SessionEntry>,
     pub(super) next_generation: u32,
-    pub(super) subs: SubscriptionTrie<SessionKey, crate::session::SubscriptionEntry>,
+    pub(super) subs: SubscriptionTrie<SessionKey, Subscription>,
     pub(super) wheel: TimerWheel<TimerKey>,
     pub(super) actions: Vec<Action>,
     pub(super) expired: Vec<TimerKey>,
@@ -231,13 +235,17 @@ impl Worker {
                     if !self.send_packet(io, idx, &packet) {
                         add(&self.metrics.slow_consumer_drops, 1);
                         tracing::warn!(peer = ?self.clients[idx].peer, "send queue over its limit: closing slow consumer");
-                        self.close_client(io, idx, true);
+                        self.clients[idx]
+                            .conn
+                            .connection_lost(now, &mut self.actions);
+                        let will = self.take_close_will();
+                        self.close_client(io, idx, will);
                     }
                 }
                 Action::Connect(req) => self.on_connect_request(io, idx, req, now),
                 Action::Publish(msg) => {
                     add(&self.metrics.publish_in, 1);
-                    self.route_publish(io, Arc::new(msg), now);
+                    self.route_publish(io, msg, now);
                 }
                 Action::Subscribe {
                     filter,
@@ -247,10 +255,13 @@ impl Worker {
                 } => self.on_subscribe(io, idx, filter, options, subscription_id, existed, now),
                 Action::Unsubscribe { filter } => self.on_unsubscribe(idx, &filter),
                 Action::Close { will, reason } => {
-                    if let Some(r) = reason {
-                        if r.is_error() {
-                            add(&self.metrics.protocol_errors, 1);
-                        }
+                    if reason.is_some_and(|r| {
+                        r.is_error()
+                            && r != crate::protocol::ReasonCode::KEEP_ALIVE_TIMEOUT
+                            && r != crate::protocol::ReasonCode::SESSION_TAKEN_OVER
+                            && r != crate::protocol::ReasonCode::SERVER_SHUTTING_DOWN
+                    }) {
+                        add(&self.metrics.protocol_errors, 1);
                     }
                     self.close_client(io, idx, will);
                 }
@@ -264,13 +275,25 @@ impl Worker {
         self.reschedule(idx);
     }
 
-    pub(super) fn close_client(&mut self, io: &mut Io<'_>, idx: usize, will: bool) {
+    pub(super) fn close_client(&mut self, io: &mut Io<'_>, idx: usize, will: Option<PendingWill>) {
         let c = &mut self.clients[idx];
         if !c.closing {
             c.closing = true;
-            c.close_with_will = will;
+            c.close_will = will;
             io.close(c.id);
         }
+    }
+
+    /// Pull the will out of a `Close` the state machine just pushed (for closes we carry out
+    /// ourselves rather than through `run_actions`).
+    pub(super) fn take_close_will(&mut self) -> Option<PendingWill> {
+        let mut will = None;
+        for a in self.actions.drain(..) {
+            if let Action::Close { will: w, .. } = a {
+                will = w;
+            }
+        }
+        will
     }
 
     /// Make sure the wheel will look at this connection no later than its deadline.
@@ -304,7 +327,7 @@ impl Worker {
         };
         loop {
             let client = &mut self.clients[idx];
-            if client.closing || client.awaiting_connack || input.is_empty() {
+            if client.closing || input.is_empty() {
                 break;
             }
             match protocol::decode_packet(input, client.conn.version(), max) {
@@ -320,7 +343,7 @@ impl Worker {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(peer = ?client.peer, error = %e, "bad packet");
-                    client.conn.on_decode_error(&e, &mut self.actions);
+                    client.conn.on_decode_error(&e, now, &mut self.actions);
                     self.run_actions(io, idx, now);
                     return;
                 }
@@ -338,20 +361,16 @@ impl Worker {
         // waits for its hand-off the client may not flood us either.
         if input.len() > (max as usize).saturating_mul(2) {
             add(&self.metrics.protocol_errors, 1);
-            self.close_client(io, idx, true);
+            self.clients[idx]
+                .conn
+                .connection_lost(now, &mut self.actions);
+            let will = self.take_close_will();
+            self.close_client(io, idx, will);
             return;
         }
         let tail = BytesMut::from(input);
         drop(buf);
         self.clients[idx].rx = tail;
-    }
-
-    /// Resume a client whose CONNECT was answered: handle packets that queued up behind it.
-    pub(super) fn resume_input(&mut self, io: &mut Io<'_>, idx: usize, now: Instant) {
-        let pending = std::mem::take(&mut self.clients[idx].rx);
-        if !pending.is_empty() {
-            self.process_input(io, idx, &pending, now);
-        }
     }
 
     fn drain_mailbox(&mut self, io: &mut Io<'_>, now: Instant) {
@@ -420,10 +439,10 @@ impl Worker {
             if !self.clients.contains(idx) || self.clients[idx].closing {
                 continue;
             }
-            self.clients[idx].conn.shutdown(&mut self.actions);
+            self.clients[idx].conn.shutdown(now, &mut self.actions);
             self.run_actions(io, idx, now);
             if self.clients.contains(idx) && !self.clients[idx].closing {
-                self.close_client(io, idx, true);
+                self.close_client(io, idx, None);
             }
         }
     }
@@ -439,15 +458,15 @@ impl Handler for Worker {
             conn: Connection::new(self.shared.limits.clone(), now),
             rx: BytesMut::new(),
             session: None,
-            awaiting_connack: false,
+            assigned_id: None,
             scheduled: None,
             closing: false,
-            close_with_will: true,
+            close_will: None,
             peer,
         });
         self.by_slot.insert(conn.slot, idx);
         if self.shutting_down {
-            self.close_client(io, idx, false);
+            self.close_client(io, idx, None);
             return;
         }
         self.reschedule(idx);
@@ -471,17 +490,19 @@ impl Handler for Worker {
         let now = io.now();
         sub(&self.metrics.connections_current, 1);
         self.by_slot.remove(&conn.slot);
-        let client = self.clients.remove(idx);
+        let mut client = self.clients.remove(idx);
         if let Some(e) = &error {
             tracing::debug!(peer = ?client.peer, error = %e, "connection error");
         }
-        // A close we did not ask for (peer gone, I/O error) is abnormal: the will is processed.
-        let with_will = if client.closing {
-            client.close_with_will
+        // A close we did not ask for (peer gone, I/O error) is abnormal: the state machine
+        // decides the will.
+        let will = if client.closing {
+            client.close_will.take()
         } else {
-            true
+            client.conn.connection_lost(now, &mut self.actions);
+            self.take_close_will()
         };
-        self.connection_ended(io, client, with_will, now);
+        self.connection_ended(io, client, will, now);
     }
 
     fn on_writable(&mut self, io: &mut Io<'_>, conn: ConnId) {
@@ -512,7 +533,9 @@ impl Handler for Worker {
         self.metrics
             .recv_enobufs
             .store(st.recv_enobufs, Ordering::Relaxed);
-        self.metrics.bytes_out.store(st.bytes_out, Ordering::Relaxed);
+        self.metrics
+            .bytes_out
+            .store(st.bytes_out, Ordering::Relaxed);
         self.metrics
             .connections_refused
             .store(st.refused_max_conns, Ordering::Relaxed);

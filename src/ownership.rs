@@ -11,7 +11,7 @@
 //! successor. The take-over handshake that follows a claim is described in
 //! `broker/takeover.rs`.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytestring::ByteString;
@@ -57,9 +57,7 @@ impl OwnershipTable {
     }
 
     fn shard(&self, id: &str) -> &Mutex<HashMap<ByteString, Owner>> {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 
     /// A fresh epoch for a claim.

@@ -142,33 +142,32 @@ fn make_listener(addr: SocketAddr, cfg: &Config, reuse_port: bool) -> std::io::R
 }
 
 fn limits_from(cfg: &Config) -> ProtocolLimits {
-    let mut l = ProtocolLimits::default();
-    l.connect_timeout = cfg.connect_timeout();
-    l.max_keep_alive = cfg.max_keep_alive;
-    l.server_keep_alive = cfg.server_keep_alive;
-    l.keep_alive_when_zero = cfg.keep_alive_when_zero;
-    l.v311_keep_alive_out_of_policy = match cfg.v311_keep_alive_policy {
-        crate::config::V311KeepAlivePolicy::Clamp => {
-            crate::session::config::V311KeepAlivePolicy::Enforce
-        }
-        crate::config::V311KeepAlivePolicy::Refuse => {
-            crate::session::config::V311KeepAlivePolicy::Refuse
-        }
-    };
-    l.receive_maximum = cfg.receive_maximum;
-    l.max_packet_size = cfg.max_packet_size;
-    l.topic_alias_maximum = cfg.topic_alias_maximum;
-    l.retain_available = cfg.retain_available;
-    l.wildcard_available = cfg.wildcard_subscriptions;
-    l.shared_available = cfg.shared_subscriptions;
-    l.sub_ids_available = cfg.subscription_identifiers;
-    l.max_session_expiry = cfg.max_session_expiry;
-    l.v311_persistent_session_expiry = cfg.v311_session_expiry;
-    l.max_inflight_out = cfg.max_inflight;
-    l.max_queued_messages = cfg.max_queued_messages;
-    l.max_queued_bytes = cfg.max_queued_bytes;
-    l.queue_qos0_offline = cfg.queue_qos0_offline;
-    l
+    use crate::config::V311KeepAlivePolicy as Cfg;
+    use crate::session::config::V311KeepAlivePolicy as Sm;
+    ProtocolLimits {
+        connect_timeout: cfg.connect_timeout(),
+        max_keep_alive: cfg.max_keep_alive,
+        server_keep_alive: cfg.server_keep_alive,
+        keep_alive_when_zero: cfg.keep_alive_when_zero,
+        v311_keep_alive_out_of_policy: match cfg.v311_keep_alive_policy {
+            Cfg::Clamp => Sm::Enforce,
+            Cfg::Refuse => Sm::Refuse,
+        },
+        receive_maximum: cfg.receive_maximum,
+        max_packet_size: cfg.max_packet_size,
+        topic_alias_maximum: cfg.topic_alias_maximum,
+        retain_available: cfg.retain_available,
+        wildcard_available: cfg.wildcard_subscriptions,
+        shared_available: cfg.shared_subscriptions,
+        sub_ids_available: cfg.subscription_identifiers,
+        max_session_expiry: cfg.max_session_expiry,
+        v311_persistent_session_expiry: cfg.v311_session_expiry,
+        max_inflight_out: cfg.max_inflight,
+        max_queued_messages: cfg.max_queued_messages,
+        max_queued_bytes: cfg.max_queued_bytes,
+        queue_qos0_offline: cfg.queue_qos0_offline,
+        ..ProtocolLimits::default()
+    }
 }
 
 /// Start the broker: bind every listener, spawn the workers, return once all are running.

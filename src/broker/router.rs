@@ -46,7 +46,7 @@ impl Worker {
                 reg.matches(&msg.topic, |g| groups.push(g));
                 for g in groups {
                     if let Some((m, sub)) = reg.pick(g) {
-                        picks.push((m, sub.clone()));
+                        picks.push((m, *sub));
                     }
                 }
             }

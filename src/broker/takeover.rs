@@ -19,6 +19,7 @@
 //!    - `Pending` (the target is itself a claimant still waiting for its own hand-off): the
 //!      pending connection is closed without CONNACK and the entry remembers the newer
 //!      claimant in `forward`; when its hand-off arrives the session is passed on.
+//!
 //!    Every TakeOver gets exactly one Handoff, so no claimant waits forever.
 //! 4. W receives `Handoff`: if its slot has a `forward`, it passes the session on; if its
 //!    connection is still there it installs the session (subscriptions into W's trie) and the
@@ -178,7 +179,7 @@ impl Worker {
     /// Put a session's subscriptions into this worker's index.
     fn index_session(&mut self, key: SessionKey, session: &Session) {
         for (filter, sub) in session.subscriptions() {
-            self.add_subscription(key, filter.clone(), sub.clone());
+            self.add_subscription(key, filter.clone(), *sub);
         }
     }
 

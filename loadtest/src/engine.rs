@@ -114,7 +114,9 @@ fn sockaddr_of(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage, which is suitably aligned.
@@ -126,7 +128,9 @@ fn sockaddr_of(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
                 sin6_scope_id: v6.scope_id(),
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage, which is suitably aligned.
@@ -139,16 +143,30 @@ fn sockaddr_of(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 /// Create a non-blocking TCP socket bound to `src` (port chosen at connect time).
 fn make_socket(dst: &SocketAddr, src: Option<IpAddr>) -> Result<i32, String> {
-    let fam = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let fam = if dst.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain syscalls on an fd we own; option values point to live locals.
     unsafe {
-        let fd = libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(
+            fam,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
         if fd < 0 {
             return Err(format!("socket: {}", std::io::Error::last_os_error()));
         }
         let one: libc::c_int = 1;
         let sz = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &one as *const _ as *const _, sz);
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const _ as *const _,
+            sz,
+        );
         if let Some(ip) = src {
             if ip.is_ipv4() {
                 // IP_BIND_ADDRESS_NO_PORT: defer port choice to connect() (4-tuple unique),
@@ -190,7 +208,11 @@ impl Worker {
         if n > 0 {
             ring.submitter()
                 .register_files_sparse(n as u32)
-                .map_err(|e| format!("register {n} fixed files (must be < RLIMIT_NOFILE; add --threads): {e}"))?;
+                .map_err(|e| {
+                    format!(
+                        "register {n} fixed files (must be < RLIMIT_NOFILE; add --threads): {e}"
+                    )
+                })?;
         }
         let big = matches!(cfg.qos, 0..=2) && cfg.size > 0;
         let conns: Vec<Conn> = specs
@@ -198,7 +220,9 @@ impl Worker {
             .map(|spec| {
                 let (addr, addr_len) = sockaddr_of(&spec.addr);
                 let rcap = match spec.role {
-                    Role::Sub { .. } | Role::Watcher { .. } if big => (4 * (cfg.size + 64)).max(4096),
+                    Role::Sub { .. } | Role::Watcher { .. } if big => {
+                        (4 * (cfg.size + 64)).max(4096)
+                    }
                     _ => 256,
                 };
                 Conn {
@@ -295,9 +319,13 @@ impl Worker {
         }
         let c = &mut self.conns[i];
         c.st = St::Connecting;
-        let e = opcode::Connect::new(types::Fixed(i as u32), &c.addr as *const _ as *const libc::sockaddr, c.addr_len)
-            .build()
-            .user_data(ud(K_CONNECT, c.gen, i));
+        let e = opcode::Connect::new(
+            types::Fixed(i as u32),
+            &c.addr as *const _ as *const libc::sockaddr,
+            c.addr_len,
+        )
+        .build()
+        .user_data(ud(K_CONNECT, c.gen, i));
         self.push(e);
     }
 
@@ -313,7 +341,9 @@ impl Worker {
         let ptr = c.rbuf[c.rlen..].as_mut_ptr();
         let len = (c.rbuf.len() - c.rlen) as u32;
         c.recv_busy = true;
-        let e = opcode::Recv::new(types::Fixed(i as u32), ptr, len).build().user_data(ud(K_RECV, c.gen, i));
+        let e = opcode::Recv::new(types::Fixed(i as u32), ptr, len)
+            .build()
+            .user_data(ud(K_RECV, c.gen, i));
         self.push(e);
     }
 
@@ -335,9 +365,13 @@ impl Worker {
         c.send_off = 0;
         c.send_busy = true;
         c.last_tx = now;
-        let e = opcode::Send::new(types::Fixed(i as u32), c.sending.as_ptr(), c.sending.len() as u32)
-            .build()
-            .user_data(ud(K_SEND, c.gen, i));
+        let e = opcode::Send::new(
+            types::Fixed(i as u32),
+            c.sending.as_ptr(),
+            c.sending.len() as u32,
+        )
+        .build()
+        .user_data(ud(K_SEND, c.gen, i));
         self.push(e);
     }
 
@@ -361,7 +395,10 @@ impl Worker {
             }
             _ => {}
         }
-        let reconnectable = matches!(c.spec.role, Role::Idle | Role::Pub { .. } | Role::Sub { .. });
+        let reconnectable = matches!(
+            c.spec.role,
+            Role::Idle | Role::Pub { .. } | Role::Sub { .. }
+        );
         if self.cfg.reconnect && reconnectable && !self.sh.stop.load(Relaxed) {
             c.reconnect_at = now + 100_000_000;
             self.reconnect_q.push(i);
@@ -369,7 +406,11 @@ impl Worker {
     }
 
     fn next_pid(c: &mut Conn) -> u16 {
-        c.next_pid = if c.next_pid == u16::MAX { 1 } else { c.next_pid + 1 };
+        c.next_pid = if c.next_pid == u16::MAX {
+            1
+        } else {
+            c.next_pid + 1
+        };
         c.next_pid
     }
 
@@ -386,9 +427,28 @@ impl Worker {
         } else {
             0
         };
-        let Role::Pub { topic } = &c.spec.role else { return };
-        write_payload(&mut self.payload, self.cfg.size, Stamp { pub_id: c.spec.idx, seq, intended_ns: intended });
-        wire::encode_publish(&mut c.out, self.cfg.version, topic, qos, self.cfg.retain, false, pid, &self.payload);
+        let Role::Pub { topic } = &c.spec.role else {
+            return;
+        };
+        write_payload(
+            &mut self.payload,
+            self.cfg.size,
+            Stamp {
+                pub_id: c.spec.idx,
+                seq,
+                intended_ns: intended,
+            },
+        );
+        wire::encode_publish(
+            &mut c.out,
+            self.cfg.version,
+            topic,
+            qos,
+            self.cfg.retain,
+            false,
+            pid,
+            &self.payload,
+        );
         let lag = now.saturating_sub(intended);
         if lag > self.cfg.late_ns {
             self.sh.late.fetch_add(1, Relaxed);
@@ -461,7 +521,11 @@ impl Worker {
                 if let Some(f) = filter {
                     let c = &mut self.conns[i];
                     let pid = Self::next_pid(c);
-                    let q = if matches!(c.spec.role, Role::Watcher { .. }) { 1 } else { self.cfg.qos };
+                    let q = if matches!(c.spec.role, Role::Watcher { .. }) {
+                        1
+                    } else {
+                        self.cfg.qos
+                    };
                     wire::encode_subscribe(&mut c.out, self.cfg.version, pid, &[(&f, q)]);
                     self.mark_dirty(i);
                 }
@@ -496,7 +560,11 @@ impl Worker {
                     Role::Sub { group, .. } => {
                         self.sh.recv_stamped.fetch_add(1, Relaxed);
                         let _ = self.res.lat.record(lat_us);
-                        self.res.tracks.entry((*group, s.pub_id)).or_default().add(s.seq);
+                        self.res
+                            .tracks
+                            .entry((*group, s.pub_id))
+                            .or_default()
+                            .add(s.seq);
                         let key = (c.spec.idx, s.pub_id);
                         if let Some(last) = self.last_seen.get(&key) {
                             if s.seq < *last {
@@ -590,7 +658,10 @@ impl Worker {
             K_CONNECT => {
                 if res < 0 {
                     self.sh.connect_errors.fetch_add(1, Relaxed);
-                    self.note_err(format!("connect: {}", std::io::Error::from_raw_os_error(-res)));
+                    self.note_err(format!(
+                        "connect: {}",
+                        std::io::Error::from_raw_os_error(-res)
+                    ));
                     self.closed(i, now, false);
                     return;
                 }
@@ -600,9 +671,22 @@ impl Worker {
                 let will = match &c.spec.role {
                     Role::Silent { will_topic } => {
                         let mut p = Vec::new();
-                        write_payload(&mut p, 24, Stamp { pub_id: c.spec.idx, seq: 0, intended_ns: now });
+                        write_payload(
+                            &mut p,
+                            24,
+                            Stamp {
+                                pub_id: c.spec.idx,
+                                seq: 0,
+                                intended_ns: now,
+                            },
+                        );
                         will_payload = p;
-                        Some(Will { topic: will_topic, payload: &will_payload, qos: 1, retain: false })
+                        Some(Will {
+                            topic: will_topic,
+                            payload: &will_payload,
+                            qos: 1,
+                            retain: false,
+                        })
                     }
                     _ => None,
                 };
@@ -653,8 +737,16 @@ impl Worker {
     /// Run until `sh.stop`. Returns the thread's measurements.
     pub fn run(mut self) -> ThreadResult {
         let t0 = now_ns();
-        let ramp_ns = if self.cfg.ramp > 0.0 { (1e9 / self.cfg.ramp) as u64 } else { 0 };
-        let rate_ns = if self.cfg.rate > 0.0 { 1e9 / self.cfg.rate } else { 0.0 };
+        let ramp_ns = if self.cfg.ramp > 0.0 {
+            (1e9 / self.cfg.ramp) as u64
+        } else {
+            0
+        };
+        let rate_ns = if self.cfg.rate > 0.0 {
+            1e9 / self.cfg.rate
+        } else {
+            0.0
+        };
         let mut next_conn = 0usize;
         let mut k: u64 = 0; // publish schedule slot
         let mut sched0 = 0u64;
@@ -764,11 +856,15 @@ impl Worker {
                 let _ = self.ring.submit();
             } else {
                 let wait = wake - now2;
-                let ts = types::Timespec::new().sec(wait / 1_000_000_000).nsec((wait % 1_000_000_000) as u32);
+                let ts = types::Timespec::new()
+                    .sec(wait / 1_000_000_000)
+                    .nsec((wait % 1_000_000_000) as u32);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 match self.ring.submitter().submit_with_args(1, &args) {
                     Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ETIME)
+                            || e.raw_os_error() == Some(libc::EINTR) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
                     Err(e) => {
                         self.note_err(format!("io_uring_enter: {e}"));
@@ -777,16 +873,21 @@ impl Worker {
                 }
             }
             // 6. completions
-            let now = now_ns();
             let mut batch: Vec<(u64, i32)> = Vec::new();
             loop {
                 batch.clear();
-                batch.extend(self.ring.completion().take(1024).map(|c| (c.user_data(), c.result())));
+                batch.extend(
+                    self.ring
+                        .completion()
+                        .take(1024)
+                        .map(|c| (c.user_data(), c.result())),
+                );
                 if batch.is_empty() {
                     break;
                 }
                 for &(u, r) in &batch {
-                    self.on_cqe(u, r, now);
+                    // per completion: a batch can take a while and latency must not be skewed
+                    self.on_cqe(u, r, now_ns());
                 }
             }
         }
@@ -803,24 +904,54 @@ impl Worker {
 /// Owned summary of a decoded packet (no borrow of the receive buffer).
 #[derive(Clone, Copy, Debug)]
 enum Ev {
-    ConnAck { code: u8, receive_max: Option<u16> },
-    SubAck { ok: bool },
-    Publish { qos: u8, pid: u16, stamp: Option<Stamp> },
-    PubAck { _pid: u16 },
-    PubRec { pid: u16, code: u8 },
-    PubRel { pid: u16 },
-    PubComp { _pid: u16 },
+    ConnAck {
+        code: u8,
+        receive_max: Option<u16>,
+    },
+    SubAck {
+        ok: bool,
+    },
+    Publish {
+        qos: u8,
+        pid: u16,
+        stamp: Option<Stamp>,
+    },
+    PubAck {
+        _pid: u16,
+    },
+    PubRec {
+        pid: u16,
+        code: u8,
+    },
+    PubRel {
+        pid: u16,
+    },
+    PubComp {
+        _pid: u16,
+    },
     PingResp,
-    Disconnect { code: u8 },
+    Disconnect {
+        code: u8,
+    },
     Other,
 }
 
 impl From<&Packet<'_>> for Ev {
     fn from(p: &Packet<'_>) -> Self {
         match *p {
-            Packet::ConnAck { code, receive_max, .. } => Ev::ConnAck { code, receive_max },
-            Packet::SubAck { codes, .. } => Ev::SubAck { ok: !codes.is_empty() && codes.iter().all(|&c| c < 0x80) },
-            Packet::Publish { qos, pid, payload, .. } => Ev::Publish { qos, pid, stamp: read_payload(payload) },
+            Packet::ConnAck {
+                code, receive_max, ..
+            } => Ev::ConnAck { code, receive_max },
+            Packet::SubAck { codes, .. } => Ev::SubAck {
+                ok: !codes.is_empty() && codes.iter().all(|&c| c < 0x80),
+            },
+            Packet::Publish {
+                qos, pid, payload, ..
+            } => Ev::Publish {
+                qos,
+                pid,
+                stamp: read_payload(payload),
+            },
             Packet::PubAck { pid, .. } => Ev::PubAck { _pid: pid },
             Packet::PubRec { pid, code } => Ev::PubRec { pid, code },
             Packet::PubRel { pid } => Ev::PubRel { pid },

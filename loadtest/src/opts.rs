@@ -5,7 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "ringmq-load", version, about = "io_uring MQTT load generator (ringmq, mosquitto, any MQTT broker)")]
+#[command(
+    name = "ringmq-load",
+    version,
+    about = "io_uring MQTT load generator (ringmq, mosquitto, any MQTT broker)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -182,7 +186,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}"))?;
     if !v.is_finite() || v < 0.0 || v * mul > 1e7 {
         return Err(format!("bad duration {s:?}"));
     }
@@ -293,7 +300,11 @@ mod tests {
 
     #[test]
     fn hosts() {
-        let h = resolve_hosts(&["127.0.0.1".into(), "127.0.0.2:1999".into(), "::1".into()], 1883).unwrap();
+        let h = resolve_hosts(
+            &["127.0.0.1".into(), "127.0.0.2:1999".into(), "::1".into()],
+            1883,
+        )
+        .unwrap();
         assert_eq!(h[0], "127.0.0.1:1883".parse().unwrap());
         assert_eq!(h[1], "127.0.0.2:1999".parse().unwrap());
         assert_eq!(h[2], "[::1]:1883".parse().unwrap());
@@ -302,12 +313,35 @@ mod tests {
     #[test]
     fn cli_contract_parses() {
         let c = Cli::try_parse_from([
-            "ringmq-load", "pubsub", "--host", "127.0.0.1", "--port", "1884", "--clients", "5", "--rate", "1000",
-            "--duration", "10s", "--json", "out.json", "--mode", "fanin", "--subs", "3", "--version", "3.1.1",
-            "--source", "127.0.0.2-127.0.0.3", "--qos", "1",
+            "ringmq-load",
+            "pubsub",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1884",
+            "--clients",
+            "5",
+            "--rate",
+            "1000",
+            "--duration",
+            "10s",
+            "--json",
+            "out.json",
+            "--mode",
+            "fanin",
+            "--subs",
+            "3",
+            "--version",
+            "3.1.1",
+            "--source",
+            "127.0.0.2-127.0.0.3",
+            "--qos",
+            "1",
         ])
         .unwrap();
-        let Scenario::Pubsub(o) = &c.scenario else { panic!("wrong scenario") };
+        let Scenario::Pubsub(o) = &c.scenario else {
+            panic!("wrong scenario")
+        };
         assert_eq!(o.port, 1884);
         assert_eq!(o.clients, 5);
         assert_eq!(o.rate, Some(1000.0));

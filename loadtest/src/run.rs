@@ -52,18 +52,42 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
     let id = |k: u32| format!("{}{}", o.prefix, k);
     match sc {
         Scenario::Conn(_) => (0..n).for_each(|i| roles.push((id(base + i), Role::Idle))),
-        Scenario::Pub(_) => (0..n).for_each(|i| roles.push((id(base + i), Role::Pub { topic: expand(&o.topic, base + i) }))),
+        Scenario::Pub(_) => (0..n).for_each(|i| {
+            roles.push((
+                id(base + i),
+                Role::Pub {
+                    topic: expand(&o.topic, base + i),
+                },
+            ))
+        }),
         Scenario::Sub(_) => (0..n).for_each(|i| {
-            roles.push((id(base + i), Role::Sub { filter: expand(&o.topic, base + i), group: i }))
+            roles.push((
+                id(base + i),
+                Role::Sub {
+                    filter: expand(&o.topic, base + i),
+                    group: i,
+                },
+            ))
         }),
         Scenario::Pubsub(_) => match o.mode {
             Mode::P2p => {
                 fan = 1;
                 for i in 0..n {
-                    roles.push((format!("{}s{}", o.prefix, base + i), Role::Sub { filter: expand(&o.topic, base + i), group: i }));
+                    roles.push((
+                        format!("{}s{}", o.prefix, base + i),
+                        Role::Sub {
+                            filter: expand(&o.topic, base + i),
+                            group: i,
+                        },
+                    ));
                 }
                 for i in 0..n {
-                    roles.push((format!("{}p{}", o.prefix, base + i), Role::Pub { topic: expand(&o.topic, base + i) }));
+                    roles.push((
+                        format!("{}p{}", o.prefix, base + i),
+                        Role::Pub {
+                            topic: expand(&o.topic, base + i),
+                        },
+                    ));
                     expected.push((i, n + i));
                 }
             }
@@ -72,10 +96,21 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
                 let s = o.subs.max(1);
                 let filter = format!("$share/g/{}", wildcard(&o.topic));
                 for j in 0..s {
-                    roles.push((format!("{}s{}", o.prefix, base + j), Role::Sub { filter: filter.clone(), group: SHARED_GROUP }));
+                    roles.push((
+                        format!("{}s{}", o.prefix, base + j),
+                        Role::Sub {
+                            filter: filter.clone(),
+                            group: SHARED_GROUP,
+                        },
+                    ));
                 }
                 for i in 0..n {
-                    roles.push((format!("{}p{}", o.prefix, base + i), Role::Pub { topic: expand(&o.topic, base + i) }));
+                    roles.push((
+                        format!("{}p{}", o.prefix, base + i),
+                        Role::Pub {
+                            topic: expand(&o.topic, base + i),
+                        },
+                    ));
                     expected.push((SHARED_GROUP, s + i));
                 }
             }
@@ -83,7 +118,13 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
                 fan = n as u64;
                 let t = expand(&o.topic, base);
                 for j in 0..n {
-                    roles.push((format!("{}s{}", o.prefix, base + j), Role::Sub { filter: t.clone(), group: j }));
+                    roles.push((
+                        format!("{}s{}", o.prefix, base + j),
+                        Role::Sub {
+                            filter: t.clone(),
+                            group: j,
+                        },
+                    ));
                     expected.push((j, n));
                 }
                 roles.push((format!("{}p{}", o.prefix, base), Role::Pub { topic: t }));
@@ -94,14 +135,31 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
             (0..n).for_each(|i| roles.push((id(base + i), Role::New)));
         }
         Scenario::Keepalive(_) => {
-            roles.push((format!("{}watch", o.prefix), Role::Watcher { filter: wildcard(&o.will_topic) }));
+            roles.push((
+                format!("{}watch", o.prefix),
+                Role::Watcher {
+                    filter: wildcard(&o.will_topic),
+                },
+            ));
             (0..n).for_each(|i| {
-                roles.push((id(base + i), Role::Silent { will_topic: expand(&o.will_topic, base + i) }))
+                roles.push((
+                    id(base + i),
+                    Role::Silent {
+                        will_topic: expand(&o.will_topic, base + i),
+                    },
+                ))
             });
         }
         Scenario::Sink(_) => return Err("sink has no plan".into()),
     }
-    let mut p = Plan { specs: Vec::new(), expected, fan, n_subs: 0, n_pubs: 0, n_old: 0 };
+    let mut p = Plan {
+        specs: Vec::new(),
+        expected,
+        fan,
+        n_subs: 0,
+        n_pubs: 0,
+        n_old: 0,
+    };
     for (k, (cid, role)) in roles.into_iter().enumerate() {
         match role {
             Role::Sub { .. } | Role::Watcher { .. } => p.n_subs += 1,
@@ -115,7 +173,11 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
             client_id: cid,
             role,
             addr: hosts[k % hosts.len()],
-            source: if sources.is_empty() { None } else { Some(sources[k % sources.len()]) },
+            source: if sources.is_empty() {
+                None
+            } else {
+                Some(sources[k % sources.len()])
+            },
         });
     }
     Ok(p)
@@ -135,8 +197,14 @@ fn hist_json(prefix: &str, h: &Histogram<u64>, m: &mut serde_json::Map<String, V
     m.insert(format!("{prefix}_p90_us"), json!(pct(h, 0.9)));
     m.insert(format!("{prefix}_p99_us"), json!(pct(h, 0.99)));
     m.insert(format!("{prefix}_p999_us"), json!(pct(h, 0.999)));
-    m.insert(format!("{prefix}_max_us"), json!(if h.is_empty() { 0 } else { h.max() }));
-    m.insert(format!("{prefix}_mean_us"), json!(if h.is_empty() { 0.0 } else { h.mean() }));
+    m.insert(
+        format!("{prefix}_max_us"),
+        json!(if h.is_empty() { 0 } else { h.max() }),
+    );
+    m.insert(
+        format!("{prefix}_mean_us"),
+        json!(if h.is_empty() { 0.0 } else { h.mean() }),
+    );
 }
 
 fn hist_line(name: &str, h: &Histogram<u64>) -> String {
@@ -177,10 +245,21 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     let mut count_left = o.count;
     let mut pubs_left = p.n_pubs;
     for (t, specs) in per.into_iter().enumerate() {
-        let local_pubs = specs.iter().filter(|s| matches!(s.role, Role::Pub { .. })).count() as u64;
-        let share = if p.n_pubs > 0 { local_pubs as f64 / p.n_pubs as f64 } else { 0.0 };
+        let local_pubs = specs
+            .iter()
+            .filter(|s| matches!(s.role, Role::Pub { .. }))
+            .count() as u64;
+        let share = if p.n_pubs > 0 {
+            local_pubs as f64 / p.n_pubs as f64
+        } else {
+            0.0
+        };
         let count = count_left.map(|c| {
-            let mine = if pubs_left <= local_pubs { c } else { c * local_pubs / pubs_left.max(1) };
+            let mine = if pubs_left <= local_pubs {
+                c
+            } else {
+                c * local_pubs / pubs_left.max(1)
+            };
             count_left = Some(c - mine);
             mine
         });
@@ -231,11 +310,18 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             pub_started = now + 1_000_000;
             sh.pub_start_ns.store(pub_started, Relaxed);
         }
-        if p.n_old > 0 && !sh.phase2.load(Relaxed) && (sh.old_up.load(Relaxed) >= p.n_old || now >= half) {
+        if p.n_old > 0
+            && !sh.phase2.load(Relaxed)
+            && (sh.old_up.load(Relaxed) >= p.n_old || now >= half)
+        {
             sh.phase2.store(true, Relaxed);
         }
         if now - last_tick >= 1_000_000_000 && !o.quiet {
-            let c = (Shared::get(&sh.connects), Shared::get(&sh.sent), Shared::get(&sh.recv));
+            let c = (
+                Shared::get(&sh.connects),
+                Shared::get(&sh.sent),
+                Shared::get(&sh.recv),
+            );
             let secs = (now - last_tick) as f64 / 1e9;
             eprintln!(
                 "[{:>5.1}s] conns={} conn/s={:.0} pub/s={:.0} recv/s={:.0} err(conn={} connack={} proto={}) late={} skipped={}",
@@ -274,7 +360,10 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
                 got += 1;
             }
             Err(_) => {
-                eprintln!("WARNING: {} generator thread(s) did not stop in time; partial results", handles.len() - got);
+                eprintln!(
+                    "WARNING: {} generator thread(s) did not stop in time; partial results",
+                    handles.len() - got
+                );
                 break;
             }
         }
@@ -304,13 +393,28 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             lost += s.saturating_sub(u);
         }
         let exp: std::collections::HashSet<_> = p.expected.iter().collect();
-        unexpected = res.tracks.iter().filter(|(k, _)| !exp.contains(k)).map(|(_, t)| t.unique).sum();
+        unexpected = res
+            .tracks
+            .iter()
+            .filter(|(k, _)| !exp.contains(k))
+            .map(|(_, t)| t.unique)
+            .sum();
     }
     let sent = Shared::get(&sh.sent);
     let recv = Shared::get(&sh.recv_stamped);
     let late = Shared::get(&sh.late);
-    let pub_window = if pub_started > 0 { deadline.min(end).saturating_sub(pub_started) as f64 / 1e9 } else { 0.0 };
-    let rate = |n: u64| if pub_window > 0.0 { n as f64 / pub_window } else { 0.0 };
+    let pub_window = if pub_started > 0 {
+        deadline.min(end).saturating_sub(pub_started) as f64 / 1e9
+    } else {
+        0.0
+    };
+    let rate = |n: u64| {
+        if pub_window > 0.0 {
+            n as f64 / pub_window
+        } else {
+            0.0
+        }
+    };
     let wall = (end - start) as f64 / 1e9;
 
     let mut m = serde_json::Map::new();
@@ -321,16 +425,32 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     m.insert("threads".into(), json!(threads));
     m.insert("qos".into(), json!(o.qos));
     m.insert("size".into(), json!(o.size.max(crate::stamp::STAMP_LEN)));
-    m.insert("mqtt_version".into(), json!(if o.version == crate::wire::Version::V5 { "5" } else { "3.1.1" }));
+    m.insert(
+        "mqtt_version".into(),
+        json!(if o.version == crate::wire::Version::V5 {
+            "5"
+        } else {
+            "3.1.1"
+        }),
+    );
     m.insert("wall_s".into(), json!(wall));
     m.insert("publish_window_s".into(), json!(pub_window));
     m.insert("target_rate".into(), json!(total_rate));
     m.insert("connects".into(), json!(Shared::get(&sh.connects)));
     m.insert("conns_peak".into(), json!(sh.conns_peak.load(Relaxed)));
     m.insert("conns_end".into(), json!(sh.conns.load(Relaxed)));
-    m.insert("connect_errors".into(), json!(Shared::get(&sh.connect_errors)));
-    m.insert("connack_errors".into(), json!(Shared::get(&sh.connack_errors)));
-    m.insert("subscribe_errors".into(), json!(Shared::get(&sh.sub_errors)));
+    m.insert(
+        "connect_errors".into(),
+        json!(Shared::get(&sh.connect_errors)),
+    );
+    m.insert(
+        "connack_errors".into(),
+        json!(Shared::get(&sh.connack_errors)),
+    );
+    m.insert(
+        "subscribe_errors".into(),
+        json!(Shared::get(&sh.sub_errors)),
+    );
     m.insert("protocol_errors".into(), json!(Shared::get(&sh.errors)));
     m.insert("closed".into(), json!(Shared::get(&sh.closed)));
     m.insert("reconnects".into(), json!(Shared::get(&sh.reconnects)));
@@ -339,7 +459,10 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     m.insert("sent".into(), json!(sent));
     m.insert("sent_rate".into(), json!(rate(sent)));
     m.insert("acked".into(), json!(Shared::get(&sh.acked)));
-    m.insert("skipped_not_connected".into(), json!(Shared::get(&sh.skipped)));
+    m.insert(
+        "skipped_not_connected".into(),
+        json!(Shared::get(&sh.skipped)),
+    );
     m.insert("late_sends".into(), json!(late));
     m.insert("max_send_lag_us".into(), json!(res.max_late_ns / 1000));
     m.insert("received".into(), json!(recv));
@@ -353,14 +476,26 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     hist_json("connect", &res.connect_lat, &mut m);
     if matches!(sc, Scenario::Takeover(_)) {
         hist_json("takeover", &res.takeover_lat, &mut m);
-        m.insert("old_disconnect_0x8e".into(), json!(Shared::get(&sh.disc_8e)));
-        m.insert("old_disconnect_other".into(), json!(Shared::get(&sh.disc_other)));
-        m.insert("old_eof_without_disconnect".into(), json!(Shared::get(&sh.old_eof)));
+        m.insert(
+            "old_disconnect_0x8e".into(),
+            json!(Shared::get(&sh.disc_8e)),
+        );
+        m.insert(
+            "old_disconnect_other".into(),
+            json!(Shared::get(&sh.disc_other)),
+        );
+        m.insert(
+            "old_eof_without_disconnect".into(),
+            json!(Shared::get(&sh.old_eof)),
+        );
     }
     if matches!(sc, Scenario::Keepalive(_)) {
         hist_json("will", &res.will_lat, &mut m);
         m.insert("wills_received".into(), json!(Shared::get(&sh.wills)));
-        m.insert("silent_closed_by_broker".into(), json!(Shared::get(&sh.ka_closed)));
+        m.insert(
+            "silent_closed_by_broker".into(),
+            json!(Shared::get(&sh.ka_closed)),
+        );
     }
     m.insert("first_error".into(), json!(res.first_error));
 
@@ -412,7 +547,11 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     }
     if matches!(sc, Scenario::Keepalive(_)) {
         eprintln!("{}", hist_line("will", &res.will_lat));
-        eprintln!("wills received={} silent clients closed by broker={}", Shared::get(&sh.wills), Shared::get(&sh.ka_closed));
+        eprintln!(
+            "wills received={} silent clients closed by broker={}",
+            Shared::get(&sh.wills),
+            Shared::get(&sh.ka_closed)
+        );
     }
     if let Some(e) = &res.first_error {
         eprintln!("first error: {e}");
@@ -431,8 +570,11 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     }
     let json = Value::Object(m);
     if let Some(f) = &o.json {
-        std::fs::write(f, serde_json::to_string_pretty(&json).unwrap_or_default() + "\n")
-            .map_err(|e| format!("write {f}: {e}"))?;
+        std::fs::write(
+            f,
+            serde_json::to_string_pretty(&json).unwrap_or_default() + "\n",
+        )
+        .map_err(|e| format!("write {f}: {e}"))?;
     }
     Ok(Report {
         exit_code,

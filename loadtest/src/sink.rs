@@ -55,7 +55,12 @@ fn serve(mut s: TcpStream, count: Arc<AtomicU64>) {
                     if qos > 0 && b.len() >= 2 {
                         let tl = u16::from_be_bytes([b[0], b[1]]) as usize;
                         if let Some(p) = b.get(2 + tl..4 + tl) {
-                            out.extend_from_slice(&[if qos == 1 { 0x40 } else { 0x50 }, 2, p[0], p[1]]);
+                            out.extend_from_slice(&[
+                                if qos == 1 { 0x40 } else { 0x50 },
+                                2,
+                                p[0],
+                                p[1],
+                            ]);
                         }
                     }
                 }

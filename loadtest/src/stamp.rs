@@ -8,7 +8,10 @@ pub const STAMP_LEN: usize = 24;
 
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into a valid, owned timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -46,7 +49,11 @@ pub fn read_payload(p: &[u8]) -> Option<Stamp> {
     if u32at(0) != MAGIC {
         return None;
     }
-    Some(Stamp { pub_id: u32at(4), seq: u64at(8), intended_ns: u64at(16) })
+    Some(Stamp {
+        pub_id: u32at(4),
+        seq: u64at(8),
+        intended_ns: u64at(16),
+    })
 }
 
 #[cfg(test)]
@@ -55,7 +62,11 @@ mod tests {
 
     #[test]
     fn stamp_roundtrip_and_padding() {
-        let s = Stamp { pub_id: 77, seq: u64::MAX - 3, intended_ns: now_ns() };
+        let s = Stamp {
+            pub_id: 77,
+            seq: u64::MAX - 3,
+            intended_ns: now_ns(),
+        };
         let mut b = Vec::new();
         write_payload(&mut b, 100, s);
         assert_eq!(b.len(), 100);

@@ -257,7 +257,8 @@ fn be16(b: &[u8], at: usize) -> Result<u16, WireError> {
 
 /// Skip a v5 property block at `at`, returning the offset after it.
 fn skip_props(b: &[u8], at: usize) -> Result<usize, WireError> {
-    let (len, n) = get_varint(b.get(at..).ok_or(WireError::Malformed)?)?.ok_or(WireError::Malformed)?;
+    let (len, n) =
+        get_varint(b.get(at..).ok_or(WireError::Malformed)?)?.ok_or(WireError::Malformed)?;
     let end = at + n + len;
     if end > b.len() {
         return Err(WireError::Malformed);
@@ -291,7 +292,11 @@ fn find_receive_max(props: &[u8]) -> Option<u16> {
 
 /// Decode one packet from the front of `buf`. `Ok(None)` = need more bytes.
 /// Returns the packet and the number of bytes consumed. `max` bounds the packet size.
-pub fn decode(buf: &[u8], version: Version, max: usize) -> Result<Option<(Packet<'_>, usize)>, WireError> {
+pub fn decode(
+    buf: &[u8],
+    version: Version,
+    max: usize,
+) -> Result<Option<(Packet<'_>, usize)>, WireError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -319,12 +324,19 @@ pub fn decode(buf: &[u8], version: Version, max: usize) -> Result<Option<(Packet
                 let (_, pn) = get_varint(&b[2..])?.ok_or(WireError::Malformed)?;
                 receive_max = find_receive_max(&b[2 + pn..end]);
             }
-            Packet::ConnAck { session_present: b[0] & 1 == 1, code: b[1], receive_max }
+            Packet::ConnAck {
+                session_present: b[0] & 1 == 1,
+                code: b[1],
+                receive_max,
+            }
         }
         9 => {
             let pid = be16(b, 0)?;
             let at = if v5 { skip_props(b, 2)? } else { 2 };
-            Packet::SubAck { pid, codes: &b[at..] }
+            Packet::SubAck {
+                pid,
+                codes: &b[at..],
+            }
         }
         3 => {
             let qos = (first >> 1) & 3;
@@ -343,7 +355,14 @@ pub fn decode(buf: &[u8], version: Version, max: usize) -> Result<Option<(Packet
                 at = skip_props(b, at)?;
             }
             let payload = b.get(at..).ok_or(WireError::Malformed)?;
-            Packet::Publish { qos, dup: first & 8 != 0, retain: first & 1 != 0, topic, pid, payload }
+            Packet::Publish {
+                qos,
+                dup: first & 8 != 0,
+                retain: first & 1 != 0,
+                topic,
+                pid,
+                payload,
+            }
         }
         4 | 5 | 6 | 7 => {
             let pid = be16(b, 0)?;
@@ -356,7 +375,9 @@ pub fn decode(buf: &[u8], version: Version, max: usize) -> Result<Option<(Packet
             }
         }
         13 => Packet::PingResp,
-        14 => Packet::Disconnect { code: b.first().copied().unwrap_or(0) },
+        14 => Packet::Disconnect {
+            code: b.first().copied().unwrap_or(0),
+        },
         _ => Packet::Other(first),
     };
     Ok(Some((pkt, total)))
@@ -368,14 +389,27 @@ mod tests {
 
     #[test]
     fn varint_roundtrip() {
-        for v in [0usize, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455] {
+        for v in [
+            0usize,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            268_435_455,
+        ] {
             let mut o = Vec::new();
             put_varint(&mut o, v);
             assert_eq!(o.len(), varint_len(v));
             assert_eq!(get_varint(&o).unwrap(), Some((v, o.len())));
         }
         assert_eq!(get_varint(&[0x80, 0x80]).unwrap(), None);
-        assert_eq!(get_varint(&[0x80, 0x80, 0x80, 0x80, 0x01]), Err(WireError::BadLength));
+        assert_eq!(
+            get_varint(&[0x80, 0x80, 0x80, 0x80, 0x01]),
+            Err(WireError::BadLength)
+        );
     }
 
     #[test]
@@ -392,7 +426,10 @@ mod tests {
                 will: None,
             },
         );
-        assert_eq!(o, [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'a', b'b']);
+        assert_eq!(
+            o,
+            [0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'a', b'b']
+        );
     }
 
     #[test]
@@ -406,7 +443,12 @@ mod tests {
                 clean: false,
                 keepalive: 5,
                 session_expiry: Some(300),
-                will: Some(Will { topic: "w", payload: b"xy", qos: 1, retain: true }),
+                will: Some(Will {
+                    topic: "w",
+                    payload: b"xy",
+                    qos: 1,
+                    retain: true,
+                }),
             },
         );
         // header, "MQTT", level 5, flags = will|qos1|retain, ka, props(5: 0x11 300)
@@ -459,32 +501,95 @@ mod tests {
     fn decode_broker_packets() {
         let v = Version::V5;
         // CONNACK v5 with receive maximum 20 and a topic alias max
-        let c = [0x20, 8, 1, 0, 5, 0x22, 0, 10, 0x21, 0, 20];
+        let c = [0x20, 9, 1, 0, 6, 0x22, 0, 10, 0x21, 0, 20];
         let (p, n) = decode(&c, v, 1024).unwrap().unwrap();
         assert_eq!(n, c.len());
-        assert_eq!(p, Packet::ConnAck { session_present: true, code: 0, receive_max: Some(20) });
+        assert_eq!(
+            p,
+            Packet::ConnAck {
+                session_present: true,
+                code: 0,
+                receive_max: Some(20)
+            }
+        );
         // CONNACK v3
-        let (p, _) = decode(&[0x20, 2, 0, 5], Version::V311, 1024).unwrap().unwrap();
-        assert_eq!(p, Packet::ConnAck { session_present: false, code: 5, receive_max: None });
+        let (p, _) = decode(&[0x20, 2, 0, 5], Version::V311, 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p,
+            Packet::ConnAck {
+                session_present: false,
+                code: 5,
+                receive_max: None
+            }
+        );
         let (p, _) = decode(&[0x90, 4, 0, 9, 0, 1], v, 1024).unwrap().unwrap();
-        assert_eq!(p, Packet::SubAck { pid: 9, codes: &[1] });
-        let (p, _) = decode(&[0x90, 3, 0, 9, 0x80], Version::V311, 1024).unwrap().unwrap();
-        assert_eq!(p, Packet::SubAck { pid: 9, codes: &[0x80] });
-        assert_eq!(decode(&[0x40, 2, 0, 3], v, 64).unwrap().unwrap().0, Packet::PubAck { pid: 3, code: 0 });
-        assert_eq!(decode(&[0x50, 3, 0, 3, 0x10], v, 64).unwrap().unwrap().0, Packet::PubRec { pid: 3, code: 0x10 });
-        assert_eq!(decode(&[0x62, 2, 0, 3], v, 64).unwrap().unwrap().0, Packet::PubRel { pid: 3 });
-        assert_eq!(decode(&[0x70, 2, 0, 3], v, 64).unwrap().unwrap().0, Packet::PubComp { pid: 3 });
-        assert_eq!(decode(&[0xD0, 0], v, 64).unwrap().unwrap().0, Packet::PingResp);
-        assert_eq!(decode(&[0xE0, 1, 0x8E], v, 64).unwrap().unwrap().0, Packet::Disconnect { code: 0x8E });
-        assert_eq!(decode(&[0xE0, 0], v, 64).unwrap().unwrap().0, Packet::Disconnect { code: 0 });
+        assert_eq!(
+            p,
+            Packet::SubAck {
+                pid: 9,
+                codes: &[1]
+            }
+        );
+        let (p, _) = decode(&[0x90, 3, 0, 9, 0x80], Version::V311, 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p,
+            Packet::SubAck {
+                pid: 9,
+                codes: &[0x80]
+            }
+        );
+        assert_eq!(
+            decode(&[0x40, 2, 0, 3], v, 64).unwrap().unwrap().0,
+            Packet::PubAck { pid: 3, code: 0 }
+        );
+        assert_eq!(
+            decode(&[0x50, 3, 0, 3, 0x10], v, 64).unwrap().unwrap().0,
+            Packet::PubRec { pid: 3, code: 0x10 }
+        );
+        assert_eq!(
+            decode(&[0x62, 2, 0, 3], v, 64).unwrap().unwrap().0,
+            Packet::PubRel { pid: 3 }
+        );
+        assert_eq!(
+            decode(&[0x70, 2, 0, 3], v, 64).unwrap().unwrap().0,
+            Packet::PubComp { pid: 3 }
+        );
+        assert_eq!(
+            decode(&[0xD0, 0], v, 64).unwrap().unwrap().0,
+            Packet::PingResp
+        );
+        assert_eq!(
+            decode(&[0xE0, 1, 0x8E], v, 64).unwrap().unwrap().0,
+            Packet::Disconnect { code: 0x8E }
+        );
+        assert_eq!(
+            decode(&[0xE0, 0], v, 64).unwrap().unwrap().0,
+            Packet::Disconnect { code: 0 }
+        );
     }
 
     #[test]
     fn decode_rejects_garbage_without_panic() {
-        assert_eq!(decode(&[0x30, 5, 0, 9, 1, 2, 3], Version::V311, 64), Err(WireError::Malformed));
-        assert_eq!(decode(&[0x36, 2, 0, 0], Version::V311, 64), Err(WireError::Malformed));
-        assert_eq!(decode(&[0x30, 0x80, 0x01], Version::V311, 64), Err(WireError::TooLarge));
-        assert_eq!(decode(&[0x40, 1, 0], Version::V311, 64), Err(WireError::Malformed));
+        assert_eq!(
+            decode(&[0x30, 5, 0, 9, 1, 2, 3], Version::V311, 64),
+            Err(WireError::Malformed)
+        );
+        assert_eq!(
+            decode(&[0x36, 2, 0, 0], Version::V311, 64),
+            Err(WireError::Malformed)
+        );
+        assert_eq!(
+            decode(&[0x30, 0x80, 0x01], Version::V311, 64),
+            Err(WireError::TooLarge)
+        );
+        assert_eq!(
+            decode(&[0x40, 1, 0], Version::V311, 64),
+            Err(WireError::Malformed)
+        );
         // exhaustive small fuzz: no panic on any 3-byte input for either version
         for a in 0..=255u8 {
             for b in 0..8u8 {

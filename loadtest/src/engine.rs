@@ -385,10 +385,8 @@ impl Worker {
             self.sh.closed.fetch_add(1, Relaxed);
         }
         match c.spec.role {
-            Role::Old if prev == St::Up => {
-                if !c.got_disconnect {
-                    self.sh.old_eof.fetch_add(1, Relaxed);
-                }
+            Role::Old if prev == St::Up && !c.got_disconnect => {
+                self.sh.old_eof.fetch_add(1, Relaxed);
             }
             Role::Silent { .. } if prev == St::Up => {
                 self.sh.ka_closed.fetch_add(1, Relaxed);

@@ -239,18 +239,14 @@ pub fn wildcard(template: &str) -> String {
 pub fn resolve_hosts(hosts: &[String], port: u16) -> Result<Vec<SocketAddr>, String> {
     let mut out = Vec::new();
     for h in hosts {
-        let with_port = if h.parse::<IpAddr>().is_ok() {
+        let with_port = match h.parse::<IpAddr>() {
             // bare v4/v6 literal
-            match h.parse::<IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, port).to_string(),
-                Err(_) => unreachable!(),
+            Ok(ip) => SocketAddr::new(ip, port).to_string(),
+            // host:port or [v6]:port
+            Err(_) if (h.matches(':').count() == 1 && !h.starts_with('[')) || h.contains("]:") => {
+                h.clone()
             }
-        } else if h.contains(':') && !h.starts_with('[') && h.matches(':').count() == 1 {
-            h.clone()
-        } else if h.starts_with('[') && h.contains("]:") {
-            h.clone()
-        } else {
-            format!("{h}:{port}")
+            Err(_) => format!("{h}:{port}"),
         };
         let a = with_port
             .to_socket_addrs()

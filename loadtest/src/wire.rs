@@ -364,7 +364,7 @@ pub fn decode(
                 payload,
             }
         }
-        4 | 5 | 6 | 7 => {
+        4..=7 => {
             let pid = be16(b, 0)?;
             let code = b.get(2).copied().unwrap_or(0);
             match first >> 4 {

@@ -608,6 +608,10 @@ impl Worker {
 
     fn on_recv(&mut self, i: usize, res: i32, now: u64) {
         self.conns[i].recv_busy = false;
+        if res <= 0 && self.conns[i].st == St::WaitConnack {
+            self.sh.connect_errors.fetch_add(1, Relaxed);
+            self.note_err("connection closed by the broker before CONNACK".into());
+        }
         if res <= 0 {
             if res < 0 && res != -libc::ECONNRESET {
                 self.note_err(format!("recv: {}", std::io::Error::from_raw_os_error(-res)));

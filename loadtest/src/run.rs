@@ -54,7 +54,7 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
         Scenario::Conn(_) => (0..n).for_each(|i| roles.push((id(base + i), Role::Idle))),
         Scenario::Pub(_) => (0..n).for_each(|i| {
             roles.push((
-                id(base + i),
+                format!("{}p{}", o.prefix, base + i),
                 Role::Pub {
                     topic: expand(&o.topic, base + i),
                 },
@@ -62,7 +62,7 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
         }),
         Scenario::Sub(_) => (0..n).for_each(|i| {
             roles.push((
-                id(base + i),
+                format!("{}s{}", o.prefix, base + i),
                 Role::Sub {
                     filter: expand(&o.topic, base + i),
                     group: i,
@@ -408,14 +408,17 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     } else {
         0.0
     };
+    let wall = (end - start) as f64 / 1e9;
+    // rates over the publish window; stand-alone `sub` has none: use the wall time
     let rate = |n: u64| {
         if pub_window > 0.0 {
             n as f64 / pub_window
+        } else if wall > 0.0 {
+            n as f64 / wall
         } else {
             0.0
         }
     };
-    let wall = (end - start) as f64 / 1e9;
 
     let mut m = serde_json::Map::new();
     m.insert("scenario".into(), json!(sc.name()));

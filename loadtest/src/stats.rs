@@ -1,0 +1,179 @@
+//! Shared counters (live line) and per-thread results merged at the end.
+
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Shared {
+    pub conns: AtomicI64,
+    pub conns_peak: AtomicI64,
+    pub connects: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub connack_errors: AtomicU64,
+    pub closed: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub sent: AtomicU64,
+    pub late: AtomicU64,
+    pub skipped: AtomicU64,
+    pub acked: AtomicU64,
+    pub recv: AtomicU64,
+    pub recv_stamped: AtomicU64,
+    pub errors: AtomicU64,
+    pub sub_errors: AtomicU64,
+    pub subs_ready: AtomicU64,
+    pub pubs_up: AtomicU64,
+    pub old_up: AtomicU64,
+    pub pings: AtomicU64,
+    pub pongs: AtomicU64,
+    pub disc_8e: AtomicU64,
+    pub disc_other: AtomicU64,
+    pub old_eof: AtomicU64,
+    pub ka_closed: AtomicU64,
+    pub wills: AtomicU64,
+    /// CLOCK_MONOTONIC ns when publishing may start (0 = not yet).
+    pub pub_start_ns: AtomicU64,
+    /// CLOCK_MONOTONIC ns when publishing must stop.
+    pub pub_end_ns: AtomicU64,
+    pub phase2: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+impl Shared {
+    pub fn conn_up(&self) {
+        let c = self.conns.fetch_add(1, Relaxed) + 1;
+        self.conns_peak.fetch_max(c, Relaxed);
+        self.connects.fetch_add(1, Relaxed);
+    }
+    pub fn get(a: &AtomicU64) -> u64 {
+        a.load(Relaxed)
+    }
+}
+
+pub fn new_hist() -> Histogram<u64> {
+    // 1 us .. 1 hour, 3 significant digits
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Received sequence numbers of one publisher as seen by one receiver group.
+#[derive(Default, Clone, Debug)]
+pub struct Track {
+    pub bits: Vec<u64>,
+    pub unique: u64,
+    pub dups: u64,
+    pub max_seq: Option<u64>,
+}
+
+impl Track {
+    /// Record `seq`; returns false if it was a duplicate.
+    pub fn add(&mut self, seq: u64) -> bool {
+        // Bound memory: ignore absurd sequence numbers (not ours / corrupted).
+        if seq > 1 << 34 {
+            return true;
+        }
+        let w = (seq / 64) as usize;
+        if self.bits.len() <= w {
+            self.bits.resize(w + 1, 0);
+        }
+        let m = 1u64 << (seq % 64);
+        self.max_seq = Some(self.max_seq.map_or(seq, |x| x.max(seq)));
+        if self.bits[w] & m != 0 {
+            self.dups += 1;
+            false
+        } else {
+            self.bits[w] |= m;
+            self.unique += 1;
+            true
+        }
+    }
+
+    pub fn merge(&mut self, o: &Track) {
+        if self.bits.len() < o.bits.len() {
+            self.bits.resize(o.bits.len(), 0);
+        }
+        self.dups += o.dups;
+        for (i, w) in o.bits.iter().enumerate() {
+            let both = self.bits[i] & w;
+            self.dups += both.count_ones() as u64;
+            self.unique += (w & !self.bits[i]).count_ones() as u64;
+            self.bits[i] |= w;
+        }
+        self.max_seq = match (self.max_seq, o.max_seq) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Key of a receive stream: (receiver group, publisher id).
+pub type StreamKey = (u32, u32);
+
+pub struct ThreadResult {
+    pub lat: Histogram<u64>,
+    pub connect_lat: Histogram<u64>,
+    pub takeover_lat: Histogram<u64>,
+    pub will_lat: Histogram<u64>,
+    pub tracks: HashMap<StreamKey, Track>,
+    pub reordered: u64,
+    /// (publisher id, messages published)
+    pub sent_per_pub: Vec<(u32, u64)>,
+    pub max_late_ns: u64,
+    pub first_error: Option<String>,
+}
+
+impl ThreadResult {
+    pub fn new() -> Self {
+        ThreadResult {
+            lat: new_hist(),
+            connect_lat: new_hist(),
+            takeover_lat: new_hist(),
+            will_lat: new_hist(),
+            tracks: HashMap::new(),
+            reordered: 0,
+            sent_per_pub: Vec::new(),
+            max_late_ns: 0,
+            first_error: None,
+        }
+    }
+
+    pub fn merge(&mut self, o: ThreadResult) {
+        let _ = self.lat.add(&o.lat);
+        let _ = self.connect_lat.add(&o.connect_lat);
+        let _ = self.takeover_lat.add(&o.takeover_lat);
+        let _ = self.will_lat.add(&o.will_lat);
+        for (k, t) in o.tracks {
+            self.tracks.entry(k).or_default().merge(&t);
+        }
+        self.reordered += o.reordered;
+        self.sent_per_pub.extend(o.sent_per_pub);
+        self.max_late_ns = self.max_late_ns.max(o.max_late_ns);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+}
+
+impl Default for ThreadResult {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_counts_dups_and_merges() {
+        let mut a = Track::default();
+        assert!(a.add(0));
+        assert!(a.add(5));
+        assert!(!a.add(5));
+        assert_eq!((a.unique, a.dups, a.max_seq), (2, 1, Some(5)));
+        let mut b = Track::default();
+        b.add(5);
+        b.add(130);
+        a.merge(&b);
+        assert_eq!((a.unique, a.dups, a.max_seq), (3, 2, Some(130)));
+    }
+}

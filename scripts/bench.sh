@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: ringmq vs mosquitto, same generator run, pinned CPUs.
+#
+#   scripts/bench.sh [ringmq-load scenario args...]
+#   default: pubsub --mode p2p --clients 10 --rate 20000 --qos 0 --size 64 --duration 10s
+#
+# Env: BROKER_CPU (1) GEN_CPU (0) WORKERS (1) PORT_BASE (18850) BROKERS ("ringmq mosquitto")
+#      RINGMQ_BIN LOAD_BIN MOSQUITTO_BIN CARGO_TARGET_DIR
+# The broker runs on core BROKER_CPU, the generator on core GEN_CPU (taskset). Broker CPU
+# seconds come from /proc/PID/stat (utime+stime) read before and after the run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BROKER_CPU=${BROKER_CPU:-1}
+GEN_CPU=${GEN_CPU:-0}
+WORKERS=${WORKERS:-1}
+PORT_BASE=${PORT_BASE:-18850}
+BROKERS=${BROKERS:-"ringmq mosquitto"}
+TICK=$(getconf CLK_TCK)
+OUT=$(mktemp -d /tmp/ringmq-bench.XXXXXX)
+if [[ $# -gt 0 ]]; then ARGS=("$@"); else
+    ARGS=(pubsub --mode p2p --clients 10 --rate 20000 --qos 0 --size 64 --duration 10s)
+fi
+
+LOAD_BIN=${LOAD_BIN:-$TARGET/release/ringmq-load}
+if [[ ! -x $LOAD_BIN ]]; then
+    echo "building ringmq-load (release)..." >&2
+    cargo build --release -p ringmq-load >&2 || { echo "cannot build ringmq-load" >&2; exit 1; }
+fi
+RINGMQ_BIN=${RINGMQ_BIN:-$TARGET/release/ringmq}
+MOSQUITTO_BIN=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+
+cpu_ticks() { # utime+stime of a pid, in clock ticks
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
+}
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+start_broker() { # name port -> echoes pid, or nothing
+    local name=$1 port=$2
+    case $name in
+        ringmq)
+            if [[ ! -x $RINGMQ_BIN ]]; then
+                echo "building ringmq (release)..." >&2
+                cargo build --release --bin ringmq >&2 || return 1
+            fi
+            taskset -c "$BROKER_CPU" "$RINGMQ_BIN" --listen "127.0.0.1:$port" --workers "$WORKERS" \
+                >"$OUT/ringmq.log" 2>&1 &
+            ;;
+        mosquitto)
+            [[ -x $MOSQUITTO_BIN ]] || { echo "mosquitto not installed" >&2; return 1; }
+            taskset -c "$BROKER_CPU" "$MOSQUITTO_BIN" -p "$port" >"$OUT/mosquitto.log" 2>&1 &
+            ;;
+    esac
+    local pid=$!
+    if ! wait_port "$port" || ! kill -0 "$pid" 2>/dev/null; then
+        echo "$name did not start listening on $port (see $OUT/$name.log)" >&2
+        kill "$pid" 2>/dev/null
+        return 1
+    fi
+    echo "$pid"
+}
+
+port=$PORT_BASE
+for b in $BROKERS; do
+    port=$((port + 1))
+    pid=$(start_broker "$b" "$port") || { echo "$b: skipped" >&2; continue; }
+    echo "== $b (pid $pid, cpu $BROKER_CPU) :: ringmq-load ${ARGS[*]} (cpu $GEN_CPU)" >&2
+    t0=$(cpu_ticks "$pid")
+    taskset -c "$GEN_CPU" "$LOAD_BIN" "${ARGS[@]}" --host 127.0.0.1 --port "$port" --quiet \
+        --json "$OUT/$b.json" 2>"$OUT/$b.txt"
+    echo "   exit code $?" >&2
+    t1=$(cpu_ticks "$pid")
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    echo "{\"cpu_s\": $(awk -v a="$t0" -v b="$t1" -v t="$TICK" 'BEGIN{print (b-a)/t}')}" >"$OUT/$b.cpu.json"
+    tail -n 8 "$OUT/$b.txt" | sed 's/^/   /' >&2
+done
+
+python3 - "$OUT" $BROKERS <<'PY'
+import json, os, sys
+out, names = sys.argv[1], sys.argv[2:]
+rows = {}
+for n in names:
+    try:
+        j = json.load(open(os.path.join(out, n + ".json")))
+        j["cpu_s"] = json.load(open(os.path.join(out, n + ".cpu.json")))["cpu_s"]
+        rows[n] = j
+    except Exception:
+        pass
+if not rows:
+    print("no results"); sys.exit(1)
+def val(j, k):
+    if k == "msgs_per_cpu_s":
+        return (j["received"] or j["sent"]) / j["cpu_s"] if j["cpu_s"] > 0 else 0
+    return j.get(k, 0)
+metrics = [("sent_rate", "sent msgs/s"), ("recv_rate", "recv msgs/s"), ("latency_p50_us", "p50 us"),
+           ("latency_p99_us", "p99 us"), ("latency_p999_us", "p999 us"), ("latency_max_us", "max us"),
+           ("lost", "lost"), ("late_sends", "late sends"), ("cpu_s", "broker CPU s"),
+           ("msgs_per_cpu_s", "msgs / broker CPU s"), ("conns_peak", "conns peak")]
+cols = list(rows)
+print("\n%-22s" % "metric" + "".join("%16s" % c for c in cols) + ("%12s" % "ratio" if len(cols) == 2 else ""))
+for k, label in metrics:
+    vs = [val(rows[c], k) for c in cols]
+    line = "%-22s" % label + "".join("%16.1f" % v if isinstance(v, float) else "%16s" % v for v in vs)
+    if len(cols) == 2:
+        line += "%12s" % ("%.2f" % (vs[0] / vs[1]) if vs[1] else "-")
+    print(line)
+print("\nraw results in", out)
+PY

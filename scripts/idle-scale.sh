@@ -4,11 +4,14 @@
 # Opens N idle MQTT connections with keep-alive from many 127.0.0.x source addresses using the
 # bundled generator, holds them for HOLD seconds, and reports for each broker:
 #   - CONNECT+CONNACK rate (from the generator's JSON),
-#   - broker RSS per idle connection ((RSS loaded - RSS empty) / N),
+#   - broker RSS per idle connection: average ((RSS loaded - RSS empty) / N) and marginal
+#     ((RSS at N - RSS at N/2) / (N/2)),
 #   - broker CPU while idle (CPU-seconds over the hold period, from /proc/PID/stat).
 # Brokers: ringmq (release build) and Mosquitto from Debian's package, same N, same run.
 #
-# Usage: scripts/idle-scale.sh [N=19000] [HOLD=120] [WORKERS=2]
+# Usage: [RAMP=conns/s, 0 = burst] scripts/idle-scale.sh [N=19000] [HOLD=120] [WORKERS=2]
+# connect_rate = connections / (first connect attempt .. last CONNACK), capped by RAMP;
+# connect_cpu_s = broker CPU-seconds spent while the connections were being opened.
 # The open-file limit here is 20,000 and cannot be raised: Mosquitto needs one fd per
 # connection, so N stays below that for the comparison; ringmq uses io_uring direct descriptors
 # (not in the fd table) and can go further with more workers (see README).
@@ -17,6 +20,7 @@ N=${1:-19000}
 HOLD=${2:-120}
 WORKERS=${3:-2}
 KEEPALIVE=60
+RAMP=${RAMP:-0}
 PORT_R=18831
 PORT_M=18832
 SOURCES=127.0.0.2-127.0.0.41
@@ -38,32 +42,50 @@ TCK=$(getconf CLK_TCK)
 run_one() { # name port pid
   local name=$1 port=$2 pid=$3
   sleep 1
-  local rss0; rss0=$(rss_kib "$pid")
-  "$LOAD" conn --host 127.0.0.1 --port "$port" --clients "$N" --ramp 0 --keepalive "$KEEPALIVE" \
-    --source "$SOURCES" --threads 2 --duration "$((HOLD + 60))s" --json "$OUT/$name-conn.json" \
-    2> "$OUT/$name-load.log" &
-  local lpid=$!
-  # Wait until every connection is established (bounded: 60 s).
-  for _ in $(seq 1 600); do
-    [ "$(established "$port")" -ge "$N" ] && break
-    sleep 0.1
+  local rss0 cs0; rss0=$(rss_kib "$pid"); cs0=$(cpu_ticks "$pid")
+  # Two generator processes of N/2 each (own client ids and source addresses), so the RSS
+  # slope between N/2 and N gives the marginal cost of one more idle connection, free of
+  # start-up and allocator warm-up. Each runs until interrupted (SIGINT writes its JSON).
+  local half=$((N / 2)) lpids=() k
+  for k in 0 1; do
+    local cnt=$half src=127.0.0.2-127.0.0.21
+    [ "$k" = 1 ] && cnt=$((N - half)) && src=127.0.0.22-127.0.0.41
+    "$LOAD" conn --host 127.0.0.1 --port "$port" --clients "$cnt" --ramp "$RAMP" --keepalive "$KEEPALIVE" \
+      --source "$src" --prefix "idle$k-" --threads 2 --duration "$((HOLD + 900))s" \
+      --json "$OUT/$name-conn$k.json" 2> "$OUT/$name-load$k.log" &
+    lpids+=($!)
+    # Wait until this batch is established (bounded: 180 s).
+    local want=$half; [ "$k" = 1 ] && want=$N
+    for _ in $(seq 1 1800); do
+      [ "$(established "$port")" -ge "$want" ] && break
+      sleep 0.1
+    done
+    if [ "$k" = 0 ]; then
+      sleep 2
+      local rh uh; rh=$(rss_kib "$pid"); uh=$(established "$port")
+    fi
   done
   local up; up=$(established "$port")
+  local cs1; cs1=$(cpu_ticks "$pid")
   sleep 2
   local c0 r1; c0=$(cpu_ticks "$pid"); r1=$(rss_kib "$pid")
   sleep "$HOLD"
   local c1 r2 up2; c1=$(cpu_ticks "$pid"); r2=$(rss_kib "$pid"); up2=$(established "$port")
-  kill "$lpid" 2>/dev/null || true
-  wait "$lpid" 2>/dev/null || true
+  kill -INT "${lpids[@]}" 2>/dev/null || true
+  wait "${lpids[@]}" 2>/dev/null || true
   local per; per=$(( (r2 - rss0) * 1024 / (up > 0 ? up : 1) ))
+  local marg; marg=$(( (r1 - rh) * 1024 / (up - uh > 0 ? up - uh : 1) ))
   local cpu; cpu=$(awk -v a="$c0" -v b="$c1" -v t="$TCK" -v h="$HOLD" 'BEGIN {printf "%.3f", (b-a)/t/h*100}')
-  local rate; rate=$(python3 -c "import json,sys; d=json.load(open('$OUT/$name-conn.json')); print(next((v for k,v in d.items() if 'connect' in k and 'rate' in k), d.get('connect_rate','?')))" 2>/dev/null || echo '?')
-  printf '%-10s conns=%-6s after_hold=%-6s rss_empty=%sKiB rss_loaded=%sKiB bytes/conn=%-5s idle_cpu=%s%% connect_rate=%s/s\n' \
-    "$name" "$up" "$up2" "$rss0" "$r2" "$per" "$cpu" "$rate" | tee -a "$OUT/summary.txt"
+  local ccpu; ccpu=$(awk -v a="$cs0" -v b="$cs1" -v t="$TCK" 'BEGIN {printf "%.2f", (b-a)/t}')
+  # Connect rate and latency of the first batch (the broker was otherwise idle).
+  local rate; rate=$(python3 -c "import json; d=json.load(open('$OUT/$name-conn0.json')); print('%.0f' % d['connect_rate'], '%.0f' % d['connect_p50_us'], '%.0f' % d['connect_p99_us'])" 2>/dev/null || echo '? ? ?')
+  set -- $rate
+  printf '%-10s conns=%-6s after_hold=%-6s rss_empty=%sKiB rss_half=%sKiB rss_loaded=%sKiB bytes/conn(avg)=%-5s bytes/conn(marginal)=%-5s idle_cpu=%s%% connect_rate=%s/s connect_p50=%sus connect_p99=%sus connect_cpu_s=%s\n' \
+    "$name" "$up" "$up2" "$rss0" "$rh" "$r2" "$per" "$marg" "$cpu" "$1" "$2" "$3" "$ccpu" | tee -a "$OUT/summary.txt"
 }
 
 : > "$OUT/summary.txt"
-echo "N=$N HOLD=${HOLD}s WORKERS=$WORKERS keepalive=$KEEPALIVE sources=$SOURCES" | tee -a "$OUT/summary.txt"
+echo "N=$N HOLD=${HOLD}s WORKERS=$WORKERS keepalive=$KEEPALIVE ramp=$RAMP sources=$SOURCES" | tee -a "$OUT/summary.txt"
 
 "$RINGMQ" --listen 127.0.0.1:$PORT_R --workers "$WORKERS" --max-connections-per-worker 20000 \
   2> "$OUT/ringmq.log" &

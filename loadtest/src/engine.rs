@@ -293,6 +293,10 @@ impl Worker {
         let c = &mut self.conns[i];
         c.gen = c.gen.wrapping_add(1);
         c.t_start = now;
+        let _ = self
+            .sh
+            .first_connect_ns
+            .compare_exchange(0, now, Relaxed, Relaxed);
         c.rlen = 0;
         c.out.clear();
         c.sending.clear();
@@ -496,6 +500,7 @@ impl Worker {
                 c.recv_max = receive_max.map_or(65_535, |r| r.max(1) as u32);
                 let dt = now.saturating_sub(c.t_start) / 1000;
                 self.sh.conn_up();
+                self.sh.last_connack_ns.fetch_max(now, Relaxed);
                 if c.gen > 1 {
                     self.sh.reconnects.fetch_add(1, Relaxed);
                 }

@@ -95,7 +95,7 @@ pub struct Common {
     pub keepalive: u16,
     #[arg(long, short = 'q', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub qos: u8,
-    /// Payload size in bytes (minimum 24: the latency stamp).
+    /// Payload size in bytes (minimum 16: the latency stamp; 24 and up carry the full stamp).
     #[arg(long, short = 's', default_value_t = 64)]
     pub size: usize,
     /// Total publish rate (msgs/s, open loop). Overrides --interval-ms.

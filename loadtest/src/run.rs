@@ -291,6 +291,13 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     }
     drop(tx);
 
+    // SIGINT / SIGTERM end the run early with the usual summary and JSON (scripts that hold
+    // connections for a measured time stop the generator this way).
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone()).map_err(|e| e.to_string())?;
+    }
+
     // Control loop: phases + live line.
     let mut last_tick = start;
     let mut last = (0u64, 0u64, 0u64);
@@ -338,6 +345,10 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             );
             last = c;
             last_tick = now;
+        }
+        if interrupted.load(Relaxed) {
+            eprintln!("interrupted: stopping early");
+            break;
         }
         if now >= deadline {
             let all_in = Shared::get(&sh.recv_stamped) >= Shared::get(&sh.sent) * p.fan;
@@ -427,7 +438,7 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     m.insert("connections_planned".into(), json!(p.specs.len()));
     m.insert("threads".into(), json!(threads));
     m.insert("qos".into(), json!(o.qos));
-    m.insert("size".into(), json!(o.size.max(crate::stamp::STAMP_LEN)));
+    m.insert("size".into(), json!(o.size.max(crate::stamp::MIN_PAYLOAD)));
     m.insert(
         "mqtt_version".into(),
         json!(if o.version == crate::wire::Version::V5 {
@@ -441,6 +452,26 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     m.insert("target_rate".into(), json!(total_rate));
     m.insert("connects".into(), json!(Shared::get(&sh.connects)));
     m.insert("conns_peak".into(), json!(sh.conns_peak.load(Relaxed)));
+    // CONNECT+CONNACK rate: successful connects over the time from the first connect attempt
+    // to the last CONNACK (a whole-run figure, so a ramp limit caps it).
+    let (c0, c1) = (
+        sh.first_connect_ns.load(Relaxed),
+        sh.last_connack_ns.load(Relaxed),
+    );
+    let connect_window = if c0 > 0 && c1 > c0 {
+        (c1 - c0) as f64 / 1e9
+    } else {
+        0.0
+    };
+    m.insert("connect_window_s".into(), json!(connect_window));
+    m.insert(
+        "connect_rate".into(),
+        json!(if connect_window > 0.0 {
+            Shared::get(&sh.connects) as f64 / connect_window
+        } else {
+            0.0
+        }),
+    );
     m.insert("conns_end".into(), json!(sh.conns.load(Relaxed)));
     m.insert(
         "connect_errors".into(),
@@ -516,6 +547,11 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
         Shared::get(&sh.reconnects)
     );
     eprintln!("{}", hist_line("connect", &res.connect_lat));
+    if let (Some(w), Some(r)) = (m["connect_window_s"].as_f64(), m["connect_rate"].as_f64()) {
+        if w > 0.0 {
+            eprintln!("connect rate: {r:.0} CONNACKs/s (first connect to last CONNACK: {w:.2} s)");
+        }
+    }
     if p.n_pubs > 0 || recv > 0 {
         eprintln!(
             "publish: sent={} ({:.0}/s, target {:.0}/s) acked={} skipped={} late={} max_lag={}us",

@@ -31,6 +31,10 @@ pub struct Shared {
     pub old_eof: AtomicU64,
     pub ka_closed: AtomicU64,
     pub wills: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the first connect attempt (0 = none yet).
+    pub first_connect_ns: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the latest successful CONNACK.
+    pub last_connack_ns: AtomicU64,
     /// CLOCK_MONOTONIC ns when publishing may start (0 = not yet).
     pub pub_start_ns: AtomicU64,
     /// CLOCK_MONOTONIC ns when publishing must stop.

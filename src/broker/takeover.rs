@@ -215,7 +215,7 @@ impl Worker {
             SessionState::Pending { conn } => {
                 // Still waiting for our own hand-off: remember who comes next, and drop our
                 // connection (it never got CONNACK, so it has no will to publish).
-                entry.forward = Some(t);
+                entry.forward = Some(Box::new(t));
                 if let Some(idx) = conn.and_then(|c| self.client_index(c)) {
                     self.clients[idx].session = None;
                     self.close_client(io, idx, None);

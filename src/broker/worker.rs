@@ -86,8 +86,9 @@ pub(super) struct SessionEntry {
     /// Ownership epoch under which this worker holds the ClientId.
     pub epoch: u64,
     pub state: SessionState,
-    /// A newer claimant took this pending entry over: forward the hand-off to it.
-    pub forward: Option<super::takeover::TakeOver>,
+    /// A newer claimant took this pending entry over: forward the hand-off to it (boxed: rare,
+    /// and every idle session pays for the inline size).
+    pub forward: Option<Box<super::takeover::TakeOver>>,
     /// The CONNECT that created this entry asked for a clean start.
     pub clean_start: bool,
     /// Will waiting for its delay (after the connection ended), and when it is due.
@@ -121,13 +122,16 @@ impl Worker {
     pub fn new(id: u16, shared: Arc<Shared>) -> Worker {
         let n = shared.mailboxes.len();
         let now = Instant::now();
+        // Reserve (virtual memory only: untouched pages cost no RSS) the connection-sized
+        // tables up front, so growth never reallocates them and leaves freed copies behind.
+        let conns = shared.cfg.max_connections_per_worker as usize;
         Worker {
             id,
             metrics: shared.metrics[id as usize].clone(),
+            clients: Slab::with_capacity(conns),
+            by_slot: hashbrown::HashMap::with_capacity(conns),
+            sessions: Slab::with_capacity(conns),
             shared,
-            clients: Slab::new(),
-            by_slot: hashbrown::HashMap::new(),
-            sessions: Slab::new(),
             next_generation: 1,
             subs: SubscriptionTrie::new(),
             wheel: TimerWheel::new(now, Duration::from_millis(50), 4096),

@@ -98,14 +98,23 @@ for n in names:
 if not rows:
     print("no results"); sys.exit(1)
 def val(j, k):
+    if k == "msgs_per_cpu_s" and j.get("sent", 0) == 0 and j.get("received", 0) == 0:
+        return (j.get("connects", 0)) / j["cpu_s"] if j["cpu_s"] > 0 else 0
     if k == "msgs_per_cpu_s":
         return (j["received"] or j["sent"]) / j["cpu_s"] if j["cpu_s"] > 0 else 0
     return j.get(k, 0)
 metrics = [("sent_rate", "sent msgs/s"), ("recv_rate", "recv msgs/s"), ("latency_p50_us", "p50 us"),
            ("latency_p99_us", "p99 us"), ("latency_p999_us", "p999 us"), ("latency_max_us", "max us"),
            ("lost", "lost"), ("late_sends", "late sends"), ("cpu_s", "broker CPU s"),
-           ("msgs_per_cpu_s", "msgs / broker CPU s"), ("conns_peak", "conns peak")]
+           ("msgs_per_cpu_s", "msgs / broker CPU s"), ("conns_peak", "conns peak"),
+           ("conns_end", "conns at end"), ("connect_rate", "CONNACKs/s"),
+           ("connect_p50_us", "connect p50 us"), ("connect_p99_us", "connect p99 us"),
+           ("takeover_p50_us", "takeover p50 us"), ("takeover_p99_us", "takeover p99 us"),
+           ("takeover_max_us", "takeover max us"), ("old_disconnect_0x8e", "old got 0x8E"),
+           ("old_eof_without_disconnect", "old EOF only"), ("closed", "closed by broker")]
 cols = list(rows)
+# Rows a scenario does not produce (e.g. take-over figures of a pubsub run) are left out.
+metrics = [(k, l) for k, l in metrics if k in ("msgs_per_cpu_s", "cpu_s") or any(k in rows[c] for c in cols)]
 print("\n%-22s" % "metric" + "".join("%16s" % c for c in cols) + ("%12s" % "ratio" if len(cols) == 2 else ""))
 for k, label in metrics:
     vs = [val(rows[c], k) for c in cols]

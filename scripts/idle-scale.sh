@@ -9,7 +9,9 @@
 #   - broker CPU while idle (CPU-seconds over the hold period, from /proc/PID/stat).
 # Brokers: ringmq (release build) and Mosquitto from Debian's package, same N, same run.
 #
-# Usage: [RAMP=conns/s, 0 = burst] scripts/idle-scale.sh [N=19000] [HOLD=120] [WORKERS=2]
+# Usage: [RAMP=conns/s, 0 = burst] [THREADS=2] [BROKERS="ringmq mosquitto"] \
+#        scripts/idle-scale.sh [N=19000] [HOLD=120] [WORKERS=2]
+# 100k against ringmq alone: BROKERS=ringmq THREADS=4 scripts/idle-scale.sh 100000 60 8
 # connect_rate = connections / (first connect attempt .. last CONNACK), capped by RAMP;
 # connect_cpu_s = broker CPU-seconds spent while the connections were being opened.
 # The open-file limit here is 20,000 and cannot be raised: Mosquitto needs one fd per
@@ -21,6 +23,10 @@ HOLD=${2:-120}
 WORKERS=${3:-2}
 KEEPALIVE=60
 RAMP=${RAMP:-0}
+# Generator threads (one io_uring each) per generator process; each ring's fixed-file table is
+# capped by the 20,000 open-file limit, so N/2/THREADS must stay below it.
+THREADS=${THREADS:-2}
+BROKERS=${BROKERS:-"ringmq mosquitto"}
 PORT_R=18831
 PORT_M=18832
 SOURCES=127.0.0.2-127.0.0.41
@@ -51,7 +57,7 @@ run_one() { # name port pid
     local cnt=$half src=127.0.0.2-127.0.0.21
     [ "$k" = 1 ] && cnt=$((N - half)) && src=127.0.0.22-127.0.0.41
     "$LOAD" conn --host 127.0.0.1 --port "$port" --clients "$cnt" --ramp "$RAMP" --keepalive "$KEEPALIVE" \
-      --source "$src" --prefix "idle$k-" --threads 2 --duration "$((HOLD + 900))s" \
+      --source "$src" --prefix "idle$k-" --threads "$THREADS" --duration "$((HOLD + 900))s" \
       --json "$OUT/$name-conn$k.json" 2> "$OUT/$name-load$k.log" &
     lpids+=($!)
     # Wait until this batch is established (bounded: 180 s).
@@ -87,12 +93,15 @@ run_one() { # name port pid
 : > "$OUT/summary.txt"
 echo "N=$N HOLD=${HOLD}s WORKERS=$WORKERS keepalive=$KEEPALIVE ramp=$RAMP sources=$SOURCES" | tee -a "$OUT/summary.txt"
 
-"$RINGMQ" --listen 127.0.0.1:$PORT_R --workers "$WORKERS" --max-connections-per-worker 20000 \
+trap 'kill ${RPID:-0} 2>/dev/null || true; kill ${MPID:-0} 2>/dev/null || true' EXIT
+if [[ " $BROKERS " == *" ringmq "* ]]; then
+"$RINGMQ" --listen 127.0.0.1:$PORT_R --workers "$WORKERS" --max-connections-per-worker 19000 \
   2> "$OUT/ringmq.log" &
 RPID=$!
-trap 'kill $RPID 2>/dev/null || true; kill ${MPID:-0} 2>/dev/null || true' EXIT
 run_one ringmq $PORT_R $RPID
 kill -INT $RPID; wait $RPID 2>/dev/null || true
+fi
+if [[ " $BROKERS " == *" mosquitto "* ]]; then
 
 cat > "$OUT/mosquitto.conf" <<CONF
 listener $PORT_M 127.0.0.1
@@ -103,4 +112,5 @@ mosquitto -c "$OUT/mosquitto.conf" 2> "$OUT/mosquitto.log" &
 MPID=$!
 run_one mosquitto $PORT_M $MPID
 kill $MPID; wait $MPID 2>/dev/null || true
+fi
 echo "summary in $OUT/summary.txt"

@@ -82,6 +82,9 @@ pub struct Config {
     /// Provided buffers per worker and their size.
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
+    /// Completion batching (microseconds, 0 = off): a busy worker waits up to this long for
+    /// several completions per wake-up. Less CPU per message, at most this much more latency.
+    pub batch_wait_us: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -128,6 +131,7 @@ impl Default for Config {
             sys_interval_secs: 10,
             recv_buffers: 4096,
             recv_buffer_size: 4096,
+            batch_wait_us: 0,
         }
     }
 }

@@ -56,6 +56,10 @@ struct Cli {
     /// Do not pin workers to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Completion batching: a busy worker waits up to this many microseconds to handle
+    /// several packets per wake-up (0 = off, the default).
+    #[arg(long, value_name = "MICROS")]
+    batch_wait_us: Option<u32>,
 }
 
 fn parse_keepalive(s: &str) -> Result<TcpKeepalive, String> {
@@ -114,6 +118,9 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     }
     if cli.no_pin {
         cfg.pin_workers = false;
+    }
+    if let Some(v) = cli.batch_wait_us {
+        cfg.batch_wait_us = v;
     }
     cfg.validate()?;
     Ok(cfg)

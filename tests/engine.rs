@@ -112,6 +112,7 @@ fn cfg() -> EngineConfig {
         max_conns: 1024,
         send_queue_limit: 64 << 20,
         tick: Duration::from_millis(20),
+        ..EngineConfig::default()
     }
 }
 

@@ -236,6 +236,8 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         max_conns: shared.cfg.max_connections_per_worker,
         send_queue_limit: shared.cfg.send_queue_limit,
         tick: std::time::Duration::from_millis(50),
+        batch_wait_us: shared.cfg.batch_wait_us,
+        batch_want: 32,
     };
 
     let (tx, rx) = std::sync::mpsc::channel::<(usize, std::io::Result<Remote>)>();

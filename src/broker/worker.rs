@@ -220,7 +220,16 @@ impl Worker {
         if matches!(packet, Packet::Publish(_)) {
             add(&self.metrics.publish_out, 1);
         }
-        io.send(client.id, &self.encode_buf)
+        // A QoS 1/2 PUBLISH is already in flight in the session when we get here, and the
+        // state machine sends at most a window of them at once (a drain after PUBACK or on
+        // writable): refusing one would close a client that merely has a backlog. Their bytes
+        // are bounded by max_inflight x max packet size, so they may pass the socket limit;
+        // QoS 0 is held back earlier (deliver_to's soft limit) and acks stay strictly bounded.
+        if matches!(packet, Packet::Publish(p) if p.qos != protocol::QoS::AtMostOnce) {
+            io.send_past_limit(client.id, &self.encode_buf)
+        } else {
+            io.send(client.id, &self.encode_buf)
+        }
     }
 
     /// Carry out the actions a connection's state machine returned.

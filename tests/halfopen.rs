@@ -200,7 +200,11 @@ macro_rules! net_or_skip {
                 if std::env::var("RINGMQ_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
                     panic!("cannot create network namespaces (RINGMQ_REQUIRE_NETNS=1): {e}");
                 }
-                eprintln!("skipped: cannot create network namespaces: {e}");
+                // Straight to stderr, past libtest's capture, so the skip is visible.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: cannot create network namespaces: {e}"
+                );
                 return;
             }
         }
@@ -337,8 +341,9 @@ impl ClientProc {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+        // The shell's builtin kill: no procps needed.
+        let ok = Command::new("sh")
+            .args(["-c", &format!("kill {sig} {}", self.child.id())])
             .status()
             .expect("run kill")
             .success();

@@ -561,8 +561,10 @@ fn slow_qos0_consumer_gets_drops_while_others_flow_and_memory_stays_bounded() {
             other => panic!("slow consumer: unexpected {other:?}"),
         }
     }
+    // (Dropped at the socket, or before reaching the slow consumer's worker at all.)
+    let mailbox_drops = b.metric("mailbox_drops");
     assert_eq!(
-        received + drops,
+        received + drops + mailbox_drops,
         N as u64,
         "each message was either delivered or counted as dropped"
     );
@@ -694,4 +696,59 @@ fn qos1_backlog_larger_than_the_send_queue_limit_is_delivered_not_disconnected()
     sub.send(&Packet::PingReq);
     assert_eq!(sub.recv(T), Some(Packet::PingResp), "still connected");
     assert_eq!(b.metric("queue_drops"), 0);
+}
+
+#[test]
+fn flood_across_workers_to_a_busy_worker_keeps_memory_bounded() {
+    // Worker 0 holds many QoS 0 subscribers that never read, so each message costs it far
+    // more than it costs worker 1 (which only decodes and posts): the cross-worker hand-off
+    // must not become an unbounded buffer.
+    const N: usize = 4096;
+    const SIZE: usize = 16 * 1024; // 64 MiB in all
+    const SUBS: usize = 100;
+    let b = TestBroker::start_with(2, |c| {
+        c.send_queue_limit = 64 * 1024;
+        c.worker_mailbox_limit = 4 << 20;
+    });
+    let mut subs = Vec::new();
+    for i in 0..SUBS {
+        let (mut s, _) = connect(
+            b.worker_addrs[0],
+            connect_packet(ProtocolVersion::V311, &format!("busy-{i}"), 0, true),
+        );
+        subscribe(&mut s, 1, "xw/#", QoS::AtMostOnce);
+        subs.push(s);
+    }
+    let rss_before = rss_kib();
+    let addr = b.worker_addrs[1];
+    let flooder = std::thread::spawn(move || flood(addr, "xw-flooder", "xw/t", N, SIZE));
+    let mut rss_peak = rss_before;
+    while !flooder.is_finished() {
+        rss_peak = rss_peak.max(rss_kib());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    flooder.join().unwrap();
+    // Until worker 0 has caught up.
+    let t = std::time::Instant::now();
+    let mut last = (0, 0);
+    loop {
+        rss_peak = rss_peak.max(rss_kib());
+        let now = (b.metric("slow_consumer_drops"), b.metric("publish_out"));
+        if now == last && t.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        last = now;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let grew = rss_peak.saturating_sub(rss_before);
+    eprintln!(
+        "cross-worker flood {N} x {SIZE} B to {SUBS} slow subscribers, mailbox limit 4 MiB: \
+         RSS {rss_before} KiB -> peak {rss_peak} KiB (+{grew} KiB), socket drops {}, mailbox \
+         drops {}, caught up after {:?}",
+        b.metric("slow_consumer_drops"),
+        b.metric("mailbox_drops"),
+        t.elapsed()
+    );
+    assert!(grew < 24 * 1024, "RSS grew by {grew} KiB");
+    bystander_still_works(&b);
 }

@@ -388,9 +388,20 @@ fn child_client() {
             Some("connect") => {
                 let mut p =
                     connect_packet(version, &env("HO_ID"), env("HO_KA").parse().unwrap(), true);
+                // Options: will_delay=S, expiry=S (MQTT 5).
+                let mut delay = None;
+                for opt in words {
+                    match opt.split_once('=') {
+                        Some(("will_delay", s)) => delay = s.parse().ok(),
+                        Some(("expiry", s)) => {
+                            p.properties.session_expiry_interval = s.parse().ok()
+                        }
+                        _ => return say(format!("err bad option {opt}")),
+                    }
+                }
                 let will_topic = env("HO_WILL");
                 if !will_topic.is_empty() {
-                    p.will = Some(will(&will_topic, "gone", None));
+                    p.will = Some(will(&will_topic, "gone", delay));
                 }
                 c.send(&Packet::Connect(Box::new(p)));
                 match c.recv(T) {
@@ -548,8 +559,10 @@ fn blackholed_v5_client_is_cut_at_1_5x_keepalive_and_will_published() {
 // c: take-over from a fresh address while the old connection is black-holed
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn takeover_from_fresh_address_while_old_connection_is_blackholed() {
+/// `resume`: the old connection has Will Delay 30 s and Session Expiry 300 s and the new one
+/// resumes the session (Clean Start 0): the will must not be published. Otherwise the new
+/// connection has Clean Start 1 and the old Will Delay 0: the will is published at once.
+fn takeover_while_blackholed(resume: bool) {
     let net = net_or_skip!();
     let (b, addr) = broker(Some(&net), |_| {});
     let mut w = watcher(&b, "watch-to", "wills/#");
@@ -564,20 +577,26 @@ fn takeover_from_fresh_address_while_old_connection_is_blackholed() {
             will_topic: Some("wills/ho-takeover"),
         },
     );
-    old.run("connect", "connack 0x00");
+    if resume {
+        old.run("connect will_delay=30 expiry=300", "connack 0x00");
+        old.run("sub resumed/t", "suback");
+    } else {
+        old.run("connect", "connack 0x00");
+    }
     old.cmd("watch");
     net.blackhole();
     std::thread::sleep(Duration::from_millis(300));
 
-    // Same ClientId from loopback (another address), Clean Start = 1.
+    // Same ClientId from loopback (another address).
     let t0 = Instant::now();
-    let (mut new, ack) = connect(
-        b.addr,
-        connect_packet(ProtocolVersion::V5, "ho-takeover", 30, true),
-    );
+    let mut c = connect_packet(ProtocolVersion::V5, "ho-takeover", 30, !resume);
+    if resume {
+        c.properties.session_expiry_interval = Some(300);
+    }
+    let (mut new, ack) = connect(b.addr, c);
     let connack_after = t0.elapsed();
     assert_eq!(ack.code, ReasonCode::SUCCESS);
-    assert!(!ack.session_present);
+    assert_eq!(ack.session_present, resume);
     assert!(
         connack_after < Duration::from_secs(2),
         "take-over must not wait for the black-holed peer: CONNACK after {connack_after:?}"
@@ -586,15 +605,30 @@ fn takeover_from_fresh_address_while_old_connection_is_blackholed() {
     // The old connection is closed by the broker: watcher + new remain.
     let closed = wait_metric(&b, "connections_current", T, |v| v == 2)
         .expect("old connection closed by the broker");
-    // Will Delay 0 with Clean Start = 1 on the new connection: published now.
-    let got = recv_publish(&mut w, T).expect("will of the taken-over connection");
-    assert_eq!(got.topic, "wills/ho-takeover");
-    let will_after = t0.elapsed();
-    // The new connection is live.
+    let will_after = if resume {
+        // Will Delay 30 s and the session continues: no will.
+        assert!(
+            recv_publish(&mut w, Duration::from_secs(1)).is_none(),
+            "the session continues within the will delay: no will"
+        );
+        assert_eq!(b.metric("wills_published"), 0);
+        None
+    } else {
+        // Will Delay 0 with Clean Start = 1 on the new connection: published now.
+        let got = recv_publish(&mut w, T).expect("will of the taken-over connection");
+        assert_eq!(got.topic, "wills/ho-takeover");
+        Some(t0.elapsed())
+    };
+    // The new connection is live (and, resumed, has the old subscription).
     new.send(&Packet::PingReq);
     assert_eq!(new.recv(T), Some(Packet::PingResp));
-    subscribe(&mut new, 1, "to/echo", QoS::AtMostOnce);
-    new.send(&publish("to/echo", "hi", QoS::AtMostOnce, 0));
+    let topic = if resume {
+        "resumed/t"
+    } else {
+        subscribe(&mut new, 1, "to/echo", QoS::AtMostOnce);
+        "to/echo"
+    };
+    new.send(&publish(topic, "hi", QoS::AtMostOnce, 0));
     assert!(recv_publish(&mut new, T).is_some(), "new connection routes");
 
     // Heal: the broker's kernel still retransmits DISCONNECT 0x8E + FIN of the closed socket,
@@ -602,17 +636,27 @@ fn takeover_from_fresh_address_while_old_connection_is_blackholed() {
     net.heal();
     let seen = old.collect_until("eof", Duration::from_secs(20));
     eprintln!(
-        "take-over: CONNACK after {}, old closed after {}, will after {}; old client after \
-         heal saw {seen:?}",
+        "take-over (resume {resume}): CONNACK after {}, old closed after {}, will after \
+         {:?}; old client after heal saw {seen:?}",
         secs(connack_after),
         secs(closed - t0),
-        secs(will_after)
+        will_after.map(secs)
     );
     assert!(
         seen.iter().any(|l| l == "disconnect 0x8e") || seen.iter().any(|l| l == "eof"),
         "old client learns of the close after heal: {seen:?}"
     );
     assert_eq!(b.metric("keepalive_expired"), 0);
+}
+
+#[test]
+fn takeover_from_fresh_address_while_old_connection_is_blackholed() {
+    takeover_while_blackholed(false);
+}
+
+#[test]
+fn takeover_resuming_the_session_while_old_connection_is_blackholed_keeps_delayed_will() {
+    takeover_while_blackholed(true);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -83,6 +83,15 @@ impl Net {
             let pid = rest.split('-').next().unwrap_or("");
             if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 let _ = ip(&["netns", "del", name]);
+                // The namespace itself may live on for a while (sockets retransmitting into
+                // the hole hold it): delete the host ends of its pairs too.
+                let n = rest.split('-').nth(1).unwrap_or("");
+                let dev = format!("rq{pid}n{n}h");
+                let block = ip(&["-4", "route", "show", "dev", &dev]).unwrap_or_default();
+                if let Some(block) = block.split_whitespace().next() {
+                    let _ = ip(&["route", "del", "blackhole", block, "metric", "4000"]);
+                }
+                let _ = ip(&["link", "del", &dev]);
             }
         }
     }

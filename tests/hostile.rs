@@ -752,3 +752,99 @@ fn flood_across_workers_to_a_busy_worker_keeps_memory_bounded() {
     assert!(grew < 24 * 1024, "RSS grew by {grew} KiB");
     bystander_still_works(&b);
 }
+
+#[test]
+fn qos0_messages_larger_than_half_the_send_queue_limit_are_dropped_not_fatal() {
+    // 40 KiB messages with a 64 KiB socket limit, to a subscriber that never reads: once
+    // the kernel buffers are full, QoS 0 is dropped (the policy), the subscriber stays.
+    const N: usize = 600;
+    const SIZE: usize = 40 * 1024;
+    let b = TestBroker::start_with(1, |c| c.send_queue_limit = 64 * 1024);
+    let (mut slow, _) = connect(
+        b.addr,
+        connect_packet(ProtocolVersion::V311, "big-slow", 0, true),
+    );
+    subscribe(&mut slow, 1, "big/#", QoS::AtMostOnce);
+    flood(b.addr, "big-flooder", "big/t", N, SIZE);
+    let drops = b.metric("slow_consumer_drops");
+    slow.send(&Packet::PingReq);
+    let mut received = 0u64;
+    loop {
+        match slow.recv(Duration::from_secs(10)) {
+            Some(Packet::Publish(_)) => received += 1,
+            Some(Packet::PingResp) => break,
+            other => panic!("slow consumer: unexpected {other:?} (disconnected?)"),
+        }
+    }
+    assert!(drops > 0);
+    assert_eq!(received + drops, N as u64);
+}
+
+#[test]
+fn a_qos0_message_larger_than_the_send_queue_limit_reaches_an_idle_subscriber() {
+    // The socket queue is empty: nothing is congested, so the message is delivered (QoS 0
+    // is dropped on congestion, not for its size; max_packet_size bounds the size).
+    let b = TestBroker::start_with(1, |c| c.send_queue_limit = 16 * 1024);
+    let (mut sub, _) = connect(
+        b.addr,
+        connect_packet(ProtocolVersion::V311, "idle-sub", 30, true),
+    );
+    subscribe(&mut sub, 1, "large/t", QoS::AtMostOnce);
+    let (mut p, _) = connect(
+        b.addr,
+        connect_packet(ProtocolVersion::V311, "large-pub", 30, true),
+    );
+    let big = "L".repeat(100 * 1024);
+    for _ in 0..3 {
+        p.send(&publish("large/t", &big, QoS::AtMostOnce, 0));
+        let got = recv_publish(&mut sub, T).expect("delivered");
+        assert_eq!(got.payload.len(), big.len());
+    }
+    sub.send(&Packet::PingReq);
+    assert_eq!(sub.recv(T), Some(Packet::PingResp), "still connected");
+}
+
+#[test]
+fn publisher_that_never_reads_its_acks_is_disconnected() {
+    // PUBACKs cannot be dropped: a QoS 1 publisher that never reads them fills its socket
+    // queue and is disconnected (counted), the broker and others carry on.
+    let b = TestBroker::start_with(1, |c| c.send_queue_limit = 16 * 1024);
+    // A small receive buffer so the kernel holds few PUBACKs (set before connect).
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&b.addr.into()).unwrap();
+    let mut p = Raw::from_stream(sock.into(), ProtocolVersion::V311);
+    p.send(&Packet::Connect(Box::new(connect_packet(
+        ProtocolVersion::V311,
+        "deaf-pub",
+        0,
+        true,
+    ))));
+    let mut bytes = bytes::BytesMut::new();
+    for i in 0..1000u16 {
+        encode_packet(
+            &publish("deaf/t", "x", QoS::AtLeastOnce, i + 1),
+            ProtocolVersion::V311,
+            &mut bytes,
+        );
+    }
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while b.metric("slow_consumer_disconnects") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "not disconnected after {sent} QoS 1 publishes"
+        );
+        if p.send_bytes(&bytes).is_err() {
+            break;
+        }
+        sent += 1000;
+    }
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        b.metric("slow_consumer_disconnects") == 1
+    });
+    assert!(gone, "counted as a slow-consumer disconnect");
+    eprintln!("deaf QoS 1 publisher disconnected; it had written {sent} publishes by then");
+    bystander_still_works(&b);
+}

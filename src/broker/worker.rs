@@ -250,12 +250,13 @@ impl Worker {
         if matches!(packet, Packet::Publish(_)) {
             add(&self.metrics.publish_out, 1);
         }
-        // A QoS 1/2 PUBLISH is already in flight in the session when we get here, and the
-        // state machine sends at most a window of them at once (a drain after PUBACK or on
-        // writable): refusing one would close a client that merely has a backlog. Their bytes
-        // are bounded by max_inflight x max packet size, so they may pass the socket limit;
-        // QoS 0 is held back earlier (deliver_to's soft limit) and acks stay strictly bounded.
-        if matches!(packet, Packet::Publish(p) if p.qos != protocol::QoS::AtMostOnce) {
+        // A PUBLISH was admitted already: QoS 0 by deliver_to's soft limit (checked before
+        // every message, so at most one message passes it), QoS 1/2 by the in-flight window
+        // (a drain after PUBACK, on writable or on resume sends up to a window at once), and
+        // queued ones by the session queue bounds. Refusing it here would close a client
+        // that merely had a backlog or got one message larger than the limit, so it may pass
+        // the socket limit by those bounds. Other packets (acks) stay strictly limited.
+        if matches!(packet, Packet::Publish(_)) {
             io.send_past_limit(client.id, &self.encode_buf)
         } else {
             io.send(client.id, &self.encode_buf)
@@ -272,7 +273,7 @@ impl Worker {
             match action {
                 Action::Send(packet) => {
                     if !self.send_packet(io, idx, &packet) {
-                        add(&self.metrics.slow_consumer_drops, 1);
+                        add(&self.metrics.slow_consumer_disconnects, 1);
                         tracing::warn!(peer = ?self.clients[idx].peer, "send queue over its limit: closing slow consumer");
                         self.clients[idx]
                             .conn

@@ -91,6 +91,15 @@ impl Raw {
         }
     }
 
+    /// Wrap a stream connected by other means (e.g. with socket options set first).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Raw {
+        Raw {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();
         encode_packet(p, self.version, &mut out);

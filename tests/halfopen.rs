@@ -32,6 +32,8 @@ use ringmq::protocol::*;
 use support::*;
 
 const NOISE: Duration = Duration::from_millis(500);
+/// Hard bound on a client process's life (every test here takes well under 30 s).
+const CLIENT_LIFETIME: Duration = Duration::from_secs(120);
 const T: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------
@@ -236,7 +238,10 @@ struct ClientSpec<'a> {
 /// A client running in another process; it obeys line commands on stdin and reports on
 /// stdout (lines starting with "@@").
 struct ClientProc {
+    /// The `timeout` wrapper.
     child: Child,
+    /// The client process itself (the target of SIGSTOP/SIGCONT).
+    pid: u32,
     stdin: ChildStdin,
     lines: Receiver<(Instant, String)>,
 }
@@ -244,30 +249,30 @@ struct ClientProc {
 impl ClientProc {
     fn spawn(ns: Option<&Net>, spec: &ClientSpec<'_>) -> ClientProc {
         let exe = std::env::current_exe().expect("test binary path");
-        let mut cmd = match ns {
-            Some(net) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", &net.ns]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        cmd.args([
-            "child_client",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("HO_ADDR", spec.addr.to_string())
-        .env("HO_ID", spec.id)
-        .env("HO_V5", if spec.v5 { "1" } else { "0" })
-        .env("HO_KA", spec.keep_alive.to_string())
-        .env("HO_WILL", spec.will_topic.unwrap_or(""))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        // `timeout` bounds the client's life even if this process dies without running its
+        // Drop guards (a client blocked in `watch`, or stopped, would otherwise stay).
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-s", "KILL", &CLIENT_LIFETIME.as_secs().to_string()]);
+        if let Some(net) = ns {
+            cmd.args(["ip", "netns", "exec", &net.ns]);
+        }
+        cmd.arg(&exe)
+            .args([
+                "child_client",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("HO_ADDR", spec.addr.to_string())
+            .env("HO_ID", spec.id)
+            .env("HO_V5", if spec.v5 { "1" } else { "0" })
+            .env("HO_KA", spec.keep_alive.to_string())
+            .env("HO_WILL", spec.will_topic.unwrap_or(""))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("spawn client process");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -290,8 +295,14 @@ impl ClientProc {
             child,
             stdin,
             lines,
+            pid: 0,
         };
-        p.expect("tcp", Duration::from_secs(10));
+        let (_, tcp) = p.expect("tcp", Duration::from_secs(10));
+        p.pid = tcp
+            .rsplit(' ')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("client pid");
         p
     }
 
@@ -352,7 +363,7 @@ impl ClientProc {
     fn signal(&self, sig: &str) {
         // The shell's builtin kill: no procps needed.
         let ok = Command::new("sh")
-            .args(["-c", &format!("kill {sig} {}", self.child.id())])
+            .args(["-c", &format!("kill {sig} {}", self.pid)])
             .status()
             .expect("run kill")
             .success();
@@ -362,7 +373,12 @@ impl ClientProc {
 
 impl Drop for ClientProc {
     fn drop(&mut self) {
-        // SIGKILL also ends a stopped process.
+        // SIGKILL also ends a stopped process. The client first, then `timeout`.
+        if self.pid != 0 {
+            let _ = Command::new("sh")
+                .args(["-c", &format!("kill -KILL {} 2>/dev/null", self.pid)])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -388,7 +404,11 @@ fn child_client() {
         let _ = writeln!(out, "@@{s}");
         let _ = out.flush();
     };
-    say(format!("tcp {}", c.stream.local_addr().unwrap()));
+    say(format!(
+        "tcp {} pid {}",
+        c.stream.local_addr().unwrap(),
+        std::process::id()
+    ));
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { return };

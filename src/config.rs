@@ -57,8 +57,15 @@ pub struct Config {
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
     pub queue_qos0_offline: bool,
-    /// Bytes of encoded packets queued on one socket before QoS 0 is dropped / QoS 1+ waits.
+    /// Bytes of encoded packets queued on one socket. From half of it, QoS 0 deliveries are
+    /// dropped (`slow_consumer_drops`) and QoS 1/2 wait in the session queue. A PUBLISH
+    /// already admitted may take the queue past it (by at most one message, or an in-flight
+    /// window); an ack that does not fit closes the connection (`slow_consumer_disconnects`).
     pub send_queue_limit: usize,
+    /// Payload bytes of messages waiting in one worker's mailbox (handed over by other
+    /// workers) above which further QoS 0 messages are not handed to it (dropped, counted in
+    /// `mailbox_drops`): a worker that falls behind a flood must not buffer it without bound.
+    pub worker_mailbox_limit: usize,
     /// Cap on the Session Expiry Interval a client may request (seconds).
     pub max_session_expiry: u32,
     /// Lifetime of a 3.1.1 Clean Session = 0 session after disconnect (0xFFFFFFFF = never).
@@ -117,6 +124,7 @@ impl Default for Config {
             max_queued_bytes: 8 << 20,
             queue_qos0_offline: false,
             send_queue_limit: 1 << 20,
+            worker_mailbox_limit: 16 << 20,
             max_session_expiry: u32::MAX,
             v311_session_expiry: u32::MAX,
             max_sessions_per_worker: 1_000_000,

@@ -41,7 +41,9 @@ counters! {
     wills_published: "counter", "Will messages published";
     recv_enobufs: "counter", "Multishot recv ended because the provided-buffer ring was empty";
     slow_consumer_drops: "counter", "QoS 0 messages dropped because the socket queue was full";
+    slow_consumer_disconnects: "counter", "Connections closed because a packet that cannot be dropped (an ack) found the socket queue full";
     queue_drops: "counter", "Messages dropped because a session queue was full";
+    mailbox_drops: "counter", "QoS 0 messages not handed to a worker whose mailbox was over its limit";
     sessions_expired: "counter", "Offline sessions removed at expiry";
 }
 

@@ -351,7 +351,11 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             break;
         }
         if now >= deadline {
-            let all_in = Shared::get(&sh.recv_stamped) >= Shared::get(&sh.sent) * p.fan;
+            let sent = Shared::get(&sh.sent);
+            // Every receipt, and at QoS 1/2 every publisher ack too (the last PUBACK can
+            // arrive after the subscriber got the message).
+            let all_in = Shared::get(&sh.recv_stamped) >= sent * p.fan
+                && (o.qos == 0 || Shared::get(&sh.acked) >= sent);
             if !needs_drain || all_in || now >= deadline + drain_ns {
                 break;
             }

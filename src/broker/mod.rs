@@ -39,6 +39,8 @@ pub struct Shared {
     pub limits: Arc<ProtocolLimits>,
     pub owners: OwnershipTable,
     pub mailboxes: Vec<SegQueue<WorkerMsg>>,
+    /// Payload bytes of the messages waiting in each mailbox (see `worker_mailbox_limit`).
+    pub mailbox_bytes: Vec<AtomicUsize>,
     pub remotes: OnceLock<Vec<Remote>>,
     /// Subscriptions held by each worker (so a publisher skips workers with none).
     pub sub_counts: Vec<AtomicUsize>,
@@ -212,6 +214,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         limits: Arc::new(limits_from(&cfg)),
         owners: OwnershipTable::new(),
         mailboxes: (0..n).map(|_| SegQueue::new()).collect(),
+        mailbox_bytes: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         remotes: OnceLock::new(),
         sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         retained: Mutex::new(RetainedStore::new()),

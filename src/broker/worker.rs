@@ -43,6 +43,16 @@ pub enum WorkerMsg {
     Handoff(super::takeover::Handoff),
 }
 
+impl WorkerMsg {
+    /// Bytes counted against `worker_mailbox_limit` (topic + payload of a message).
+    fn payload_bytes(&self) -> usize {
+        match self {
+            WorkerMsg::Publish(m) | WorkerMsg::Deliver { msg: m, .. } => m.queued_size(),
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TimerKey {
     Conn(ConnId),
@@ -193,9 +203,29 @@ impl Worker {
     }
 
     /// Queue a message for another worker; the wake is sent once per callback batch.
+    /// A QoS 0 message is dropped (counted in `mailbox_drops`) instead when the target's
+    /// mailbox already holds `worker_mailbox_limit` payload bytes: a worker that falls behind
+    /// a flood must not buffer it without bound (QoS 0 may be dropped on congestion anywhere
+    /// on its way, as at the socket).
     pub(super) fn post(&mut self, worker: u16, msg: WorkerMsg) {
-        self.shared.mailboxes[worker as usize].push(msg);
-        self.to_wake[worker as usize] = true;
+        let w = worker as usize;
+        let bytes = msg.payload_bytes();
+        if bytes > 0 {
+            let waiting = self.shared.mailbox_bytes[w].load(Ordering::Relaxed);
+            let qos0 = match &msg {
+                WorkerMsg::Publish(m) | WorkerMsg::Deliver { msg: m, .. } => {
+                    m.qos == protocol::QoS::AtMostOnce
+                }
+                _ => false,
+            };
+            if qos0 && waiting + bytes > self.shared.cfg.worker_mailbox_limit {
+                add(&self.metrics.mailbox_drops, 1);
+                return;
+            }
+            self.shared.mailbox_bytes[w].fetch_add(bytes, Ordering::Relaxed);
+        }
+        self.shared.mailboxes[w].push(msg);
+        self.to_wake[w] = true;
     }
 
     fn flush_wakes(&mut self, io: &mut Io<'_>) {
@@ -224,7 +254,17 @@ impl Worker {
         if matches!(packet, Packet::Publish(_)) {
             add(&self.metrics.publish_out, 1);
         }
-        io.send(client.id, &self.encode_buf)
+        // A PUBLISH was admitted already: QoS 0 by deliver_to's soft limit (checked before
+        // every message, so at most one message passes it), QoS 1/2 by the in-flight window
+        // (a drain after PUBACK, on writable or on resume sends up to a window at once), and
+        // queued ones by the session queue bounds. Refusing it here would close a client
+        // that merely had a backlog or got one message larger than the limit, so it may pass
+        // the socket limit by those bounds. Other packets (acks) stay strictly limited.
+        if matches!(packet, Packet::Publish(_)) {
+            io.send_past_limit(client.id, &self.encode_buf)
+        } else {
+            io.send(client.id, &self.encode_buf)
+        }
     }
 
     /// Carry out the actions a connection's state machine returned.
@@ -237,7 +277,7 @@ impl Worker {
             match action {
                 Action::Send(packet) => {
                     if !self.send_packet(io, idx, &packet) {
-                        add(&self.metrics.slow_consumer_drops, 1);
+                        add(&self.metrics.slow_consumer_disconnects, 1);
                         tracing::warn!(peer = ?self.clients[idx].peer, "send queue over its limit: closing slow consumer");
                         self.clients[idx]
                             .conn
@@ -383,6 +423,10 @@ impl Worker {
             let Some(msg) = self.shared.mailboxes[self.id as usize].pop() else {
                 break;
             };
+            let bytes = msg.payload_bytes();
+            if bytes > 0 {
+                self.shared.mailbox_bytes[self.id as usize].fetch_sub(bytes, Ordering::Relaxed);
+            }
             match msg {
                 WorkerMsg::Publish(m) => self.route_local(io, &m, now),
                 WorkerMsg::Deliver {

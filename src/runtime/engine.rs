@@ -1335,6 +1335,17 @@ mod imp {
         /// (closed, closing, stale id) or the queue would exceed `send_queue_limit`; in the
         /// latter case `on_writable` follows once the queue has drained.
         pub fn send(&mut self, c: ConnId, d: &[u8]) -> bool {
+            self.send_inner(c, d, true)
+        }
+
+        /// Like [`Io::send`] but queues past `send_queue_limit` too: for bytes whose amount is
+        /// bounded elsewhere and that must not be refused (a PUBLISH the broker admitted: see
+        /// `Worker::send_packet`). False only if not open.
+        pub fn send_past_limit(&mut self, c: ConnId, d: &[u8]) -> bool {
+            self.send_inner(c, d, false)
+        }
+
+        fn send_inner(&mut self, c: ConnId, d: &[u8], enforce_limit: bool) -> bool {
             let inner = &mut *self.inner;
             let Some(s) = inner.open_slot(c) else {
                 return false;
@@ -1342,7 +1353,7 @@ mod imp {
             let limit = inner.cfg.send_queue_limit;
             let conn = &mut inner.conns[s];
             let queued = conn.send.as_ref().map_or(0, |st| st.queued());
-            if queued + d.len() > limit {
+            if enforce_limit && queued + d.len() > limit {
                 conn.flags |= F_REFUSED;
                 inner.stats.send_queue_full += 1;
                 return false;

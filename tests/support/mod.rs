@@ -91,6 +91,15 @@ impl Raw {
         }
     }
 
+    /// Wrap a stream connected by other means (e.g. with socket options set first).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Raw {
+        Raw {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub fn send(&mut self, p: &Packet) {
         let mut out = BytesMut::new();
         encode_packet(p, self.version, &mut out);
@@ -118,6 +127,37 @@ impl Raw {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
                 Err(_) => return None,
+            }
+        }
+    }
+
+    /// Next packet, or why none came: "eof", "timeout" or the I/O error.
+    pub fn recv_or_end(&mut self, timeout: Duration) -> Result<Packet, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some((p, n))) = decode_packet(&self.buf, Some(self.version), u32::MAX) {
+                let _ = self.buf.split_to(n);
+                return Ok(p);
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or("timeout")?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut tmp = [0u8; 65536];
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return Err("eof".into()),
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    return Err("timeout".into())
+                }
+                // A stopped and continued process sees EINTR on a read with SO_RCVTIMEO.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("error {e}")),
             }
         }
     }

@@ -86,25 +86,31 @@ impl Worker {
         let mut i = 0;
         while i < hits.len() {
             let key = hits[i].0;
+            let end = i + hits[i..].iter().take_while(|h| h.0 == key).count();
+            let group = &hits[i..end];
+            i = end;
+            // No Local: the publisher's own message skips its No Local subscriptions only; an
+            // overlapping normal subscription still delivers it, with its own QoS and identifier.
+            let own = group.iter().any(|h| h.1.no_local)
+                && msg.publisher.is_some()
+                && self
+                    .session(key)
+                    .is_some_and(|e| msg.publisher.as_ref() == Some(&e.client_id));
             let mut qos = QoS::AtMostOnce;
             let mut retain = false;
             let mut ids = Vec::new();
-            let mut all_no_local = true;
-            while i < hits.len() && hits[i].0 == key {
-                let (_, opts, id) = hits[i];
-                qos = qos.max(opts.qos);
-                retain |= opts.retain_as_published;
-                all_no_local &= opts.no_local;
-                ids.extend(id);
-                i += 1;
-            }
-            if all_no_local {
-                let own = self
-                    .session(key)
-                    .is_some_and(|e| msg.publisher.as_ref() == Some(&e.client_id));
-                if own {
+            let mut any = false;
+            for &(_, opts, id) in group {
+                if own && opts.no_local {
                     continue;
                 }
+                any = true;
+                qos = qos.max(opts.qos);
+                retain |= opts.retain_as_published;
+                ids.extend(id);
+            }
+            if !any {
+                continue;
             }
             let delivery = Delivery {
                 qos,

@@ -1222,3 +1222,203 @@ fn connack_advertises_features_and_suback_refuses_disabled_ones() {
         ]
     );
 }
+
+#[test]
+fn resumed_session_queue_is_drained_within_receive_maximum() {
+    let b = TestBroker::start(2);
+    let (mut s, _) = connect(b.worker_addrs[0], persistent(V5, "rq-s", true));
+    sub_with(&mut s, 1, &[("rq/#", opts(QoS::AtLeastOnce))], None);
+    s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)));
+    s.wait_closed(T);
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "rq-p"));
+    for k in 0..5u16 {
+        send_pub(
+            &mut p,
+            msg(
+                "rq/t",
+                k.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                k + 1,
+                false,
+            ),
+        );
+    }
+    let mut c = persistent(V5, "rq-s", false);
+    c.properties.receive_maximum = Some(2);
+    let (mut s, ack) = connect(b.worker_addrs[1], c);
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        mark(&mut p, "rq/m");
+        let mut window = Vec::new();
+        loop {
+            let x = next_publish(&mut s);
+            if &x.payload[..] == b"MARK" {
+                break;
+            }
+            window.push(x);
+        }
+        assert!(
+            !window.is_empty() && window.len() <= 2,
+            "within Receive Maximum 2: {}",
+            window.len()
+        );
+        for x in &window {
+            s.send(&Packet::PubAck(PubResp::new(x.packet_id)));
+        }
+        got.extend(window);
+    }
+    assert_eq!(payloads(&got), ["0", "1", "2", "3", "4"]);
+}
+
+#[test]
+fn resend_on_resume_respects_a_smaller_receive_maximum() {
+    let b = TestBroker::start(2);
+    let (mut s, _) = connect(b.worker_addrs[0], persistent(V5, "rr-s", true));
+    sub_with(&mut s, 1, &[("rr/#", opts(QoS::AtLeastOnce))], None);
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "rr-p"));
+    for k in 0..4u16 {
+        send_pub(
+            &mut p,
+            msg(
+                "rr/t",
+                k.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                k + 1,
+                false,
+            ),
+        );
+    }
+    for _ in 0..4 {
+        next_publish(&mut s);
+    }
+    drop(s);
+    let mut c = persistent(V5, "rr-s", false);
+    c.properties.receive_maximum = Some(2);
+    let (mut s, ack) = connect(b.worker_addrs[1], c);
+    assert!(ack.session_present);
+    mark(&mut p, "rr/m");
+    let mut first = Vec::new();
+    loop {
+        let x = next_publish(&mut s);
+        if &x.payload[..] == b"MARK" {
+            break;
+        }
+        first.push(x);
+    }
+    assert_eq!(
+        first.len(),
+        2,
+        "no more than the new Receive Maximum resent at once"
+    );
+    let mut got = first.clone();
+    for x in &first {
+        assert!(x.dup);
+        s.send(&Packet::PubAck(PubResp::new(x.packet_id)));
+    }
+    while got.len() < 4 {
+        let x = next_publish(&mut s);
+        s.send(&Packet::PubAck(PubResp::new(x.packet_id)));
+        got.push(x);
+    }
+    assert_eq!(payloads(&got), ["0", "1", "2", "3"]);
+}
+
+#[test]
+fn shared_subscription_unsubscribe_leaves_the_other_member() {
+    let b = TestBroker::start(2);
+    let mut m: Vec<Raw> = (0..2)
+        .map(|i| {
+            let (mut c, _) = connect(b.worker_addrs[i], conn(V5, &format!("shu-{i}")));
+            sub_with(
+                &mut c,
+                1,
+                &[
+                    ("$share/g/shu/#", opts(QoS::AtLeastOnce)),
+                    ("shu-m", opts(QoS::AtMostOnce)),
+                ],
+                None,
+            );
+            c
+        })
+        .collect();
+    for pid in [2, 3] {
+        m[0].send(&Packet::Unsubscribe(Unsubscribe {
+            packet_id: pid,
+            filters: vec!["$share/g/shu/#".into()],
+            user_properties: vec![],
+        }));
+        let expect = if pid == 2 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::NO_SUBSCRIPTION_EXISTED
+        };
+        assert!(matches!(next(&mut m[0]), Packet::UnsubAck(u) if u.reasons == vec![expect]));
+    }
+    let (mut p, _) = connect(b.worker_addrs[0], conn(V5, "shu-p"));
+    for k in 0..4u16 {
+        send_pub(
+            &mut p,
+            msg(
+                "shu/x",
+                k.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                k + 1,
+                false,
+            ),
+        );
+    }
+    mark(&mut p, "shu-m");
+    assert!(until_marker(&mut m[0]).is_empty(), "left the group");
+    assert_eq!(payloads(&until_marker(&mut m[1])), ["0", "1", "2", "3"]);
+}
+
+#[test]
+fn resubscribe_replaces_qos_and_identifier() {
+    let b = TestBroker::start(2);
+    let (mut s, _) = connect(b.worker_addrs[0], conn(V5, "rs-s"));
+    sub_with(&mut s, 1, &[("rs/a", opts(QoS::AtMostOnce))], Some(1));
+    sub_with(&mut s, 2, &[("rs/a", opts(QoS::ExactlyOnce))], Some(2));
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "rs-p"));
+    send_pub(&mut p, msg("rs/a", b"x", QoS::ExactlyOnce, 1, false));
+    mark(&mut p, "rs/a");
+    let got = until_marker(&mut s);
+    assert_eq!(got.len(), 1, "one subscription, replaced");
+    assert_eq!(got[0].qos, QoS::ExactlyOnce);
+    assert_eq!(got[0].properties.subscription_identifiers, vec![2]);
+}
+
+#[test]
+fn fan_out_to_many_subscribers_on_both_workers() {
+    let b = TestBroker::start(2);
+    let mut subs: Vec<Raw> = (0..40)
+        .map(|i| {
+            let v = if i % 3 == 0 { V3 } else { V5 };
+            let (mut s, _) = connect(b.worker_addrs[i % 2], conn(v, &format!("fan-{i}")));
+            subscribe(
+                &mut s,
+                1,
+                if i % 2 == 0 { "fan/+" } else { "fan/#" },
+                QoS::AtLeastOnce,
+            );
+            s
+        })
+        .collect();
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "fan-p"));
+    for k in 0..5u16 {
+        send_pub(
+            &mut p,
+            msg(
+                "fan/x",
+                k.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                k + 1,
+                false,
+            ),
+        );
+    }
+    mark(&mut p, "fan/x");
+    for s in subs.iter_mut() {
+        assert_eq!(payloads(&until_marker(s)), ["0", "1", "2", "3", "4"]);
+    }
+}

@@ -797,8 +797,24 @@ fn message_expiry_counts_down_while_queued_or_retained() {
     send_pub(&mut p, with_expiry("exp/none", None, false, 3));
     send_pub(&mut p, with_expiry("expr/short", Some(1), true, 4));
     send_pub(&mut p, with_expiry("expr/long", Some(30), true, 5));
+    // In flight, unacknowledged, when the connection goes.
+    let (mut i, _) = connect(b.worker_addrs[0], persistent(V5, "exp-i", true));
+    sub_with(&mut i, 1, &[("expi/#", opts(QoS::AtLeastOnce))], None);
+    send_pub(&mut p, with_expiry("expi/x", Some(30), false, 6));
+    let first = next_publish(&mut i);
+    assert_eq!(first.properties.message_expiry_interval, Some(30));
+    drop(i);
     // Let the 1-second messages expire (this sleep is the time passing, not an assertion).
     std::thread::sleep(Duration::from_millis(1300));
+    let (mut i, ack) = connect(b.worker_addrs[1], persistent(V5, "exp-i", false));
+    assert!(ack.session_present);
+    let again = next_publish(&mut i);
+    assert!(again.dup && again.packet_id == first.packet_id);
+    let left = again.properties.message_expiry_interval.unwrap();
+    assert!(
+        (27..=29).contains(&left),
+        "resent with the time left: {left}"
+    );
     let (mut s, ack) = connect(b.worker_addrs[1], persistent(V5, "exp-s", false));
     assert!(ack.session_present);
     mark(&mut p, "exp/m");

@@ -361,7 +361,7 @@ impl Connection {
         )));
         self.phase = Phase::Connected;
         self.writable = true;
-        self.resend_inflight(out);
+        self.resend_inflight(now, out);
         self.drain(now, out);
         for p in mem::take(&mut self.pending) {
             if self.phase != Phase::Connected {
@@ -966,7 +966,7 @@ impl Connection {
                 return;
             }
             if let Some(id) = self.resend.pop_front() {
-                self.resend_publish(id, out);
+                self.resend_publish(id, now, out);
             }
         }
         // Bounded by the queue length.
@@ -999,11 +999,7 @@ impl Connection {
         };
         if v5 {
             properties.topic_alias = None;
-            properties.message_expiry_interval = q.msg.expires_at.map(|t| {
-                let left = t.saturating_duration_since(now);
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
-            });
+            properties.message_expiry_interval = q.msg.expires_at.map(|t| expiry_left(t, now));
             properties.subscription_identifiers = q.subscription_ids.clone();
         }
         let mut p = Publish {
@@ -1055,7 +1051,14 @@ impl Connection {
             } else {
                 InflightState::Qos2(p)
             };
-            s.inflight.insert(id, super::state::Inflight { seq, state });
+            s.inflight.insert(
+                id,
+                super::state::Inflight {
+                    seq,
+                    state,
+                    expires_at: q.msg.expires_at,
+                },
+            );
         }
         out.push(Action::Send(Packet::Publish(wire)));
     }
@@ -1063,7 +1066,7 @@ impl Connection {
     /// On resume: resend unacknowledged PUBLISH (DUP = 1, full topic) and PUBREL, in order.
     /// PUBREL always goes; PUBLISH only while the number of unacknowledged messages sent on this
     /// connection stays within the client's Receive Maximum (the rest wait in `resend`).
-    fn resend_inflight(&mut self, out: &mut Vec<Action>) {
+    fn resend_inflight(&mut self, now: Instant, out: &mut Vec<Action>) {
         let window = self.window();
         self.resend.clear();
         let Some(s) = self.session.as_ref() else {
@@ -1081,7 +1084,7 @@ impl Connection {
             if released {
                 out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
             } else if outstanding < window && self.resend.is_empty() {
-                if self.resend_publish(id, out) {
+                if self.resend_publish(id, now, out) {
                     outstanding += 1;
                 }
             } else {
@@ -1093,7 +1096,8 @@ impl Connection {
     /// Resend one unacknowledged PUBLISH of the session (DUP = 1, original id); one that no
     /// longer fits the client's Maximum Packet Size is dropped (counted).
     /// Returns whether it was sent.
-    fn resend_publish(&mut self, id: u16, out: &mut Vec<Action>) -> bool {
+    /// MQTT 5: the Message Expiry Interval is the time left now.
+    fn resend_publish(&mut self, id: u16, now: Instant, out: &mut Vec<Action>) -> bool {
         let v5 = self.is_v5();
         let max = self.client_max_packet as usize;
         let Some(s) = self.session.as_mut() else {
@@ -1109,6 +1113,8 @@ impl Connection {
         p.dup = true;
         if !v5 {
             p.properties = PublishProperties::default();
+        } else if let Some(t) = e.expires_at {
+            p.properties.message_expiry_interval = Some(expiry_left(t, now));
         }
         if publish_len(&p, v5) > max {
             s.inflight.remove(&id);
@@ -1160,6 +1166,13 @@ fn valid_filter(f: &str) -> bool {
         }
     }
     true
+}
+
+/// Message Expiry Interval to send: the whole seconds left (rounded up, at least 1).
+fn expiry_left(expires_at: Instant, now: Instant) -> u32 {
+    let left = expires_at.saturating_duration_since(now);
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
 }
 
 fn varint_len(n: usize) -> usize {

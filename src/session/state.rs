@@ -120,6 +120,8 @@ pub(crate) struct Inflight {
     /// Send order, for resending in order.
     pub seq: u64,
     pub state: InflightState,
+    /// The message's expiry, to send the remaining Message Expiry Interval on a resend.
+    pub expires_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]

@@ -1438,3 +1438,61 @@ fn fan_out_to_many_subscribers_on_both_workers() {
         assert_eq!(payloads(&until_marker(s)), ["0", "1", "2", "3", "4"]);
     }
 }
+
+#[test]
+fn retained_dollar_topics_only_for_filters_naming_them() {
+    let b = TestBroker::start(2);
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "rd-p"));
+    send_pub(&mut p, msg("$app/r", b"dollar", QoS::AtLeastOnce, 1, true));
+    send_pub(&mut p, msg("app/r", b"plain", QoS::AtLeastOnce, 2, true));
+    for (i, (filter, expect)) in [
+        ("#", vec!["app/r"]),
+        ("+/r", vec!["app/r"]),
+        ("$app/#", vec!["$app/r"]),
+        ("$app/+", vec!["$app/r"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut s, _) = connect(b.worker_addrs[i % 2], conn(V5, &format!("rd-{i}")));
+        sub_with(
+            &mut s,
+            1,
+            &[
+                (filter, opts(QoS::AtMostOnce)),
+                ("rd/m", opts(QoS::AtMostOnce)),
+            ],
+            None,
+        );
+        mark(&mut p, "rd/m");
+        let got = until_marker(&mut s);
+        let mut t = topics(&got);
+        t.retain(|x| x != "rd/m");
+        assert_eq!(t, expect, "retained for {filter}");
+    }
+}
+
+#[test]
+fn inbound_packet_over_the_broker_maximum_is_refused_0x95() {
+    let b = TestBroker::start_with(2, |c| c.max_packet_size = 1024);
+    let (mut s, _) = connect(b.worker_addrs[0], conn(V5, "mx-s"));
+    sub_with(&mut s, 1, &[("mx/#", opts(QoS::AtMostOnce))], None);
+    let (mut p, ack) = connect(b.worker_addrs[1], conn(V5, "mx-p"));
+    assert_eq!(ack.properties.maximum_packet_size, Some(1024));
+    p.send(&Packet::Publish(msg(
+        "mx/a",
+        &[b'x'; 2000],
+        QoS::AtMostOnce,
+        0,
+        false,
+    )));
+    let (seen, closed) = p.wait_closed(T);
+    assert!(closed.is_some());
+    assert!(matches!(
+        seen.as_slice(),
+        [Packet::Disconnect(d)] if d.reason == ReasonCode::PACKET_TOO_LARGE
+    ));
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "mx-p2"));
+    mark(&mut p, "mx/m");
+    assert!(until_marker(&mut s).is_empty(), "not forwarded");
+}

@@ -1496,3 +1496,65 @@ fn inbound_packet_over_the_broker_maximum_is_refused_0x95() {
     mark(&mut p, "mx/m");
     assert!(until_marker(&mut s).is_empty(), "not forwarded");
 }
+
+#[test]
+fn offline_queue_byte_bound_and_qos0_policy() {
+    // 4 messages of 4 + 5 bytes (topic + payload) fit in 40 bytes; the 5th does not.
+    let b = TestBroker::start_with(2, |c| {
+        c.max_queued_bytes = 40;
+        c.queue_qos0_offline = true;
+    });
+    let (mut s, _) = connect(b.worker_addrs[0], persistent(V5, "qb-s", true));
+    sub_with(&mut s, 1, &[("qb/#", opts(QoS::AtLeastOnce))], None);
+    s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)));
+    s.wait_closed(T);
+    let before = b.metric("queue_drops");
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "qb-p"));
+    for k in 0..6u16 {
+        // QoS 0 is queued too (queue_qos0_offline = true).
+        let qos = if k % 2 == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        send_pub(
+            &mut p,
+            msg("qb/t", format!("pay-{k}").as_bytes(), qos, k + 1, false),
+        );
+    }
+    let (mut s, ack) = connect(b.worker_addrs[1], persistent(V5, "qb-s", false));
+    assert!(ack.session_present);
+    mark(&mut p, "qb/m");
+    let got = until_marker(&mut s);
+    assert_eq!(payloads(&got), ["pay-0", "pay-1", "pay-2", "pay-3"]);
+    assert_eq!(got[0].qos, QoS::AtMostOnce);
+    assert_eq!(got[1].qos, QoS::AtLeastOnce);
+    assert_eq!(b.metric("queue_drops") - before, 2);
+}
+
+#[test]
+fn shared_and_non_shared_subscriptions_each_deliver_a_copy() {
+    let b = TestBroker::start(2);
+    let (mut s, _) = connect(b.worker_addrs[0], conn(V5, "sn-s"));
+    sub_with(&mut s, 1, &[("sn/x", opts(QoS::AtMostOnce))], Some(1));
+    sub_with(
+        &mut s,
+        2,
+        &[("$share/g/sn/+", opts(QoS::AtLeastOnce))],
+        Some(2),
+    );
+    let (mut p, _) = connect(b.worker_addrs[1], conn(V5, "sn-p"));
+    send_pub(&mut p, msg("sn/x", b"x", QoS::AtLeastOnce, 1, false));
+    mark(&mut p, "sn/x");
+    let mut got = until_marker(&mut s);
+    got.sort_by_key(|g| g.properties.subscription_identifiers.clone());
+    let seen: Vec<(QoS, Vec<u32>)> = got
+        .iter()
+        .map(|g| (g.qos, g.properties.subscription_identifiers.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(QoS::AtMostOnce, vec![1]), (QoS::AtLeastOnce, vec![2])],
+        "one copy per subscription kind (MQTT 5 4.8.2)"
+    );
+}

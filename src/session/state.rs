@@ -38,6 +38,11 @@ impl Message {
         Message(Arc::new(data))
     }
 
+    /// The very same message (one routing of one PUBLISH), not just equal contents.
+    pub fn same(&self, other: &Message) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| now >= t)
     }

@@ -1635,3 +1635,86 @@ fn no_qos1_loss_while_session_moves_between_workers() {
     let missing: Vec<u16> = (0..n).filter(|k| !seen.contains(&k.to_string())).collect();
     assert!(missing.is_empty(), "{moves} moves, lost {missing:?}");
 }
+
+/// Racing CONNECTs with Clean Start 0 for one persistent session (chains of take-overs across
+/// workers, cut-overs overlapping) while messages flow: one connection survives with the
+/// session, no slot leaks, and the session still receives.
+#[test]
+fn racing_resumes_of_a_persistent_session_keep_it_whole() {
+    let b = TestBroker::start(2);
+    let (mut s, _) = connect(b.worker_addrs[0], persistent(V5, "race-p", true));
+    sub_with(&mut s, 1, &[("race/t", opts(QoS::AtLeastOnce))], None);
+    drop(s);
+    let addr = b.worker_addrs[1];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let publisher = std::thread::spawn(move || {
+        let (mut p, _) = connect(addr, conn(V5, "race-pub"));
+        // At most 500 (the session queue holds 1000, so the marker below is never dropped).
+        let mut k = 0u16;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) && k < 500 {
+            k += 1;
+            send_pub(&mut p, msg("race/t", b"x", QoS::AtLeastOnce, k, false));
+        }
+        p
+    });
+    for it in 0..60 {
+        let claimants = 2 + it % 2;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(claimants));
+        let handles: Vec<_> = (0..claimants)
+            .map(|k| {
+                let addr = b.worker_addrs[(k + it) % 2];
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let mut raw = Raw::connect_tcp(addr, V5);
+                    barrier.wait();
+                    raw.send(&Packet::Connect(Box::new(persistent(V5, "race-p", false))));
+                    raw
+                })
+            })
+            .collect();
+        let mut conns: Vec<Raw> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        // Exactly one gets CONNACK and stays; the others are closed (DISCONNECT 0x8E after a
+        // CONNACK, or closed before it).
+        let mut closed = vec![false; claimants];
+        let mut first: Vec<Option<Packet>> = vec![None; claimants];
+        let deadline = std::time::Instant::now() + T;
+        while closed.iter().filter(|c| **c).count() < claimants - 1
+            && std::time::Instant::now() < deadline
+        {
+            for (k, c) in conns.iter_mut().enumerate() {
+                if closed[k] {
+                    continue;
+                }
+                let (seen, end) = c.wait_closed(Duration::from_millis(5));
+                if first[k].is_none() {
+                    first[k] = seen.into_iter().next();
+                }
+                closed[k] = end.is_some();
+            }
+        }
+        let survivors: Vec<usize> = (0..claimants).filter(|&k| !closed[k]).collect();
+        assert_eq!(survivors.len(), 1, "iteration {it}");
+        let k = survivors[0];
+        let ack = first[k].take().or_else(|| conns[k].recv(T));
+        assert!(
+            matches!(&ack, Some(Packet::ConnAck(a)) if a.session_present),
+            "iteration {it}: survivor resumed the session: {ack:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut p = publisher.join().unwrap();
+    // The session still works: connect once more and get a fresh message.
+    let (mut s, ack) = connect(b.worker_addrs[1], persistent(V5, "race-p", false));
+    assert!(ack.session_present);
+    send_pub(&mut p, msg("race/t", b"MARK", QoS::AtLeastOnce, 1, false));
+    while &recv_publish(&mut s, T).expect("marker").payload[..] != b"MARK" {}
+    drop(s);
+    drop(p);
+    // Slots: the persistent session, nothing else once moves and connections settled.
+    let deadline = std::time::Instant::now() + T;
+    while b.metric("sessions_current") != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.metric("sessions_current"), 1, "no leaked slot");
+}

@@ -1718,3 +1718,32 @@ fn racing_resumes_of_a_persistent_session_keep_it_whole() {
     }
     assert_eq!(b.metric("sessions_current"), 1, "no leaked slot");
 }
+
+/// A malformed topic filter fails the whole SUBSCRIBE in the decoder (before any filter is
+/// granted): MQTT 5 DISCONNECT 0x8F, MQTT 3.1.1 close. SUBACK 0x8F per filter is therefore not
+/// produced for filters that arrive on the wire (the state machine's own check is a backstop).
+#[test]
+fn malformed_topic_filter_closes_with_0x8f() {
+    let b = TestBroker::start(2);
+    for (v, f) in [(V5, "a/#/b"), (V5, "$share/g"), (V5, "a/b+"), (V3, "a/#/b")] {
+        let (mut s, _) = connect(b.worker_addrs[1], conn(v, "bad-filter"));
+        s.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![
+                ("ok/x".into(), opts(QoS::AtMostOnce)),
+                (f.into(), opts(QoS::AtMostOnce)),
+            ],
+            properties: Default::default(),
+        }));
+        let (seen, closed) = s.wait_closed(T);
+        assert!(closed.is_some(), "{v:?} {f}");
+        if v.is_v5() {
+            assert!(
+                matches!(seen.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::TOPIC_FILTER_INVALID),
+                "{f}: {seen:?}"
+            );
+        } else {
+            assert!(seen.is_empty(), "{seen:?}");
+        }
+    }
+}

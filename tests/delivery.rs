@@ -1747,3 +1747,45 @@ fn malformed_topic_filter_closes_with_0x8f() {
         }
     }
 }
+
+/// The broker's own Receive Maximum (inbound flow control): a client with more unreleased QoS 2
+/// PUBLISH than advertised gets DISCONNECT 0x93; PUBREL frees a slot.
+#[test]
+fn inbound_receive_maximum_is_enforced() {
+    let b = TestBroker::start_with(2, |c| c.receive_maximum = 2);
+    let (mut p, ack) = connect(b.worker_addrs[0], conn(V5, "irm-p"));
+    assert_eq!(ack.properties.receive_maximum, Some(2));
+    for id in [1, 2] {
+        p.send(&Packet::Publish(msg(
+            "irm/t",
+            b"x",
+            QoS::ExactlyOnce,
+            id,
+            false,
+        )));
+        assert!(matches!(next(&mut p), Packet::PubRec(r) if r.packet_id == id));
+    }
+    p.send(&Packet::PubRel(PubResp::new(1)));
+    assert!(matches!(next(&mut p), Packet::PubComp(r) if r.packet_id == 1));
+    p.send(&Packet::Publish(msg(
+        "irm/t",
+        b"x",
+        QoS::ExactlyOnce,
+        3,
+        false,
+    )));
+    assert!(matches!(next(&mut p), Packet::PubRec(r) if r.packet_id == 3));
+    p.send(&Packet::Publish(msg(
+        "irm/t",
+        b"x",
+        QoS::ExactlyOnce,
+        4,
+        false,
+    )));
+    let (seen, closed) = p.wait_closed(T);
+    assert!(closed.is_some());
+    assert!(matches!(
+        seen.as_slice(),
+        [Packet::Disconnect(d)] if d.reason == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED
+    ));
+}

@@ -51,6 +51,9 @@ pub struct Config {
     /// Receive Maximum advertised to MQTT 5 clients (inbound QoS 1/2 in flight).
     pub receive_maximum: u16,
     pub topic_alias_maximum: u16,
+    /// MQTT 5: most Topic Aliases the broker assigns on PUBLISH it sends to one client (also
+    /// bounded by the client's Topic Alias Maximum). 0 = never use aliases towards clients.
+    pub outbound_topic_aliases: u16,
     /// Cap on outbound QoS 1/2 messages in flight per client.
     pub max_inflight: u16,
     /// Per-session queue limits (messages waiting for a window or for an offline client).
@@ -119,6 +122,7 @@ impl Default for Config {
             max_packet_size: 1 << 20,
             receive_maximum: 1024,
             topic_alias_maximum: 64,
+            outbound_topic_aliases: 0,
             max_inflight: 64,
             max_queued_messages: 1000,
             max_queued_bytes: 8 << 20,

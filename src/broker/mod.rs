@@ -158,6 +158,7 @@ fn limits_from(cfg: &Config) -> ProtocolLimits {
         receive_maximum: cfg.receive_maximum,
         max_packet_size: cfg.max_packet_size,
         topic_alias_maximum: cfg.topic_alias_maximum,
+        max_outbound_topic_aliases: cfg.outbound_topic_aliases,
         retain_available: cfg.retain_available,
         wildcard_available: cfg.wildcard_subscriptions,
         shared_available: cfg.shared_subscriptions,

@@ -86,33 +86,144 @@ impl Worker {
         let mut i = 0;
         while i < hits.len() {
             let key = hits[i].0;
+            let end = i + hits[i..].iter().take_while(|h| h.0 == key).count();
+            let group = &hits[i..end];
+            i = end;
+            // No Local: the publisher's own message skips its No Local subscriptions only; an
+            // overlapping normal subscription still delivers it, with its own QoS and identifier.
+            let own = group.iter().any(|h| h.1.no_local)
+                && msg.publisher.is_some()
+                && self
+                    .session(key)
+                    .is_some_and(|e| msg.publisher.as_ref() == Some(&e.client_id));
             let mut qos = QoS::AtMostOnce;
             let mut retain = false;
             let mut ids = Vec::new();
-            let mut all_no_local = true;
-            while i < hits.len() && hits[i].0 == key {
-                let (_, opts, id) = hits[i];
-                qos = qos.max(opts.qos);
-                retain |= opts.retain_as_published;
-                all_no_local &= opts.no_local;
-                ids.extend(id);
-                i += 1;
-            }
-            if all_no_local {
-                let own = self
-                    .session(key)
-                    .is_some_and(|e| msg.publisher.as_ref() == Some(&e.client_id));
-                if own {
+            let mut any = false;
+            for &(_, opts, id) in group {
+                if own && opts.no_local {
                     continue;
                 }
+                any = true;
+                qos = qos.max(opts.qos);
+                retain |= opts.retain_as_published;
+                ids.extend(id);
+            }
+            if !any {
+                continue;
             }
             let delivery = Delivery {
                 qos,
                 retain_as_published: retain,
                 subscription_ids: ids,
             };
-            self.deliver_to(io, key, msg, &delivery, now);
+            self.deliver_routed(io, key, msg, delivery, now);
         }
+    }
+
+    /// Deliver what this worker's index matched for a session, minding a cut-over
+    /// (takeover.rs): a moved session gets it forwarded; a session whose previous owner still
+    /// forwards gets it after those forwards.
+    fn deliver_routed(
+        &mut self,
+        io: &mut Io<'_>,
+        key: SessionKey,
+        msg: &Message,
+        delivery: Delivery,
+        now: Instant,
+    ) {
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        if let SessionState::Moved(m) = &entry.state {
+            let to = m.to;
+            self.post(
+                to.worker,
+                WorkerMsg::Forward {
+                    session: to.session,
+                    msg: msg.clone(),
+                    delivery,
+                    routed: true,
+                },
+            );
+            return;
+        }
+        if let Some(c) = entry.cutover.as_mut() {
+            c.held.push((msg.clone(), delivery));
+            return;
+        }
+        self.deliver_to(io, key, msg, &delivery, now);
+    }
+
+    /// A message forwarded by the previous owner of a moved session.
+    pub(super) fn on_forward(
+        &mut self,
+        io: &mut Io<'_>,
+        key: SessionKey,
+        msg: Message,
+        delivery: Delivery,
+        routed: bool,
+        now: Instant,
+    ) {
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        if routed {
+            if let Some(c) = entry.cutover.as_mut() {
+                if let Some(i) = c.held.iter().position(|(m, _)| m.same(&msg)) {
+                    // Also matched here: deliver once, in the previous owner's order.
+                    c.held.remove(i);
+                } else {
+                    c.forwarded.push(msg.clone());
+                }
+            }
+        }
+        self.deliver_to(io, key, &msg, &delivery, now);
+    }
+
+    /// The previous owner's forwards are done: deliver what this worker's index matched
+    /// meanwhile, except what came forwarded.
+    pub(super) fn on_forward_done(&mut self, io: &mut Io<'_>, key: SessionKey, now: Instant) {
+        let Some(c) = self.session_mut(key).and_then(|e| e.cutover.take()) else {
+            return;
+        };
+        self.flush_cutover(io, key, *c, now);
+    }
+
+    pub(super) fn flush_cutover(
+        &mut self,
+        io: &mut Io<'_>,
+        key: SessionKey,
+        c: super::worker::Cutover,
+        now: Instant,
+    ) {
+        for (msg, delivery) in c.held {
+            if !c.forwarded.iter().any(|m| m.same(&msg)) {
+                self.deliver_to(io, key, &msg, &delivery, now);
+            }
+        }
+    }
+
+    /// The new owner indexed a session that moved away from here: stop forwarding.
+    pub(super) fn on_unforward(&mut self, key: SessionKey) {
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        let SessionState::Moved(m) = &mut entry.state else {
+            return;
+        };
+        let filters = std::mem::take(&mut m.filters);
+        let to = m.to;
+        for f in &filters {
+            self.remove_subscription(key, f);
+        }
+        self.drop_session_entry(key);
+        self.post(
+            to.worker,
+            WorkerMsg::ForwardDone {
+                session: to.session,
+            },
+        );
     }
 
     /// Hand one message to one session of this worker, online or offline.
@@ -155,6 +266,18 @@ impl Worker {
                 let before = s.stats().dropped_queue_full;
                 s.deliver_offline(msg, delivery, now, &limits);
                 add(&metrics.queue_drops, s.stats().dropped_queue_full - before);
+            }
+            SessionState::Moved(m) => {
+                let to = m.to;
+                self.post(
+                    to.worker,
+                    WorkerMsg::Forward {
+                        session: to.session,
+                        msg: msg.clone(),
+                        delivery: delivery.clone(),
+                        routed: false,
+                    },
+                );
             }
             SessionState::Pending { .. } => {}
         }

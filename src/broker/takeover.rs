@@ -11,9 +11,9 @@
 //! 3. X looks at the target slot:
 //!    - gone (stale generation: the session ended meanwhile): answers `Handoff { session: None }`;
 //!    - `Online`: the old connection gets DISCONNECT 0x8E (MQTT 5) and is closed; its session
-//!      leaves X (subscriptions removed from X's trie); the will is decided by
-//!      `session::will::on_takeover`; X answers with the session unless the claimant asked for a
-//!      clean start;
+//!      leaves X (subscriptions removed from X's trie, or kept until the cut-over below ends);
+//!      the will is decided by `session::will::on_takeover`; X answers with the session unless
+//!      the claimant asked for a clean start;
 //!    - `Offline`: same, with no connection to close; a delayed will is cancelled when the
 //!      session continues, published when it ends;
 //!    - `Pending` (the target is itself a claimant still waiting for its own hand-off): the
@@ -30,14 +30,27 @@
 //! ClientId, and epochs make a late release by a displaced owner harmless
 //! (`OwnershipTable::release` only removes the entry of its own epoch).
 //!
-//! Known window: a PUBLISH routed while a session is in flight between workers (after X removed
-//! its subscriptions, before W installed them) does not reach that session.
+//! # Cut-over (a continuing session moves from worker X to worker W)
+//!
+//! X does not drop its index entries at step 3: the slot becomes `Moved` and every delivery X
+//! makes to it is forwarded to W (`Forward`, after the `Handoff` in X's FIFO to W). W indexes the
+//! session at step 4, marks it `cutover` and sends `Unforward` to X; X then removes its entries,
+//! drops the slot and answers `ForwardDone` (after its last `Forward`). Meanwhile W holds what its
+//! own index matches for the session; a forwarded message W also holds is delivered once, at its
+//! forwarded position; at `ForwardDone` the rest of the held messages follow. So a PUBLISH routed
+//! during the move reaches the session exactly once and in order. (Same-worker take-overs are
+//! synchronous and need none of this.)
+//!
+//! Remaining window: a take-over of W's slot while it still waits for its own hand-off (the
+//! `forward` chain above) passes the session on without a cut-over; a PUBLISH routed during that
+//! double move can miss the session. A take-over of W's session during its cut-over delivers the
+//! held messages into the session first; X's later forwards are passed on without deduplication.
 
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
-use super::worker::{Client, SessionState, TimerKey, Worker, WorkerMsg};
+use super::worker::{Client, Moved, SessionState, TimerKey, Worker, WorkerMsg};
 use crate::metrics::add;
 use crate::ownership::{Owner, SessionKey};
 use crate::protocol::ReasonCode;
@@ -65,6 +78,9 @@ pub struct Handoff {
     pub session: Option<Box<Session>>,
     /// The take-over was refused (policy): the claimant gets CONNACK "not authorized".
     pub refused: bool,
+    /// (worker, slot) of the previous owner that keeps the session indexed and forwards to the
+    /// claimant until told `Unforward` (cut-over).
+    pub from: Option<(u16, SessionKey)>,
 }
 
 impl Handoff {
@@ -73,6 +89,7 @@ impl Handoff {
             claimant,
             session: None,
             refused: false,
+            from: None,
         }
     }
 }
@@ -206,12 +223,26 @@ impl Worker {
                     claimant: t.claimant,
                     session: None,
                     refused: true,
+                    from: None,
                 },
                 now,
             );
             return;
         }
+        // Messages held for a cut-over still in progress go into the session before it leaves.
+        if let Some(c) = entry.cutover.take() {
+            self.flush_cutover(io, t.target, *c, now);
+        }
+        let Some(entry) = self.session_mut(t.target) else {
+            self.answer(io, Handoff::empty(t.claimant), now);
+            return;
+        };
         match std::mem::replace(&mut entry.state, SessionState::Pending { conn: None }) {
+            SessionState::Moved(m) => {
+                // Not the owner any more (a stale target): nothing to hand off.
+                entry.state = SessionState::Moved(m);
+                self.answer(io, Handoff::empty(t.claimant), now);
+            }
             SessionState::Pending { conn } => {
                 // Still waiting for our own hand-off: remember who comes next, and drop our
                 // connection (it never got CONNACK, so it has no will to publish).
@@ -267,23 +298,44 @@ impl Worker {
         will: Option<PendingWill>,
         now: Instant,
     ) {
-        if let Some(s) = &session {
-            self.unindex_session(t.target, s);
+        // The session carries over unless the new CONNECT asks for a clean start or the old
+        // session was to end with its connection (expiry 0).
+        let continues = session
+            .as_ref()
+            .is_some_and(|s| !t.clean_start && s.session_expiry() > 0);
+        let mut from = None;
+        match &session {
+            // Cut-over to another worker: stay indexed and forward until the claimant indexed
+            // the session (no message falls between the two indexes).
+            Some(s) if continues && t.claimant.worker != self.id => {
+                let filters = s.subscriptions().map(|(f, _)| f.clone()).collect();
+                if let Some(e) = self.session_mut(t.target) {
+                    e.state = SessionState::Moved(Box::new(Moved {
+                        to: t.claimant,
+                        filters,
+                    }));
+                    from = Some((self.id, t.target));
+                }
+            }
+            _ => {
+                if let Some(s) = &session {
+                    self.unindex_session(t.target, s);
+                }
+                self.drop_session_entry(t.target);
+            }
         }
-        self.drop_session_entry(t.target);
+        let session = session.filter(|_| continues);
         if let Some(w) = will {
             // Every take-over case publishes at once or not at all (session::will::on_takeover).
             self.publish_will(io, w.message, now);
         }
-        // The session carries over unless the new CONNECT asks for a clean start or the old
-        // session was to end with its connection (expiry 0).
-        let session = session.filter(|s| !t.clean_start && s.session_expiry() > 0);
         self.answer(
             io,
             Handoff {
                 claimant: t.claimant,
                 session: session.map(Box::new),
                 refused: false,
+                from,
             },
             now,
         );
@@ -296,15 +348,18 @@ impl Worker {
             return;
         };
         if let Some(next) = entry.forward.take() {
-            // A newer claimant took us over while we waited: pass the session on.
+            // A newer claimant took us over while we waited: pass the session on (the previous
+            // owner stops forwarding to us; this rare chain has no cut-over).
             let session = if entry.clean_start { None } else { h.session };
             self.drop_session_entry(key);
+            self.unforward(h.from);
             self.answer(
                 io,
                 Handoff {
                     claimant: next.claimant,
                     session: session.filter(|_| !next.clean_start),
                     refused: false,
+                    from: None,
                 },
                 now,
             );
@@ -320,6 +375,7 @@ impl Worker {
             .and_then(|c| self.client_index(c))
             .filter(|&i| !self.clients[i].closing);
         if h.refused {
+            self.unforward(h.from);
             self.drop_session_entry(key);
             if let Some(idx) = idx {
                 self.clients[idx].session = None;
@@ -338,9 +394,14 @@ impl Worker {
                     self.index_session(key, s);
                 }
                 let conn = self.clients[idx].id;
+                let cutover = h.from.is_some();
                 if let Some(e) = self.session_mut(key) {
                     e.state = SessionState::Online { conn };
+                    if cutover {
+                        e.cutover = Some(Box::default());
+                    }
                 }
+                self.unforward(h.from);
                 let assigned = self.clients[idx].assigned_id.clone();
                 self.clients[idx].conn.accept_connect(
                     h.session.map(|b| *b),
@@ -356,13 +417,26 @@ impl Worker {
                     Some(s) if s.session_expiry() > 0 => {
                         self.index_session(key, &s);
                         self.store_offline(key, *s, None, now);
+                        if h.from.is_some() {
+                            if let Some(e) = self.session_mut(key) {
+                                e.cutover = Some(Box::default());
+                            }
+                        }
                     }
                     _ => {
                         self.drop_session_entry(key);
                         self.release_ownership(&client_id, key, epoch);
                     }
                 }
+                self.unforward(h.from);
             }
+        }
+    }
+
+    /// Tell the previous owner of a handed-off session to stop forwarding (cut-over).
+    fn unforward(&mut self, from: Option<(u16, SessionKey)>) {
+        if let Some((worker, target)) = from {
+            self.post(worker, WorkerMsg::Unforward { target });
         }
     }
 

@@ -41,6 +41,37 @@ pub enum WorkerMsg {
     TakeOver(super::takeover::TakeOver),
     /// The answer to a TakeOver: the session (if it continues) for `claimant`.
     Handoff(super::takeover::Handoff),
+    /// A message the previous owner of a moved session matched for it (see takeover.rs,
+    /// "Cut-over"). `routed`: matched by its subscription index (it may also reach the new owner
+    /// through the new owner's own index; deduplicated), rather than picked for a shared
+    /// subscription.
+    Forward {
+        session: SessionKey,
+        msg: Message,
+        delivery: Delivery,
+        routed: bool,
+    },
+    /// The new owner indexed the moved session: the previous owner stops forwarding.
+    Unforward { target: SessionKey },
+    /// The previous owner stopped forwarding (after every `Forward` it sent).
+    ForwardDone { session: SessionKey },
+}
+
+/// A session that moved to another worker and is still indexed here until the new owner
+/// indexed it: deliveries are forwarded there.
+pub(super) struct Moved {
+    pub to: super::takeover::Claimant,
+    pub filters: Vec<ByteString>,
+}
+
+/// The new owner's side of a cut-over: messages its own index matched for the session wait
+/// until the previous owner's forwards are done, so order is kept and duplicates dropped.
+#[derive(Default)]
+pub(super) struct Cutover {
+    /// Messages forwarded by the index of the previous owner (already delivered).
+    pub forwarded: Vec<Message>,
+    /// Messages this worker's index matched meanwhile.
+    pub held: Vec<(Message, Delivery)>,
 }
 
 impl WorkerMsg {
@@ -87,6 +118,8 @@ pub(super) enum SessionState {
         conn: ConnId,
     },
     Offline(Box<crate::session::Session>),
+    /// Handed off to another worker, still indexed here (see [`Moved`]).
+    Moved(Box<Moved>),
 }
 
 /// A session slot. The session's data lives in the `Connection` while online.
@@ -106,6 +139,8 @@ pub(super) struct SessionEntry {
     /// When an offline session expires (None: never).
     pub expires_at: Option<Instant>,
     pub username: Option<ByteString>,
+    /// Set while the previous owner of this (just moved) session still forwards to it.
+    pub cutover: Option<Box<Cutover>>,
 }
 
 pub struct Worker {
@@ -190,6 +225,7 @@ impl Worker {
             delayed_will: None,
             expires_at: None,
             username: None,
+            cutover: None,
         }) as u32;
         add(&self.metrics.sessions_current, 1);
         SessionKey { index, generation }
@@ -436,6 +472,14 @@ impl Worker {
                 } => self.deliver_to(io, session, &msg, &delivery, now),
                 WorkerMsg::TakeOver(t) => self.on_takeover(io, t, now),
                 WorkerMsg::Handoff(h) => self.on_handoff(io, h, now),
+                WorkerMsg::Forward {
+                    session,
+                    msg,
+                    delivery,
+                    routed,
+                } => self.on_forward(io, session, msg, delivery, routed, now),
+                WorkerMsg::Unforward { target } => self.on_unforward(target),
+                WorkerMsg::ForwardDone { session } => self.on_forward_done(io, session, now),
             }
         }
     }

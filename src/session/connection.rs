@@ -1,5 +1,6 @@
 //! The sans-IO per-connection protocol state machine. It takes decoded packets and `now`, and
 //! returns [`Action`]s; it never touches a socket or a clock.
+use std::collections::VecDeque;
 use std::mem;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,6 +130,10 @@ pub struct Connection {
     client_topic_alias_max: u16,
     alias_in: Vec<Option<ByteString>>,
     alias_out: HashMap<ByteString, u16>,
+    /// On resume, unacknowledged PUBLISH packets beyond the client's Receive Maximum wait here
+    /// (packet ids, oldest first) and are resent (DUP = 1, same id) as acknowledgements free
+    /// the window.
+    resend: VecDeque<u16>,
     writable: bool,
 }
 
@@ -150,6 +155,7 @@ impl Connection {
             client_topic_alias_max: 0,
             alias_in: Vec::new(),
             alias_out: HashMap::new(),
+            resend: VecDeque::new(),
             writable: true,
         }
     }
@@ -273,7 +279,8 @@ impl Connection {
     /// Accept the pending CONNECT. `session`: the existing session to resume (ignored when the
     /// CONNECT had Clean Start = 1). `assigned_client_id`: required when the CONNECT's client id
     /// was empty (otherwise CONNACK 0x85), ignored otherwise; see [`generate_client_id`].
-    /// Sends CONNACK, resends inflight PUBLISH (DUP = 1) and PUBREL in order, drains the queue,
+    /// Sends CONNACK, resends inflight PUBLISH (DUP = 1, within the client's new Receive
+    /// Maximum; the rest as acknowledgements come) and PUBREL in order, drains the queue,
     /// then processes packets the client pipelined after CONNECT. No-op unless a CONNECT awaits.
     pub fn accept_connect(
         &mut self,
@@ -354,7 +361,7 @@ impl Connection {
         )));
         self.phase = Phase::Connected;
         self.writable = true;
-        self.resend_inflight(out);
+        self.resend_inflight(now, out);
         self.drain(now, out);
         for p in mem::take(&mut self.pending) {
             if self.phase != Phase::Connected {
@@ -707,6 +714,7 @@ impl Connection {
         if let Some(e) = s.inflight.get(&r.packet_id) {
             if matches!(e.state, InflightState::Qos1(_)) {
                 s.inflight.remove(&r.packet_id);
+                self.resend.retain(|&id| id != r.packet_id);
                 self.drain(now, out);
             }
         }
@@ -718,6 +726,9 @@ impl Connection {
             return;
         };
         let id = r.packet_id;
+        if !self.resend.is_empty() {
+            self.resend.retain(|&x| x != id);
+        }
         match s.inflight.get_mut(&id).map(|e| &mut e.state) {
             Some(state @ InflightState::Qos2(_)) => {
                 if r.reason.is_error() {
@@ -945,6 +956,19 @@ impl Connection {
 
     /// Send queued messages while writable and (for QoS 1/2) the window allows.
     fn drain(&mut self, now: Instant, out: &mut Vec<Action>) {
+        // Unacknowledged messages of a resumed session waiting for the window go first.
+        while self.writable && self.phase == Phase::Connected && !self.resend.is_empty() {
+            let window = self.window();
+            let Some(s) = self.session.as_ref() else {
+                return;
+            };
+            if s.inflight.len().saturating_sub(self.resend.len()) >= window {
+                return;
+            }
+            if let Some(id) = self.resend.pop_front() {
+                self.resend_publish(id, now, out);
+            }
+        }
         // Bounded by the queue length.
         while self.writable && self.phase == Phase::Connected {
             let window_open = self.window_open();
@@ -975,11 +999,7 @@ impl Connection {
         };
         if v5 {
             properties.topic_alias = None;
-            properties.message_expiry_interval = q.msg.expires_at.map(|t| {
-                let left = t.saturating_duration_since(now);
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
-            });
+            properties.message_expiry_interval = q.msg.expires_at.map(|t| expiry_left(t, now));
             properties.subscription_identifiers = q.subscription_ids.clone();
         }
         let mut p = Publish {
@@ -1031,43 +1051,78 @@ impl Connection {
             } else {
                 InflightState::Qos2(p)
             };
-            s.inflight.insert(id, super::state::Inflight { seq, state });
+            s.inflight.insert(
+                id,
+                super::state::Inflight {
+                    seq,
+                    state,
+                    expires_at: q.msg.expires_at,
+                },
+            );
         }
         out.push(Action::Send(Packet::Publish(wire)));
     }
 
     /// On resume: resend unacknowledged PUBLISH (DUP = 1, full topic) and PUBREL, in order.
-    fn resend_inflight(&mut self, out: &mut Vec<Action>) {
+    /// PUBREL always goes; PUBLISH only while the number of unacknowledged messages sent on this
+    /// connection stays within the client's Receive Maximum (the rest wait in `resend`).
+    fn resend_inflight(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let window = self.window();
+        self.resend.clear();
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let mut ids: Vec<(u64, u16, bool)> = s
+            .inflight
+            .iter()
+            .map(|(id, e)| (e.seq, *id, matches!(e.state, InflightState::Released)))
+            .collect();
+        ids.sort_unstable();
+        // Messages waiting for PUBCOMP are unacknowledged too: they use the window first.
+        let mut outstanding = ids.iter().filter(|x| x.2).count();
+        for (_, id, released) in ids {
+            if released {
+                out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
+            } else if outstanding < window && self.resend.is_empty() {
+                if self.resend_publish(id, now, out) {
+                    outstanding += 1;
+                }
+            } else {
+                self.resend.push_back(id);
+            }
+        }
+    }
+
+    /// Resend one unacknowledged PUBLISH of the session (DUP = 1, original id); one that no
+    /// longer fits the client's Maximum Packet Size is dropped (counted).
+    /// Returns whether it was sent.
+    /// MQTT 5: the Message Expiry Interval is the time left now.
+    fn resend_publish(&mut self, id: u16, now: Instant, out: &mut Vec<Action>) -> bool {
         let v5 = self.is_v5();
         let max = self.client_max_packet as usize;
         let Some(s) = self.session.as_mut() else {
-            return;
+            return false;
         };
-        let mut ids: Vec<(u64, u16)> = s.inflight.iter().map(|(id, e)| (e.seq, *id)).collect();
-        ids.sort_unstable();
-        for (_, id) in ids {
-            let Some(e) = s.inflight.get(&id) else {
-                continue;
-            };
-            match &e.state {
-                InflightState::Qos1(p) | InflightState::Qos2(p) => {
-                    let mut p = p.clone();
-                    p.dup = true;
-                    if !v5 {
-                        p.properties = PublishProperties::default();
-                    }
-                    if publish_len(&p, v5) > max {
-                        s.inflight.remove(&id);
-                        s.stats.dropped_too_large += 1;
-                        continue;
-                    }
-                    out.push(Action::Send(Packet::Publish(p)));
-                }
-                InflightState::Released => {
-                    out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
-                }
-            }
+        let Some(e) = s.inflight.get(&id) else {
+            return false;
+        };
+        let (InflightState::Qos1(p) | InflightState::Qos2(p)) = &e.state else {
+            return false;
+        };
+        let mut p = p.clone();
+        p.dup = true;
+        if !v5 {
+            p.properties = PublishProperties::default();
+        } else if let Some(t) = e.expires_at {
+            p.properties.message_expiry_interval = Some(expiry_left(t, now));
         }
+        if publish_len(&p, v5) > max {
+            s.inflight.remove(&id);
+            s.stats.dropped_too_large += 1;
+            return false;
+        }
+        out.push(Action::Send(Packet::Publish(p)));
+        true
     }
 }
 
@@ -1111,6 +1166,13 @@ fn valid_filter(f: &str) -> bool {
         }
     }
     true
+}
+
+/// Message Expiry Interval to send: the whole seconds left (rounded up, at least 1).
+fn expiry_left(expires_at: Instant, now: Instant) -> u32 {
+    let left = expires_at.saturating_duration_since(now);
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
 }
 
 fn varint_len(n: usize) -> usize {

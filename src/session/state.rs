@@ -38,6 +38,11 @@ impl Message {
         Message(Arc::new(data))
     }
 
+    /// The very same message (one routing of one PUBLISH), not just equal contents.
+    pub fn same(&self, other: &Message) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|t| now >= t)
     }
@@ -120,6 +125,8 @@ pub(crate) struct Inflight {
     /// Send order, for resending in order.
     pub seq: u64,
     pub state: InflightState,
+    /// The message's expiry, to send the remaining Message Expiry Interval on a resend.
+    pub expires_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]

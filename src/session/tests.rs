@@ -1169,6 +1169,48 @@ fn resumed_session_resends_inflight_with_dup_and_pubrel_in_order_then_queue() {
 }
 
 #[test]
+fn resume_resends_only_within_the_new_receive_maximum() {
+    // In flight: a/1 (QoS 1, id 1), id 2 waiting for PUBCOMP, a/3 (QoS 2, id 3); queued a/4.
+    let mut c = connect(ProtocolVersion::V5, "c", false, 10);
+    c.properties.receive_maximum = Some(2);
+    let mut h = H::new(ProtocolLimits::default());
+    h.connect(c);
+    let out = h.accept(Some(session_with_state()), None);
+    let packets = sent(&out);
+    // Id 2 (PUBREL) and a/1 use the window of 2; a/3 waits.
+    assert_eq!(packets.len(), 3, "{packets:?}");
+    assert!(matches!(packets[1], Packet::Publish(p) if p.dup && p.packet_id == 1));
+    assert!(matches!(packets[2], Packet::PubRel(r) if r.packet_id == 2));
+    let out = h.handle(Packet::PubAck(ack(1)), 6);
+    let p = publishes_sent(&out);
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].dup && p[0].packet_id == 3 && p[0].topic == "a/3",
+        "same id, DUP"
+    );
+    let out = h.handle(Packet::PubComp(ack(2)), 7);
+    let p = publishes_sent(&out);
+    assert_eq!(p.len(), 1);
+    assert!(!p[0].dup && p[0].topic == "a/4", "then the queue");
+
+    // Receive Maximum 1: only the PUBREL; a PUBREC for a waiting id moves it on.
+    let mut c = connect(ProtocolVersion::V5, "c", false, 10);
+    c.properties.receive_maximum = Some(1);
+    let mut h = H::new(ProtocolLimits::default());
+    h.connect(c);
+    let out = h.accept(Some(session_with_state()), None);
+    assert!(publishes_sent(&out).is_empty());
+    assert!(matches!(sent(&out)[1], Packet::PubRel(r) if r.packet_id == 2));
+    let out = h.handle(Packet::PubRec(ack(3)), 6);
+    assert!(matches!(sent(&out)[..], [Packet::PubRel(r)] if r.packet_id == 3));
+    let out = h.handle(Packet::PubComp(ack(2)), 7);
+    assert!(publishes_sent(&out).is_empty(), "id 3 still unacknowledged");
+    let out = h.handle(Packet::PubComp(ack(3)), 8);
+    let p = publishes_sent(&out);
+    assert!(matches!(&p[..], [p] if p.dup && p.packet_id == 1));
+}
+
+#[test]
 fn clean_start_discards_offered_session() {
     let s = session_with_state();
     let mut h = H::new(ProtocolLimits::default());

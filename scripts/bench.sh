@@ -5,7 +5,9 @@
 #   default: pubsub --mode p2p --clients 10 --rate 20000 --qos 0 --size 64 --duration 10s
 #
 # Env: BROKER_CPU (1) GEN_CPU (0) WORKERS (1) PORT_BASE (18850) BROKERS ("ringmq mosquitto")
-#      RINGMQ_BIN LOAD_BIN MOSQUITTO_BIN CARGO_TARGET_DIR
+#      RINGMQ_BIN LOAD_BIN MOSQUITTO_BIN CARGO_TARGET_DIR RINGMQ_ARGS (extra broker flags)
+#      RT ("" ; "chrt -f 50" runs broker and generator under SCHED_FIFO, as root, so that other
+#      load on a shared machine does not preempt them; both brokers get the same treatment)
 # The broker runs on core BROKER_CPU, the generator on core GEN_CPU (taskset). Broker CPU
 # seconds come from /proc/PID/stat (utime+stime) read before and after the run.
 set -uo pipefail
@@ -17,6 +19,8 @@ GEN_CPU=${GEN_CPU:-0}
 WORKERS=${WORKERS:-1}
 PORT_BASE=${PORT_BASE:-18850}
 BROKERS=${BROKERS:-"ringmq mosquitto"}
+RT=${RT:-}
+read -r -a RINGMQ_EXTRA <<<"${RINGMQ_ARGS:-}"
 TICK=$(getconf CLK_TCK)
 OUT=$(mktemp -d /tmp/ringmq-bench.XXXXXX)
 if [[ $# -gt 0 ]]; then ARGS=("$@"); else
@@ -51,12 +55,12 @@ start_broker() { # name port -> echoes pid, or nothing
                 echo "building ringmq (release)..." >&2
                 cargo build --release --bin ringmq >&2 || return 1
             fi
-            taskset -c "$BROKER_CPU" "$RINGMQ_BIN" --listen "127.0.0.1:$port" --workers "$WORKERS" \
-                >"$OUT/ringmq.log" 2>&1 &
+            $RT taskset -c "$BROKER_CPU" "$RINGMQ_BIN" --listen "127.0.0.1:$port" --workers "$WORKERS" \
+                "${RINGMQ_EXTRA[@]}" >"$OUT/ringmq.log" 2>&1 &
             ;;
         mosquitto)
             [[ -x $MOSQUITTO_BIN ]] || { echo "mosquitto not installed" >&2; return 1; }
-            taskset -c "$BROKER_CPU" "$MOSQUITTO_BIN" -p "$port" >"$OUT/mosquitto.log" 2>&1 &
+            $RT taskset -c "$BROKER_CPU" "$MOSQUITTO_BIN" -p "$port" >"$OUT/mosquitto.log" 2>&1 &
             ;;
     esac
     local pid=$!
@@ -74,7 +78,7 @@ for b in $BROKERS; do
     pid=$(start_broker "$b" "$port") || { echo "$b: skipped" >&2; continue; }
     echo "== $b (pid $pid, cpu $BROKER_CPU) :: ringmq-load ${ARGS[*]} (cpu $GEN_CPU)" >&2
     t0=$(cpu_ticks "$pid")
-    taskset -c "$GEN_CPU" "$LOAD_BIN" "${ARGS[@]}" --host 127.0.0.1 --port "$port" --quiet \
+    $RT taskset -c "$GEN_CPU" "$LOAD_BIN" "${ARGS[@]}" --host 127.0.0.1 --port "$port" --quiet \
         --json "$OUT/$b.json" 2>"$OUT/$b.txt"
     echo "   exit code $?" >&2
     t1=$(cpu_ticks "$pid")

@@ -15,16 +15,18 @@ GEN_CPU=${GEN_CPU:-0}
 SINK_CPU=${SINK_CPU:-1}
 CLIENTS=${CLIENTS:-10}
 PORT=${PORT:-18899}
+# RT="chrt -f 50" runs both under SCHED_FIFO (as root), shielding them from other load.
+RT=${RT:-}
 cargo build --release -q -p ringmq-load || exit 1
 LOAD=target/release/ringmq-load
 OUT=$(mktemp -d /tmp/gen-ceiling.XXXXXX)
-taskset -c "$SINK_CPU" "$LOAD" sink --listen "127.0.0.1:$PORT" --duration 600s >"$OUT/sink.log" 2>&1 &
+$RT taskset -c "$SINK_CPU" "$LOAD" sink --listen "127.0.0.1:$PORT" --duration 600s >"$OUT/sink.log" 2>&1 &
 SINK=$!
 trap 'kill $SINK 2>/dev/null' EXIT
 sleep 0.5
 printf '%-10s %12s %12s %10s %12s\n' target sent/s late% max_lag_us sustained
 for r in $RATES; do
-    taskset -c "$GEN_CPU" "$LOAD" pub --host 127.0.0.1 --port "$PORT" --clients "$CLIENTS" --threads 1 \
+    $RT taskset -c "$GEN_CPU" "$LOAD" pub --host 127.0.0.1 --port "$PORT" --clients "$CLIENTS" --threads 1 \
         --rate "$r" --qos "$QOS" --size "$SIZE" --duration 5s --quiet --json "$OUT/$r.json" 2>/dev/null
     python3 - "$OUT/$r.json" "$r" <<'PY'
 import json, sys

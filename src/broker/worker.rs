@@ -143,13 +143,17 @@ pub(super) struct SessionEntry {
     pub cutover: Option<Box<Cutover>>,
 }
 
+const NO_CLIENT: u32 = u32::MAX;
+
 pub struct Worker {
     pub(super) id: u16,
     pub(super) shared: Arc<Shared>,
     pub(super) metrics: Arc<WorkerMetrics>,
     pub(super) clients: Slab<Client>,
-    /// Engine slot -> index into `clients`.
-    pub(super) by_slot: hashbrown::HashMap<u32, usize>,
+    /// Engine slot -> index into `clients` (NO_CLIENT when free). Engine slots are dense
+    /// (freed slots are reused), so a vector indexed by slot is bounded by the peak number of
+    /// connections and costs no hashing on every completion.
+    pub(super) by_slot: Vec<u32>,
     pub(super) sessions: Slab<SessionEntry>,
     pub(super) next_generation: u32,
     pub(super) subs: SubscriptionTrie<SessionKey, Subscription>,
@@ -174,7 +178,7 @@ impl Worker {
             id,
             metrics: shared.metrics[id as usize].clone(),
             clients: Slab::with_capacity(conns),
-            by_slot: hashbrown::HashMap::with_capacity(conns),
+            by_slot: Vec::with_capacity(conns),
             sessions: Slab::with_capacity(conns),
             shared,
             next_generation: 1,
@@ -190,7 +194,11 @@ impl Worker {
     }
 
     pub(super) fn client_index(&self, id: ConnId) -> Option<usize> {
-        let idx = *self.by_slot.get(&id.slot)?;
+        let idx = *self.by_slot.get(id.slot as usize)?;
+        if idx == NO_CLIENT {
+            return None;
+        }
+        let idx = idx as usize;
         (self.clients[idx].id == id).then_some(idx)
     }
 
@@ -556,7 +564,11 @@ impl Handler for Worker {
             close_will: None,
             peer,
         });
-        self.by_slot.insert(conn.slot, idx);
+        let slot = conn.slot as usize;
+        if self.by_slot.len() <= slot {
+            self.by_slot.resize(slot + 1, NO_CLIENT);
+        }
+        self.by_slot[slot] = idx as u32;
         if self.shutting_down {
             self.close_client(io, idx, None);
             return;
@@ -581,7 +593,7 @@ impl Handler for Worker {
         };
         let now = io.now();
         sub(&self.metrics.connections_current, 1);
-        self.by_slot.remove(&conn.slot);
+        self.by_slot[conn.slot as usize] = NO_CLIENT;
         let mut client = self.clients.remove(idx);
         if let Some(e) = &error {
             tracing::debug!(peer = ?client.peer, error = %e, "connection error");

@@ -724,10 +724,11 @@ mod imp {
             };
             match r {
                 Ok(_) => Ok(()),
+                // ETIME: a batching wait's min-wait ran out with fewer completions than asked.
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ETIME)
                     ) =>
                 {
                     Ok(())

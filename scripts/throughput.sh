@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The four throughput scenarios of the README, each against ringmq and Mosquitto in the same
+# run (scripts/bench.sh: broker on one pinned core, generator on the other, broker CPU-seconds
+# from /proc). Offered loads are fixed and below both brokers' saturation, so latency is
+# comparable; "msgs / broker CPU s" is the efficiency figure.
+#
+#   RT="chrt -f 50" scripts/throughput.sh [DURATION=15s]
+# Env as scripts/bench.sh (RT, RINGMQ_ARGS, WORKERS, BROKERS ...). Output: one table each.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-15s}
+run() { # title, ringmq-load args...
+    local title=$1
+    shift
+    echo "### $title"
+    echo "ringmq-load $*"
+    scripts/bench.sh "$@" --duration "$D" --ramp 0 2>/dev/null | sed -n '/^metric/,/^raw results/p'
+    echo
+}
+run "(a) p2p QoS 0, 16 B, 1000 pairs, 20k msg/s" \
+    pubsub --mode p2p --clients 1000 --rate 20000 --qos 0 --size 16
+run "(b) fan-in: 1000 publishers -> one shared group of 10, QoS 0, 16 B, 20k msg/s" \
+    pubsub --mode fanin --clients 1000 --subs 10 --rate 20000 --qos 0 --size 16
+run "(c) fan-out: 1 publisher -> 1000 subscribers, QoS 0, 16 B, 20 msg/s (20k deliveries/s)" \
+    pubsub --mode fanout --clients 1000 --rate 20 --qos 0 --size 16
+run "(d) p2p QoS 1, 16 B, 1000 pairs, 10k msg/s" \
+    pubsub --mode p2p --clients 1000 --rate 10000 --qos 1 --size 16

@@ -285,7 +285,10 @@ fn echo_with_completion_batching() {
         assert_eq!(buf, [round; 3]);
     }
     let big = pattern(1 << 20, 3);
-    assert!(echo_roundtrip(client(addr), big.clone()) == big, "1 MiB echo differs");
+    assert!(
+        echo_roundtrip(client(addr), big.clone()) == big,
+        "1 MiB echo differs"
+    );
     drop(a);
     wait_until("two closes", || srv.ev.lock().unwrap().closes.len() == 2);
     let (stats, ev) = srv.stop();

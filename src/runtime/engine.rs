@@ -728,7 +728,10 @@ mod imp {
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ETIME)
+                        Some(libc::EINTR)
+                            | Some(libc::EBUSY)
+                            | Some(libc::EAGAIN)
+                            | Some(libc::ETIME)
                     ) =>
                 {
                     Ok(())

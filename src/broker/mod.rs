@@ -260,6 +260,8 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         tick: std::time::Duration::from_millis(50),
         batch_wait_us: shared.cfg.batch_wait_us,
         batch_want: 32,
+        // Per-address failed-login limits need the peer address.
+        peer_addrs: shared.auth.passwords.is_some() && shared.cfg.auth_fail_burst > 0,
     };
 
     let (tx, rx) = std::sync::mpsc::channel::<(usize, std::io::Result<Remote>)>();

@@ -73,7 +73,7 @@ impl Drop for Files {
 fn broker(files: &Files, acl: bool, f: impl FnOnce(&mut Config)) -> TestBroker {
     let pw = files.passwd();
     let acl_path = files.acl();
-    TestBroker::start_with(1, move |c| {
+    TestBroker::start_with(2, move |c| {
         c.password_file = Some(pw);
         if acl {
             c.acl_file = Some(acl_path);
@@ -284,17 +284,19 @@ fn failed_logins_are_limited_per_source_address() {
 
 #[test]
 fn verification_does_not_stall_the_event_loop() {
-    // One worker, one verification thread, many CONNECTs waiting for Argon2: a client that
-    // needs no verification is served while they are still queued.
+    // One worker, one verification thread, many CONNECTs waiting for Argon2 (tens of ms each):
+    // a client that needs no verification is served by the same worker while they are still
+    // queued.
     let f = Files::new("stall");
     let b = broker(&f, false, |c| {
         c.allow_anonymous = Some(true);
         c.auth_fail_burst = 0;
     });
-    let n = 24;
+    let n = 48;
+    let w0 = b.worker_addrs[0];
     let mut waiting: Vec<Raw> = (0..n)
         .map(|i| {
-            let mut r = Raw::connect_tcp(b.addr, ProtocolVersion::V5);
+            let mut r = Raw::connect_tcp(w0, ProtocolVersion::V5);
             let c = login(
                 ProtocolVersion::V5,
                 &format!("w{i}"),
@@ -305,7 +307,7 @@ fn verification_does_not_stall_the_event_loop() {
             r
         })
         .collect();
-    let (mut anon, code) = try_connect(b.addr, login(ProtocolVersion::V5, "anon", None, None));
+    let (mut anon, code) = try_connect(w0, login(ProtocolVersion::V5, "anon", None, None));
     assert_eq!(code, ReasonCode::SUCCESS);
     ping(&mut anon);
     // The last verification cannot have finished: it waits behind the other n - 1.
@@ -693,30 +695,34 @@ fn takeover_refused_across_identities() {
     let b = broker(&f, false, |c| {
         c.allow_anonymous = Some(true);
         c.refuse_takeover_by_other_user = true;
+        c.auth_fail_burst = 0;
     });
     for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
         let id = format!("owned-{v:?}");
         let mut c = login(v, &id, Some("alice"), Some("apw"));
         c.clean_start = false;
-        let (mut alice, code) = try_connect(b.addr, c);
+        let (mut alice, code) = try_connect(b.worker_addrs[0], c);
         assert_eq!(code, ReasonCode::SUCCESS);
-        // Anonymous, another user, and alice's name with a wrong password: all refused.
-        let (_, code) = try_connect(b.addr, login(v, &id, None, None));
-        assert_eq!(code, ReasonCode::NOT_AUTHORIZED, "anonymous");
-        let (_, code) = try_connect(b.addr, login(v, &id, Some("bob"), Some("bpw")));
-        assert_eq!(code, ReasonCode::NOT_AUTHORIZED, "bob");
-        let (_, code) = try_connect(b.addr, login(v, &id, Some("alice"), Some("bad")));
-        assert_eq!(
-            code,
-            ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-            "wrong password"
-        );
+        // Anonymous, another user, and alice's name with a wrong password: all refused, on
+        // the owner's worker and on the other one.
+        for w in &b.worker_addrs {
+            let (_, code) = try_connect(*w, login(v, &id, None, None));
+            assert_eq!(code, ReasonCode::NOT_AUTHORIZED, "anonymous");
+            let (_, code) = try_connect(*w, login(v, &id, Some("bob"), Some("bpw")));
+            assert_eq!(code, ReasonCode::NOT_AUTHORIZED, "bob");
+            let (_, code) = try_connect(*w, login(v, &id, Some("alice"), Some("bad")));
+            assert_eq!(
+                code,
+                ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+                "wrong password"
+            );
+        }
         // The owner is still connected.
         ping(&mut alice);
         // alice herself may take over.
         let mut c = login(v, &id, Some("alice"), Some("apw"));
         c.clean_start = false;
-        let (mut again, code) = try_connect(b.addr, c);
+        let (mut again, code) = try_connect(b.worker_addrs[1], c);
         assert_eq!(code, ReasonCode::SUCCESS);
         ping(&mut again);
         assert!(

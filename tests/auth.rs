@@ -332,14 +332,14 @@ fn verification_does_not_stall_the_event_loop() {
 // --- rumqttc --------------------------------------------------------------------------------
 
 /// Run a rumqttc event loop on a thread; incoming packets (Debug text) or the first error.
-fn rumqttc_events<E: std::fmt::Debug + Send + 'static>(
-    mut next: impl FnMut() -> Option<Result<String, E>> + Send + 'static,
+fn rumqttc_events(
+    mut next: impl FnMut() -> Option<Result<String, String>> + Send + 'static,
 ) -> mpsc::Receiver<Result<String, String>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         while let Some(ev) = next() {
             let stop = ev.is_err();
-            if tx.send(ev.map_err(|e| format!("{e:?}"))).is_err() || stop {
+            if tx.send(ev).is_err() || stop {
                 break;
             }
         }
@@ -378,7 +378,7 @@ fn rumqttc_v5(
         conn.iter().next().map(|ev| match ev {
             Ok(Event::Incoming(p)) => Ok(format!("{p:?}")),
             Ok(Event::Outgoing(_)) => Ok(String::new()),
-            Err(e) => Err(e),
+            Err(e) => Err(format!("{e:?}")),
         })
     });
     (client, rx)
@@ -401,7 +401,7 @@ fn rumqttc_v4(
         conn.iter().next().map(|ev| match ev {
             Ok(Event::Incoming(p)) => Ok(format!("{p:?}")),
             Ok(Event::Outgoing(_)) => Ok(String::new()),
-            Err(e) => Err(e),
+            Err(e) => Err(format!("{e:?}")),
         })
     });
     (client, rx)

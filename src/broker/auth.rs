@@ -119,7 +119,7 @@ impl Worker {
             // No password file: user names are taken as given.
             req.password = None;
             if req.username.is_none() && !auth.allow_anonymous {
-                return self.refuse_login(io, idx, &req, ReasonCode::NOT_AUTHORIZED, now);
+                return self.refuse_login(io, idx, ReasonCode::NOT_AUTHORIZED, now);
             }
             return self.authenticated(io, idx, req, now);
         };
@@ -127,21 +127,21 @@ impl Worker {
             if auth.limiter.lock().is_blocked(ip, now) {
                 add(&self.metrics.auth_rate_limited, 1);
                 tracing::debug!(peer = %ip, "CONNECT refused: too many failed logins from this address");
-                return self.refuse_login(io, idx, &req, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
+                return self.refuse_login(io, idx, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
             }
         }
         if req.username.is_none() {
             req.password = None;
             if !auth.allow_anonymous {
                 tracing::info!(peer = ?peer, client_id = %req.client_id, "anonymous CONNECT refused");
-                return self.refuse_login(io, idx, &req, ReasonCode::NOT_AUTHORIZED, now);
+                return self.refuse_login(io, idx, ReasonCode::NOT_AUTHORIZED, now);
             }
             return self.authenticated(io, idx, req, now);
         }
         if let Some(ip) = peer {
             if !auth.limiter.lock().try_begin(ip, now) {
                 add(&self.metrics.auth_rate_limited, 1);
-                return self.refuse_login(io, idx, &req, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
+                return self.refuse_login(io, idx, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
             }
         }
         if req.password.is_none() || passwords.is_empty() {
@@ -159,12 +159,12 @@ impl Worker {
         };
         match tx.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 if let Some(ip) = peer {
                     auth.limiter.lock().succeeded(ip, now);
                 }
                 tracing::warn!("password verification queue full: CONNECT refused (server busy)");
-                self.refuse_login(io, idx, &job.req, ReasonCode::SERVER_BUSY, now);
+                self.refuse_login(io, idx, ReasonCode::SERVER_BUSY, now);
             }
         }
     }
@@ -212,17 +212,10 @@ impl Worker {
         // Never the password.
         tracing::warn!(peer = ?peer, user = ?req.username, client_id = %req.client_id,
             "login failed: bad user name or password");
-        self.refuse_login(io, idx, &req, ReasonCode::BAD_USER_NAME_OR_PASSWORD, now);
+        self.refuse_login(io, idx, ReasonCode::BAD_USER_NAME_OR_PASSWORD, now);
     }
 
-    fn refuse_login(
-        &mut self,
-        io: &mut Io<'_>,
-        idx: usize,
-        _req: &ConnectRequest,
-        code: ReasonCode,
-        now: Instant,
-    ) {
+    fn refuse_login(&mut self, io: &mut Io<'_>, idx: usize, code: ReasonCode, now: Instant) {
         self.clients[idx]
             .conn
             .refuse_connect(code, now, &mut self.actions);
@@ -260,7 +253,7 @@ impl Worker {
                     add(&self.metrics.acl_denied, 1);
                     tracing::info!(user = ?req.username, client_id = %req.client_id, topic = %w.topic,
                         "CONNECT refused: will topic not allowed by the ACL");
-                    return self.refuse_login(io, idx, &req, ReasonCode::NOT_AUTHORIZED, now);
+                    return self.refuse_login(io, idx, ReasonCode::NOT_AUTHORIZED, now);
                 }
             }
             self.clients[idx].conn.set_acl(Some(cacl));

@@ -731,3 +731,100 @@ fn takeover_refused_across_identities() {
         );
     }
 }
+
+// --- the binary -----------------------------------------------------------------------------
+
+#[test]
+fn binary_passwd_subcommand_flags_and_no_secret_in_logs() {
+    use std::io::Write;
+    let bin = env!("CARGO_BIN_EXE_ringmq");
+    let f = Files::new("binary");
+    let pw = f.dir.join("passwd-bin");
+    let pw_s = pw.to_str().unwrap();
+    let mut child = Command::new(bin)
+        .args(["passwd", pw_s, "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"c4rol-pass\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&pw).unwrap();
+    assert!(text.starts_with("carol:$argon2id$"), "{text}");
+    assert!(!text.contains("c4rol-pass"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut broker = Command::new(bin)
+        .args(["--listen", &addr.to_string(), "--workers", "1", "--no-pin"])
+        .args(["--password-file", pw_s])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = broker.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + T;
+    while !log.iter().any(|l: &String| l.contains("listening on")) {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("broker started");
+        log.push(rx.recv_timeout(left).expect("broker log line"));
+    }
+    let (_ok, code) = try_connect(
+        addr,
+        login(
+            ProtocolVersion::V5,
+            "bin1",
+            Some("carol"),
+            Some("c4rol-pass"),
+        ),
+    );
+    assert_eq!(code, ReasonCode::SUCCESS);
+    let (_, code) = try_connect(
+        addr,
+        login(
+            ProtocolVersion::V311,
+            "bin2",
+            Some("carol"),
+            Some("hunter2-SECRET"),
+        ),
+    );
+    assert_eq!(code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let (_, code) = try_connect(addr, login(ProtocolVersion::V5, "bin3", None, None));
+    assert_eq!(code, ReasonCode::NOT_AUTHORIZED);
+    let st = Command::new("kill")
+        .args(["-TERM", &broker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(broker.wait().unwrap().success());
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    let all = log.join("\n");
+    assert!(all.contains("login failed"), "{all}");
+    assert!(all.contains("carol"), "{all}");
+    assert!(
+        !all.contains("hunter2-SECRET"),
+        "password in the log:\n{all}"
+    );
+    assert!(!all.contains("c4rol-pass"), "password in the log:\n{all}");
+}

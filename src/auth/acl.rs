@@ -205,10 +205,10 @@ impl Acl {
         }
         let unsafe_value = |v: &str| v.contains(['+', '#', '/']);
         for r in &self.patterns {
-            let mut filter = r.filter.clone();
+            let mut filter = std::borrow::Cow::Borrowed(r.filter.as_str());
             if filter.contains("%u") {
                 match user {
-                    Some(u) if !unsafe_value(u) => filter = filter.replace("%u", u),
+                    Some(u) if !unsafe_value(u) => filter = filter.replace("%u", u).into(),
                     _ => continue,
                 }
             }
@@ -216,7 +216,7 @@ impl Acl {
                 if client_id.is_empty() || unsafe_value(client_id) {
                     continue;
                 }
-                filter = filter.replace("%c", client_id);
+                filter = filter.replace("%c", client_id).into();
             }
             if f(r.perm, &filter) {
                 return;

@@ -21,7 +21,7 @@ use crate::protocol::{
 
 /// A CONNECT that passed the protocol checks; the broker resolves ownership and sessions and
 /// answers with [`Connection::accept_connect`] or [`Connection::refuse_connect`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectRequest {
     pub version: ProtocolVersion,
     /// Empty: the broker assigns one and passes it to `accept_connect` (MQTT 5, or 3.1.1 with
@@ -37,6 +37,22 @@ pub struct ConnectRequest {
     pub will: Option<Will>,
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
+}
+
+/// Debug without the password (it would end up in a log line).
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectRequest")
+            .field("version", &self.version)
+            .field("client_id", &self.client_id)
+            .field("clean_start", &self.clean_start)
+            .field("session_expiry", &self.session_expiry)
+            .field("keep_alive", &self.keep_alive)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A will to publish: now (`delay` zero) or after `delay` unless the session is resumed first.

@@ -2378,3 +2378,18 @@ fn acl_denied_subscribe_filters_get_0x87_v5_0x80_v311() {
         assert_eq!(subs, ["ok/#"]);
     }
 }
+
+#[test]
+fn connect_request_debug_hides_the_password() {
+    let mut c = connect(ProtocolVersion::V5, "c1", true, 0);
+    c.username = Some(bs("alice"));
+    c.password = Some(Bytes::from_static(b"hunter2"));
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(c);
+    let text = format!("{out:?}");
+    assert!(
+        text.contains("alice") && text.contains("<redacted>"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -4,7 +4,7 @@
 //! `ringmq` with no arguments runs a usable broker on 0.0.0.0:1883.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -95,6 +95,19 @@ pub struct Config {
     /// Completion batching (microseconds, 0 = off): a busy worker waits up to this long for
     /// several completions per wake-up. Less CPU per message, at most this much more latency.
     pub batch_wait_us: u32,
+    /// Password file (`username:argon2-PHC-hash` lines, see `ringmq passwd`). When set, a
+    /// CONNECT with a user name must carry that user's password.
+    pub password_file: Option<PathBuf>,
+    /// ACL file (see `auth::acl` and the README). When set, anything it does not grant is refused.
+    pub acl_file: Option<PathBuf>,
+    /// Accept CONNECTs without a user name. Default: true without `password_file`, false with one.
+    pub allow_anonymous: Option<bool>,
+    /// Failed logins per source IP allowed back to back (token bucket size; 0 = no limit).
+    pub auth_fail_burst: u32,
+    /// One more failed login is allowed every this many seconds (token refill period).
+    pub auth_fail_refill_secs: u64,
+    /// Threads that verify passwords (off the workers' event loops).
+    pub auth_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -144,6 +157,12 @@ impl Default for Config {
             recv_buffers: 4096,
             recv_buffer_size: 4096,
             batch_wait_us: 0,
+            password_file: None,
+            acl_file: None,
+            allow_anonymous: None,
+            auth_fail_burst: 5,
+            auth_fail_refill_secs: 12,
+            auth_threads: 1,
         }
     }
 }
@@ -174,6 +193,11 @@ impl Config {
         Duration::from_secs(self.connect_timeout_secs)
     }
 
+    /// `allow_anonymous` after applying its default.
+    pub fn allow_anonymous(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+    }
+
     /// Check values that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         if self.listen.is_empty() {
@@ -190,6 +214,14 @@ impl Config {
         }
         if !self.recv_buffers.is_power_of_two() {
             return Err("recv_buffers must be a power of two".into());
+        }
+        if !self.allow_anonymous() && self.password_file.is_none() {
+            return Err(
+                "allow_anonymous = false needs a password_file (nobody could log in)".into(),
+            );
+        }
+        if self.auth_threads == 0 {
+            return Err("auth_threads must be at least 1".into());
         }
         if self.max_connections_per_worker == 0 {
             return Err("max_connections_per_worker must be at least 1".into());
@@ -237,6 +269,22 @@ mod tests {
             listen: vec![],
             ..Config::default()
         };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn allow_anonymous_defaults_on_the_password_file() {
+        let c = Config::default();
+        assert!(c.allow_anonymous());
+        let c = Config::from_toml_str("password_file = \"/etc/ringmq/passwd\"").unwrap();
+        assert!(!c.allow_anonymous());
+        c.validate().unwrap();
+        let c = Config::from_toml_str(
+            "password_file = \"p\"\nallow_anonymous = true\nacl_file = \"a\"",
+        )
+        .unwrap();
+        assert!(c.allow_anonymous());
+        let c = Config::from_toml_str("allow_anonymous = false").unwrap();
         assert!(c.validate().is_err());
     }
 }

@@ -1,4 +1,5 @@
 //! ringmq: a thread-per-core io_uring MQTT 3.1.1 / 5.0 broker.
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod metrics;

@@ -14,6 +14,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Listen address, repeatable (IPv4 or IPv6, e.g. 0.0.0.0:1883 or [::]:1883).
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
@@ -60,6 +62,23 @@ struct Cli {
     /// several packets per wake-up (0 = off, the default).
     #[arg(long, value_name = "MICROS")]
     batch_wait_us: Option<u32>,
+    /// Password file (`ringmq passwd FILE USER` creates it): CONNECTs with a user name must
+    /// carry its password; anonymous clients are refused unless --allow-anonymous.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// ACL file (topic read/write rules per user; see README "Security").
+    #[arg(long, value_name = "FILE")]
+    acl_file: Option<PathBuf>,
+    /// Accept clients without a user name (default: only when no password file is given).
+    #[arg(long, value_name = "BOOL")]
+    allow_anonymous: Option<bool>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Add or update USERNAME in the password file FILE (created if missing, mode 0600).
+    /// The password is read from standard input (first line), never from the command line.
+    Passwd { file: PathBuf, username: String },
 }
 
 fn parse_keepalive(s: &str) -> Result<TcpKeepalive, String> {
@@ -122,8 +141,43 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     if let Some(v) = cli.batch_wait_us {
         cfg.batch_wait_us = v;
     }
+    if cli.password_file.is_some() {
+        cfg.password_file = cli.password_file;
+    }
+    if cli.acl_file.is_some() {
+        cfg.acl_file = cli.acl_file;
+    }
+    if cli.allow_anonymous.is_some() {
+        cfg.allow_anonymous = cli.allow_anonymous;
+    }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// `ringmq passwd FILE USERNAME`: the password comes from stdin.
+fn passwd(file: &std::path::Path, username: &str) -> i32 {
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("password for {username} (input is echoed; pipe it in to avoid that):");
+    }
+    let pw = match ringmq::auth::passwd::password_from_reader(stdin.lock()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ringmq passwd: {e}");
+            return 2;
+        }
+    };
+    match ringmq::auth::passwd::set_password(file, username, &pw) {
+        Ok(()) => {
+            eprintln!("ringmq passwd: {username} set in {}", file.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("ringmq passwd: {e}");
+            1
+        }
+    }
 }
 
 fn main() {
@@ -134,7 +188,11 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match build_config(Cli::parse()) {
+    let mut cli = Cli::parse();
+    if let Some(Command::Passwd { file, username }) = cli.command.take() {
+        std::process::exit(passwd(&file, &username));
+    }
+    let cfg = match build_config(cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ringmq: {e}");
@@ -189,6 +247,42 @@ mod tests {
         assert_eq!(cfg.listen, vec!["127.0.0.1:1999".parse().unwrap()]);
         assert_eq!(cfg.workers, 3);
         assert_eq!(cfg.tcp_keepalive.unwrap().count, 4);
+    }
+
+    #[test]
+    fn passwd_subcommand_and_auth_flags() {
+        let cli = Cli::parse_from(["ringmq", "passwd", "/tmp/pw", "alice"]);
+        match cli.command {
+            Some(Command::Passwd { file, username }) => {
+                assert_eq!(file, PathBuf::from("/tmp/pw"));
+                assert_eq!(username, "alice");
+            }
+            None => panic!("no subcommand"),
+        }
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--listen",
+            "127.0.0.1:1999",
+            "--workers",
+            "2",
+            "--password-file",
+            "/etc/pw",
+            "--acl-file",
+            "/etc/acl",
+        ]);
+        assert!(cli.command.is_none());
+        let cfg = build_config(cli).unwrap();
+        assert_eq!(cfg.password_file, Some(PathBuf::from("/etc/pw")));
+        assert_eq!(cfg.acl_file, Some(PathBuf::from("/etc/acl")));
+        assert!(!cfg.allow_anonymous());
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--password-file",
+            "p",
+            "--allow-anonymous",
+            "true",
+        ]);
+        assert!(build_config(cli).unwrap().allow_anonymous());
     }
 
     #[test]

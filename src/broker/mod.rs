@@ -10,6 +10,7 @@
 //! Everything else (connections, sessions, the subscription trie of the sessions a worker
 //! holds, the timing wheel) belongs to one worker and is touched by no other thread.
 
+mod auth;
 mod router;
 mod takeover;
 mod worker;
@@ -36,6 +37,10 @@ pub use worker::WorkerMsg;
 /// State every worker can reach.
 pub struct Shared {
     pub cfg: Config,
+    /// Password file, ACL and failed-login limiter.
+    pub auth: crate::auth::Auth,
+    /// Queue to the password-verification threads (None: no password file).
+    pub(crate) auth_jobs: Option<std::sync::mpsc::SyncSender<auth::VerifyJob>>,
     pub limits: Arc<ProtocolLimits>,
     pub owners: OwnershipTable,
     pub mailboxes: Vec<SegQueue<WorkerMsg>>,
@@ -210,6 +215,14 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         }
     }
 
+    let auth_state = crate::auth::Auth::from_config(&cfg)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let (auth_jobs, auth_rx) = if auth_state.passwords.is_some() {
+        let (tx, rx) = auth::verify_channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let metrics: Metrics = Arc::new((0..n).map(|_| Arc::new(WorkerMetrics::default())).collect());
     let shared = Arc::new(Shared {
         limits: Arc::new(limits_from(&cfg)),
@@ -225,8 +238,13 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         shutdown: AtomicBool::new(false),
         next_assigned_id: AtomicU64::new(1),
         started: std::time::Instant::now(),
+        auth: auth_state,
+        auth_jobs,
         cfg,
     });
+    if let Some(rx) = auth_rx {
+        auth::spawn_verifiers(shared.cfg.auth_threads, Arc::downgrade(&shared), rx)?;
+    }
 
     let metrics_addr = match shared.cfg.metrics_listen {
         Some(a) => Some(crate::metrics::serve_prometheus(a, metrics.clone())?),
@@ -242,6 +260,8 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         tick: std::time::Duration::from_millis(50),
         batch_wait_us: shared.cfg.batch_wait_us,
         batch_want: 32,
+        // Per-address failed-login limits need the peer address.
+        peer_addrs: shared.auth.passwords.is_some() && shared.cfg.auth_fail_burst > 0,
     };
 
     let (tx, rx) = std::sync::mpsc::channel::<(usize, std::io::Result<Remote>)>();

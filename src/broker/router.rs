@@ -235,6 +235,12 @@ impl Worker {
         delivery: &Delivery,
         now: Instant,
     ) {
+        // ACL read check on every delivery (routed, shared pick, forwarded, retained): a
+        // wildcard subscription must not carry topics the client may not read.
+        if !self.may_read(key, &msg.topic) {
+            add(&self.metrics.acl_denied, 1);
+            return;
+        }
         let soft_limit = self.shared.cfg.send_queue_limit / 2;
         let limits = self.shared.limits.clone();
         let metrics = self.metrics.clone();

@@ -55,6 +55,8 @@ pub enum WorkerMsg {
     Unforward { target: SessionKey },
     /// The previous owner stopped forwarding (after every `Forward` it sent).
     ForwardDone { session: SessionKey },
+    /// A password verification thread answered (see auth.rs).
+    AuthResult(Box<super::auth::AuthResult>),
 }
 
 /// A session that moved to another worker and is still indexed here until the new owner
@@ -82,6 +84,19 @@ impl WorkerMsg {
             _ => 0,
         }
     }
+}
+
+/// CONNECT refusals of the authentication layer (counted in `auth_*` metrics, not as protocol
+/// errors).
+fn is_auth_refusal(r: crate::protocol::ReasonCode) -> bool {
+    use crate::protocol::ReasonCode as R;
+    [
+        R::BAD_USER_NAME_OR_PASSWORD,
+        R::NOT_AUTHORIZED,
+        R::CONNECTION_RATE_EXCEEDED,
+        R::SERVER_BUSY,
+    ]
+    .contains(&r)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,7 +345,7 @@ impl Worker {
                         self.close_client(io, idx, will);
                     }
                 }
-                Action::Connect(req) => self.on_connect_request(io, idx, req, now),
+                Action::Connect(req) => self.on_connect_action(io, idx, req, now),
                 Action::Publish(msg) => {
                     add(&self.metrics.publish_in, 1);
                     self.route_publish(io, msg, now);
@@ -348,6 +363,7 @@ impl Worker {
                             && r != crate::protocol::ReasonCode::KEEP_ALIVE_TIMEOUT
                             && r != crate::protocol::ReasonCode::SESSION_TAKEN_OVER
                             && r != crate::protocol::ReasonCode::SERVER_SHUTTING_DOWN
+                            && !is_auth_refusal(r)
                     }) {
                         add(&self.metrics.protocol_errors, 1);
                     }
@@ -488,6 +504,7 @@ impl Worker {
                 } => self.on_forward(io, session, msg, delivery, routed, now),
                 WorkerMsg::Unforward { target } => self.on_unforward(target),
                 WorkerMsg::ForwardDone { session } => self.on_forward_done(io, session, now),
+                WorkerMsg::AuthResult(r) => self.on_auth_result(io, r, now),
             }
         }
     }

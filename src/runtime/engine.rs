@@ -63,6 +63,10 @@ pub struct EngineConfig {
     pub batch_wait_us: u32,
     /// Completions to wait for while batching.
     pub batch_want: u32,
+    /// Report the peer address of accepted connections to `on_open` (needed for per-address
+    /// limits). Accepts then use one single-shot SQE per connection (the kernel fills in the
+    /// address) instead of a multishot accept, which cannot return addresses.
+    pub peer_addrs: bool,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +79,7 @@ impl Default for EngineConfig {
             send_queue_limit: 1 << 20,
             tick: Duration::from_millis(100),
             batch_wait_us: 0,
+            peer_addrs: false,
             batch_want: 32,
         }
     }
@@ -235,6 +240,32 @@ mod imp {
         sock: std::net::TcpListener,
         armed: bool,
         backoff: bool,
+        /// With `peer_addrs`: where the kernel writes the peer of the accept in flight (one
+        /// single-shot accept per listener at a time; boxed so the address stays put).
+        peer: Box<([u8; 128], libc::socklen_t)>,
+    }
+
+    /// A `struct sockaddr_in` / `sockaddr_in6` as the kernel wrote it, read field by field.
+    fn parse_sockaddr(b: &[u8; 128], len: libc::socklen_t) -> Option<SocketAddr> {
+        let family = i32::from(u16::from_ne_bytes([b[0], b[1]]));
+        let port = u16::from_be_bytes([b[2], b[3]]);
+        if family == libc::AF_INET && len >= 16 {
+            let ip = std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+            Some(SocketAddr::new(ip.into(), port))
+        } else if family == libc::AF_INET6 && len >= 28 {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&b[8..24]);
+            let flow = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+            let scope = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.into(),
+                port,
+                flow,
+                scope,
+            )))
+        } else {
+            None
+        }
     }
 
     /// The io_uring_buf layout (struct io_uring_buf in the kernel uapi).
@@ -606,6 +637,7 @@ mod imp {
                 sock: listener,
                 armed: false,
                 backoff: false,
+                peer: Box::new(([0u8; 128], 0)),
             });
             Ok(())
         }
@@ -809,12 +841,25 @@ mod imp {
             }
             if !self.stopping {
                 for i in 0..self.listeners.len() {
-                    let l = &self.listeners[i];
+                    let peer_addrs = self.cfg.peer_addrs;
+                    let l = &mut self.listeners[i];
                     if !l.armed && !l.backoff {
-                        let e = opcode::AcceptMulti::new(types::Fd(l.sock.as_raw_fd()))
-                            .allocate_file_index(true)
+                        let e = if peer_addrs {
+                            let p = &mut *l.peer;
+                            p.1 = p.0.len() as libc::socklen_t;
+                            opcode::Accept::new(
+                                types::Fd(l.sock.as_raw_fd()),
+                                p.0.as_mut_ptr().cast::<libc::sockaddr>(),
+                                &mut p.1,
+                            )
+                            .file_index(Some(types::DestinationSlot::auto_target()))
                             .build()
-                            .user_data(ud(K_ACCEPT, i as u32, 0));
+                        } else {
+                            opcode::AcceptMulti::new(types::Fd(l.sock.as_raw_fd()))
+                                .allocate_file_index(true)
+                                .build()
+                        }
+                        .user_data(ud(K_ACCEPT, i as u32, 0));
                         self.listeners[i].armed = true;
                         self.push(e);
                     }
@@ -1022,7 +1067,14 @@ mod imp {
                 K_ACCEPT => {
                     let li = ud_slot(u) as usize;
                     if res >= 0 {
-                        self.on_accepted(h, res as u32);
+                        let peer = if self.cfg.peer_addrs {
+                            self.listeners
+                                .get(li)
+                                .and_then(|l| parse_sockaddr(&l.peer.0, l.peer.1))
+                        } else {
+                            None
+                        };
+                        self.on_accepted(h, res as u32, peer);
                     } else if res != -libc::ECANCELED {
                         self.stats.accept_errors += 1;
                     }
@@ -1069,7 +1121,7 @@ mod imp {
             }
         }
 
-        fn on_accepted<H: Handler>(&mut self, h: &mut H, fixed: u32) {
+        fn on_accepted<H: Handler>(&mut self, h: &mut H, fixed: u32, peer: Option<SocketAddr>) {
             if self.stopping || self.live >= self.max_conns {
                 self.stats.refused_max_conns += 1;
                 let e = opcode::Close::new(types::Fixed(fixed))
@@ -1084,7 +1136,7 @@ mod imp {
             self.stats.accepted += 1;
             self.arm_recv(s);
             let id = self.id(s as u32);
-            h.on_open(&mut Io { inner: self }, id, None);
+            h.on_open(&mut Io { inner: self }, id, peer);
         }
 
         fn on_recv<H: Handler>(&mut self, h: &mut H, u: u64, res: i32, flags: u32) {

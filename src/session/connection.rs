@@ -21,7 +21,7 @@ use crate::protocol::{
 
 /// A CONNECT that passed the protocol checks; the broker resolves ownership and sessions and
 /// answers with [`Connection::accept_connect`] or [`Connection::refuse_connect`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectRequest {
     pub version: ProtocolVersion,
     /// Empty: the broker assigns one and passes it to `accept_connect` (MQTT 5, or 3.1.1 with
@@ -37,6 +37,22 @@ pub struct ConnectRequest {
     pub will: Option<Will>,
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
+}
+
+/// Debug without the password (it would end up in a log line).
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectRequest")
+            .field("version", &self.version)
+            .field("client_id", &self.client_id)
+            .field("clean_start", &self.clean_start)
+            .field("session_expiry", &self.session_expiry)
+            .field("keep_alive", &self.keep_alive)
+            .field("will", &self.will)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A will to publish: now (`delay` zero) or after `delay` unless the session is resumed first.
@@ -135,6 +151,8 @@ pub struct Connection {
     /// the window.
     resend: VecDeque<u16>,
     writable: bool,
+    /// Topic ACL bound to this client's identity (None: everything allowed).
+    acl: Option<Box<crate::auth::ClientAcl>>,
 }
 
 impl Connection {
@@ -157,6 +175,7 @@ impl Connection {
             alias_out: HashMap::new(),
             resend: VecDeque::new(),
             writable: true,
+            acl: None,
         }
     }
 
@@ -369,6 +388,13 @@ impl Connection {
             }
             self.on_packet(p, now, out);
         }
+    }
+
+    /// Bind a topic ACL: PUBLISH needs write access (refused: MQTT 5 QoS 1/2 get PUBACK/PUBREC
+    /// 0x87, QoS 0 and 3.1.1 are dropped silently, 3.1.1 QoS 1/2 still acknowledged normally),
+    /// each SUBSCRIBE filter needs read access (refused: SUBACK 0x87 / 3.1.1 0x80).
+    pub fn set_acl(&mut self, acl: Option<crate::auth::ClientAcl>) {
+        self.acl = acl.map(Box::new);
     }
 
     /// Refuse the pending CONNECT with `code` (CONNACK, then close). No-op unless a CONNECT awaits.
@@ -666,6 +692,26 @@ impl Connection {
                 QoS::ExactlyOnce => out.push(Action::Send(Packet::PubRec(r))),
             };
         }
+        if self.acl.as_ref().is_some_and(|a| !a.can_publish(&p.topic)) {
+            // Not forwarded. MQTT 5 says why; 3.1.1 acknowledges as for a message the server
+            // chose not to forward (3.1.1 has no negative PUBACK).
+            let mut r = PubResp::new(id);
+            if v5 {
+                r.reason = ReasonCode::NOT_AUTHORIZED;
+            }
+            match p.qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => out.push(Action::Send(Packet::PubAck(r))),
+                QoS::ExactlyOnce => {
+                    if !v5 {
+                        // The PUBREL that follows gets its PUBCOMP.
+                        s.inbound_qos2.insert(id);
+                    }
+                    out.push(Action::Send(Packet::PubRec(r)));
+                }
+            }
+            return;
+        }
         let mut props = if v5 {
             mem::take(&mut p.properties)
         } else {
@@ -797,6 +843,8 @@ impl Connection {
                 ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
             } else if v5 && opts.retain_handling > 2 {
                 ReasonCode::PROTOCOL_ERROR
+            } else if self.acl.as_ref().is_some_and(|a| !a.can_subscribe(&filter)) {
+                ReasonCode::NOT_AUTHORIZED
             } else {
                 ReasonCode::SUCCESS
             };

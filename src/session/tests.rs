@@ -2305,3 +2305,91 @@ mod fuzz {
         }
     }
 }
+
+// ----------------------------------------------------------------------------------------------
+// topic ACL (set_acl)
+// ----------------------------------------------------------------------------------------------
+
+fn with_acl(mut h: H, rules: &str) -> H {
+    h.c.set_acl(Some(crate::auth::ClientAcl {
+        acl: Arc::new(crate::auth::Acl::parse(rules).unwrap()),
+        username: Some(bs("u")),
+        client_id: bs("c1"),
+    }));
+    h
+}
+
+const RULES: &str = "user u\ntopic readwrite ok/#\n";
+
+#[test]
+fn acl_denied_publish_v5_acks_0x87_and_is_not_routed() {
+    let mut h = with_acl(v5(0), RULES);
+    let out = h.handle(Packet::Publish(publish("no/x", QoS::AtLeastOnce, 1)), 1);
+    assert!(published(&out).is_empty());
+    assert!(
+        matches!(sent(&out)[..], [Packet::PubAck(r)] if r.reason == ReasonCode::NOT_AUTHORIZED)
+    );
+    let out = h.handle(Packet::Publish(publish("no/x", QoS::ExactlyOnce, 2)), 1);
+    assert!(published(&out).is_empty());
+    assert!(
+        matches!(sent(&out)[..], [Packet::PubRec(r)] if r.reason == ReasonCode::NOT_AUTHORIZED)
+    );
+    let out = h.handle(Packet::Publish(publish("no/x", QoS::AtMostOnce, 0)), 1);
+    assert!(out.is_empty(), "{out:?}");
+    let out = h.handle(Packet::Publish(publish("ok/x", QoS::AtLeastOnce, 3)), 1);
+    assert_eq!(published(&out).len(), 1);
+}
+
+#[test]
+fn acl_denied_publish_v311_acked_normally_and_not_routed() {
+    let mut h = with_acl(v3(0), RULES);
+    let out = h.handle(Packet::Publish(publish("no/x", QoS::AtLeastOnce, 1)), 1);
+    assert!(published(&out).is_empty());
+    assert!(matches!(sent(&out)[..], [Packet::PubAck(r)] if r.reason == ReasonCode::SUCCESS));
+    let out = h.handle(Packet::Publish(publish("no/x", QoS::ExactlyOnce, 2)), 1);
+    assert!(published(&out).is_empty());
+    assert!(matches!(sent(&out)[..], [Packet::PubRec(_)]));
+    let out = h.handle(Packet::PubRel(ack(2)), 1);
+    assert!(matches!(sent(&out)[..], [Packet::PubComp(r)] if r.reason == ReasonCode::SUCCESS));
+}
+
+#[test]
+fn acl_denied_subscribe_filters_get_0x87_v5_0x80_v311() {
+    for (h, denied) in [
+        (v5(0), ReasonCode::NOT_AUTHORIZED),
+        (v3(0), ReasonCode(0x80)),
+    ] {
+        let mut h = with_acl(h, RULES);
+        let out = h.handle(
+            subscribe(1, &[("ok/#", QoS::AtLeastOnce), ("no/#", QoS::AtLeastOnce)]),
+            1,
+        );
+        match sent(&out)[..] {
+            [Packet::SubAck(s)] => assert_eq!(s.reasons, vec![ReasonCode(1), denied]),
+            ref other => panic!("{other:?}"),
+        }
+        let subs: Vec<_> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Subscribe { filter, .. } => Some(filter.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(subs, ["ok/#"]);
+    }
+}
+
+#[test]
+fn connect_request_debug_hides_the_password() {
+    let mut c = connect(ProtocolVersion::V5, "c1", true, 0);
+    c.username = Some(bs("alice"));
+    c.password = Some(Bytes::from_static(b"hunter2"));
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(c);
+    let text = format!("{out:?}");
+    assert!(
+        text.contains("alice") && text.contains("<redacted>"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -318,8 +318,15 @@ impl Worker {
         // (a drain after PUBACK, on writable or on resume sends up to a window at once), and
         // queued ones by the session queue bounds. Refusing it here would close a client
         // that merely had a backlog or got one message larger than the limit, so it may pass
-        // the socket limit by those bounds. Other packets (acks) stay strictly limited.
+        // the socket limit by those bounds. Other packets (acks, PINGRESP) answer the
+        // client's own requests: they may use a second send_queue_limit of headroom, since
+        // admitted publishes can fill the first one, but a client that keeps asking and never
+        // reads hits twice the limit and is closed as a slow consumer.
         if matches!(packet, Packet::Publish(_)) {
+            io.send_past_limit(client.id, &self.encode_buf)
+        } else if io.queued(client.id) + self.encode_buf.len()
+            <= self.shared.cfg.send_queue_limit.saturating_mul(2)
+        {
             io.send_past_limit(client.id, &self.encode_buf)
         } else {
             io.send(client.id, &self.encode_buf)

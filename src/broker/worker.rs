@@ -322,11 +322,11 @@ impl Worker {
         // client's own requests: they may use a second send_queue_limit of headroom, since
         // admitted publishes can fill the first one, but a client that keeps asking and never
         // reads hits twice the limit and is closed as a slow consumer.
-        if matches!(packet, Packet::Publish(_)) {
-            io.send_past_limit(client.id, &self.encode_buf)
-        } else if io.queued(client.id) + self.encode_buf.len()
-            <= self.shared.cfg.send_queue_limit.saturating_mul(2)
-        {
+        let within_headroom = || {
+            io.queued(client.id) + self.encode_buf.len()
+                <= self.shared.cfg.send_queue_limit.saturating_mul(2)
+        };
+        if matches!(packet, Packet::Publish(_)) || within_headroom() {
             io.send_past_limit(client.id, &self.encode_buf)
         } else {
             io.send(client.id, &self.encode_buf)

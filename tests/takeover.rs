@@ -298,7 +298,7 @@ fn delayed_will_is_cancelled_by_resume_and_published_after_delay_otherwise() {
 #[test]
 fn racing_connects_leave_exactly_one_owner() {
     let b = TestBroker::start(2);
-    let iterations = 1000;
+    let iterations = 3000;
     for it in 0..iterations {
         let id = format!("race-{}", it % 7);
         let claimants = 2 + it % 2;
@@ -324,7 +324,7 @@ fn racing_connects_leave_exactly_one_owner() {
             && std::time::Instant::now() < deadline
         {
             for (k, c) in conns.iter_mut().enumerate() {
-                if !closed[k] && c.wait_closed(Duration::from_millis(5)).1.is_some() {
+                if !closed[k] && c.wait_closed(Duration::from_millis(1)).1.is_some() {
                     closed[k] = true;
                 }
             }

@@ -63,7 +63,8 @@ pub struct Config {
     /// Bytes of encoded packets queued on one socket. From half of it, QoS 0 deliveries are
     /// dropped (`slow_consumer_drops`) and QoS 1/2 wait in the session queue. A PUBLISH
     /// already admitted may take the queue past it (by at most one message, or an in-flight
-    /// window); an ack that does not fit closes the connection (`slow_consumer_disconnects`).
+    /// window); acks and PINGRESP may use a second `send_queue_limit` of headroom, and one
+    /// that does not fit in twice the limit closes the connection (`slow_consumer_disconnects`).
     pub send_queue_limit: usize,
     /// Payload bytes of messages waiting in one worker's mailbox (handed over by other
     /// workers) above which further QoS 0 messages are not handed to it (dropped, counted in

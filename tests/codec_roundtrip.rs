@@ -223,7 +223,8 @@ fn wire_bytes_of_known_packets() {
     });
     assert_eq!(&encode(&connack, V311)[..], &[0x20, 0x02, 0x00, 0x04]);
     assert_eq!(&encode(&connack, V5)[..], &[0x20, 0x03, 0x00, 0x86, 0x00]);
-    // DISCONNECT: empty for normal disconnection, 1 byte for a bare reason.
+    // DISCONNECT: empty for normal disconnection; a bare reason carries property length 0
+    // (interop: rumqttc 0.24 cannot parse the 1-byte form).
     assert_eq!(
         &encode(&Packet::Disconnect(Disconnect::new(ReasonCode(0))), V5)[..],
         &[0xE0, 0x00]
@@ -233,7 +234,7 @@ fn wire_bytes_of_known_packets() {
             &Packet::Disconnect(Disconnect::new(ReasonCode::SESSION_TAKEN_OVER)),
             V5
         )[..],
-        &[0xE0, 0x01, 0x8E]
+        &[0xE0, 0x02, 0x8E, 0x00]
     );
     assert_eq!(
         &encode(

@@ -232,3 +232,135 @@ fn rumqttc_v311_qos2_both_directions_across_workers() {
     assert_eq!(got, ["m0", "m1", "m2", "m3", "m4"]);
     assert_eq!(rels, 5);
 }
+
+/// Take-over seen by a real client library (MQTT 5), across workers: the old rumqttc client
+/// receives DISCONNECT 0x8E, the new one gets Session Present = 1 and the subscription the old
+/// one made (Clean Start 0, session expiry 300 s) still delivers, to the new connection only.
+#[test]
+fn rumqttc_v5_takeover_across_workers_keeps_the_session() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectProperties, DisconnectReasonCode};
+    use v5c::*;
+    let b = TestBroker::start(2);
+    let persistent = |o: &mut rumqttc::v5::MqttOptions| {
+        o.set_clean_start(false);
+        let mut p = ConnectProperties::new();
+        p.session_expiry_interval = Some(300);
+        o.set_connect_properties(p);
+    };
+    // The old client's own loop: rumqttc reports a server DISCONNECT as an error.
+    let mut o = rumqttc::v5::MqttOptions::new(
+        "r5-take",
+        b.worker_addrs[0].ip().to_string(),
+        b.worker_addrs[0].port(),
+    );
+    o.set_keep_alive(Duration::from_secs(10));
+    persistent(&mut o);
+    let (old, mut old_conn) = rumqttc::v5::Client::new(o, 16);
+    let (old_tx, old_rx) = mpsc::channel::<Result<Packet, Option<DisconnectReasonCode>>>();
+    std::thread::spawn(move || {
+        for ev in old_conn.iter() {
+            match ev {
+                Ok(rumqttc::v5::Event::Incoming(p)) => {
+                    let _ = old_tx.send(Ok(p));
+                }
+                Ok(_) => {}
+                Err(rumqttc::v5::ConnectionError::MqttState(
+                    rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+                )) => {
+                    let _ = old_tx.send(Err(Some(reason_code)));
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("old client ended: {e:?}");
+                    let _ = old_tx.send(Err(None));
+                    break;
+                }
+            }
+        }
+    });
+    let old_next = |want: &str| old_rx.recv_timeout(T).unwrap_or_else(|_| panic!("{want}"));
+    assert!(matches!(old_next("CONNACK"), Ok(Packet::ConnAck(_))));
+    old.subscribe("r5take/#", QoS::AtLeastOnce)
+        .expect("subscribe");
+    assert!(matches!(old_next("SUBACK"), Ok(Packet::SubAck(_))));
+
+    let new = C::new("r5-take", b.worker_addrs[1], persistent);
+    let ack = new.wait(|p| match p {
+        Packet::ConnAck(a) => Some(a),
+        _ => None,
+    });
+    assert!(ack.session_present, "the session carried over");
+    let reason = loop {
+        match old_next("DISCONNECT on the old connection") {
+            Ok(_) => {}
+            Err(r) => break r,
+        }
+    };
+    assert_eq!(reason, Some(DisconnectReasonCode::SessionTakenOver));
+
+    let publ = C::new("r5-take-pub", b.worker_addrs[0], |_| {});
+    publ.wait(|p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    publ.client
+        .publish("r5take/x", QoS::AtLeastOnce, false, "after")
+        .unwrap();
+    let got = new.publish();
+    assert_eq!(&got.payload[..], b"after");
+    assert_eq!(b.metric("connections_current"), 2, "old connection closed");
+}
+
+/// MQTT 3.1.1 take-over with a real client, Clean Session 0 then Clean Session 1: the old
+/// connection is closed (3.1.1 has no DISCONNECT from the server), Session Present follows the
+/// new connection's Clean Session flag.
+#[test]
+fn rumqttc_v311_takeover_session_present_follows_clean_session() {
+    use rumqttc::{Client, Event, Incoming, MqttOptions};
+    let b = TestBroker::start(2);
+    let mk = |addr: std::net::SocketAddr, clean: bool| {
+        let mut o = MqttOptions::new("r4-take", addr.ip().to_string(), addr.port());
+        o.set_keep_alive(Duration::from_secs(10));
+        o.set_clean_session(clean);
+        let (c, mut conn) = Client::new(o, 16);
+        let (tx, rx) = mpsc::channel::<Option<Incoming>>();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(p)) => {
+                        if tx.send(Some(p)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        let _ = tx.send(None); // the connection ended
+                        break;
+                    }
+                }
+            }
+        });
+        (c, rx)
+    };
+    let connack = |rx: &mpsc::Receiver<Option<Incoming>>| loop {
+        match rx.recv_timeout(T).expect("event within 5 s") {
+            Some(Incoming::ConnAck(a)) => return a.session_present,
+            Some(_) => {}
+            None => panic!("closed before CONNACK"),
+        }
+    };
+    let ended = |rx: &mpsc::Receiver<Option<Incoming>>| loop {
+        match rx
+            .recv_timeout(T)
+            .expect("old connection closed within 5 s")
+        {
+            None => return,
+            Some(_) => {}
+        }
+    };
+    let (_c1, rx1) = mk(b.worker_addrs[0], false);
+    assert!(!connack(&rx1), "first connect: no session yet");
+    let (_c2, rx2) = mk(b.worker_addrs[1], false);
+    assert!(connack(&rx2), "Clean Session 0 resumes the session");
+    ended(&rx1);
+    let (_c3, rx3) = mk(b.worker_addrs[0], true);
+    assert!(!connack(&rx3), "Clean Session 1 discards it");
+    ended(&rx2);
+}

@@ -23,10 +23,15 @@ const PLACEMENTS: [(usize, usize); 2] = [(0, 0), (0, 1)];
 #[test]
 fn v5_takeover_sends_0x8e_and_closes_old_connection() {
     let b = TestBroker::start(2);
-    for (i, (w_old, w_new)) in PLACEMENTS.into_iter().enumerate() {
+    // Clean Start 1 (session ends) and Clean Start 0 with an expiry (session moves).
+    let cases = PLACEMENTS
+        .into_iter()
+        .flat_map(|p| [(p, true, None), (p, false, Some(300))]);
+    for (i, ((w_old, w_new), clean, expiry)) in cases.enumerate() {
         let id = format!("to-{i}");
-        let (mut old, _) = connect(b.worker_addrs[w_old], v5(&id, true, None));
-        let (mut new, ack) = connect(b.worker_addrs[w_new], v5(&id, true, None));
+        let (mut old, _) = connect(b.worker_addrs[w_old], v5(&id, clean, expiry));
+        subscribe(&mut old, 1, &format!("{id}/#"), QoS::AtLeastOnce);
+        let (mut new, ack) = connect(b.worker_addrs[w_new], v5(&id, clean, expiry));
         assert_eq!(ack.code, ReasonCode::SUCCESS);
         let (seen, closed) = old.wait_closed(T);
         assert!(closed.is_some(), "old connection closed ({w_old}->{w_new})");

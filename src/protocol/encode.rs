@@ -204,11 +204,12 @@ fn header(packet: &Packet, v5: bool) -> Option<(u8, usize)> {
             let n = if !v5 {
                 0
             } else {
+                // A reason code other than 0x00 always goes out with its property length
+                // (0), although the specification lets a 1-byte body omit it: some clients
+                // (rumqttc 0.24) cannot parse `E0 01 rc` and miss the reason (e.g. 0x8E).
                 let props = disconnect_props_len(&d.properties);
-                if props > 0 {
+                if props > 0 || d.reason != ReasonCode::NORMAL_DISCONNECTION {
                     1 + with_len(props)
-                } else if d.reason != ReasonCode::NORMAL_DISCONNECTION {
-                    1
                 } else {
                     0
                 }

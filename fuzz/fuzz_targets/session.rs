@@ -7,7 +7,9 @@
 //! Invariants checked after every call (none can be false for a correct machine):
 //! - no panic;
 //! - `Close` at most once per connection, always the last action of its batch, and nothing at
-//!   all comes out of any call afterwards; `is_closed()` iff `Close` was emitted;
+//!   all comes out of any call afterwards; `is_closed()` iff `Close` was emitted; a DISCONNECT
+//!   is only sent to MQTT 5 clients, is the last packet sent, and its reason is the `Close`
+//!   reason;
 //! - at most one `Connect` request and one CONNACK per connection, nothing is sent before the
 //!   CONNACK, a failure CONNACK is followed by `Close` in the same batch, a will is only
 //!   published by a connection that was accepted;
@@ -16,7 +18,8 @@
 //! - a PUBLISH sent respects QoS / packet id pairing, the client's Maximum Packet Size, the
 //!   outbound topic alias bounds (an alias is only used bare once the client knows it), a new
 //!   QoS 1/2 PUBLISH never reuses a packet id the client has not released and keeps the
-//!   inflight window; the session queue stays within its bounds;
+//!   inflight window, DUP resends come before new PUBLISH; the session queue stays within its
+//!   bounds;
 //! - deadlines: `None` once closed; the CONNECT timeout before CONNACK; exactly
 //!   1.5 x keep alive after the last received byte once connected; and after `on_timer(now)`
 //!   a connection that is still open has no deadline at or before `now`.
@@ -403,10 +406,15 @@ impl Harness {
         let v = self.version();
         let v5 = v.is_v5();
         let mut fresh_qos12 = false;
+        let mut fresh_publish = false;
+        let mut disconnect = None;
         for (i, a) in out.iter().enumerate() {
             match a {
-                Action::Close { will, .. } => {
+                Action::Close { will, reason } => {
                     assert_eq!(i, out.len() - 1, "Close is not the last action: {out:?}");
+                    if let Some(code) = disconnect {
+                        assert_eq!(*reason, Some(code), "Close reason differs from DISCONNECT");
+                    }
                     self.closed = true;
                     if let Some(w) = will {
                         assert!(self.accepted, "will of a connection never accepted");
@@ -439,8 +447,21 @@ impl Harness {
                         assert!(self.connack_sent, "{p:?} sent before CONNACK");
                     }
                     check_wire(p, v);
+                    if let Packet::Disconnect(d) = p {
+                        assert!(v5, "DISCONNECT sent to an MQTT 3.1.1 client");
+                        assert!(disconnect.is_none(), "two DISCONNECTs");
+                        disconnect = Some(d.reason);
+                    } else {
+                        assert!(disconnect.is_none(), "{p:?} sent after DISCONNECT");
+                    }
                     if let Packet::Publish(p) = p {
                         self.check_publish(p, v5);
+                        if p.dup {
+                            // Resends of a resumed session come before anything new.
+                            assert!(!fresh_publish, "DUP resend after a new PUBLISH: {out:?}");
+                        } else {
+                            fresh_publish = true;
+                        }
                         if p.qos != QoS::AtMostOnce && !p.dup {
                             fresh_qos12 = true;
                         }

@@ -56,8 +56,8 @@ const FILTERS: &[&str] = &[
     "t/x+",
 ];
 const CONNACK_CODES: &[u8] = &[
-    0x80, 0x81, 0x82, 0x83, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99,
-    0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    0x80, 0x81, 0x82, 0x83, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A,
+    0x9B, 0x9C, 0x9D, 0x9F,
 ];
 /// Reason codes a client could put in its packets (valid or not for the packet: the decoder
 /// sorts them out).
@@ -264,8 +264,7 @@ impl Harness {
                     _ => Some(ByteString::new()),
                 };
                 let was_waiting = self.connect_requested && !self.connack_sent && !self.closed;
-                self.conn
-                    .accept_connect(session, id, self.now, &mut out);
+                self.conn.accept_connect(session, id, self.now, &mut out);
                 if was_waiting {
                     self.client = std::mem::take(&mut self.pending_client);
                 }
@@ -478,7 +477,9 @@ impl Harness {
                     assert!(!m.topic.contains(['+', '#', '\0']));
                     assert!(m.qos <= self.limits.max_qos);
                 }
-                Action::Subscribe { filter, options, .. } => {
+                Action::Subscribe {
+                    filter, options, ..
+                } => {
                     assert!(self.accepted);
                     assert!(!filter.is_empty());
                     assert!(options.qos <= self.limits.max_qos);
@@ -486,7 +487,11 @@ impl Harness {
                 Action::Unsubscribe { .. } => assert!(self.accepted),
             }
         }
-        assert_eq!(self.conn.is_closed(), self.closed, "is_closed() vs Close: {out:?}");
+        assert_eq!(
+            self.conn.is_closed(),
+            self.closed,
+            "is_closed() vs Close: {out:?}"
+        );
 
         if let Some(s) = self.conn.session() {
             assert!(s.queued_len() <= self.limits.max_queued_messages);
@@ -537,7 +542,10 @@ impl Harness {
         if let Some(max) = self.client.max_packet {
             let mut b = BytesMut::new();
             let n = encode_packet(&Packet::Publish(p.clone()), ProtocolVersion::V5, &mut b);
-            assert!(n <= max as usize, "PUBLISH of {n} bytes > client maximum {max}");
+            assert!(
+                n <= max as usize,
+                "PUBLISH of {n} bytes > client maximum {max}"
+            );
         }
         match p.properties.topic_alias {
             Some(a) => {
@@ -596,7 +604,7 @@ fn check_wire(p: &Packet, v: ProtocolVersion) {
 }
 
 fn s(u: &mut Unstructured, set: &[&'static str]) -> Result<ByteString> {
-    Ok(ByteString::from_static(*u.choose(set)?))
+    Ok(ByteString::from_static(u.choose(set).copied()?))
 }
 
 fn small_bytes(u: &mut Unstructured, max: usize) -> Result<Bytes> {
@@ -604,7 +612,10 @@ fn small_bytes(u: &mut Unstructured, max: usize) -> Result<Bytes> {
     Ok(Bytes::copy_from_slice(u.bytes(n)?))
 }
 
-fn opt<T>(u: &mut Unstructured, f: impl FnOnce(&mut Unstructured) -> Result<T>) -> Result<Option<T>> {
+fn opt<T>(
+    u: &mut Unstructured,
+    f: impl FnOnce(&mut Unstructured) -> Result<T>,
+) -> Result<Option<T>> {
     Ok(if u.ratio(1, 4)? { Some(f(u)?) } else { None })
 }
 

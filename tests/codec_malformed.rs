@@ -1331,3 +1331,51 @@ fn valid_edge_cases_are_accepted() {
     let Packet::Connect(c) = p else { panic!() };
     assert_eq!(c.protocol, ProtocolVersion::V5);
 }
+
+/// The PUBLISH topic check runs eight bytes at a time: a wildcard or U+0000 at any position
+/// (in a full word or in the tail) is found, the first offending byte decides the error, and
+/// bytes next to the forbidden values (or UTF-8 multi-byte sequences) are accepted.
+#[test]
+fn publish_topic_check_at_every_position() {
+    let check = |topic: &[u8]| {
+        let w = frame(0x30, &cat(&[&st(topic), b"payload"]));
+        let a = decode_packet(&w, V3, u32::MAX);
+        assert_eq!(
+            a,
+            decode_packet_shared(&Bytes::from(w.clone()), V3, u32::MAX)
+        );
+        a
+    };
+    for len in 1..=40usize {
+        let base: Vec<u8> = (0..len).map(|i| b"abcdefgh/ijklmnop"[i % 17]).collect();
+        assert!(matches!(check(&base), Ok(Some(_))), "{len}");
+        for pos in 0..len {
+            for (bad, code) in [(b'+', TN), (b'#', TN), (0u8, M)] {
+                let mut t = base.clone();
+                t[pos] = bad;
+                match check(&t) {
+                    Err(e) => assert_eq!(e.reason_code(), code, "{t:?}"),
+                    other => panic!("{t:?}: {other:?}"),
+                }
+            }
+            // Neighbours of '#' (0x23), '+' (0x2B) and 0, and DEL: all valid.
+            for ok in [0x01u8, 0x22, 0x24, 0x2A, 0x2C, 0x7F] {
+                let mut t = base.clone();
+                t[pos] = ok;
+                assert!(matches!(check(&t), Ok(Some(_))), "{t:?}");
+            }
+        }
+    }
+    // Multi-byte UTF-8 (bytes >= 0x80, some of them 0xA3 / 0xAB = 0x80 | '#' / '+').
+    for t in ["é/ü/€/日本/£", "a/\u{E3}\u{AB}/b", "\u{2B23}\u{232B}#"] {
+        let r = check(t.as_bytes());
+        if t.contains(['+', '#']) {
+            assert_eq!(r.unwrap_err().reason_code(), TN, "{t}");
+        } else {
+            assert!(matches!(r, Ok(Some(_))), "{t}");
+        }
+    }
+    // The first offending byte decides.
+    assert_eq!(check(b"abcdefgh\0+").unwrap_err().reason_code(), M);
+    assert_eq!(check(b"abcdefgh+\0").unwrap_err().reason_code(), TN);
+}

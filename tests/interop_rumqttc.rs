@@ -346,14 +346,12 @@ fn rumqttc_v311_takeover_session_present_follows_clean_session() {
             None => panic!("closed before CONNACK"),
         }
     };
-    let ended = |rx: &mpsc::Receiver<Option<Incoming>>| loop {
-        match rx
+    let ended = |rx: &mpsc::Receiver<Option<Incoming>>| {
+        while rx
             .recv_timeout(T)
             .expect("old connection closed within 5 s")
-        {
-            None => return,
-            Some(_) => {}
-        }
+            .is_some()
+        {}
     };
     let (_c1, rx1) = mk(b.worker_addrs[0], false);
     assert!(!connack(&rx1), "first connect: no session yet");

@@ -270,7 +270,14 @@ impl Connection {
     /// CONNACK 0x84 for an unsupported protocol version; then close (with the will once
     /// connected).
     pub fn on_decode_error(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
-        let code = err.reason_code();
+        let code = match err {
+            // After the first CONNECT, an unsupported protocol level can only come from a
+            // second CONNECT: a protocol error (0x84 is not a valid DISCONNECT reason code).
+            DecodeError::UnsupportedProtocolVersion(_) if self.phase != Phase::AwaitConnect => {
+                ReasonCode::PROTOCOL_ERROR
+            }
+            _ => err.reason_code(),
+        };
         match self.phase {
             Phase::AwaitConnect => {
                 if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {

@@ -1045,6 +1045,34 @@ fn unsupported_protocol_version_gets_connack_0x84() {
     assert!(has_close(&out));
 }
 
+/// Found by the `session` fuzz target: a second CONNECT with an unsupported protocol level
+/// (the decoder reports `UnsupportedProtocolVersion`) made a v5 connection send DISCONNECT 0x84,
+/// a reason code DISCONNECT does not allow. A second CONNECT is a protocol error.
+#[test]
+fn second_connect_with_unsupported_level_is_protocol_error() {
+    let mut h = v5(10);
+    let mut out = Vec::new();
+    h.c.on_decode_error(
+        &DecodeError::UnsupportedProtocolVersion(3),
+        h.at(5),
+        &mut out,
+    );
+    assert_eq!(disconnect_sent(&out), Some(ReasonCode::PROTOCOL_ERROR));
+    assert_eq!(close_of(&out).0, Some(ReasonCode::PROTOCOL_ERROR));
+
+    // Before CONNACK (the broker is still deciding): closed as a protocol error, nothing sent.
+    let mut h = H::new(ProtocolLimits::default());
+    h.connect(connect(ProtocolVersion::V5, "c", true, 10));
+    let mut out = Vec::new();
+    h.c.on_decode_error(
+        &DecodeError::UnsupportedProtocolVersion(3),
+        h.at(5),
+        &mut out,
+    );
+    assert!(sent(&out).is_empty());
+    assert_eq!(close_of(&out).0, Some(ReasonCode::PROTOCOL_ERROR));
+}
+
 #[test]
 fn auth_packet_without_auth_method_is_protocol_error() {
     let mut h = v5(10);

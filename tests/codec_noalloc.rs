@@ -1,0 +1,136 @@
+//! Allocation behaviour of the decoder, checked with a counting global allocator (one test in
+//! this binary, so no other test thread allocates while it counts):
+//! - PINGREQ decodes without allocating (both decoders, both versions);
+//! - `decode_packet_shared` of a PUBLISH allocates nothing and its topic and payload point into
+//!   the caller's buffer (shared, not copied);
+//! - `decode_packet` copies a PUBLISH's topic and payload out of the buffer, once each.
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use ringmq::protocol::{
+    decode_packet, decode_packet_shared, encode_packet, Packet, ProtocolVersion, Publish,
+    PublishProperties, QoS,
+};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> usize {
+    ALLOCS.load(Ordering::SeqCst)
+}
+
+fn wire(p: &Packet, v: ProtocolVersion) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_packet(p, v, &mut out);
+    out.freeze()
+}
+
+fn publish(qos: QoS, payload_len: usize) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: ByteString::from_static("sensors/device-42/temperature"),
+        packet_id: if qos == QoS::AtMostOnce { 0 } else { 7 },
+        payload: Bytes::from(vec![0xA5u8; payload_len]),
+        properties: PublishProperties::default(),
+    })
+}
+
+#[test]
+fn decoder_allocations() {
+    for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        // --- PINGREQ: nothing allocated, whichever decoder.
+        let ping = wire(&Packet::PingReq, v);
+        let ping_slice: &[u8] = &ping;
+        let before = allocs();
+        for _ in 0..100 {
+            let d = decode_packet(std::hint::black_box(ping_slice), Some(v), u32::MAX);
+            assert_eq!(d, Ok(Some((Packet::PingReq, 2))));
+            let d = decode_packet_shared(std::hint::black_box(&ping), Some(v), u32::MAX);
+            assert_eq!(d, Ok(Some((Packet::PingReq, 2))));
+        }
+        assert_eq!(allocs() - before, 0, "{v:?}: PINGREQ decode allocated");
+
+        for (qos, len) in [
+            (QoS::AtMostOnce, 16),
+            (QoS::AtLeastOnce, 16),
+            (QoS::AtMostOnce, 1024),
+        ] {
+            let p = publish(qos, len);
+            let w = wire(&p, v);
+            // Make the buffer shared up front, as a receive buffer handed out in pieces would
+            // be (the first clone of a `Bytes` built from a Vec allocates its reference count).
+            let keep = w.clone();
+            let range = w.as_ptr_range();
+
+            // --- Shared decode: no allocation, topic and payload inside the buffer.
+            let before = allocs();
+            let (d, n) = decode_packet_shared(&w, Some(v), u32::MAX)
+                .unwrap()
+                .unwrap();
+            let during = allocs() - before;
+            assert_eq!(n, w.len());
+            assert_eq!(during, 0, "{v:?} {qos:?} {len}: shared decode allocated");
+            let Packet::Publish(d) = d else {
+                panic!("not a PUBLISH: {d:?}")
+            };
+            assert_eq!(Packet::Publish(d.clone()), p);
+            let pr = d.payload.as_ptr_range();
+            assert!(
+                range.start <= pr.start && pr.end <= range.end,
+                "payload was copied"
+            );
+            assert_eq!(pr.end, range.end, "payload is the end of the packet");
+            let tr = d.topic.as_bytes().as_ptr_range();
+            assert!(
+                range.start <= tr.start && tr.end <= range.end,
+                "topic was copied"
+            );
+
+            // --- Copying decode: topic and payload copied once each, outside the buffer.
+            let slice: &[u8] = &w;
+            let before = allocs();
+            let (d, _) = decode_packet(slice, Some(v), u32::MAX).unwrap().unwrap();
+            let during = allocs() - before;
+            assert_eq!(
+                during, 2,
+                "{v:?} {qos:?} {len}: one copy each of topic and payload"
+            );
+            let Packet::Publish(d) = d else {
+                panic!("not a PUBLISH: {d:?}")
+            };
+            assert!(!range.contains(&d.payload.as_ptr()));
+            assert_eq!(Packet::Publish(d), p);
+            drop(keep);
+        }
+    }
+    // The counter is live: an allocation is seen.
+    let before = allocs();
+    let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(64));
+    assert!(allocs() > before);
+    drop(v);
+}

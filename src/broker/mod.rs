@@ -178,6 +178,17 @@ fn limits_from(cfg: &Config) -> ProtocolLimits {
     }
 }
 
+/// Bytes of the fixed-size slots one live connection occupies in a worker's tables (engine
+/// slot, connection slot with its protocol state and session inline, session slot, slot index),
+/// excluding what those slots point to on the heap. The tables are reserved up front, so this
+/// is what each connection adds to RSS besides its heap allocations.
+pub fn slot_bytes_per_connection() -> usize {
+    crate::runtime::engine::conn_state_size()
+        + std::mem::size_of::<worker::Client>()
+        + std::mem::size_of::<worker::SessionEntry>()
+        + std::mem::size_of::<u32>()
+}
+
 /// Start the broker: bind every listener, spawn the workers, return once all are running.
 pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     cfg.validate()

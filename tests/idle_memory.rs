@@ -1,0 +1,102 @@
+//! Broker memory per idle connection (CONNECT accepted, keep-alive 60, nothing else): the
+//! budget a million connections depend on. It is the fixed-size slots a connection occupies in
+//! the worker's tables (reserved up front, `slot_bytes_per_connection`) plus the heap it keeps:
+//! a counting global allocator tracks live heap bytes, and the heap figure is the growth
+//! between 300 and 1,300 connections divided by 1,000, so start-up reservations do not count. The clients write pre-encoded CONNECT bytes and read
+//! CONNACK into a stack buffer, so the test's own side allocates nothing per connection that
+//! stays alive (their TcpStreams live in a vector reserved up front).
+//! (One test in this binary: no other test thread allocates while it counts.)
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use ringmq::protocol::{encode_packet, Packet, ProtocolVersion};
+use support::*;
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only adds up the live bytes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Open `n` idle connections (MQTT 3.1.1 and 5.0 alternating), each CONNACKed.
+fn open(b: &TestBroker, from: usize, n: usize, conns: &mut Vec<TcpStream>, connects: &[Vec<u8>]) {
+    for (i, bytes) in connects.iter().enumerate().skip(from).take(n) {
+        let mut s = TcpStream::connect(b.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut ack = [0u8; 2];
+        s.read_exact(&mut ack).expect("CONNACK header");
+        assert_eq!(ack[0], 0x20, "connection {i}: CONNACK");
+        let mut rest = [0u8; 64];
+        s.read_exact(&mut rest[..ack[1] as usize]).unwrap();
+        assert_eq!(
+            rest[1],
+            0,
+            "connection {i}: CONNACK code (keep {:?})",
+            &rest[..2]
+        );
+        conns.push(s);
+    }
+}
+
+#[test]
+fn memory_per_idle_connection_stays_under_1_kib() {
+    const WARM: usize = 300;
+    const MORE: usize = 1000;
+    let b = TestBroker::start_with(1, |c| c.max_connections_per_worker = 4096);
+    // Everything the loop allocates per connection on our side is made up front.
+    let connects: Vec<Vec<u8>> = (0..WARM + MORE)
+        .map(|i| {
+            let v = if i % 2 == 0 {
+                ProtocolVersion::V311
+            } else {
+                ProtocolVersion::V5
+            };
+            let c = connect_packet(v, &format!("idle-mem-{i:05}"), 60, true);
+            let mut out = bytes::BytesMut::new();
+            encode_packet(&Packet::Connect(Box::new(c)), v, &mut out);
+            out.to_vec()
+        })
+        .collect();
+    let mut conns = Vec::with_capacity(WARM + MORE);
+    open(&b, 0, WARM, &mut conns, &connects);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = LIVE.load(Ordering::Relaxed);
+    open(&b, WARM, MORE, &mut conns, &connects);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = LIVE.load(Ordering::Relaxed);
+    let heap = (after - before) / MORE as isize;
+    let slots = ringmq::broker::slot_bytes_per_connection() as isize;
+    let per = heap + slots;
+    eprintln!("broker memory per idle connection: {per} B = {slots} B of slots + {heap} B heap");
+    assert_eq!(b.metric("connections_current"), (WARM + MORE) as u64);
+    assert!(per < 1024, "{per} B per idle connection (budget 1 KiB)");
+    drop(conns);
+}

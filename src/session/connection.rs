@@ -129,6 +129,15 @@ struct PendingConnect {
 
 /// Per-connection protocol state machine.
 #[derive(Debug)]
+/// Topic Alias tables of one connection (MQTT 5).
+#[derive(Default)]
+struct Aliases {
+    /// Client -> broker: alias -> topic.
+    inbound: Vec<Option<ByteString>>,
+    /// Broker -> client: topic -> alias.
+    outbound: HashMap<ByteString, u16>,
+}
+
 pub struct Connection {
     limits: Arc<ProtocolLimits>,
     phase: Phase,
@@ -144,8 +153,8 @@ pub struct Connection {
     client_receive_max: u16,
     client_max_packet: u32,
     client_topic_alias_max: u16,
-    alias_in: Vec<Option<ByteString>>,
-    alias_out: HashMap<ByteString, u16>,
+    /// Topic aliases both ways, created on first use (most connections never use one).
+    aliases: Option<Box<Aliases>>,
     /// On resume, unacknowledged PUBLISH packets beyond the client's Receive Maximum wait here
     /// (packet ids, oldest first) and are resent (DUP = 1, same id) as acknowledgements free
     /// the window.
@@ -171,8 +180,7 @@ impl Connection {
             client_receive_max: u16::MAX,
             client_max_packet: u32::MAX,
             client_topic_alias_max: 0,
-            alias_in: Vec::new(),
-            alias_out: HashMap::new(),
+            aliases: None,
             resend: VecDeque::new(),
             writable: true,
             acl: None,
@@ -647,16 +655,17 @@ impl Connection {
                 }
                 let idx = usize::from(a);
                 if p.topic.is_empty() {
-                    match self.alias_in.get(idx).and_then(|t| t.clone()) {
+                    let known = self.aliases.as_ref().and_then(|a| a.inbound.get(idx));
+                    match known.and_then(|t| t.clone()) {
                         Some(t) => p.topic = t,
                         None => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
                     }
                 } else {
-                    if self.alias_in.len() <= idx {
-                        self.alias_in
-                            .resize(usize::from(l.topic_alias_maximum) + 1, None);
+                    let inbound = &mut self.aliases.get_or_insert_with(Box::default).inbound;
+                    if inbound.len() <= idx {
+                        inbound.resize(usize::from(l.topic_alias_maximum) + 1, None);
                     }
-                    self.alias_in[idx] = Some(p.topic.clone());
+                    inbound[idx] = Some(p.topic.clone());
                 }
             }
             Some(_) => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
@@ -1073,11 +1082,12 @@ impl Connection {
         let mut wire = p.clone();
         let mut new_alias = None;
         if v5 && alias_max > 0 {
-            if let Some(&a) = self.alias_out.get(&p.topic) {
+            let outbound = self.aliases.as_ref().map(|a| &a.outbound);
+            if let Some(&a) = outbound.and_then(|o| o.get(&p.topic)) {
                 wire.topic = ByteString::new();
                 wire.properties.topic_alias = Some(a);
-            } else if self.alias_out.len() < usize::from(alias_max) {
-                let a = self.alias_out.len() as u16 + 1;
+            } else if outbound.map_or(0, |o| o.len()) < usize::from(alias_max) {
+                let a = outbound.map_or(0, |o| o.len()) as u16 + 1;
                 wire.properties.topic_alias = Some(a);
                 new_alias = Some(a);
             }
@@ -1090,7 +1100,10 @@ impl Connection {
             return;
         }
         if let Some(a) = new_alias {
-            self.alias_out.insert(p.topic.clone(), a);
+            self.aliases
+                .get_or_insert_with(Box::default)
+                .outbound
+                .insert(p.topic.clone(), a);
         }
         if q.qos != QoS::AtMostOnce {
             let Some(id) = s.alloc_packet_id() else {

@@ -148,18 +148,78 @@ pub(crate) struct Queued {
     pub subscription_ids: Vec<u32>,
 }
 
+/// A map that takes 8 bytes until its first insert (most sessions of an idle fleet never have
+/// a QoS 1/2 message in flight). Once allocated it stays, like a `HashMap` keeps its capacity.
+#[derive(Debug, Clone)]
+pub(crate) struct SparseMap<K, V>(Option<Box<HashMap<K, V>>>);
+
+impl<K, V> Default for SparseMap<K, V> {
+    fn default() -> Self {
+        SparseMap(None)
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> SparseMap<K, V> {
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+    pub(crate) fn contains_key(&self, k: &K) -> bool {
+        self.0.as_ref().is_some_and(|m| m.contains_key(k))
+    }
+    pub(crate) fn get(&self, k: &K) -> Option<&V> {
+        self.0.as_ref()?.get(k)
+    }
+    pub(crate) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.0.as_mut()?.get_mut(k)
+    }
+    pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.0.get_or_insert_with(Box::default).insert(k, v)
+    }
+    pub(crate) fn remove(&mut self, k: &K) -> Option<V> {
+        self.0.as_mut()?.remove(k)
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+}
+
+/// The set counterpart of [`SparseMap`].
+#[derive(Debug, Clone)]
+pub(crate) struct SparseSet<K>(Option<Box<HashSet<K>>>);
+
+impl<K> Default for SparseSet<K> {
+    fn default() -> Self {
+        SparseSet(None)
+    }
+}
+
+impl<K: std::hash::Hash + Eq> SparseSet<K> {
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+    pub(crate) fn contains(&self, k: &K) -> bool {
+        self.0.as_ref().is_some_and(|m| m.contains(k))
+    }
+    pub(crate) fn insert(&mut self, k: K) -> bool {
+        self.0.get_or_insert_with(Box::default).insert(k)
+    }
+    pub(crate) fn remove(&mut self, k: &K) -> bool {
+        self.0.as_mut().is_some_and(|m| m.remove(k))
+    }
+}
+
 /// Session state of one client id.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub(crate) client_id: ByteString,
     pub(crate) version: ProtocolVersion,
     pub(crate) subscriptions: HashMap<ByteString, Subscription>,
-    pub(crate) inflight: HashMap<u16, Inflight>,
+    pub(crate) inflight: SparseMap<u16, Inflight>,
     pub(crate) next_seq: u64,
     pub(crate) queue: VecDeque<Queued>,
     pub(crate) queued_bytes: usize,
     /// Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received.
-    pub(crate) inbound_qos2: HashSet<u16>,
+    pub(crate) inbound_qos2: SparseSet<u16>,
     pub(crate) next_packet_id: u16,
     pub(crate) session_expiry: u32,
     pub(crate) will: Option<Box<Will>>,
@@ -172,11 +232,11 @@ impl Session {
             client_id,
             version,
             subscriptions: HashMap::new(),
-            inflight: HashMap::new(),
+            inflight: SparseMap::default(),
             next_seq: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
-            inbound_qos2: HashSet::new(),
+            inbound_qos2: SparseSet::default(),
             next_packet_id: 1,
             session_expiry: 0,
             will: None,

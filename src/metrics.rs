@@ -45,6 +45,9 @@ counters! {
     queue_drops: "counter", "Messages dropped because a session queue was full";
     mailbox_drops: "counter", "QoS 0 messages not handed to a worker whose mailbox was over its limit";
     sessions_expired: "counter", "Offline sessions removed at expiry";
+    tls_handshakes: "counter", "TLS handshakes completed";
+    tls_handshake_failures: "counter", "TLS connections closed by a failed handshake (bad record, alert, certificate refused)";
+    tls_errors: "counter", "TLS connections closed by a TLS error after the handshake";
 }
 
 pub type Metrics = Arc<Vec<Arc<WorkerMetrics>>>;

@@ -491,3 +491,23 @@ fn mosquitto_clients_with_client_certificates() {
     let lines = mosquitto_sub_lines(tls, Some("alice"), &["-t", "c/x", "-C", "1"]);
     assert_eq!(lines, vec!["with cert".to_string()]);
 }
+
+#[test]
+fn plain_mqtt_on_the_tls_port_is_closed_and_counted() {
+    use ringmq::protocol::ProtocolVersion;
+    let (b, tls) = tls_broker(1, |_| {});
+    let mut raw = Raw::connect_tcp(tls, ProtocolVersion::V311);
+    raw.send(&ringmq::protocol::Packet::Connect(Box::new(
+        connect_packet(ProtocolVersion::V311, "not-tls", 10, true),
+    )));
+    // The broker answers with a TLS alert (not MQTT) and closes.
+    raw.stream.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut raw.stream, &mut got);
+    assert!(got.len() < 16, "only an alert: {got:?}");
+    if !got.is_empty() {
+        assert_eq!(got[0], 0x15, "TLS alert record");
+    }
+    assert!(wait_metric(&b, "tls_handshake_failures", 1) >= 1);
+    assert_eq!(b.metric("packets_in"), 0);
+}

@@ -192,14 +192,17 @@ impl TlsConn {
     }
 
     /// After the handshake: take the MQTT username from the client certificate, per `mode`.
-    pub fn take_cert_identity(&mut self, mode: CertUsername) {
+    /// False when `mode` asks for one and the certificate has none (the connection must not
+    /// go on with a username of the client's choosing).
+    pub fn take_cert_identity(&mut self, mode: CertUsername) -> bool {
         if mode == CertUsername::None {
-            return;
+            return true;
         }
         let Some(cert) = self.conn.peer_certificates().and_then(|c| c.first()) else {
-            return;
+            return false;
         };
         self.cert_username = cert_identity(cert, mode).map(ByteString::from);
+        self.cert_username.is_some()
     }
 }
 

@@ -49,11 +49,17 @@ fn leaf(dir: &Path, name: &str, ca: &Ca, cn: &str, server: bool, expired: bool) 
     let key = KeyPair::generate().unwrap();
     let sans: Vec<String> = if server {
         vec!["localhost".into(), "127.0.0.1".into()]
+    } else if cn.is_empty() {
+        vec![]
     } else {
         vec![format!("{cn}.example")]
     };
     let mut p = CertificateParams::new(sans).unwrap();
-    p.distinguished_name.push(DnType::CommonName, cn);
+    // (rcgen's default subject has a CN of its own.)
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    if !cn.is_empty() {
+        p.distinguished_name.push(DnType::CommonName, cn);
+    }
     p.extended_key_usages = vec![if server {
         ExtendedKeyUsagePurpose::ServerAuth
     } else {
@@ -79,6 +85,7 @@ fn pki() -> &'static Path {
         leaf(&dir, "server", &ca, "localhost", true, false);
         leaf(&dir, "expired", &ca, "localhost", true, true);
         leaf(&dir, "alice", &ca, "alice", false, false);
+        leaf(&dir, "nameless", &ca, "", false, false);
         let other = make_ca("some other CA");
         std::fs::write(dir.join("other-ca.pem"), other.cert.pem()).unwrap();
         leaf(&dir, "other-server", &other, "localhost", true, false);
@@ -319,6 +326,14 @@ fn client_certificate_required_and_its_cn_becomes_the_username() {
         o.set_clean_session(false);
     });
     alice.expect_connack();
+    assert_eq!(b.metric("tls_handshakes"), 1);
+    // A valid certificate without a CN cannot name the user: closed, not let through with the
+    // CONNECT's username.
+    let nameless = C::new("dev-2", tls, "ca.pem", Some("nameless"), |o| {
+        o.set_credentials("mallory", "pw");
+    });
+    nameless.expect_tls_failure();
+    assert!(wait_metric(&b, "tls_handshake_failures", 3) >= 3);
     assert_eq!(b.metric("tls_handshakes"), 1);
 
     // refuse_takeover_by_other_user compares usernames: a plain client with the same ClientId

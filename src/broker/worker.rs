@@ -519,8 +519,14 @@ impl Worker {
                 }
             }
             Ok(()) if was_handshaking && !tls.is_handshaking() => {
-                add(&self.metrics.tls_handshakes, 1);
-                tls.take_cert_identity(self.shared.cfg.tls_cert_username);
+                if tls.take_cert_identity(self.shared.cfg.tls_cert_username) {
+                    add(&self.metrics.tls_handshakes, 1);
+                } else {
+                    ok = false;
+                    add(&self.metrics.tls_handshake_failures, 1);
+                    tracing::warn!(peer = ?client.peer, mode = ?self.shared.cfg.tls_cert_username,
+                        "client certificate has no name to use as the username: closing");
+                }
             }
             Ok(()) => {}
         }

@@ -492,19 +492,19 @@ impl Worker {
     /// Bytes from a TLS connection: decrypt, answer the handshake, feed the plaintext to
     /// `process_input`.
     fn on_tls_data(&mut self, io: &mut Io<'_>, idx: usize, data: &[u8], now: Instant) {
-        let mut plain = std::mem::take(&mut self.tls_plain);
-        let mut out = std::mem::take(&mut self.tls_out);
-        plain.clear();
-        out.clear();
         let client = &mut self.clients[idx];
         let Some(tls) = client.tls.as_mut() else {
             return;
         };
+        // `plain` stays out of `self` while process_input reads it.
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        self.tls_out.clear();
         let was_handshaking = tls.is_handshaking();
-        let res = tls.read(data, &mut plain, &mut out);
-        if !out.is_empty() {
+        let res = tls.read(data, &mut plain, &mut self.tls_out);
+        if !self.tls_out.is_empty() {
             // Handshake messages and alerts: never refused for the queue limit.
-            io.send_past_limit(client.id, &out);
+            io.send_past_limit(client.id, &self.tls_out);
         }
         let mut ok = true;
         match res {
@@ -548,11 +548,10 @@ impl Worker {
         if plain.capacity() > 1 << 20 {
             plain = Vec::new();
         }
-        if out.capacity() > 1 << 20 {
-            out = Vec::new();
+        if self.tls_out.capacity() > 1 << 20 {
+            self.tls_out = Vec::new();
         }
         self.tls_plain = plain;
-        self.tls_out = out;
     }
 
     fn drain_mailbox(&mut self, io: &mut Io<'_>, now: Instant) {

@@ -74,11 +74,14 @@ fn leaf(dir: &Path, name: &str, ca: &Ca, cn: &str, server: bool, expired: bool) 
     std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
 }
 
-/// The test PKI, generated once per test binary into a temporary directory.
+/// The test PKI, generated once per test binary run.
 fn pki() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ringmq-tls-test-{}", std::process::id()));
+        // Under target/ (cargo's scratch directory for integration tests), one per process.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("tls-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ca = make_ca("ringmq test CA");
         std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();

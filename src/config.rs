@@ -22,11 +22,35 @@ pub enum V311KeepAlivePolicy {
     Refuse,
 }
 
+/// Where the MQTT username of a TLS client with a client certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CertUsername {
+    /// The CONNECT packet's User Name, as on a plain listener (the default).
+    #[default]
+    None,
+    /// The certificate subject's Common Name (replaces any CONNECT User Name).
+    Cn,
+    /// The certificate's first DNS subjectAltName (replaces any CONNECT User Name).
+    San,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listen addresses (IPv4 or IPv6). Each worker gets its own SO_REUSEPORT socket per address.
     pub listen: Vec<SocketAddr>,
+    /// TLS listen addresses (MQTT over TLS, usually port 8883); need `tls_cert` and `tls_key`.
+    /// Each worker gets its own SO_REUSEPORT socket per address, beside the plain ones.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Server certificate chain (PEM, leaf first).
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): when set, TLS clients must present a certificate it signed.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Take the MQTT username from the client certificate: "cn", "san" or "none".
+    pub tls_cert_username: CertUsername,
     /// Worker threads; 0 = one per online CPU.
     pub workers: usize,
     /// Pin worker i to CPU i % ncpu.
@@ -123,6 +147,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec!["0.0.0.0:1883".parse().expect("literal address")],
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_cert_username: CertUsername::None,
             workers: 0,
             pin_workers: true,
             worker_port_base: None,
@@ -201,8 +230,19 @@ impl Config {
 
     /// Check values that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.listen.is_empty() {
-            return Err("at least one listen address is needed".into());
+        if self.listen.is_empty() && self.tls_listen.is_empty() {
+            return Err("at least one listen or tls_listen address is needed".into());
+        }
+        if self.listen.is_empty() && self.worker_port_base.is_some() {
+            return Err("worker_port_base needs a plain listen address".into());
+        }
+        if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("tls_listen needs tls_cert and tls_key".into());
+        }
+        if self.tls_cert_username != CertUsername::None && self.tls_client_ca.is_none() {
+            // Without required client certificates a client could choose to send none and
+            // keep the username of its CONNECT.
+            return Err("tls_cert_username needs tls_client_ca (client certificates)".into());
         }
         if self.receive_maximum == 0 {
             return Err("receive_maximum must be at least 1".into());
@@ -257,6 +297,14 @@ mod tests {
         assert_eq!(c.tcp_keepalive.unwrap().count, 3);
         assert_eq!(c.max_keep_alive, 65535);
         assert!(Config::from_toml_str("no_such_key = 1").is_err());
+        let c = Config::from_toml_str(
+            "tls_listen = [\"0.0.0.0:8883\"]\ntls_cert = \"s.pem\"\ntls_key = \"k.pem\"\n\
+             tls_client_ca = \"ca.pem\"\ntls_cert_username = \"cn\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tls_listen[0].port(), 8883);
+        assert_eq!(c.tls_cert_username, CertUsername::Cn);
     }
 
     #[test]
@@ -271,6 +319,16 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+        let c = Config {
+            tls_listen: vec!["127.0.0.1:8883".parse().unwrap()],
+            ..Config::default()
+        };
+        assert!(c.validate().is_err(), "TLS without a certificate");
+        let c = Config {
+            tls_cert_username: CertUsername::Cn,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err(), "cert username without client CA");
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod protocol;
 pub mod routing;
 pub mod runtime;
 pub mod session;
+pub mod tls;

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use ringmq::config::{Config, TcpKeepalive, V311KeepAlivePolicy};
+use ringmq::config::{CertUsername, Config, TcpKeepalive, V311KeepAlivePolicy};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,6 +19,22 @@ struct Cli {
     /// Listen address, repeatable (IPv4 or IPv6, e.g. 0.0.0.0:1883 or [::]:1883).
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// TLS listen address, repeatable (MQTT over TLS, e.g. 0.0.0.0:8883); needs --tls-cert
+    /// and --tls-key.
+    #[arg(long = "tls-listen", value_name = "ADDR:PORT")]
+    tls_listen: Vec<SocketAddr>,
+    /// Server certificate chain for the TLS listeners (PEM, leaf first).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key for the TLS listeners (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CA bundle (PEM): TLS clients must present a certificate signed by it.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Use the client certificate's CN or first DNS SAN as the MQTT username.
+    #[arg(long, value_enum)]
+    tls_cert_username: Option<CertUsername>,
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -101,6 +117,21 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     };
     if !cli.listen.is_empty() {
         cfg.listen = cli.listen;
+    }
+    if !cli.tls_listen.is_empty() {
+        cfg.tls_listen = cli.tls_listen;
+    }
+    if cli.tls_cert.is_some() {
+        cfg.tls_cert = cli.tls_cert;
+    }
+    if cli.tls_key.is_some() {
+        cfg.tls_key = cli.tls_key;
+    }
+    if cli.tls_client_ca.is_some() {
+        cfg.tls_client_ca = cli.tls_client_ca;
+    }
+    if let Some(v) = cli.tls_cert_username {
+        cfg.tls_cert_username = v;
     }
     if let Some(v) = cli.workers {
         cfg.workers = v;
@@ -216,6 +247,9 @@ fn main() {
     for a in broker.local_addrs() {
         tracing::info!("listening on {a}");
     }
+    for a in broker.tls_addrs() {
+        tracing::info!("listening on {a} (TLS)");
+    }
     if let Some(a) = broker.metrics_addr() {
         tracing::info!("metrics on http://{a}/metrics");
     }
@@ -283,6 +317,29 @@ mod tests {
             "true",
         ]);
         assert!(build_config(cli).unwrap().allow_anonymous());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--tls-listen",
+            "127.0.0.1:8883",
+            "--tls-cert",
+            "s.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--tls-cert-username",
+            "san",
+        ]);
+        let cfg = build_config(cli).unwrap();
+        assert_eq!(cfg.tls_listen, vec!["127.0.0.1:8883".parse().unwrap()]);
+        assert_eq!(cfg.tls_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(cfg.tls_cert_username, CertUsername::San);
+        let cli = Cli::parse_from(["ringmq", "--tls-listen", "127.0.0.1:8883"]);
+        assert!(build_config(cli).is_err(), "no certificate");
     }
 
     #[test]

@@ -48,6 +48,9 @@ counters! {
     auth_rate_limited: "counter", "CONNECTs refused because their address had too many failed logins";
     acl_denied: "counter", "Deliveries and wills refused by the ACL (refused PUBLISH/SUBSCRIBE are answered in their acks)";
     sessions_expired: "counter", "Offline sessions removed at expiry";
+    tls_handshakes: "counter", "TLS handshakes completed";
+    tls_handshake_failures: "counter", "TLS connections closed by a failed handshake (bad record, alert, certificate refused)";
+    tls_errors: "counter", "TLS connections closed by a TLS error after the handshake";
 }
 
 pub type Metrics = Arc<Vec<Arc<WorkerMetrics>>>;

@@ -224,7 +224,7 @@ impl Worker {
 
     /// The client is who it says (or anonymous and allowed): check its will against the ACL,
     /// bind the ACL to the connection, continue with the session.
-    fn authenticated(
+    pub(super) fn authenticated(
         &mut self,
         io: &mut Io<'_>,
         idx: usize,

@@ -59,6 +59,9 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     pub next_assigned_id: AtomicU64,
     pub started: std::time::Instant,
+    /// Per engine listener index (the same order on every worker): the TLS setup of a TLS
+    /// listener, None for a plain one.
+    pub listener_tls: Vec<Option<Arc<crate::tls::TlsSetup>>>,
 }
 
 /// A running broker.
@@ -66,6 +69,7 @@ pub struct BrokerHandle {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     worker_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
 }
@@ -74,6 +78,10 @@ impl BrokerHandle {
     /// The bound listen addresses (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+    /// The bound TLS listen addresses (port 0 resolved).
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
     }
     /// With `worker_port_base`: the address that lands on worker i.
     pub fn worker_addrs(&self) -> &[SocketAddr] {
@@ -215,6 +223,8 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
             slot.push(l);
         }
     }
+    // Engine listener index -> TLS or not (the same on every worker).
+    let mut listener_tls: Vec<Option<Arc<crate::tls::TlsSetup>>> = vec![None; cfg.listen.len()];
     let mut worker_addrs = Vec::new();
     if let Some(base) = cfg.worker_port_base {
         let ip = cfg.listen[0].ip();
@@ -223,6 +233,26 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
             let l = make_listener(SocketAddr::new(ip, port), &cfg, false)?;
             worker_addrs.push(l.local_addr()?);
             slot.push(l);
+        }
+        listener_tls.push(None);
+    }
+    let mut tls_addrs = Vec::new();
+    if !cfg.tls_listen.is_empty() {
+        let setup = Arc::new(
+            crate::tls::TlsSetup::from_config(&cfg)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        );
+        for &addr in &cfg.tls_listen {
+            let mut bound = addr;
+            for (w, slot) in per_worker.iter_mut().enumerate() {
+                let l = make_listener(bound, &cfg, true)?;
+                if w == 0 {
+                    bound = l.local_addr()?;
+                    tls_addrs.push(bound);
+                }
+                slot.push(l);
+            }
+            listener_tls.push(Some(setup.clone()));
         }
     }
 
@@ -251,6 +281,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         started: std::time::Instant::now(),
         auth: auth_state,
         auth_jobs,
+        listener_tls,
         cfg,
     });
     if let Some(rx) = auth_rx {
@@ -344,11 +375,12 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         }
         return Err(e);
     }
-    tracing::info!(workers = n, listen = ?addrs, "ringmq started");
+    tracing::info!(workers = n, listen = ?addrs, tls_listen = ?tls_addrs, "ringmq started");
     Ok(BrokerHandle {
         shared,
         threads,
         addrs,
+        tls_addrs,
         worker_addrs,
         metrics_addr,
     })

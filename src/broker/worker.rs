@@ -122,6 +122,8 @@ pub(super) struct Client {
     /// The will the state machine decided on when it asked to close.
     pub close_will: Option<PendingWill>,
     pub peer: Option<SocketAddr>,
+    /// TLS state when accepted on a TLS listener (boxed: a plain connection pays a pointer).
+    pub tls: Option<Box<crate::tls::TlsConn>>,
 }
 
 pub(super) enum SessionState {
@@ -180,6 +182,9 @@ pub struct Worker {
     pub(super) to_wake: Vec<bool>,
     pub(super) shutting_down: bool,
     pub(super) last_sys: Instant,
+    /// Scratch for TLS: decrypted bytes of one read, and records to send.
+    pub(super) tls_plain: Vec<u8>,
+    pub(super) tls_out: Vec<u8>,
 }
 
 impl Worker {
@@ -205,6 +210,8 @@ impl Worker {
             to_wake: vec![false; n],
             shutting_down: false,
             last_sys: now,
+            tls_plain: Vec::new(),
+            tls_out: Vec::new(),
         }
     }
 
@@ -305,10 +312,23 @@ impl Worker {
     /// Encode and queue one packet for a client. Returns false when the socket's queue is over
     /// its hard limit (the caller closes the connection as a slow consumer).
     pub(super) fn send_packet(&mut self, io: &mut Io<'_>, idx: usize, packet: &Packet) -> bool {
-        let client = &self.clients[idx];
+        let headroom = self.shared.cfg.send_queue_limit.saturating_mul(2);
+        let client = &mut self.clients[idx];
         let version = client.conn.version().unwrap_or(ProtocolVersion::V311);
         self.encode_buf.clear();
         protocol::encode_packet(packet, version, &mut self.encode_buf);
+        let bytes: &[u8] = match client.tls.as_mut() {
+            Some(tls) => {
+                self.tls_out.clear();
+                if let Err(e) = tls.encrypt(&self.encode_buf, &mut self.tls_out) {
+                    // Only after close_notify: the connection is closing anyway.
+                    tracing::debug!(peer = ?client.peer, error = %e, "tls write after close");
+                    return true;
+                }
+                &self.tls_out
+            }
+            None => &self.encode_buf,
+        };
         add(&self.metrics.packets_out, 1);
         if matches!(packet, Packet::Publish(_)) {
             add(&self.metrics.publish_out, 1);
@@ -322,14 +342,10 @@ impl Worker {
         // client's own requests: they may use a second send_queue_limit of headroom, since
         // admitted publishes can fill the first one, but a client that keeps asking and never
         // reads hits twice the limit and is closed as a slow consumer.
-        let within_headroom = || {
-            io.queued(client.id) + self.encode_buf.len()
-                <= self.shared.cfg.send_queue_limit.saturating_mul(2)
-        };
-        if matches!(packet, Packet::Publish(_)) || within_headroom() {
-            io.send_past_limit(client.id, &self.encode_buf)
+        if matches!(packet, Packet::Publish(_)) || io.queued(client.id) + bytes.len() <= headroom {
+            io.send_past_limit(client.id, bytes)
         } else {
-            io.send(client.id, &self.encode_buf)
+            io.send(client.id, bytes)
         }
     }
 
@@ -352,7 +368,23 @@ impl Worker {
                         self.close_client(io, idx, will);
                     }
                 }
-                Action::Connect(req) => self.on_connect_action(io, idx, req, now),
+                Action::Connect(mut req) => {
+                    // tls_cert_username: the verified client certificate names the user and is
+                    // its authentication (no password check, as Mosquitto's
+                    // use_identity_as_username).
+                    match self.clients[idx]
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.cert_username.clone())
+                    {
+                        Some(u) => {
+                            req.username = Some(u);
+                            req.password = None;
+                            self.authenticated(io, idx, req, now)
+                        }
+                        None => self.on_connect_action(io, idx, req, now),
+                    }
+                }
                 Action::Publish(msg) => {
                     add(&self.metrics.publish_in, 1);
                     self.route_publish(io, msg, now);
@@ -391,6 +423,13 @@ impl Worker {
         if !c.closing {
             c.closing = true;
             c.close_will = will;
+            if let Some(tls) = c.tls.as_mut() {
+                if !tls.is_handshaking() {
+                    self.tls_out.clear();
+                    tls.close_notify(&mut self.tls_out);
+                    io.send_past_limit(c.id, &self.tls_out);
+                }
+            }
             io.close(c.id);
         }
     }
@@ -482,6 +521,71 @@ impl Worker {
         let tail = BytesMut::from(input);
         drop(buf);
         self.clients[idx].rx = tail;
+    }
+
+    /// Bytes from a TLS connection: decrypt, answer the handshake, feed the plaintext to
+    /// `process_input`.
+    fn on_tls_data(&mut self, io: &mut Io<'_>, idx: usize, data: &[u8], now: Instant) {
+        let client = &mut self.clients[idx];
+        let Some(tls) = client.tls.as_mut() else {
+            return;
+        };
+        // `plain` stays out of `self` while process_input reads it.
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        self.tls_out.clear();
+        let was_handshaking = tls.is_handshaking();
+        let res = tls.read(data, &mut plain, &mut self.tls_out);
+        if !self.tls_out.is_empty() {
+            // Handshake messages and alerts: never refused for the queue limit.
+            io.send_past_limit(client.id, &self.tls_out);
+        }
+        let mut ok = true;
+        match res {
+            Err(e) => {
+                ok = false;
+                if tls.is_handshaking() {
+                    add(&self.metrics.tls_handshake_failures, 1);
+                    tracing::debug!(peer = ?client.peer, error = %e, "TLS handshake failed");
+                } else {
+                    add(&self.metrics.tls_errors, 1);
+                    tracing::debug!(peer = ?client.peer, error = %e, "TLS error");
+                }
+            }
+            Ok(()) if was_handshaking && !tls.is_handshaking() => {
+                if tls.take_cert_identity(self.shared.cfg.tls_cert_username) {
+                    add(&self.metrics.tls_handshakes, 1);
+                } else {
+                    ok = false;
+                    add(&self.metrics.tls_handshake_failures, 1);
+                    tracing::warn!(peer = ?client.peer, mode = ?self.shared.cfg.tls_cert_username,
+                        "client certificate has no name to use as the username: closing");
+                }
+            }
+            Ok(()) => {}
+        }
+        if ok {
+            if !plain.is_empty() {
+                self.process_input(io, idx, &plain, now);
+            }
+        } else {
+            // Mark closing first so no close_notify follows the alert.
+            let client = &mut self.clients[idx];
+            client.conn.connection_lost(now, &mut self.actions);
+            let will = self.take_close_will();
+            let c = &mut self.clients[idx];
+            c.closing = true;
+            c.close_will = will;
+            io.close(c.id);
+        }
+        // Keep the scratch capacity, but not a huge one left by a burst.
+        if plain.capacity() > 1 << 20 {
+            plain = Vec::new();
+        }
+        if self.tls_out.capacity() > 1 << 20 {
+            self.tls_out = Vec::new();
+        }
+        self.tls_plain = plain;
     }
 
     fn drain_mailbox(&mut self, io: &mut Io<'_>, now: Instant) {
@@ -587,12 +691,28 @@ impl Handler for Worker {
             closing: false,
             close_will: None,
             peer,
+            tls: None,
         });
         let slot = conn.slot as usize;
         if self.by_slot.len() <= slot {
             self.by_slot.resize(slot + 1, NO_CLIENT);
         }
         self.by_slot[slot] = idx as u32;
+        let setup = io
+            .listener(conn)
+            .and_then(|l| self.shared.listener_tls.get(l))
+            .and_then(|s| s.as_ref());
+        if let Some(setup) = setup {
+            match crate::tls::TlsConn::new(setup) {
+                Ok(t) => self.clients[idx].tls = Some(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start TLS");
+                    add(&self.metrics.tls_handshake_failures, 1);
+                    self.close_client(io, idx, None);
+                    return;
+                }
+            }
+        }
         if self.shutting_down {
             self.close_client(io, idx, None);
             return;
@@ -608,7 +728,11 @@ impl Handler for Worker {
         add(&self.metrics.bytes_in, data.len() as u64);
         // Any bytes from the client reset keep-alive, even part of a packet.
         self.clients[idx].conn.on_bytes_received(now);
-        self.process_input(io, idx, data, now);
+        if self.clients[idx].tls.is_some() {
+            self.on_tls_data(io, idx, data, now);
+        } else {
+            self.process_input(io, idx, data, now);
+        }
     }
 
     fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, error: Option<std::io::Error>) {

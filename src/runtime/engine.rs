@@ -219,8 +219,13 @@ mod imp {
         fixed: u32,
         err: i32,
         flags: u16,
+        /// Index (in `Engine::listen` order) of the listener that accepted this connection;
+        /// `NO_LISTENER` for outbound connects. Fits in the struct's padding.
+        listener: u16,
         send: Option<Box<SendState>>,
     }
+
+    const NO_LISTENER: u16 = u16::MAX;
 
     /// Size in bytes of the engine's per-connection state (for an idle connection, this is
     /// all the engine holds: no buffers).
@@ -802,6 +807,7 @@ mod imp {
                         fixed: NO_FIXED,
                         err: 0,
                         flags: 0,
+                        listener: NO_LISTENER,
                         send: None,
                     });
                     (self.conns.len() - 1) as u32
@@ -812,6 +818,7 @@ mod imp {
             c.fixed = NO_FIXED;
             c.err = 0;
             c.flags = F_USED;
+            c.listener = NO_LISTENER;
             c.send = None;
             self.live += 1;
             slot
@@ -1074,7 +1081,7 @@ mod imp {
                         } else {
                             None
                         };
-                        self.on_accepted(h, res as u32, peer);
+                        self.on_accepted(h, res as u32, li, peer);
                     } else if res != -libc::ECANCELED {
                         self.stats.accept_errors += 1;
                     }
@@ -1121,7 +1128,13 @@ mod imp {
             }
         }
 
-        fn on_accepted<H: Handler>(&mut self, h: &mut H, fixed: u32, peer: Option<SocketAddr>) {
+        fn on_accepted<H: Handler>(
+            &mut self,
+            h: &mut H,
+            fixed: u32,
+            listener: usize,
+            peer: Option<SocketAddr>,
+        ) {
             if self.stopping || self.live >= self.max_conns {
                 self.stats.refused_max_conns += 1;
                 let e = opcode::Close::new(types::Fixed(fixed))
@@ -1133,6 +1146,7 @@ mod imp {
             let s = self.alloc() as usize;
             self.conns[s].fixed = fixed;
             self.conns[s].flags |= F_OPEN;
+            self.conns[s].listener = u16::try_from(listener).unwrap_or(NO_LISTENER);
             self.stats.accepted += 1;
             self.arm_recv(s);
             let id = self.id(s as u32);
@@ -1449,6 +1463,15 @@ mod imp {
             if ok {
                 self.inner.begin_close(s, 0, true);
             }
+        }
+
+        /// The index (in `Engine::listen` order) of the listener that accepted `c`; None for
+        /// outbound connects and stale ids. Lets one handler serve several kinds of listener
+        /// (plain and TLS) on one engine.
+        pub fn listener(&self, c: ConnId) -> Option<usize> {
+            let conn = self.inner.conns.get(c.slot as usize)?;
+            (conn.gen == c.generation && conn.flags & F_USED != 0 && conn.listener != NO_LISTENER)
+                .then_some(conn.listener as usize)
         }
 
         /// True while `c` is open (on_open was called, close not started).

@@ -529,3 +529,27 @@ fn plain_mqtt_on_the_tls_port_is_closed_and_counted() {
     assert!(wait_metric(&b, "tls_handshake_failures", 1) >= 1);
     assert_eq!(b.metric("packets_in"), 0);
 }
+
+/// With a password file and `tls_cert_username`, the verified certificate is the
+/// authentication (as Mosquitto's use_identity_as_username): its CN is accepted without a
+/// password, while on the plain listener the same user name without the password is refused.
+#[test]
+fn certificate_identity_needs_no_password_but_plain_logins_still_do() {
+    use ringmq::protocol::{ProtocolVersion, ReasonCode};
+    use rq::*;
+    let pw = std::env::temp_dir().join(format!("ringmq-tls-pw-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pw);
+    ringmq::auth::passwd::set_password(&pw, "alice", b"s3cret").unwrap();
+    let (b, tls) = tls_broker(1, |c| {
+        c.tls_client_ca = Some(file("ca.pem"));
+        c.tls_cert_username = CertUsername::Cn;
+        c.password_file = Some(pw.clone());
+    });
+    let alice = C::new("cert-only", tls, "ca.pem", Some("alice"), |_| {});
+    alice.expect_connack();
+    let mut c = connect_packet(ProtocolVersion::V5, "plain-alice", 10, true);
+    c.username = Some("alice".into());
+    let (_p, ack) = connect(b.addr, c);
+    assert_eq!(ack.code, ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    let _ = std::fs::remove_file(&pw);
+}

@@ -75,11 +75,14 @@ impl Worker {
     /// Deliver to every matching (non-shared) subscription of this worker's sessions: one copy
     /// per session, at the highest granted QoS, with every matching subscription identifier.
     pub(super) fn route_local(&mut self, io: &mut Io<'_>, msg: &Message, now: Instant) {
-        let mut hits: Vec<(SessionKey, SubscriptionOptions, Option<u32>)> = Vec::new();
+        // The match list is a scratch vector the worker keeps: no allocation per message.
+        let mut hits = std::mem::take(&mut self.route_hits);
+        hits.clear();
         self.subs.matches(&msg.topic, |key, entry| {
             hits.push((key, entry.options, entry.subscription_id))
         });
         if hits.is_empty() {
+            self.route_hits = hits;
             return;
         }
         hits.sort_unstable_by_key(|h| (h.0.index, h.0.generation));
@@ -119,6 +122,7 @@ impl Worker {
             };
             self.deliver_routed(io, key, msg, delivery, now);
         }
+        self.route_hits = hits;
     }
 
     /// Deliver what this worker's index matched for a session, minding a cut-over

@@ -176,6 +176,12 @@ pub struct Worker {
     pub(super) subs: SubscriptionTrie<SessionKey, Subscription>,
     pub(super) wheel: TimerWheel<TimerKey>,
     pub(super) actions: Vec<Action>,
+    /// Scratch list of (session, options, subscription id) matches for `route_local`.
+    pub(super) route_hits: Vec<(
+        SessionKey,
+        crate::protocol::SubscriptionOptions,
+        Option<u32>,
+    )>,
     pub(super) expired: Vec<TimerKey>,
     pub(super) encode_buf: BytesMut,
     /// Workers whose mailbox we pushed to since the last wake.
@@ -205,6 +211,7 @@ impl Worker {
             subs: SubscriptionTrie::new(),
             wheel: TimerWheel::new(now, Duration::from_millis(50), 4096),
             actions: Vec::new(),
+            route_hits: Vec::new(),
             expired: Vec::new(),
             encode_buf: BytesMut::with_capacity(4096),
             to_wake: vec![false; n],

@@ -21,6 +21,8 @@
 # duplicates, every error counter, generator-side totals. Exit 0 = all checks passed.
 #
 # Usage: [DURATION=1800] [CONNS=50000] [WORKERS=4] ... scripts/soak.sh
+# Every process runs under `nice -n $NICE` (default 19); run the script itself un-niced (a
+# `nice -n 10` around it adds to NICE). Results of the recorded run: docs/soak.md.
 # Short validation run: DURATION=120 CONNS=5000 CHURN=500 TAKEOVER=500 TAKEOVER_EVERY=30 \
 #                       PUB_RATE=500 scripts/soak.sh
 # Limits here: 20,000 open files per process, not raisable. ringmq keeps connections in

@@ -77,12 +77,17 @@ pub(super) struct Cutover {
 }
 
 impl WorkerMsg {
+    /// The message counted against `worker_mailbox_limit`, if this is one.
+    fn counted_message(&self) -> Option<&Message> {
+        match self {
+            WorkerMsg::Publish(m) | WorkerMsg::Deliver { msg: m, .. } => Some(m),
+            _ => None,
+        }
+    }
+
     /// Bytes counted against `worker_mailbox_limit` (topic + payload of a message).
     fn payload_bytes(&self) -> usize {
-        match self {
-            WorkerMsg::Publish(m) | WorkerMsg::Deliver { msg: m, .. } => m.queued_size(),
-            _ => 0,
-        }
+        self.counted_message().map_or(0, |m| m.queued_size())
     }
 }
 
@@ -282,15 +287,10 @@ impl Worker {
     /// on its way, as at the socket).
     pub(super) fn post(&mut self, worker: u16, msg: WorkerMsg) {
         let w = worker as usize;
-        let bytes = msg.payload_bytes();
-        if bytes > 0 {
+        if let Some(m) = msg.counted_message() {
+            let bytes = m.queued_size();
             let waiting = self.shared.mailbox_bytes[w].load(Ordering::Relaxed);
-            let qos0 = match &msg {
-                WorkerMsg::Publish(m) | WorkerMsg::Deliver { msg: m, .. } => {
-                    m.qos == protocol::QoS::AtMostOnce
-                }
-                _ => false,
-            };
+            let qos0 = m.qos == protocol::QoS::AtMostOnce;
             if qos0 && waiting + bytes > self.shared.cfg.worker_mailbox_limit {
                 add(&self.metrics.mailbox_drops, 1);
                 return;

@@ -1409,8 +1409,8 @@ mod imp {
         }
 
         /// Like [`Io::send`] but queues past `send_queue_limit` too: for bytes whose amount is
-        /// bounded elsewhere and that must not be refused (a PUBLISH the broker admitted: see
-        /// `Worker::send_packet`). False only if not open.
+        /// bounded elsewhere and that must not be refused (a PUBLISH the broker admitted, or an
+        /// ack within the worker's headroom: see `Worker::send_packet`). False only if not open.
         pub fn send_past_limit(&mut self, c: ConnId, d: &[u8]) -> bool {
             self.send_inner(c, d, false)
         }

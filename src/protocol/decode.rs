@@ -183,6 +183,28 @@ impl Source for SharedSrc<'_> {
     }
 }
 
+/// Validates like [`SliceSrc`] but keeps nothing: strings are UTF-8 checked, binary fields are
+/// skipped. Used to check a property block once without allocating ([`decode_packet_view`]).
+#[derive(Clone, Copy)]
+struct CheckSrc<'a>(&'a [u8]);
+
+impl Source for CheckSrc<'_> {
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        self.0
+    }
+    #[inline(always)]
+    fn binary(&self, _start: usize, _end: usize) -> Bytes {
+        Bytes::new()
+    }
+    #[inline(always)]
+    fn string(&self, start: usize, end: usize) -> Result<ByteString, DecodeError> {
+        std::str::from_utf8(&self.0[start..end])
+            .map_err(|_| DecodeError::Malformed("invalid UTF-8 string"))?;
+        Ok(ByteString::new())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reader over the body of one packet.
 // ---------------------------------------------------------------------------------------------
@@ -373,13 +395,14 @@ fn check_first_byte(b: u8, version: Option<ProtocolVersion>) -> Result<(), Decod
     }
 }
 
+/// The checks every decode starts with: first byte valid for the connection state, fixed
+/// header complete, packet within `max_packet_size`, whole packet in `buf` (`Ok(None)` if not).
 #[inline(always)]
-fn decode_from<S: Source>(
-    src: S,
+fn frame(
+    buf: &[u8],
     version: Option<ProtocolVersion>,
     max_packet_size: u32,
-) -> Result<Option<(Packet, usize)>, DecodeError> {
-    let buf = src.data();
+) -> Result<Option<FrameHeader>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -397,6 +420,21 @@ fn decode_from<S: Source>(
     if buf.len() < total {
         return Ok(None);
     }
+    Ok(Some(h))
+}
+
+#[inline(always)]
+fn decode_from<S: Source>(
+    src: S,
+    version: Option<ProtocolVersion>,
+    max_packet_size: u32,
+) -> Result<Option<(Packet, usize)>, DecodeError> {
+    let buf = src.data();
+    let Some(h) = frame(buf, version, max_packet_size)? else {
+        return Ok(None);
+    };
+    let first = h.first_byte;
+    let total = h.packet_len();
     let mut r = Reader {
         src,
         buf,
@@ -650,8 +688,11 @@ fn read_props<S: Source>(
                 Prop::U32(v)
             }
             RESPONSE_TOPIC => {
+                // Checked on the wire bytes: a `CheckSrc` returns no string.
+                let start = r.pos + 2;
                 let s = r.string()?;
-                if s.is_empty() || s.bytes().any(|b| b == b'+' || b == b'#') {
+                let raw = &r.buf[start..r.pos];
+                if raw.is_empty() || raw.iter().any(|&b| b == b'+' || b == b'#') {
                     return Err(DecodeError::Protocol("invalid Response Topic"));
                 }
                 Prop::Str(s)
@@ -957,6 +998,34 @@ fn decode_connack<S: Source>(
     })
 }
 
+/// The property block of a PUBLISH into `p`.
+#[inline]
+fn read_publish_props<S: Source>(
+    r: &mut Reader<'_, S>,
+    p: &mut PublishProperties,
+) -> Result<(), DecodeError> {
+    read_props(r, PUBLISH_PROPS, PUBLISH_MULTI, |id, v| {
+        match id {
+            PAYLOAD_FORMAT_INDICATOR => p.payload_format_indicator = p_u8(v)?,
+            MESSAGE_EXPIRY_INTERVAL => p.message_expiry_interval = p_u32(v)?,
+            TOPIC_ALIAS => p.topic_alias = p_u16(v)?,
+            RESPONSE_TOPIC => p.response_topic = p_str(v)?,
+            CORRELATION_DATA => p.correlation_data = p_bin(v)?,
+            SUBSCRIPTION_IDENTIFIER => {
+                if let Some(id) = p_u32(v)? {
+                    p.subscription_identifiers.push(id);
+                }
+            }
+            CONTENT_TYPE => p.content_type = p_str(v)?,
+            _ => p_user(v, &mut p.user_properties)?,
+        }
+        Ok(())
+    })
+}
+
+/// Properties of a PUBLISH that may repeat.
+const PUBLISH_MULTI: u64 = USER_ONLY | (1u64 << SUBSCRIPTION_IDENTIFIER);
+
 #[inline(always)]
 fn decode_publish<S: Source>(
     r: &mut Reader<'_, S>,
@@ -980,29 +1049,7 @@ fn decode_publish<S: Source>(
     };
     let mut properties = PublishProperties::default();
     if v.is_v5() {
-        let p = &mut properties;
-        read_props(
-            r,
-            PUBLISH_PROPS,
-            USER_ONLY | (1u64 << SUBSCRIPTION_IDENTIFIER),
-            |id, v| {
-                match id {
-                    PAYLOAD_FORMAT_INDICATOR => p.payload_format_indicator = p_u8(v)?,
-                    MESSAGE_EXPIRY_INTERVAL => p.message_expiry_interval = p_u32(v)?,
-                    TOPIC_ALIAS => p.topic_alias = p_u16(v)?,
-                    RESPONSE_TOPIC => p.response_topic = p_str(v)?,
-                    CORRELATION_DATA => p.correlation_data = p_bin(v)?,
-                    SUBSCRIPTION_IDENTIFIER => {
-                        if let Some(id) = p_u32(v)? {
-                            p.subscription_identifiers.push(id);
-                        }
-                    }
-                    CONTENT_TYPE => p.content_type = p_str(v)?,
-                    _ => p_user(v, &mut p.user_properties)?,
-                }
-                Ok(())
-            },
-        )?;
+        read_publish_props(r, &mut properties)?;
         if ts == te && properties.topic_alias.is_none() {
             return Err(DecodeError::Protocol(
                 "empty topic name without a Topic Alias",
@@ -1022,6 +1069,193 @@ fn decode_publish<S: Source>(
         payload,
         properties,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// PUBLISH in place
+// ---------------------------------------------------------------------------------------------
+
+/// A PUBLISH read in place: topic and payload borrow the receive buffer, and nothing is
+/// allocated or reference counted. It has passed every check [`decode_packet`] makes; the
+/// broker copies out of it only what it keeps (see `Connection::handle_publish`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishView<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// May be empty in MQTT 5 when `topic_alias` is set.
+    pub topic: &'a str,
+    /// 0 for QoS 0.
+    pub packet_id: u16,
+    pub payload: &'a [u8],
+    /// The MQTT 5 properties the broker acts on, read in place.
+    pub payload_format_indicator: Option<u8>,
+    pub message_expiry_interval: Option<u32>,
+    pub topic_alias: Option<u16>,
+    other: OtherProps<'a>,
+}
+
+/// Where the remaining properties of a [`PublishView`] are, if it has any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OtherProps<'a> {
+    None,
+    /// The whole property block (its length included), already validated.
+    Wire(&'a [u8]),
+    Decoded(&'a PublishProperties),
+}
+
+impl<'a> PublishView<'a> {
+    /// A view of an already decoded PUBLISH.
+    pub fn of(p: &'a Publish) -> Self {
+        let pr = &p.properties;
+        let other = pr.response_topic.is_some()
+            || pr.correlation_data.is_some()
+            || !pr.user_properties.is_empty()
+            || !pr.subscription_identifiers.is_empty()
+            || pr.content_type.is_some();
+        PublishView {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            payload: &p.payload,
+            payload_format_indicator: pr.payload_format_indicator,
+            message_expiry_interval: pr.message_expiry_interval,
+            topic_alias: pr.topic_alias,
+            other: if other {
+                OtherProps::Decoded(pr)
+            } else {
+                OtherProps::None
+            },
+        }
+    }
+
+    /// Whether it carries properties beyond the three read in place (Response Topic,
+    /// Correlation Data, User Properties, Subscription Identifiers, Content Type).
+    pub fn has_other_properties(&self) -> bool {
+        self.other != OtherProps::None
+    }
+
+    /// All its properties, copied out. Cannot fail for a view from [`decode_publish_view`]
+    /// (the block was checked then); the error is returned rather than assumed away.
+    pub fn properties(&self) -> Result<PublishProperties, DecodeError> {
+        let mut p = match self.other {
+            OtherProps::None => PublishProperties::default(),
+            OtherProps::Decoded(p) => p.clone(),
+            OtherProps::Wire(block) => {
+                let mut p = PublishProperties::default();
+                let mut r = Reader {
+                    src: SliceSrc(block),
+                    buf: block,
+                    pos: 0,
+                    end: block.len(),
+                };
+                read_publish_props(&mut r, &mut p)?;
+                p
+            }
+        };
+        p.payload_format_indicator = self.payload_format_indicator;
+        p.message_expiry_interval = self.message_expiry_interval;
+        p.topic_alias = self.topic_alias;
+        Ok(p)
+    }
+
+    /// The owned packet (topic and payload copied).
+    pub fn to_publish(&self) -> Result<Publish, DecodeError> {
+        Ok(Publish {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: ByteString::from(self.topic),
+            packet_id: self.packet_id,
+            payload: Bytes::copy_from_slice(self.payload),
+            properties: self.properties()?,
+        })
+    }
+}
+
+/// Decodes one PUBLISH in place; the broker's receive path for its most frequent packet.
+/// Same contract and same checks as [`decode_packet`] on a connection of version `version`,
+/// but `buf` must start with a PUBLISH (first byte `0x3_`): anything else is an error, so the
+/// caller looks at `buf[0] >> 4 == 3` first and uses [`decode_packet`] otherwise.
+#[inline]
+pub fn decode_publish_view(
+    buf: &[u8],
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<(PublishView<'_>, usize)>, DecodeError> {
+    let Some(h) = frame(buf, Some(version), max_packet_size)? else {
+        return Ok(None);
+    };
+    if h.first_byte >> 4 != T_PUBLISH {
+        return Err(DecodeError::Malformed("not a PUBLISH"));
+    }
+    let total = h.packet_len();
+    let mut r = Reader {
+        src: CheckSrc(buf),
+        buf,
+        pos: h.header_len,
+        end: total,
+    };
+    let flags = h.first_byte & 0x0F;
+    let qos = match (flags >> 1) & 0x03 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        // 3 is rejected by frame().
+        _ => QoS::ExactlyOnce,
+    };
+    let (ts, te) = r.prefixed()?;
+    check_publish_topic_bytes(&buf[ts..te])?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        r.packet_id()?
+    };
+    let mut pfi = None;
+    let mut expiry = None;
+    let mut alias = None;
+    let mut other = OtherProps::None;
+    if version.is_v5() {
+        let start = r.pos;
+        let mut more = false;
+        read_props(&mut r, PUBLISH_PROPS, PUBLISH_MULTI, |id, v| {
+            match id {
+                PAYLOAD_FORMAT_INDICATOR => pfi = p_u8(v)?,
+                MESSAGE_EXPIRY_INTERVAL => expiry = p_u32(v)?,
+                TOPIC_ALIAS => alias = p_u16(v)?,
+                _ => more = true,
+            }
+            Ok(())
+        })?;
+        if more {
+            other = OtherProps::Wire(&buf[start..r.pos]);
+        }
+        if ts == te && alias.is_none() {
+            return Err(DecodeError::Protocol(
+                "empty topic name without a Topic Alias",
+            ));
+        }
+    } else if ts == te {
+        return Err(DecodeError::TopicNameInvalid("empty topic name"));
+    }
+    let topic = std::str::from_utf8(&buf[ts..te])
+        .map_err(|_| DecodeError::Malformed("invalid UTF-8 string"))?;
+    Ok(Some((
+        PublishView {
+            dup: flags & 0x08 != 0,
+            qos,
+            retain: flags & 0x01 != 0,
+            topic,
+            packet_id,
+            payload: &buf[r.pos..total],
+            payload_format_indicator: pfi,
+            message_expiry_interval: expiry,
+            topic_alias: alias,
+            other,
+        },
+        total,
+    )))
 }
 
 /// U+0000 and wildcards in a PUBLISH topic name. The common case (none of them) is checked

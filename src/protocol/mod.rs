@@ -10,7 +10,8 @@ pub mod topic;
 pub mod types;
 
 pub use decode::{
-    connect_version_hint, decode_fixed_header, decode_packet, decode_packet_shared, FrameHeader,
+    connect_version_hint, decode_fixed_header, decode_packet, decode_packet_shared,
+    decode_publish_view, FrameHeader, PublishView,
 };
 pub use encode::{encode_packet, encoded_len};
 pub use error::DecodeError;

@@ -9,7 +9,7 @@
 #      RT ("" ; "chrt -f 50" runs broker and generator under SCHED_FIFO, as root, so that other
 #      load on a shared machine does not preempt them; both brokers get the same treatment)
 # The broker runs on core BROKER_CPU, the generator on core GEN_CPU (taskset). Broker CPU
-# seconds come from /proc/PID/stat (utime+stime) read before and after the run.
+# seconds come from /proc/PID/stat (utime+stime, also shown apart) read before and after the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,8 +35,8 @@ fi
 RINGMQ_BIN=${RINGMQ_BIN:-$TARGET/release/ringmq}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 
-cpu_ticks() { # utime+stime of a pid, in clock ticks
-    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
+cpu_ticks() { # "utime stime" of a pid, in clock ticks
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12, $13}'
 }
 
 wait_port() {
@@ -84,7 +84,9 @@ for b in $BROKERS; do
     t1=$(cpu_ticks "$pid")
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    echo "{\"cpu_s\": $(awk -v a="$t0" -v b="$t1" -v t="$TICK" 'BEGIN{print (b-a)/t}')}" >"$OUT/$b.cpu.json"
+    awk -v a="$t0" -v b="$t1" -v t="$TICK" 'BEGIN{split(a, x, " "); split(b, y, " ");
+        u = (y[1] - x[1]) / t; s = (y[2] - x[2]) / t;
+        printf "{\"cpu_s\": %s, \"user_cpu_s\": %s, \"sys_cpu_s\": %s}\n", u + s, u, s}' >"$OUT/$b.cpu.json"
     tail -n 8 "$OUT/$b.txt" | sed 's/^/   /' >&2
 done
 
@@ -95,7 +97,7 @@ rows = {}
 for n in names:
     try:
         j = json.load(open(os.path.join(out, n + ".json")))
-        j["cpu_s"] = json.load(open(os.path.join(out, n + ".cpu.json")))["cpu_s"]
+        j.update(json.load(open(os.path.join(out, n + ".cpu.json"))))
         rows[n] = j
     except Exception:
         pass
@@ -106,11 +108,15 @@ def val(j, k):
         return (j.get("connects", 0)) / j["cpu_s"] if j["cpu_s"] > 0 else 0
     if k == "msgs_per_cpu_s":
         return (j["received"] or j["sent"]) / j["cpu_s"] if j["cpu_s"] > 0 else 0
+    if k == "msgs_per_user_cpu_s":
+        u = j.get("user_cpu_s", 0)
+        return (j["received"] or j["sent"]) / u if u > 0 else 0
     return j.get(k, 0)
 metrics = [("sent_rate", "sent msgs/s"), ("recv_rate", "recv msgs/s"), ("latency_p50_us", "p50 us"),
            ("latency_p99_us", "p99 us"), ("latency_p999_us", "p999 us"), ("latency_max_us", "max us"),
            ("lost", "lost"), ("late_sends", "late sends"), ("cpu_s", "broker CPU s"),
-           ("msgs_per_cpu_s", "msgs / broker CPU s"), ("conns_peak", "conns peak"),
+           ("user_cpu_s", "  of which user s"), ("sys_cpu_s", "  of which kernel s"),
+           ("msgs_per_cpu_s", "msgs / broker CPU s"), ("msgs_per_user_cpu_s", "msgs / user CPU s"), ("conns_peak", "conns peak"),
            ("conns_end", "conns at end"), ("connect_rate", "CONNACKs/s"),
            ("connect_p50_us", "connect p50 us"), ("connect_p99_us", "connect p99 us"),
            ("takeover_p50_us", "takeover p50 us"), ("takeover_p99_us", "takeover p99 us"),
@@ -118,7 +124,9 @@ metrics = [("sent_rate", "sent msgs/s"), ("recv_rate", "recv msgs/s"), ("latency
            ("old_eof_without_disconnect", "old EOF only"), ("closed", "closed by broker")]
 cols = list(rows)
 # Rows a scenario does not produce (e.g. take-over figures of a pubsub run) are left out.
-metrics = [(k, l) for k, l in metrics if k in ("msgs_per_cpu_s", "cpu_s") or any(k in rows[c] for c in cols)]
+metrics = [(k, l) for k, l in metrics if k in ("msgs_per_cpu_s", "cpu_s")
+           or (k == "msgs_per_user_cpu_s" and any(rows[c].get("received") or rows[c].get("sent") for c in cols))
+           or any(k in rows[c] for c in cols)]
 print("\n%-22s" % "metric" + "".join("%16s" % c for c in cols) + ("%12s" % "ratio" if len(cols) == 2 else ""))
 for k, label in metrics:
     vs = [val(rows[c], k) for c in cols]

@@ -1207,6 +1207,16 @@ fn every_malformed_case_has_its_reason_code() {
             got,
             "{name}: shared decoder disagrees"
         );
+        if let (Some(v), Some(b)) = (version, wire.first()) {
+            if b >> 4 == 3 {
+                let view = decode_publish_view(wire, *v, u32::MAX);
+                assert_eq!(
+                    view.map(|r| r.map(|(p, n)| (Packet::Publish(p.to_publish().unwrap()), n))),
+                    got,
+                    "{name}: in-place PUBLISH decoder disagrees"
+                );
+            }
+        }
     }
 }
 

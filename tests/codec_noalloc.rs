@@ -3,6 +3,8 @@
 //! - PINGREQ decodes without allocating (both decoders, both versions);
 //! - `decode_packet_shared` of a PUBLISH allocates nothing and its topic and payload point into
 //!   the caller's buffer (shared, not copied);
+//! - `decode_publish_view` (the worker's PUBLISH path) allocates nothing either: topic and
+//!   payload are the buffer's own bytes;
 //! - `decode_packet` copies a PUBLISH's topic and payload out of the buffer, once each.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use ringmq::protocol::{
-    decode_packet, decode_packet_shared, encode_packet, Packet, ProtocolVersion, Publish,
-    PublishProperties, QoS,
+    decode_packet, decode_packet_shared, decode_publish_view, encode_packet, Packet,
+    ProtocolVersion, Publish, PublishProperties, QoS,
 };
 
 struct Counting;
@@ -110,6 +112,19 @@ fn decoder_allocations() {
                 range.start <= tr.start && tr.end <= range.end,
                 "topic was copied"
             );
+
+            // --- In-place decode (the worker's PUBLISH path): no allocation, topic and payload
+            // are the buffer's own bytes.
+            let slice: &[u8] = &w;
+            let before = allocs();
+            let (view, n) = decode_publish_view(slice, v, u32::MAX).unwrap().unwrap();
+            let during = allocs() - before;
+            assert_eq!(during, 0, "{v:?} {qos:?} {len}: in-place decode allocated");
+            assert_eq!(n, w.len());
+            assert_eq!(view.payload.as_ptr_range().end, range.end);
+            assert!(range.contains(&view.payload.as_ptr()) || len == 0);
+            assert!(range.contains(&view.topic.as_ptr()), "topic was copied");
+            assert_eq!(Packet::Publish(view.to_publish().unwrap()), p);
 
             // --- Copying decode: topic and payload copied once each, outside the buffer.
             let slice: &[u8] = &w;

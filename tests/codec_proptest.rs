@@ -539,6 +539,25 @@ fn round_trip(p: &Packet, v: V, split: usize) -> Result<(), TestCaseError> {
         .ok_or_else(|| TestCaseError::fail("incomplete"))?;
     prop_assert_eq!(used2, n);
     prop_assert_eq!(&d2, p);
+    // The in-place PUBLISH decoder (the broker's receive path) reads the same packet.
+    if let (Packet::Publish(orig), Some(v)) = (p, dv) {
+        let (view, used3) = decode_publish_view(&out, v, u32::MAX)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+            .ok_or_else(|| TestCaseError::fail("incomplete"))?;
+        prop_assert_eq!(used3, n);
+        prop_assert_eq!(
+            &view
+                .to_publish()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?,
+            orig
+        );
+        prop_assert_eq!(
+            view.has_other_properties(),
+            PublishView::of(orig).has_other_properties()
+        );
+        let cut = split % n;
+        prop_assert_eq!(decode_publish_view(&out[..cut], v, u32::MAX), Ok(None));
+    }
     // Any strict prefix needs more bytes.
     let cut = split % n;
     prop_assert_eq!(decode_packet(&out[..cut], dv, u32::MAX), Ok(None));
@@ -585,8 +604,17 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..64), which in 0u8..3) {
         let v = match which { 0 => None, 1 => Some(V::V311), _ => Some(V::V5) };
-        if let Ok(Some((_, n))) = decode_packet(&data, v, u32::MAX) {
+        let res = decode_packet(&data, v, u32::MAX);
+        if let Ok(Some((_, n))) = res {
             prop_assert!(n <= data.len());
+        }
+        // On a PUBLISH the in-place decoder gives the same answer.
+        if let (Some(v), Some(b)) = (v, data.first()) {
+            if b >> 4 == 3 {
+                let view = decode_publish_view(&data, v, u32::MAX)
+                    .map(|r| r.map(|(p, n)| (Packet::Publish(p.to_publish().unwrap()), n)));
+                prop_assert_eq!(view, res);
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes to the decoder in every connection state (before CONNECT, 3.1.1, 5.0).
 //! For every packet that decodes:
-//! - the copying and the zero-copy decoders agree,
+//! - the copying, the zero-copy and (for PUBLISH) the in-place decoders agree,
 //! - every strict prefix of the packet asks for more bytes,
 //! - it re-encodes to exactly `encoded_len` bytes, and that decodes to an equal packet.
 #![no_main]
@@ -8,7 +8,8 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use ringmq::protocol::{
-    decode_packet, decode_packet_shared, encode_packet, encoded_len, Packet, ProtocolVersion,
+    decode_packet, decode_packet_shared, decode_publish_view, encode_packet, encoded_len, Packet,
+    ProtocolVersion,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +22,14 @@ fuzz_target!(|data: &[u8]| {
 fn check(data: &[u8], shared: &Bytes, version: Option<ProtocolVersion>) {
     let res = decode_packet(data, version, u32::MAX);
     assert_eq!(res, decode_packet_shared(shared, version, u32::MAX));
+    if let (Some(v), Some(b)) = (version, data.first()) {
+        if b >> 4 == 3 {
+            // The in-place PUBLISH decoder (the broker's receive path) agrees.
+            let view = decode_publish_view(data, v, u32::MAX)
+                .map(|r| r.map(|(p, n)| (Packet::Publish(p.to_publish().unwrap()), n)));
+            assert_eq!(view, res);
+        }
+    }
     let Ok(Some((packet, consumed))) = res else {
         return;
     };

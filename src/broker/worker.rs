@@ -487,11 +487,28 @@ impl Worker {
             if client.closing || input.is_empty() {
                 break;
             }
-            match protocol::decode_packet(input, client.conn.version(), max) {
-                Ok(Some((packet, used))) => {
+            let version = client.conn.version();
+            // PUBLISH, the packet that matters for throughput, is read in place.
+            let res = match version {
+                Some(v) if input[0] >> 4 == 3 => {
+                    protocol::decode_publish_view(input, v, max).map(|r| {
+                        r.map(|(p, used)| {
+                            client.conn.handle_publish(p, now, &mut self.actions);
+                            used
+                        })
+                    })
+                }
+                _ => protocol::decode_packet(input, version, max).map(|r| {
+                    r.map(|(packet, used)| {
+                        client.conn.handle(packet, now, &mut self.actions);
+                        used
+                    })
+                }),
+            };
+            match res {
+                Ok(Some(used)) => {
                     input = &input[used..];
                     add(&self.metrics.packets_in, 1);
-                    client.conn.handle(packet, now, &mut self.actions);
                     self.run_actions(io, idx, now);
                     if !self.clients.contains(idx) {
                         return;

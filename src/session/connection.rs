@@ -15,8 +15,8 @@ use super::state::{Delivery, InflightState, Message, MessageData, Queued, Sessio
 use super::will::{self, WillDecision};
 use crate::protocol::{
     AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Packet,
-    ProtocolVersion, PubResp, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscribe,
-    SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    ProtocolVersion, PubResp, Publish, PublishProperties, PublishView, QoS, ReasonCode, SubAck,
+    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 
 /// A CONNECT that passed the protocol checks; the broker resolves ownership and sessions and
@@ -129,9 +129,11 @@ struct PendingConnect {
 
 /// Per-connection protocol state machine.
 #[derive(Debug)]
-/// Topic Alias tables of one connection (MQTT 5).
+/// Topic Alias tables of one connection (MQTT 5), and the topic of its last PUBLISH.
 #[derive(Default)]
 struct Aliases {
+    /// The topic the client last published to, shared with the messages routed since.
+    last_topic: Option<ByteString>,
     /// Client -> broker: alias -> topic.
     inbound: Vec<Option<ByteString>>,
     /// Broker -> client: topic -> alias.
@@ -153,7 +155,8 @@ pub struct Connection {
     client_receive_max: u16,
     client_max_packet: u32,
     client_topic_alias_max: u16,
-    /// Topic aliases both ways, created on first use (most connections never use one).
+    /// Topic aliases both ways and the last published topic, created on the first PUBLISH
+    /// either way (idle connections never have one).
     aliases: Option<Box<Aliases>>,
     /// On resume, unacknowledged PUBLISH packets beyond the client's Receive Maximum wait here
     /// (packet ids, oldest first) and are resent (DUP = 1, same id) as acknowledgements free
@@ -616,7 +619,7 @@ impl Connection {
     fn on_packet(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
         match packet {
             Packet::Connect(_) => self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
-            Packet::Publish(p) => self.on_publish(p, now, out),
+            Packet::Publish(p) => self.on_publish(PublishView::of(&p), now, out),
             Packet::PubAck(r) => self.on_puback(r, now, out),
             Packet::PubRec(r) => self.on_pubrec(r, now, out),
             Packet::PubRel(r) => self.on_pubrel(r, out),
@@ -635,7 +638,22 @@ impl Connection {
         }
     }
 
-    fn on_publish(&mut self, mut p: Publish, now: Instant, out: &mut Vec<Action>) {
+    /// A PUBLISH read in place by the worker ([`crate::protocol::decode_publish_view`]): the
+    /// same as `handle(Packet::Publish(..))`, but the topic and payload are copied only if the
+    /// message is routed (and a topic equal to the previous one is shared, not copied).
+    pub fn handle_publish(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
+        if self.phase != Phase::Connected {
+            match p.to_publish() {
+                Ok(p) => self.handle(Packet::Publish(p), now, out),
+                Err(e) => self.on_decode_error(&e, now, out),
+            }
+            return;
+        }
+        self.on_bytes_received(now);
+        self.on_publish(p, now, out);
+    }
+
+    fn on_publish(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
         let v5 = self.is_v5();
         let l = Arc::clone(&self.limits);
         if p.qos > l.max_qos {
@@ -647,8 +665,10 @@ impl Connection {
         if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
             return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
         }
-        // Topic alias (MQTT 5).
-        match p.properties.topic_alias.take() {
+        // Topic alias (MQTT 5). `aliased`: the topic the alias stands for, when the packet
+        // names none.
+        let mut aliased: Option<ByteString> = None;
+        match p.topic_alias {
             Some(a) if v5 => {
                 if a == 0 || a > l.topic_alias_maximum {
                     return self.fail(ReasonCode::TOPIC_ALIAS_INVALID, now, out);
@@ -657,15 +677,17 @@ impl Connection {
                 if p.topic.is_empty() {
                     let known = self.aliases.as_ref().and_then(|a| a.inbound.get(idx));
                     match known.and_then(|t| t.clone()) {
-                        Some(t) => p.topic = t,
+                        Some(t) => aliased = Some(t),
                         None => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
                     }
                 } else {
+                    let topic = self.topic_of(p.topic);
                     let inbound = &mut self.aliases.get_or_insert_with(Box::default).inbound;
                     if inbound.len() <= idx {
                         inbound.resize(usize::from(l.topic_alias_maximum) + 1, None);
                     }
-                    inbound[idx] = Some(p.topic.clone());
+                    inbound[idx] = Some(topic.clone());
+                    aliased = Some(topic);
                 }
             }
             Some(_) => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
@@ -675,7 +697,8 @@ impl Connection {
                 }
             }
         }
-        if p.topic.contains(['+', '#', '\0']) {
+        let topic: &str = aliased.as_deref().unwrap_or(p.topic);
+        if topic.contains(['+', '#', '\0']) {
             return self.fail(ReasonCode::TOPIC_NAME_INVALID, now, out);
         }
         let Some(s) = self.session.as_mut() else {
@@ -693,10 +716,7 @@ impl Connection {
             out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
             return;
         }
-        if v5
-            && p.properties.payload_format_indicator == Some(1)
-            && std::str::from_utf8(&p.payload).is_err()
-        {
+        if v5 && p.payload_format_indicator == Some(1) && std::str::from_utf8(p.payload).is_err() {
             let r = PubResp {
                 packet_id: id,
                 reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
@@ -708,7 +728,7 @@ impl Connection {
                 QoS::ExactlyOnce => out.push(Action::Send(Packet::PubRec(r))),
             };
         }
-        if self.acl.as_ref().is_some_and(|a| !a.can_publish(&p.topic)) {
+        if self.acl.as_ref().is_some_and(|a| !a.can_publish(topic)) {
             // Not forwarded. MQTT 5 says why; 3.1.1 acknowledges as for a message the server
             // chose not to forward (3.1.1 has no negative PUBACK).
             let mut r = PubResp::new(id);
@@ -728,18 +748,35 @@ impl Connection {
             }
             return;
         }
-        let mut props = if v5 {
-            mem::take(&mut p.properties)
-        } else {
+        let mut props = if !v5 {
             PublishProperties::default()
+        } else if p.has_other_properties() {
+            match p.properties() {
+                Ok(props) => props,
+                Err(e) => return self.on_decode_error(&e, now, out),
+            }
+        } else {
+            PublishProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                ..Default::default()
+            }
         };
+        props.topic_alias = None;
         props.subscription_identifiers.clear();
         let expires_at = props
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        let topic = match aliased {
+            Some(t) => t,
+            None => self.topic_of(p.topic),
+        };
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
         let msg = Message::new(MessageData {
-            topic: p.topic,
-            payload: p.payload,
+            topic,
+            payload: Bytes::copy_from_slice(p.payload),
             qos: p.qos,
             retain: p.retain,
             properties: props,
@@ -753,6 +790,20 @@ impl Connection {
             QoS::ExactlyOnce => {
                 s.inbound_qos2.insert(id);
                 out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
+            }
+        }
+    }
+
+    /// `topic` as a shared string: the previous PUBLISH's topic when it is the same (a
+    /// publisher usually repeats its topics), a new copy otherwise (then remembered).
+    fn topic_of(&mut self, topic: &str) -> ByteString {
+        let a = self.aliases.get_or_insert_with(Box::default);
+        match &a.last_topic {
+            Some(t) if &**t == topic => t.clone(),
+            _ => {
+                let t = ByteString::from(topic);
+                a.last_topic = Some(t.clone());
+                t
             }
         }
     }

@@ -2421,3 +2421,47 @@ fn connect_request_debug_hides_the_password() {
     );
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// The worker's receive path hands PUBLISH over in place (`handle_publish`): the message
+/// routed is the same as through `handle`, and a topic repeated by a publisher is shared with
+/// the previous message instead of copied again.
+#[test]
+fn publish_in_place_routes_the_same_message_and_shares_a_repeated_topic() {
+    use crate::protocol::{encode_packet, PublishView};
+    for (version, mut h) in [(ProtocolVersion::V311, v3(0)), (ProtocolVersion::V5, v5(0))] {
+        let mut routed = Vec::new();
+        for topic in ["a/b", "a/b", "c"] {
+            let mut p = publish(topic, QoS::AtLeastOnce, 7);
+            if version.is_v5() {
+                p.properties.message_expiry_interval = Some(30);
+                p.properties.user_properties = vec![(bs("k"), bs("v"))];
+            }
+            let mut wire = bytes::BytesMut::new();
+            encode_packet(&Packet::Publish(p.clone()), version, &mut wire);
+            let (view, _) = crate::protocol::decode_publish_view(&wire, version, u32::MAX)
+                .unwrap()
+                .unwrap();
+            let mut out = Vec::new();
+            let now = h.at(0);
+            h.c.handle_publish(view, now, &mut out);
+            // Same answer as the owned packet gets.
+            let mut h2 = if version.is_v5() { v5(0) } else { v3(0) };
+            let out2 = h2.handle(Packet::Publish(p.clone()), 0);
+            assert_eq!(sent(&out), sent(&out2), "{version:?} {topic}");
+            let m = published(&out)[0].clone();
+            let m2 = published(&out2)[0];
+            assert_eq!((&m.topic, &m.payload), (&m2.topic, &m2.payload));
+            assert_eq!(m.properties, m2.properties, "{version:?}");
+            assert_eq!(PublishView::of(&p).to_publish().unwrap(), p);
+            routed.push(m);
+        }
+        let ptr = |m: &Message| m.topic.as_bytes().as_ptr();
+        assert_eq!(
+            ptr(&routed[0]),
+            ptr(&routed[1]),
+            "repeated topic copied again"
+        );
+        assert_ne!(ptr(&routed[1]), ptr(&routed[2]));
+        assert!(!routed[0].same(&routed[1]));
+    }
+}

@@ -5,10 +5,14 @@
 //! cargo build --profile bench --example decode_profile
 //! valgrind --tool=callgrind --callgrind-out-file=cg.out \
 //!     target/release/examples/decode_profile publish copy 100000
-//! callgrind_annotate --inclusive=yes cg.out | grep -E 'decode_packet(_shared)? |drop_in_place<ringmq::protocol::types::Packet> '
+//! callgrind_annotate --inclusive=yes cg.out | grep -E 'decode_packet(_shared)? |decode_publish_view|drop_in_place<ringmq::protocol::types::Packet> '
 //! ```
 //!
-//! Inclusive Ir of `decode_packet` (or `decode_packet_shared`) / N = instructions per decode;
+//! Mode `view` (PUBLISH only) runs `decode_publish_view`, the worker's PUBLISH path; its
+//! result owns nothing, so there is no drop.
+//!
+//! Inclusive Ir of `decode_packet` (or `decode_packet_shared`, `decode_publish_view`) / N =
+//! instructions per decode;
 //! `drop_in_place<Packet>` / N = instructions to drop the result. Packets as in `benches/codec.rs`
 //! (MQTT 3.1.1, QoS 0, 29-byte topic, 16-byte payload), allocator mimalloc as in the broker.
 use std::hint::black_box;
@@ -16,8 +20,8 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use ringmq::protocol::{
-    decode_packet, decode_packet_shared, encode_packet, Packet, ProtocolVersion, Publish,
-    PublishProperties, QoS,
+    decode_packet, decode_packet_shared, decode_publish_view, encode_packet, Packet,
+    ProtocolVersion, Publish, PublishProperties, QoS,
 };
 
 #[global_allocator]
@@ -25,7 +29,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: decode_profile <publish|pingreq> <copy|shared> [N]";
+    let usage = "usage: decode_profile <publish|pingreq> <copy|shared|view> [N]";
     let packet = match args.get(1).map(String::as_str) {
         Some("pingreq") => Packet::PingReq,
         Some("publish") => Packet::Publish(Publish {
@@ -39,9 +43,8 @@ fn main() {
         }),
         _ => panic!("{usage}"),
     };
-    let shared = match args.get(2).map(String::as_str) {
-        Some("copy") => false,
-        Some("shared") => true,
+    let mode = match args.get(2).map(String::as_str) {
+        Some(m @ ("copy" | "shared" | "view")) => m,
         _ => panic!("{usage}"),
     };
     let n: u64 = args.get(3).map_or(1_000_000, |s| s.parse().expect(usage));
@@ -52,7 +55,14 @@ fn main() {
     let slice: &[u8] = &wire;
     let t = std::time::Instant::now();
     for _ in 0..n {
-        let r = if shared {
+        if mode == "view" {
+            let r =
+                decode_publish_view(black_box(slice), ProtocolVersion::V311, black_box(1 << 20));
+            assert!(matches!(&r, Ok(Some(_))));
+            black_box(&r);
+            continue;
+        }
+        let r = if mode == "shared" {
             decode_packet_shared(black_box(&wire), black_box(v), black_box(1 << 20))
         } else {
             decode_packet(black_box(slice), black_box(v), black_box(1 << 20))

@@ -1083,8 +1083,8 @@ pub struct PublishView<'a> {
     pub dup: bool,
     pub qos: QoS,
     pub retain: bool,
-    /// May be empty in MQTT 5 when `topic_alias` is set.
-    pub topic: &'a str,
+    /// Valid UTF-8 (checked by the decoder): see [`PublishView::topic`].
+    topic: &'a [u8],
     /// 0 for QoS 0.
     pub packet_id: u16,
     pub payload: &'a [u8],
@@ -1117,7 +1117,7 @@ impl<'a> PublishView<'a> {
             dup: p.dup,
             qos: p.qos,
             retain: p.retain,
-            topic: &p.topic,
+            topic: p.topic.as_bytes(),
             packet_id: p.packet_id,
             payload: &p.payload,
             payload_format_indicator: pr.payload_format_indicator,
@@ -1129,6 +1129,19 @@ impl<'a> PublishView<'a> {
                 OtherProps::None
             },
         }
+    }
+
+    /// The topic name's bytes; empty in MQTT 5 when `topic_alias` is set. They are valid
+    /// UTF-8, so the broker compares them with topics it knows without converting.
+    pub fn topic_bytes(&self) -> &'a [u8] {
+        self.topic
+    }
+
+    /// The topic name. The decoder checked it is UTF-8 (an all-ASCII topic needs no more
+    /// than the wildcard scan), so this conversion cannot fail; it is not free either, which
+    /// is why the hot path uses [`PublishView::topic_bytes`].
+    pub fn topic(&self) -> &'a str {
+        std::str::from_utf8(self.topic).unwrap_or_default()
     }
 
     /// Whether it carries properties beyond the three read in place (Response Topic,
@@ -1167,7 +1180,7 @@ impl<'a> PublishView<'a> {
             dup: self.dup,
             qos: self.qos,
             retain: self.retain,
-            topic: ByteString::from(self.topic),
+            topic: ByteString::from(self.topic()),
             packet_id: self.packet_id,
             payload: Bytes::copy_from_slice(self.payload),
             properties: self.properties()?,
@@ -1206,7 +1219,7 @@ pub fn decode_publish_view(
         _ => QoS::ExactlyOnce,
     };
     let (ts, te) = r.prefixed()?;
-    check_publish_topic_bytes(&buf[ts..te])?;
+    let ascii = check_publish_topic_bytes(&buf[ts..te])?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
@@ -1239,8 +1252,10 @@ pub fn decode_publish_view(
     } else if ts == te {
         return Err(DecodeError::TopicNameInvalid("empty topic name"));
     }
-    let topic = std::str::from_utf8(&buf[ts..te])
-        .map_err(|_| DecodeError::Malformed("invalid UTF-8 string"))?;
+    let topic = &buf[ts..te];
+    if !ascii && std::str::from_utf8(topic).is_err() {
+        return Err(DecodeError::Malformed("invalid UTF-8 string"));
+    }
     Ok(Some((
         PublishView {
             dup: flags & 0x08 != 0,
@@ -1261,7 +1276,8 @@ pub fn decode_publish_view(
 /// U+0000 and wildcards in a PUBLISH topic name. The common case (none of them) is checked
 /// eight bytes at a time; the byte loop only runs to report the first offending byte.
 #[inline(always)]
-fn check_publish_topic_bytes(topic: &[u8]) -> Result<(), DecodeError> {
+/// Returns whether the topic is all ASCII (then it is valid UTF-8 without further checks).
+fn check_publish_topic_bytes(topic: &[u8]) -> Result<bool, DecodeError> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     /// Non-zero iff some byte of `x` is zero (exact for "any", SWAR).
@@ -1275,20 +1291,33 @@ fn check_publish_topic_bytes(topic: &[u8]) -> Result<(), DecodeError> {
     }
     let mut chunks = topic.chunks_exact(8);
     let mut found = 0u64;
+    let mut bits = 0u64;
     for c in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        found |= bad(u64::from_le_bytes(w));
+        let w = u64::from_le_bytes(w);
+        found |= bad(w);
+        bits |= w;
     }
     let tail = chunks.remainder();
-    if !tail.is_empty() {
-        // Pad with a byte that is none of 0, '+', '#'.
+    if !tail.is_empty() && topic.len() >= 8 {
+        // The last eight bytes: the overlap is checked twice, which changes nothing.
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&topic[topic.len() - 8..]);
+        let w = u64::from_le_bytes(w);
+        found |= bad(w);
+        bits |= w;
+    } else if !tail.is_empty() {
+        // Pad with a byte that is none of 0, '+', '#' (and is ASCII).
         let mut w = [b'a'; 8];
         w[..tail.len()].copy_from_slice(tail);
-        found |= bad(u64::from_le_bytes(w));
+        let w = u64::from_le_bytes(w);
+        found |= bad(w);
+        bits |= w;
     }
+    let ascii = bits & HI == 0;
     if found == 0 {
-        return Ok(());
+        return Ok(ascii);
     }
     for &b in topic {
         if b == b'+' || b == b'#' {
@@ -1300,7 +1329,7 @@ fn check_publish_topic_bytes(topic: &[u8]) -> Result<(), DecodeError> {
             return Err(DecodeError::Malformed("U+0000 in a UTF-8 string"));
         }
     }
-    Ok(())
+    Ok(ascii)
 }
 
 #[inline]

@@ -665,39 +665,40 @@ impl Connection {
         if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
             return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
         }
-        // Topic alias (MQTT 5). `aliased`: the topic the alias stands for, when the packet
-        // names none.
-        let mut aliased: Option<ByteString> = None;
-        match p.topic_alias {
+        // The topic, resolved through the Topic Alias (MQTT 5) if any. A topic equal to the
+        // previous one is shared, not copied (`topic_of`).
+        let wire_topic = p.topic_bytes();
+        let topic = match p.topic_alias {
             Some(a) if v5 => {
                 if a == 0 || a > l.topic_alias_maximum {
                     return self.fail(ReasonCode::TOPIC_ALIAS_INVALID, now, out);
                 }
                 let idx = usize::from(a);
-                if p.topic.is_empty() {
+                if wire_topic.is_empty() {
                     let known = self.aliases.as_ref().and_then(|a| a.inbound.get(idx));
                     match known.and_then(|t| t.clone()) {
-                        Some(t) => aliased = Some(t),
+                        Some(t) => t,
                         None => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
                     }
                 } else {
-                    let topic = self.topic_of(p.topic);
+                    let topic = self.topic_of(p);
                     let inbound = &mut self.aliases.get_or_insert_with(Box::default).inbound;
                     if inbound.len() <= idx {
                         inbound.resize(usize::from(l.topic_alias_maximum) + 1, None);
                     }
                     inbound[idx] = Some(topic.clone());
-                    aliased = Some(topic);
+                    topic
                 }
             }
             Some(_) => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
             None => {
-                if p.topic.is_empty() {
+                if wire_topic.is_empty() {
                     return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
                 }
+                self.topic_of(p)
             }
-        }
-        let topic: &str = aliased.as_deref().unwrap_or(p.topic);
+        };
+        // The decoder rejects these already; a packet built in memory may not have been decoded.
         if topic.contains(['+', '#', '\0']) {
             return self.fail(ReasonCode::TOPIC_NAME_INVALID, now, out);
         }
@@ -728,7 +729,7 @@ impl Connection {
                 QoS::ExactlyOnce => out.push(Action::Send(Packet::PubRec(r))),
             };
         }
-        if self.acl.as_ref().is_some_and(|a| !a.can_publish(topic)) {
+        if self.acl.as_ref().is_some_and(|a| !a.can_publish(&topic)) {
             // Not forwarded. MQTT 5 says why; 3.1.1 acknowledges as for a message the server
             // chose not to forward (3.1.1 has no negative PUBACK).
             let mut r = PubResp::new(id);
@@ -767,10 +768,6 @@ impl Connection {
         let expires_at = props
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        let topic = match aliased {
-            Some(t) => t,
-            None => self.topic_of(p.topic),
-        };
         let Some(s) = self.session.as_mut() else {
             return;
         };
@@ -794,14 +791,15 @@ impl Connection {
         }
     }
 
-    /// `topic` as a shared string: the previous PUBLISH's topic when it is the same (a
-    /// publisher usually repeats its topics), a new copy otherwise (then remembered).
-    fn topic_of(&mut self, topic: &str) -> ByteString {
+    /// The topic of `p` as a shared string: the previous PUBLISH's topic when the bytes are
+    /// the same (a publisher usually repeats its topics), a new copy otherwise (then
+    /// remembered).
+    fn topic_of(&mut self, p: PublishView<'_>) -> ByteString {
         let a = self.aliases.get_or_insert_with(Box::default);
         match &a.last_topic {
-            Some(t) if &**t == topic => t.clone(),
+            Some(t) if t.as_bytes() == p.topic_bytes() => t.clone(),
             _ => {
-                let t = ByteString::from(topic);
+                let t = ByteString::from(p.topic());
                 a.last_topic = Some(t.clone());
                 t
             }

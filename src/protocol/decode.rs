@@ -1232,15 +1232,20 @@ pub fn decode_publish_view(
     if version.is_v5() {
         let start = r.pos;
         let mut more = false;
-        read_props(&mut r, PUBLISH_PROPS, PUBLISH_MULTI, |id, v| {
-            match id {
-                PAYLOAD_FORMAT_INDICATOR => pfi = p_u8(v)?,
-                MESSAGE_EXPIRY_INTERVAL => expiry = p_u32(v)?,
-                TOPIC_ALIAS => alias = p_u16(v)?,
-                _ => more = true,
-            }
-            Ok(())
-        })?;
+        if r.pos < r.end && buf[r.pos] == 0 {
+            // No properties, the common case: a property length of 0.
+            r.pos += 1;
+        } else {
+            read_props(&mut r, PUBLISH_PROPS, PUBLISH_MULTI, |id, v| {
+                match id {
+                    PAYLOAD_FORMAT_INDICATOR => pfi = p_u8(v)?,
+                    MESSAGE_EXPIRY_INTERVAL => expiry = p_u32(v)?,
+                    TOPIC_ALIAS => alias = p_u16(v)?,
+                    _ => more = true,
+                }
+                Ok(())
+            })?;
+        }
         if more {
             other = OtherProps::Wire(&buf[start..r.pos]);
         }

@@ -1115,7 +1115,8 @@ impl Connection {
             properties.message_expiry_interval = q.msg.expires_at.map(|t| expiry_left(t, now));
             properties.subscription_identifiers = q.subscription_ids.clone();
         }
-        let mut p = Publish {
+        // What goes on the wire; for QoS 1/2 the in-flight copy keeps the full topic.
+        let mut wire = Publish {
             dup: false,
             qos: q.qos,
             retain: q.retain,
@@ -1128,11 +1129,10 @@ impl Connection {
         let alias_max = self
             .client_topic_alias_max
             .min(self.limits.max_outbound_topic_aliases);
-        let mut wire = p.clone();
         let mut new_alias = None;
         if v5 && alias_max > 0 {
             let outbound = self.aliases.as_ref().map(|a| &a.outbound);
-            if let Some(&a) = outbound.and_then(|o| o.get(&p.topic)) {
+            if let Some(&a) = outbound.and_then(|o| o.get(&wire.topic)) {
                 wire.topic = ByteString::new();
                 wire.properties.topic_alias = Some(a);
             } else if outbound.map_or(0, |o| o.len()) < usize::from(alias_max) {
@@ -1152,16 +1152,21 @@ impl Connection {
             self.aliases
                 .get_or_insert_with(Box::default)
                 .outbound
-                .insert(p.topic.clone(), a);
+                .insert(q.msg.topic.clone(), a);
         }
         if q.qos != QoS::AtMostOnce {
+            let Some(s) = self.session.as_mut() else {
+                return;
+            };
             let Some(id) = s.alloc_packet_id() else {
                 // Cannot happen within the window; never lose the message silently.
                 s.stats.dropped_queue_full += 1;
                 return;
             };
-            p.packet_id = id;
             wire.packet_id = id;
+            let mut p = wire.clone();
+            p.topic = q.msg.topic.clone();
+            p.properties.topic_alias = None;
             let seq = s.next_seq();
             let state = if q.qos == QoS::AtLeastOnce {
                 InflightState::Qos1(p)

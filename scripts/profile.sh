@@ -20,6 +20,7 @@ PORT=${PORT:-18830}
 BROKER_CPU=${BROKER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 OUT=${OUT:-$(mktemp -d /tmp/ringmq-profile.XXXXXX)}
+mkdir -p "$OUT"
 TARGET=${CARGO_TARGET_DIR:-target}
 read -r -a RINGMQ_EXTRA <<<"${RINGMQ_ARGS:-}"
 command -v perf >/dev/null || { echo "perf not installed" >&2; exit 1; }

@@ -16,6 +16,10 @@
 //! - [`decode_packet`] copies every string / binary field out of `buf` exactly once (a PUBLISH
 //!   payload is copied once into its own `Bytes`; PINGREQ/PINGRESP and acks without properties
 //!   allocate nothing). [`decode_packet_shared`] slices the caller's `Bytes` instead: no copy.
+//! - [`decode_publish_view`] reads a PUBLISH in place (a [`PublishView`] of borrowed slices, no
+//!   allocation, no reference count): the broker worker's path for PUBLISH. It makes exactly
+//!   the checks `decode_packet` makes and returns the same errors (tests and the fuzz target
+//!   hold them to that).
 //! - Variable byte integers are accepted in non-minimal form (at most 4 bytes).
 //! - The direction of a packet is not known here: rules that depend on it (a client must not
 //!   send a Subscription Identifier in PUBLISH, a server never receives CONNACK, ...) are the

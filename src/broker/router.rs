@@ -39,18 +39,20 @@ impl Worker {
             }
         }
         if self.shared.shared_sub_count.load(Ordering::Relaxed) > 0 {
-            let mut picks: Vec<((u16, SessionKey), Subscription)> = Vec::new();
+            let mut picks = std::mem::take(&mut self.shared_picks);
+            let mut groups = std::mem::take(&mut self.shared_groups);
+            picks.clear();
+            groups.clear();
             {
                 let mut reg = self.shared.shared_subs.lock();
-                let mut groups = Vec::new();
                 reg.matches(&msg.topic, |g| groups.push(g));
-                for g in groups {
+                for &g in &groups {
                     if let Some((m, sub)) = reg.pick(g) {
                         picks.push((m, *sub));
                     }
                 }
             }
-            for ((worker, key), sub) in picks {
+            for &((worker, key), sub) in &picks {
                 let delivery = Delivery {
                     qos: sub.options.qos,
                     retain_as_published: sub.options.retain_as_published,
@@ -69,6 +71,10 @@ impl Worker {
                     );
                 }
             }
+            // A delivery may have routed a will meanwhile: it used (and gave back) its own
+            // lists, so these are simply put back.
+            self.shared_picks = picks;
+            self.shared_groups = groups;
         }
     }
 

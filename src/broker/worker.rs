@@ -187,6 +187,10 @@ pub struct Worker {
         crate::protocol::SubscriptionOptions,
         Option<u32>,
     )>,
+    /// Scratch lists of `route_publish` for shared subscriptions: the groups a topic matched,
+    /// and the member picked in each (no allocation per message).
+    pub(super) shared_groups: Vec<crate::routing::GroupId>,
+    pub(super) shared_picks: Vec<((u16, SessionKey), Subscription)>,
     pub(super) expired: Vec<TimerKey>,
     pub(super) encode_buf: BytesMut,
     /// Workers whose mailbox we pushed to since the last wake.
@@ -217,6 +221,8 @@ impl Worker {
             wheel: TimerWheel::new(now, Duration::from_millis(50), 4096),
             actions: Vec::new(),
             route_hits: Vec::new(),
+            shared_groups: Vec::new(),
+            shared_picks: Vec::new(),
             expired: Vec::new(),
             encode_buf: BytesMut::with_capacity(4096),
             to_wake: vec![false; n],

@@ -92,7 +92,9 @@ pub struct Config {
     pub send_queue_limit: usize,
     /// Payload bytes of messages waiting in one worker's mailbox (handed over by other
     /// workers) above which further QoS 0 messages are not handed to it (dropped, counted in
-    /// `mailbox_drops`): a worker that falls behind a flood must not buffer it without bound.
+    /// `mailbox_drops`), and a publisher whose QoS 1/2 message finds it full is no longer read
+    /// (TCP flow control holds it back; `publishers_paused`) until every mailbox is at most
+    /// half full: a worker that falls behind a flood must not buffer it without bound.
     pub worker_mailbox_limit: usize,
     /// Cap on the Session Expiry Interval a client may request (seconds).
     pub max_session_expiry: u32,

@@ -652,3 +652,73 @@ fn outbound_connect_and_refused_connect() {
     assert_eq!(stats.connected, 1);
     assert_eq!(stats.connect_failed, 1);
 }
+
+#[test]
+fn pause_recv_holds_the_peer_back_and_resume_recv_reads_on() {
+    // The handler pauses reading as soon as a connection opens. A peer writing 64 MiB must
+    // then stall once the kernel's socket buffers are full (TCP flow control), with at most
+    // the provided buffers already in flight handed to `on_data`; after `resume_recv` every
+    // byte arrives, in order.
+    const TOTAL: usize = 64 << 20;
+    let c = cfg();
+    let in_flight_bound = c.buf_count as usize * c.buf_size as usize;
+    let resume = Arc::new(AtomicBool::new(false));
+    let got = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let (resume2, got2) = (resume.clone(), got.clone());
+    let srv = spawn(c, true, move |stop, ev| {
+        let mut h = H::echo(stop, ev);
+        h.open = Some(Box::new(|io, _, c| io.pause_recv(c)));
+        let got = got2.clone();
+        h.data = Box::new(move |_, _, _, d| got.lock().unwrap().extend_from_slice(d));
+        let mut resumed = false;
+        h.tick = Some(Box::new(move |io, ev| {
+            if !resumed && resume2.load(Ordering::SeqCst) {
+                if let Some(&(c, _)) = ev.lock().unwrap().opens.first() {
+                    io.resume_recv(c);
+                    resumed = true;
+                }
+            }
+        }));
+        h
+    });
+    let data = pattern(TOTAL, 7);
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut s = client(srv.addr.unwrap());
+    let (data2, written2) = (data.clone(), written.clone());
+    let writer = std::thread::spawn(move || {
+        for chunk in data2.chunks(64 << 10) {
+            s.write_all(chunk).unwrap();
+            written2.fetch_add(chunk.len(), Ordering::SeqCst);
+        }
+        s
+    });
+    // Wait until the writer is stuck: no progress for 300 ms.
+    let mut last = usize::MAX;
+    let mut since = Instant::now();
+    wait_until("the paused peer to stall", || {
+        let w = written.load(Ordering::SeqCst);
+        if w != last {
+            last = w;
+            since = Instant::now();
+        }
+        since.elapsed() > Duration::from_millis(300)
+    });
+    let stalled_at = written.load(Ordering::SeqCst);
+    let received = got.lock().unwrap().len();
+    assert!(stalled_at < TOTAL, "the writer never stalled");
+    assert!(
+        received <= in_flight_bound,
+        "{received} bytes handed over while paused (bound {in_flight_bound})"
+    );
+    resume.store(true, Ordering::SeqCst);
+    srv.remote.wake();
+    let s = writer.join().unwrap();
+    wait_until("every byte after resume", || {
+        got.lock().unwrap().len() >= TOTAL
+    });
+    assert!(*got.lock().unwrap() == data, "bytes lost or reordered");
+    drop(s);
+    let (stats, _) = srv.stop();
+    assert!(stats.recv_rearms > 0, "{stats:?}");
+    eprintln!("paused peer stalled after {stalled_at} bytes ({received} handed over while paused)");
+}

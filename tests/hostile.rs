@@ -848,3 +848,75 @@ fn publisher_that_never_reads_its_acks_is_disconnected() {
     eprintln!("deaf QoS 1 publisher disconnected; it had written {sent} publishes by then");
     bystander_still_works(&b);
 }
+
+#[test]
+fn qos1_flood_into_a_full_worker_mailbox_pauses_the_publisher_and_loses_nothing() {
+    // A mailbox limit of 1 byte: every QoS 1 message handed to the other worker finds the
+    // mailbox over its limit. QoS 1 must not be dropped, so the broker stops reading from the
+    // publisher (TCP pushes back on it) until the other worker has drained its mailbox, then
+    // reads on. Every message arrives, once, in order; nothing is dropped.
+    const N: usize = 2000;
+    const SIZE: usize = 512;
+    let b = TestBroker::start_with(2, |c| {
+        c.worker_mailbox_limit = 1;
+        c.max_queued_messages = 100_000;
+    });
+    let (mut sub, _) = connect(
+        b.worker_addrs[0],
+        connect_packet(ProtocolVersion::V311, "mb-sub", 0, true),
+    );
+    subscribe(&mut sub, 1, "mb/t", QoS::AtLeastOnce);
+    // The subscriber reads and acknowledges on its own thread.
+    let subscriber = std::thread::spawn(move || {
+        let mut seen = Vec::with_capacity(N);
+        while seen.len() < N {
+            match sub.recv(Duration::from_secs(10)) {
+                Some(Packet::Publish(p)) => {
+                    let text = std::str::from_utf8(&p.payload).unwrap();
+                    let i: usize = text.split(':').next().unwrap().parse().unwrap();
+                    seen.push(i);
+                    if p.qos == QoS::AtLeastOnce {
+                        sub.send(&Packet::PubAck(PubResp::new(p.packet_id)));
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        seen
+    });
+    let (mut p, _) = connect(
+        b.worker_addrs[1],
+        connect_packet(ProtocolVersion::V311, "mb-pub", 0, true),
+    );
+    let mut acks = p.stream.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while total < N * 4 {
+            match std::io::Read::read(&mut acks, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total / 4
+    });
+    for i in 0..N {
+        let mut payload = format!("{i}:");
+        payload.push_str(&"m".repeat(SIZE - payload.len()));
+        p.send(&publish("mb/t", &payload, QoS::AtLeastOnce, i as u16 + 1));
+    }
+    assert_eq!(reader.join().unwrap(), N, "every PUBLISH acknowledged");
+    let seen = subscriber.join().unwrap();
+    assert_eq!(seen.len(), N, "every message delivered");
+    assert!(
+        seen.iter().enumerate().all(|(k, &i)| k == i),
+        "in order, no duplicates"
+    );
+    let paused = b.metric("publishers_paused");
+    assert!(paused > 0, "the publisher was paused");
+    assert_eq!(b.metric("mailbox_drops"), 0);
+    assert_eq!(b.metric("queue_drops"), 0);
+    eprintln!("QoS 1 flood through a 1-byte mailbox limit: {N} delivered, publisher paused {paused} times");
+    bystander_still_works(&b);
+}

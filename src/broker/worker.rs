@@ -191,6 +191,11 @@ pub struct Worker {
     /// and the member picked in each (no allocation per message).
     pub(super) shared_groups: Vec<crate::routing::GroupId>,
     pub(super) shared_picks: Vec<((u16, SessionKey), Subscription)>,
+    /// Set by `post` when a QoS 1/2 message went to a mailbox over `worker_mailbox_limit`:
+    /// `process_input` then pauses reading from the publisher it was handling.
+    pub(super) mailbox_full: bool,
+    /// Connections whose reading is paused until the other workers' mailboxes drain.
+    pub(super) paused: Vec<ConnId>,
     pub(super) expired: Vec<TimerKey>,
     pub(super) encode_buf: BytesMut,
     /// Workers whose mailbox we pushed to since the last wake.
@@ -223,6 +228,8 @@ impl Worker {
             route_hits: Vec::new(),
             shared_groups: Vec::new(),
             shared_picks: Vec::new(),
+            mailbox_full: false,
+            paused: Vec::new(),
             expired: Vec::new(),
             encode_buf: BytesMut::with_capacity(4096),
             to_wake: vec![false; n],
@@ -287,19 +294,24 @@ impl Worker {
     }
 
     /// Queue a message for another worker; the wake is sent once per callback batch.
-    /// A QoS 0 message is dropped (counted in `mailbox_drops`) instead when the target's
-    /// mailbox already holds `worker_mailbox_limit` payload bytes: a worker that falls behind
-    /// a flood must not buffer it without bound (QoS 0 may be dropped on congestion anywhere
-    /// on its way, as at the socket).
+    /// When the target's mailbox already holds `worker_mailbox_limit` payload bytes (a worker
+    /// that falls behind a flood must not buffer it without bound):
+    /// - a QoS 0 message is dropped, counted in `mailbox_drops` (QoS 0 may be dropped on
+    ///   congestion anywhere on its way, as at the socket);
+    /// - a QoS 1/2 message is posted (it must not be lost), and the publisher being read is
+    ///   paused (`mailbox_full`, see `process_input`) until the mailboxes drain: the mailbox
+    ///   passes its limit by at most what was already read from that publisher.
     pub(super) fn post(&mut self, worker: u16, msg: WorkerMsg) {
         let w = worker as usize;
         if let Some(m) = msg.counted_message() {
             let bytes = m.queued_size();
             let waiting = self.shared.mailbox_bytes[w].load(Ordering::Relaxed);
-            let qos0 = m.qos == protocol::QoS::AtMostOnce;
-            if qos0 && waiting + bytes > self.shared.cfg.worker_mailbox_limit {
-                add(&self.metrics.mailbox_drops, 1);
-                return;
+            if waiting + bytes > self.shared.cfg.worker_mailbox_limit {
+                if m.qos == protocol::QoS::AtMostOnce {
+                    add(&self.metrics.mailbox_drops, 1);
+                    return;
+                }
+                self.mailbox_full = true;
             }
             self.shared.mailbox_bytes[w].fetch_add(bytes, Ordering::Relaxed);
         }
@@ -475,8 +487,54 @@ impl Worker {
         }
     }
 
+    /// Pause reading from a client whose messages filled another worker's mailbox (see
+    /// `post`); `resume_paused` reads from it again once the mailboxes have drained.
+    fn pause_for_mailbox(&mut self, io: &mut Io<'_>, idx: usize) {
+        let id = self.clients[idx].id;
+        if !self.paused.contains(&id) {
+            io.pause_recv(id);
+            self.paused.push(id);
+            add(&self.metrics.publishers_paused, 1);
+        }
+    }
+
+    /// Resume the paused publishers once every other worker's mailbox is at most half full.
+    /// Until then their keep-alive is held: the broker, not the client, stopped reading.
+    fn resume_paused(&mut self, io: &mut Io<'_>, now: Instant) {
+        let half = self.shared.cfg.worker_mailbox_limit / 2;
+        let drained = self
+            .shared
+            .mailbox_bytes
+            .iter()
+            .enumerate()
+            .all(|(w, b)| w == self.id as usize || b.load(Ordering::Relaxed) <= half);
+        let mut paused = std::mem::take(&mut self.paused);
+        paused.retain(|&id| {
+            let Some(idx) = self.client_index(id) else {
+                return false;
+            };
+            self.clients[idx].conn.on_bytes_received(now);
+            if drained {
+                io.resume_recv(id);
+            }
+            !drained
+        });
+        self.paused = paused;
+    }
+
     /// Decode and handle every complete packet buffered for a client.
     fn process_input(&mut self, io: &mut Io<'_>, idx: usize, data: &[u8], now: Instant) {
+        self.mailbox_full = false;
+        self.process_packets(io, idx, data, now);
+        if std::mem::take(&mut self.mailbox_full)
+            && self.clients.contains(idx)
+            && !self.clients[idx].closing
+        {
+            self.pause_for_mailbox(io, idx);
+        }
+    }
+
+    fn process_packets(&mut self, io: &mut Io<'_>, idx: usize, data: &[u8], now: Instant) {
         let max = self.shared.cfg.max_packet_size;
         // Fast path: nothing buffered, decode straight from the provided buffer.
         let mut buf: BytesMut;
@@ -807,6 +865,9 @@ impl Handler for Worker {
             self.begin_shutdown(io, now);
         }
         self.drain_mailbox(io, now);
+        if !self.paused.is_empty() {
+            self.resume_paused(io, now);
+        }
         self.on_timers(io, now);
         if self.id == 0 {
             self.maybe_publish_sys(io, now);

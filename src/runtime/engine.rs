@@ -195,6 +195,8 @@ mod imp {
     const F_SEND_CANCELLED: u16 = 1 << 10;
     const F_NOTIFIED: u16 = 1 << 11;
     const F_NO_FLUSH: u16 = 1 << 12;
+    /// Reading is paused (`Io::pause_recv`): the receive is not re-armed until resumed.
+    const F_PAUSED: u16 = 1 << 13;
 
     /// Outbound bytes of one connection. Exists only while bytes are queued.
     /// `inflight` is owned by the kernel while a send is in flight and never touched then;
@@ -887,7 +889,8 @@ mod imp {
                     continue;
                 }
                 c.flags &= !F_ENOBUF_WAIT;
-                if c.flags & F_OPEN != 0 && c.flags & F_RECV == 0 {
+                // A paused connection is armed again by `resume_recv`.
+                if c.flags & F_OPEN != 0 && c.flags & (F_RECV | F_PAUSED) == 0 {
                     self.stats.recv_rearms += 1;
                     self.arm_recv(slot as usize);
                 }
@@ -1181,8 +1184,11 @@ mod imp {
                 self.bufs.recycle(b);
             }
             let open = self.conns[s].flags & F_OPEN != 0;
-            if res > 0 {
-                if !more && open {
+            let paused = self.conns[s].flags & F_PAUSED != 0;
+            if res > 0 || res == -libc::ECANCELED {
+                // ECANCELED on an open connection: `pause_recv` cancelled it, and it may have
+                // been resumed since.
+                if !more && open && !paused {
                     self.stats.recv_rearms += 1;
                     self.arm_recv(s);
                 }
@@ -1196,7 +1202,7 @@ mod imp {
                     c.flags |= F_ENOBUF_WAIT;
                     self.enobufs.push_back((s as u32, c.gen));
                 }
-            } else if res != -libc::ECANCELED {
+            } else {
                 self.begin_close(s, -res, false);
             }
             self.maybe_finalize(s);
@@ -1462,6 +1468,45 @@ mod imp {
                 .is_some_and(|conn| conn.gen == c.generation && conn.flags & F_USED != 0);
             if ok {
                 self.inner.begin_close(s, 0, true);
+            }
+        }
+
+        /// Stops reading from `c` until [`Io::resume_recv`]: its multishot receive is
+        /// cancelled and not re-armed, so the kernel's socket buffer fills and TCP flow control
+        /// holds the peer back. Bytes already received may still reach `on_data`. Ignored
+        /// for stale or closing ids.
+        pub fn pause_recv(&mut self, c: ConnId) {
+            let inner = &mut *self.inner;
+            let Some(s) = inner.open_slot(c) else {
+                return;
+            };
+            let conn = &mut inner.conns[s];
+            if conn.flags & F_PAUSED != 0 {
+                return;
+            }
+            conn.flags |= F_PAUSED;
+            if conn.flags & F_RECV != 0 {
+                let gen = conn.gen;
+                inner.cancel(ud(K_RECV, s as u32, gen));
+            }
+        }
+
+        /// Reads from `c` again after [`Io::pause_recv`]. Ignored for stale or closing ids.
+        pub fn resume_recv(&mut self, c: ConnId) {
+            let inner = &mut *self.inner;
+            let Some(s) = inner.open_slot(c) else {
+                return;
+            };
+            let conn = &mut inner.conns[s];
+            if conn.flags & F_PAUSED == 0 {
+                return;
+            }
+            conn.flags &= !F_PAUSED;
+            // Still armed (the cancel has not completed: its completion re-arms), or waiting
+            // for provided buffers (re-armed when the ring has some): nothing to do.
+            if conn.flags & (F_RECV | F_ENOBUF_WAIT) == 0 {
+                inner.stats.recv_rearms += 1;
+                inner.arm_recv(s);
             }
         }
 

@@ -1789,3 +1789,61 @@ fn inbound_receive_maximum_is_enforced() {
         [Packet::Disconnect(d)] if d.reason == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED
     ));
 }
+
+#[test]
+fn shared_subscription_prefers_online_members_over_offline_sessions() {
+    // Two members with persistent sessions on different workers. While one is offline, the
+    // group's messages go to the online one (none pile up in the offline session's queue);
+    // when both are offline, the group's messages are queued round-robin for both.
+    let b = TestBroker::start(2);
+    let persistent = |i: usize, id: &str| {
+        let (r, ack) = connect(
+            b.worker_addrs[i],
+            connect_packet(ProtocolVersion::V311, id, 0, false),
+        );
+        (r, ack.session_present)
+    };
+    let (mut off, _) = persistent(0, "sho-off");
+    subscribe(&mut off, 1, "$share/g/sho/#", QoS::AtLeastOnce);
+    let (mut on, _) = persistent(1, "sho-on");
+    subscribe(&mut on, 1, "$share/g/sho/#", QoS::AtLeastOnce);
+    off.send(&Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)));
+    assert!(off.wait_closed(T).1.is_some());
+    let (mut p, _) = connect(b.worker_addrs[0], conn(V3, "sho-pub"));
+    let mut publish_acked = |p: &mut Raw, k: u16| {
+        p.send(&publish("sho/a", &k.to_string(), QoS::AtLeastOnce, k + 1));
+        assert!(matches!(p.recv(T), Some(Packet::PubAck(_))));
+    };
+    for k in 0..10u16 {
+        publish_acked(&mut p, k);
+    }
+    let got: Vec<_> = (0..10).map(|_| recv_publish(&mut on, T).unwrap()).collect();
+    assert_eq!(
+        payloads(&got),
+        (0..10).map(|k| k.to_string()).collect::<Vec<_>>(),
+        "the online member gets every message while the other is offline"
+    );
+    for m in &got {
+        on.send(&Packet::PubAck(PubResp::new(m.packet_id)));
+    }
+    on.send(&Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)));
+    assert!(on.wait_closed(T).1.is_some());
+    // Both offline: queued for both, round-robin.
+    for k in 10..14u16 {
+        publish_acked(&mut p, k);
+    }
+    let mut queued = Vec::new();
+    for (i, id) in [(0, "sho-off"), (1, "sho-on")] {
+        let (mut r, present) = persistent(i, id);
+        assert!(present, "{id}: session kept");
+        let mut mine = Vec::new();
+        while let Some(m) = recv_publish(&mut r, Duration::from_millis(500)) {
+            r.send(&Packet::PubAck(PubResp::new(m.packet_id)));
+            mine.push(String::from_utf8(m.payload.to_vec()).unwrap());
+        }
+        assert_eq!(mine.len(), 2, "{id}: {mine:?}");
+        queued.extend(mine);
+    }
+    queued.sort();
+    assert_eq!(queued, vec!["10", "11", "12", "13"]);
+}

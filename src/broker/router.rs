@@ -47,7 +47,7 @@ impl Worker {
                 let mut reg = self.shared.shared_subs.lock();
                 reg.matches(&msg.topic, |g| groups.push(g));
                 for &g in &groups {
-                    if let Some((m, sub)) = reg.pick(g) {
+                    if let Some((m, sub)) = reg.pick_online(g) {
                         picks.push((m, *sub));
                     }
                 }
@@ -296,6 +296,27 @@ impl Worker {
                 );
             }
             SessionState::Pending { .. } => {}
+        }
+    }
+
+    /// Mark a session's shared-subscription memberships offline (its connection ended, the
+    /// session is kept) or online again (resumed, handed off or ended); other members of its
+    /// groups are picked first while it is offline. Locks the registry only for a session
+    /// with a shared subscription.
+    pub(super) fn mark_shared_offline(
+        &mut self,
+        key: SessionKey,
+        session: &crate::session::Session,
+        offline: bool,
+    ) {
+        if session
+            .subscriptions()
+            .any(|(f, _)| parse_shared(f).is_some())
+        {
+            self.shared
+                .shared_subs
+                .lock()
+                .set_offline((self.id, key), offline);
         }
     }
 

@@ -285,6 +285,7 @@ impl Worker {
                     }),
                     _ => None,
                 };
+                self.mark_shared_offline(t.target, &s, false);
                 self.finish_takeover(io, t, Some(*s), will, now);
             }
         }
@@ -451,6 +452,7 @@ impl Worker {
         let expiry = session.session_expiry();
         let expires_at = (expiry != u32::MAX).then(|| now + Duration::from_secs(expiry.into()));
         let will_due = delayed_will.as_ref().map(|w| w.1);
+        self.mark_shared_offline(key, &session, true);
         let Some(e) = self.session_mut(key) else {
             return;
         };
@@ -543,6 +545,7 @@ impl Worker {
             add(&self.metrics.sessions_expired, 1);
             if let Some(e) = self.drop_session_entry(key) {
                 if let SessionState::Offline(s) = e.state {
+                    self.mark_shared_offline(key, &s, false);
                     self.unindex_session(key, &s);
                 }
             }

@@ -5,8 +5,11 @@
 //! (a session on any worker). Groups are indexed in a [`SubscriptionTrie`] by filter, so matching
 //! a topic yields each matching group exactly once; the caller then calls
 //! [`SharedSubscriptions::pick`] (or [`pick_where`](SharedSubscriptions::pick_where), to skip
-//! members that are offline or whose queue is full).
-use hashbrown::HashMap;
+//! members that are unusable, or [`pick_online`](SharedSubscriptions::pick_online), which
+//! passes over members marked offline while the group has an online one).
+use std::hash::Hash;
+
+use hashbrown::{HashMap, HashSet};
 use slab::Slab;
 
 use super::{trie::SubscriptionTrie, TooDeep};
@@ -32,6 +35,8 @@ pub struct SharedSubscriptions<M, V> {
     by_name: HashMap<(Box<str>, Box<str>), GroupId>,
     trie: SubscriptionTrie<GroupId, ()>,
     members: usize,
+    /// Members marked offline (`set_offline`): passed over while a group has another member.
+    offline: HashSet<M>,
 }
 
 impl<M, V> Default for SharedSubscriptions<M, V> {
@@ -41,6 +46,7 @@ impl<M, V> Default for SharedSubscriptions<M, V> {
             by_name: HashMap::new(),
             trie: SubscriptionTrie::default(),
             members: 0,
+            offline: HashSet::new(),
         }
     }
 }
@@ -173,9 +179,72 @@ impl<M: Copy + Eq, V> SharedSubscriptions<M, V> {
     }
 }
 
+impl<M: Copy + Eq + Hash, V> SharedSubscriptions<M, V> {
+    /// Marks `member` offline (its session is kept without a connection) or online again.
+    /// An offline member keeps its memberships but is picked only when every member of the
+    /// group is offline (its session then queues the message).
+    pub fn set_offline(&mut self, member: M, offline: bool) {
+        if offline {
+            self.offline.insert(member);
+        } else {
+            self.offline.remove(&member);
+        }
+    }
+
+    /// The next member of `group`, round-robin, passing over offline members unless they are
+    /// all offline. `None` for an unknown (removed) group.
+    pub fn pick_online(&mut self, group: GroupId) -> Option<(M, &V)> {
+        let offline = &self.offline;
+        let g = self.groups.get_mut(group.0 as usize)?;
+        let n = g.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = g.next % n;
+        let i = if offline.is_empty() {
+            start
+        } else {
+            (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| !offline.contains(&g.members[i].0))
+                .unwrap_or(start)
+        };
+        g.next = (i + 1) % n;
+        let (m, v) = &g.members[i];
+        Some((*m, v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pick_online_passes_over_offline_members_until_all_are_offline() {
+        let mut s: SharedSubscriptions<u32, u8> = SharedSubscriptions::new();
+        let (g, _) = s.subscribe("g", "t", 1, 0).unwrap();
+        for m in [2, 3] {
+            s.subscribe("g", "t", m, 0).unwrap();
+        }
+        s.set_offline(2, true);
+        let picks: Vec<u32> = (0..4).map(|_| s.pick_online(g).unwrap().0).collect();
+        assert_eq!(picks, vec![1, 3, 1, 3]);
+        // All offline: round-robin over all of them (their sessions queue).
+        s.set_offline(1, true);
+        s.set_offline(3, true);
+        let picks: Vec<u32> = (0..3).map(|_| s.pick_online(g).unwrap().0).collect();
+        let mut sorted = picks.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![1, 2, 3], "{picks:?}");
+        // Back online.
+        s.set_offline(2, false);
+        assert_eq!(s.pick_online(g).unwrap().0, 2);
+        assert_eq!(s.pick_online(g).unwrap().0, 2);
+        s.unsubscribe("g", "t", 1);
+        s.unsubscribe("g", "t", 2);
+        s.unsubscribe("g", "t", 3);
+        assert!(s.pick_online(g).is_none());
+    }
 
     #[test]
     fn each_matching_group_once_and_round_robin() {

@@ -1810,7 +1810,7 @@ fn shared_subscription_prefers_online_members_over_offline_sessions() {
     off.send(&Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)));
     assert!(off.wait_closed(T).1.is_some());
     let (mut p, _) = connect(b.worker_addrs[0], conn(V3, "sho-pub"));
-    let mut publish_acked = |p: &mut Raw, k: u16| {
+    let publish_acked = |p: &mut Raw, k: u16| {
         p.send(&publish("sho/a", &k.to_string(), QoS::AtLeastOnce, k + 1));
         assert!(matches!(p.recv(T), Some(Packet::PubAck(_))));
     };

@@ -237,6 +237,12 @@ fn main() {
             std::process::exit(1);
         }
     }
+    // SIGHUP: read the password and ACL files again.
+    let hup = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        eprintln!("ringmq: cannot install signal handler: {e}");
+        std::process::exit(1);
+    }
     let broker = match ringmq::broker::start(cfg) {
         Ok(b) => b,
         Err(e) => {
@@ -254,6 +260,14 @@ fn main() {
         tracing::info!("metrics on http://{a}/metrics");
     }
     while !term.load(std::sync::atomic::Ordering::Relaxed) {
+        if hup.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            match broker.reload_auth() {
+                Ok(()) => tracing::info!("SIGHUP: password and ACL files reloaded"),
+                Err(e) => {
+                    tracing::error!("SIGHUP: reload failed, the previous files stay in force: {e}")
+                }
+            }
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     tracing::info!("shutting down");

@@ -81,7 +81,7 @@ fn verify_one(shared: &Shared, job: VerifyJob) {
         peer,
         mut req,
     } = job;
-    let ok = match (&shared.auth.passwords, &req.username, &req.password) {
+    let ok = match (&shared.auth.passwords(), &req.username, &req.password) {
         (Some(p), Some(u), Some(pw)) => p.verify(u, pw),
         _ => false,
     };
@@ -115,7 +115,7 @@ impl Worker {
         let shared = self.shared.clone();
         let auth = &shared.auth;
         let peer = self.clients[idx].peer.map(|a| a.ip());
-        let Some(passwords) = &auth.passwords else {
+        let Some(passwords) = auth.passwords() else {
             // No password file: user names are taken as given.
             req.password = None;
             if req.username.is_none() && !auth.allow_anonymous {
@@ -232,7 +232,7 @@ impl Worker {
         now: Instant,
     ) {
         req.password = None;
-        if let Some(acl) = self.shared.auth.acl.clone() {
+        if let Some(acl) = self.acl.clone() {
             // The id the ACL sees (%c) is the one the client sent; an empty one is assigned
             // later and matches no %c pattern until then — assign it here instead.
             if req.client_id.is_empty() {
@@ -262,8 +262,21 @@ impl Worker {
     }
 
     /// May the session `key` receive a message on `topic` (ACL read)? Always true without an ACL.
+    /// After `Auth::reload`: take the ACL now in force and rebind every connection to it
+    /// (identities stay; only the rules change).
+    pub(super) fn refresh_acl(&mut self) {
+        self.auth_generation = self.shared.auth.generation();
+        self.acl = self.shared.auth.acl();
+        let Some(acl) = self.acl.clone() else {
+            return;
+        };
+        for (_, c) in self.clients.iter_mut() {
+            c.conn.replace_acl_rules(&acl);
+        }
+    }
+
     pub(super) fn may_read(&self, key: crate::ownership::SessionKey, topic: &str) -> bool {
-        let Some(acl) = &self.shared.auth.acl else {
+        let Some(acl) = &self.acl else {
             return true;
         };
         let Some(e) = self.session(key) else {

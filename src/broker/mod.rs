@@ -106,6 +106,18 @@ impl BrokerHandle {
             }
         }
     }
+    /// Read the password and ACL files again (what SIGHUP does). On an error nothing changes
+    /// and the error says which file and line. Connections are rebound to the new ACL by
+    /// their worker within one tick.
+    pub fn reload_auth(&self) -> Result<(), String> {
+        self.shared.auth.reload(&self.shared.cfg)?;
+        if let Some(r) = self.shared.remotes.get() {
+            for remote in r {
+                remote.wake();
+            }
+        }
+        Ok(())
+    }
     /// Wait for every worker to end.
     pub fn join(mut self) {
         for t in self.threads.drain(..) {
@@ -258,7 +270,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
 
     let auth_state = crate::auth::Auth::from_config(&cfg)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let (auth_jobs, auth_rx) = if auth_state.passwords.is_some() {
+    let (auth_jobs, auth_rx) = if auth_state.has_passwords() {
         let (tx, rx) = auth::verify_channel();
         (Some(tx), Some(rx))
     } else {
@@ -303,7 +315,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         batch_wait_us: shared.cfg.batch_wait_us,
         batch_want: 32,
         // Per-address failed-login limits need the peer address.
-        peer_addrs: shared.auth.passwords.is_some() && shared.cfg.auth_fail_burst > 0,
+        peer_addrs: shared.auth.has_passwords() && shared.cfg.auth_fail_burst > 0,
     };
 
     let (tx, rx) = std::sync::mpsc::channel::<(usize, std::io::Result<Remote>)>();

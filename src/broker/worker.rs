@@ -194,6 +194,9 @@ pub struct Worker {
     /// Set by `post` when a QoS 1/2 message went to a mailbox over `worker_mailbox_limit`:
     /// `process_input` then pauses reading from the publisher it was handling.
     pub(super) mailbox_full: bool,
+    /// The ACL in force as of `auth_generation` (see `refresh_acl`).
+    pub(super) acl: Option<Arc<crate::auth::Acl>>,
+    pub(super) auth_generation: u64,
     /// Connections whose reading is paused until the other workers' mailboxes drain.
     pub(super) paused: Vec<ConnId>,
     pub(super) expired: Vec<TimerKey>,
@@ -214,6 +217,9 @@ impl Worker {
         // Reserve (virtual memory only: untouched pages cost no RSS) the connection-sized
         // tables up front, so growth never reallocates them and leaves freed copies behind.
         let conns = shared.cfg.max_connections_per_worker as usize;
+        // The generation first: a reload in between makes this worker refresh once more.
+        let auth_generation = shared.auth.generation();
+        let acl = shared.auth.acl();
         Worker {
             id,
             metrics: shared.metrics[id as usize].clone(),
@@ -229,6 +235,8 @@ impl Worker {
             shared_groups: Vec::new(),
             shared_picks: Vec::new(),
             mailbox_full: false,
+            acl,
+            auth_generation,
             paused: Vec::new(),
             expired: Vec::new(),
             encode_buf: BytesMut::with_capacity(4096),
@@ -863,6 +871,9 @@ impl Handler for Worker {
     fn on_tick(&mut self, io: &mut Io<'_>, now: Instant) {
         if self.shared.shutdown.load(Ordering::Relaxed) && !self.shutting_down {
             self.begin_shutdown(io, now);
+        }
+        if self.shared.auth.generation() != self.auth_generation {
+            self.refresh_acl();
         }
         self.drain_mailbox(io, now);
         if !self.paused.is_empty() {

@@ -411,6 +411,13 @@ impl Connection {
     /// Bind a topic ACL: PUBLISH needs write access (refused: MQTT 5 QoS 1/2 get PUBACK/PUBREC
     /// 0x87, QoS 0 and 3.1.1 are dropped silently, 3.1.1 QoS 1/2 still acknowledged normally),
     /// each SUBSCRIBE filter needs read access (refused: SUBACK 0x87 / 3.1.1 0x80).
+    /// After an ACL reload: the same identity, the new rules (no ACL bound: nothing to do).
+    pub fn replace_acl_rules(&mut self, acl: &Arc<crate::auth::Acl>) {
+        if let Some(a) = self.acl.as_mut() {
+            a.acl = Arc::clone(acl);
+        }
+    }
+
     pub fn set_acl(&mut self, acl: Option<crate::auth::ClientAcl>) {
         self.acl = acl.map(Box::new);
     }

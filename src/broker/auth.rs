@@ -241,7 +241,7 @@ impl Worker {
                     .next_assigned_id
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 req.client_id = crate::session::generate_client_id(self.id.into(), n);
-                self.clients[idx].assigned_id = Some(req.client_id.clone());
+                self.clients[idx].assigned_id = Some(Box::new(req.client_id.clone()));
             }
             let cacl = ClientAcl {
                 acl,

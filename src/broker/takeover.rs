@@ -134,7 +134,7 @@ impl Worker {
                 .next_assigned_id
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             req.client_id = generate_client_id(self.id.into(), n);
-            self.clients[idx].assigned_id = Some(req.client_id.clone());
+            self.clients[idx].assigned_id = Some(Box::new(req.client_id.clone()));
         }
         let conn = self.clients[idx].id;
         let epoch = self.shared.owners.new_epoch();
@@ -403,7 +403,7 @@ impl Worker {
                     }
                 }
                 self.unforward(h.from);
-                let assigned = self.clients[idx].assigned_id.clone();
+                let assigned = self.clients[idx].assigned_id.as_deref().cloned();
                 self.clients[idx].conn.accept_connect(
                     h.session.map(|b| *b),
                     assigned,

@@ -1,7 +1,5 @@
 //! The sans-IO per-connection protocol state machine. It takes decoded packets and `now`, and
 //! returns [`Action`]s; it never touches a socket or a clock.
-use std::collections::VecDeque;
-use std::mem;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +9,9 @@ use hashbrown::HashMap;
 
 use super::config::ProtocolLimits;
 use super::keepalive::{self, KeepAlive};
-use super::state::{Delivery, InflightState, Message, MessageData, Queued, Session, Subscription};
+use super::state::{
+    Delivery, InflightState, Message, MessageData, Queued, Session, SparseDeque, Subscription,
+};
 use super::will::{self, WillDecision};
 use crate::protocol::{
     AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Packet,
@@ -148,7 +148,8 @@ pub struct Connection {
     version: Option<ProtocolVersion>,
     keep_alive: u16,
     connect: Option<Box<PendingConnect>>,
-    pending: Vec<Packet>,
+    /// Packets received before the CONNACK (allocated only if there are any).
+    pending: SparseDeque<Packet>,
     session: Option<Session>,
     /// CONNECT's Session Expiry Interval was 0 (DISCONNECT may not raise it).
     connect_expiry_zero: bool,
@@ -161,7 +162,7 @@ pub struct Connection {
     /// On resume, unacknowledged PUBLISH packets beyond the client's Receive Maximum wait here
     /// (packet ids, oldest first) and are resent (DUP = 1, same id) as acknowledgements free
     /// the window.
-    resend: VecDeque<u16>,
+    resend: SparseDeque<u16>,
     writable: bool,
     /// Topic ACL bound to this client's identity (None: everything allowed).
     acl: Option<Box<crate::auth::ClientAcl>>,
@@ -177,14 +178,14 @@ impl Connection {
             version: None,
             keep_alive: 0,
             connect: None,
-            pending: Vec::new(),
+            pending: SparseDeque::default(),
             session: None,
             connect_expiry_zero: true,
             client_receive_max: u16::MAX,
             client_max_packet: u32::MAX,
             client_topic_alias_max: 0,
             aliases: None,
-            resend: VecDeque::new(),
+            resend: SparseDeque::default(),
             writable: true,
             acl: None,
         }
@@ -270,7 +271,7 @@ impl Connection {
                 } else if self.pending.len() >= self.limits.max_pending_before_connack {
                     self.close(Some(ReasonCode::QUOTA_EXCEEDED), End::Abnormal, now, out);
                 } else {
-                    self.pending.push(packet);
+                    self.pending.push_back(packet);
                 }
             }
             Phase::Connected => self.on_packet(packet, now, out),
@@ -400,7 +401,7 @@ impl Connection {
         self.writable = true;
         self.resend_inflight(now, out);
         self.drain(now, out);
-        for p in mem::take(&mut self.pending) {
+        for p in self.pending.take() {
             if self.phase != Phase::Connected {
                 break;
             }
@@ -1030,7 +1031,7 @@ impl Connection {
         }
         let was_connected = self.phase == Phase::Connected;
         self.phase = Phase::Closed;
-        self.pending = Vec::new();
+        self.pending.clear();
         self.connect = None;
         let will = if was_connected {
             self.session.as_mut().and_then(|s| {

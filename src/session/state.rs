@@ -236,6 +236,19 @@ impl<T> SparseDeque<T> {
     pub(crate) fn pop_front(&mut self) -> Option<T> {
         self.0.as_mut()?.pop_front()
     }
+    pub(crate) fn retain(&mut self, f: impl FnMut(&T) -> bool) {
+        if let Some(q) = self.0.as_mut() {
+            q.retain(f);
+        }
+    }
+    /// Empties it and gives the memory back (8 bytes inline again).
+    pub(crate) fn clear(&mut self) {
+        self.0 = None;
+    }
+    /// Its contents, leaving it empty (and unallocated).
+    pub(crate) fn take(&mut self) -> VecDeque<T> {
+        self.0.take().map(|q| *q).unwrap_or_default()
+    }
 }
 
 /// Session state of one client id.

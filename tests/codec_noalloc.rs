@@ -6,8 +6,9 @@
 //! - `decode_publish_view` (the worker's PUBLISH path) allocates nothing either: topic and
 //!   payload are the buffer's own bytes;
 //! - `decode_packet` copies a PUBLISH's topic and payload out of the buffer, once each.
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod counting;
+
+use counting::allocs;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -16,33 +17,8 @@ use ringmq::protocol::{
     ProtocolVersion, Publish, PublishProperties, QoS,
 };
 
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> usize {
-    ALLOCS.load(Ordering::SeqCst)
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn wire(p: &Packet, v: ProtocolVersion) -> Bytes {
     let mut out = BytesMut::new();

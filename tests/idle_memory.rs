@@ -6,44 +6,18 @@
 //! CONNACK into a stack buffer, so the test's own side allocates nothing per connection that
 //! stays alive (their TcpStreams live in a vector reserved up front).
 //! (One test in this binary: no other test thread allocates while it counts.)
+mod counting;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use ringmq::protocol::{encode_packet, Packet, ProtocolVersion};
 use support::*;
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only adds up the live bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// Open `n` idle connections (MQTT 3.1.1 and 5.0 alternating), each CONNACKed.
 fn open(b: &TestBroker, from: usize, n: usize, conns: &mut Vec<TcpStream>, connects: &[Vec<u8>]) {
@@ -88,10 +62,10 @@ fn memory_per_idle_connection_stays_under_1_kib() {
     let mut conns = Vec::with_capacity(WARM + MORE);
     open(&b, 0, WARM, &mut conns, &connects);
     std::thread::sleep(Duration::from_millis(300));
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live_bytes();
     open(&b, WARM, MORE, &mut conns, &connects);
     std::thread::sleep(Duration::from_millis(300));
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting::live_bytes();
     let heap = (after - before) / MORE as isize;
     let slots = ringmq::broker::slot_bytes_per_connection() as isize;
     let per = heap + slots;

@@ -114,7 +114,7 @@ impl Worker {
     ) {
         let shared = self.shared.clone();
         let auth = &shared.auth;
-        let peer = self.clients[idx].peer.map(|a| a.ip());
+        let peer = self.clients[idx].peer.as_deref().map(|a| a.ip());
         let Some(passwords) = auth.passwords() else {
             // No password file: user names are taken as given.
             req.password = None;

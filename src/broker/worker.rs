@@ -128,7 +128,9 @@ pub(super) struct Client {
     /// The will the state machine decided on when it asked to close (boxed: only while
     /// closing).
     pub close_will: Option<Box<PendingWill>>,
-    pub peer: Option<SocketAddr>,
+    /// The peer's address, only when the engine collects them (`peer_addrs`: a password file
+    /// with a failed-login limit); boxed, so the default configuration pays 8 bytes.
+    pub peer: Option<Box<SocketAddr>>,
     /// TLS state when accepted on a TLS listener (boxed: a plain connection pays a pointer).
     pub tls: Option<Box<crate::tls::TlsConn>>,
 }
@@ -791,7 +793,7 @@ impl Handler for Worker {
             scheduled: None,
             closing: false,
             close_will: None,
-            peer,
+            peer: peer.map(Box::new),
             tls: None,
         });
         let slot = conn.slot as usize;

@@ -451,18 +451,6 @@ fn rumqttc_v5_and_v4_logins_and_acl() {
 
 // --- mosquitto clients ----------------------------------------------------------------------
 
-fn have_mosquitto() -> bool {
-    let ok = ["mosquitto_sub", "mosquitto_pub"]
-        .iter()
-        .all(|b| Command::new(b).arg("--help").output().is_ok());
-    if !ok {
-        eprintln!(
-            "SKIP: mosquitto_pub/mosquitto_sub not installed (apt-get install mosquitto-clients)"
-        );
-    }
-    ok
-}
-
 fn mosquitto_pub(addr: SocketAddr, args: &[&str]) -> std::process::Output {
     Command::new("mosquitto_pub")
         .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])

@@ -20,18 +20,6 @@ use support::*;
 
 const T: Duration = Duration::from_secs(5);
 
-fn have_mosquitto() -> bool {
-    let ok = ["mosquitto_sub", "mosquitto_pub"]
-        .iter()
-        .all(|b| Command::new(b).arg("--help").output().is_ok());
-    if !ok {
-        eprintln!(
-            "SKIP: mosquitto_pub/mosquitto_sub not installed (apt-get install mosquitto-clients)"
-        );
-    }
-    ok
-}
-
 fn port_args(addr: SocketAddr) -> [String; 4] {
     [
         "-h".into(),

@@ -395,18 +395,6 @@ fn plain_and_tls_listeners_side_by_side_across_workers() {
     assert_eq!(b.metric("tls_handshakes"), 2);
 }
 
-fn have_mosquitto() -> bool {
-    let ok = ["mosquitto_sub", "mosquitto_pub"]
-        .iter()
-        .all(|b| Command::new(b).arg("--help").output().is_ok());
-    if !ok {
-        eprintln!(
-            "SKIP: mosquitto_pub/mosquitto_sub not installed (apt-get install mosquitto-clients)"
-        );
-    }
-    ok
-}
-
 fn tls_args(addr: SocketAddr, cert: Option<&str>) -> Vec<String> {
     let mut a = vec![
         "-h".into(),

@@ -283,3 +283,17 @@ pub fn recv_publish(raw: &mut Raw, timeout: Duration) -> Option<Publish> {
         }
     }
 }
+
+/// Whether `mosquitto_pub` and `mosquitto_sub` (Debian's mosquitto-clients) can be run; the
+/// interop tests skip, saying so, when they cannot.
+pub fn have_mosquitto() -> bool {
+    let ok = ["mosquitto_sub", "mosquitto_pub"]
+        .iter()
+        .all(|b| std::process::Command::new(b).arg("--help").output().is_ok());
+    if !ok {
+        eprintln!(
+            "SKIP: mosquitto_pub/mosquitto_sub not installed (apt-get install mosquitto-clients)"
+        );
+    }
+    ok
+}

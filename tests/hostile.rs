@@ -459,6 +459,23 @@ fn connect_with_an_invalid_will_topic_or_client_id_is_refused_and_no_will_is_kep
 // ---------------------------------------------------------------------------------------------
 
 /// Resident set size of this process (broker included), in KiB.
+/// Reads a 3.1.1 publisher's PUBACKs (4 bytes each) on another thread until `n` have come or
+/// the connection ends; the thread returns how many came.
+fn count_pubacks(p: &Raw, n: usize) -> std::thread::JoinHandle<usize> {
+    let mut acks = p.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while total < n * 4 {
+            match std::io::Read::read(&mut acks, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => total += k,
+            }
+        }
+        total / 4
+    })
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
@@ -596,18 +613,7 @@ fn slow_qos1_consumer_queue_is_bounded_and_counted() {
         connect_packet(ProtocolVersion::V311, "q1-pub", 0, true),
     );
     // The publisher reads its PUBACKs on another thread (it is not the slow one).
-    let mut acks = p.stream.try_clone().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut total = 0usize;
-        while total < N * 4 {
-            match std::io::Read::read(&mut acks, &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-        total / 4
-    });
+    let reader = count_pubacks(&p, N);
     let rss_before = rss_kib();
     let payload = "q".repeat(SIZE);
     for i in 0..N {
@@ -889,18 +895,7 @@ fn qos1_flood_into_a_full_worker_mailbox_pauses_the_publisher_and_loses_nothing(
         b.worker_addrs[1],
         connect_packet(ProtocolVersion::V311, "mb-pub", 0, true),
     );
-    let mut acks = p.stream.try_clone().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut total = 0usize;
-        while total < N * 4 {
-            match std::io::Read::read(&mut acks, &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-        total / 4
-    });
+    let reader = count_pubacks(&p, N);
     for i in 0..N {
         let mut payload = format!("{i}:");
         payload.push_str(&"m".repeat(SIZE - payload.len()));

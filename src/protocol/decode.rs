@@ -1027,6 +1027,16 @@ fn read_publish_props<S: Source>(
     })
 }
 
+/// The QoS in a PUBLISH's fixed-header flags; QoS 3 was rejected by `check_first_byte`.
+#[inline(always)]
+fn publish_qos(flags: u8) -> QoS {
+    match (flags >> 1) & 0x03 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
 /// Properties of a PUBLISH that may repeat.
 const PUBLISH_MULTI: u64 = USER_ONLY | (1u64 << SUBSCRIPTION_IDENTIFIER);
 
@@ -1038,12 +1048,7 @@ fn decode_publish<S: Source>(
 ) -> Result<Publish, DecodeError> {
     let dup = flags & 0x08 != 0;
     let retain = flags & 0x01 != 0;
-    let qos = match (flags >> 1) & 0x03 {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        // 3 is rejected by check_first_byte.
-        _ => QoS::ExactlyOnce,
-    };
+    let qos = publish_qos(flags);
     let (ts, te) = r.prefixed()?;
     check_publish_topic_bytes(&r.buf[ts..te])?;
     let packet_id = if qos == QoS::AtMostOnce {
@@ -1216,12 +1221,7 @@ pub fn decode_publish_view(
         end: total,
     };
     let flags = h.first_byte & 0x0F;
-    let qos = match (flags >> 1) & 0x03 {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        // 3 is rejected by frame().
-        _ => QoS::ExactlyOnce,
-    };
+    let qos = publish_qos(flags);
     let (ts, te) = r.prefixed()?;
     let ascii = check_publish_topic_bytes(&buf[ts..te])?;
     let packet_id = if qos == QoS::AtMostOnce {

@@ -757,18 +757,13 @@ impl Connection {
             }
             return;
         }
+        // `properties` copies nothing for a PUBLISH with only the in-place properties.
         let mut props = if !v5 {
             PublishProperties::default()
-        } else if p.has_other_properties() {
+        } else {
             match p.properties() {
                 Ok(props) => props,
                 Err(e) => return self.on_decode_error(&e, now, out),
-            }
-        } else {
-            PublishProperties {
-                payload_format_indicator: p.payload_format_indicator,
-                message_expiry_interval: p.message_expiry_interval,
-                ..Default::default()
             }
         };
         props.topic_alias = None;

@@ -311,24 +311,18 @@ if [[ -n $REF_RSS && -n $END_RSS ]] && ((END_RSS * 100 <= REF_RSS * RSS_TOL_PCT)
 
 PS=$OUT/pubsub.json
 LOST=$(jget "$PS" lost)
-json_sum() { # glob key -> sum over the JSON files (or "0" when none)
-    local f s=0 v
-    for f in $1; do
+json_fold() { # sum|max glob key -> sum or max of key over the JSON files (or "0" when none)
+    local f acc=0 v
+    for f in $2; do
         [[ -f $f ]] || continue
-        v=$(jq -r --arg k "$2" '.[$k] // 0' "$f" 2>/dev/null)
-        s=$(awk -v a="$s" -v b="${v:-0}" 'BEGIN {printf "%.0f", a + b}')
+        v=$(jq -r --arg k "$3" '.[$k] // 0' "$f" 2>/dev/null)
+        acc=$(awk -v op="$1" -v a="$acc" -v b="${v:-0}" \
+            'BEGIN {printf "%.0f", (op == "sum" ? a + b : (b > a ? b : a))}')
     done
-    echo "$s"
+    echo "$acc"
 }
-json_max() { # glob key -> max over the JSON files
-    local f m=0 v
-    for f in $1; do
-        [[ -f $f ]] || continue
-        v=$(jq -r --arg k "$2" '.[$k] // 0' "$f" 2>/dev/null)
-        m=$(awk -v a="$m" -v b="${v:-0}" 'BEGIN {printf "%.0f", (b > a ? b : a)}')
-    done
-    echo "$m"
-}
+json_sum() { json_fold sum "$@"; }
+json_max() { json_fold max "$@"; }
 N_CHURN=$(find "$OUT" -name 'churn-*.json' | wc -l)
 N_TKO=$(find "$OUT" -name 'takeover-*.json' | wc -l)
 BAD_RUNS=$(grep -vc 'rc=0$' "$OUT/runs.log" 2>/dev/null)

@@ -28,6 +28,24 @@ struct Group<M, V> {
     next: usize,
 }
 
+impl<M: Copy, V> Group<M, V> {
+    /// The index of the next member from `next` on, round-robin, that satisfies `usable`
+    /// (each member is tried at most once); the rotation moves past it.
+    fn next_index(&mut self, mut usable: impl FnMut(&M, &V) -> bool) -> Option<usize> {
+        let n = self.members.len();
+        let i = (0..n)
+            .map(|k| (self.next + k) % n)
+            .find(|&i| usable(&self.members[i].0, &self.members[i].1))?;
+        self.next = (i + 1) % n;
+        Some(i)
+    }
+
+    fn member(&self, i: usize) -> (M, &V) {
+        let (m, v) = &self.members[i];
+        (*m, v)
+    }
+}
+
 /// (group, filter) -> members, with round-robin selection.
 #[derive(Debug)]
 pub struct SharedSubscriptions<M, V> {
@@ -130,17 +148,8 @@ impl<M: Copy + Eq, V> SharedSubscriptions<M, V> {
         mut usable: impl FnMut(M, &V) -> bool,
     ) -> Option<(M, &V)> {
         let g = self.groups.get_mut(group.0 as usize)?;
-        let n = g.members.len();
-        for k in 0..n {
-            let i = (g.next + k) % n;
-            let (m, v) = &g.members[i];
-            if usable(*m, v) {
-                g.next = (i + 1) % n;
-                let (m, v) = &g.members[i];
-                return Some((*m, v));
-            }
-        }
-        None
+        let i = g.next_index(|m, v| usable(*m, v))?;
+        Some(g.member(i))
     }
 
     /// Members of a group, in rotation order.
@@ -196,22 +205,10 @@ impl<M: Copy + Eq + Hash, V> SharedSubscriptions<M, V> {
     pub fn pick_online(&mut self, group: GroupId) -> Option<(M, &V)> {
         let offline = &self.offline;
         let g = self.groups.get_mut(group.0 as usize)?;
-        let n = g.members.len();
-        if n == 0 {
-            return None;
-        }
-        let start = g.next % n;
-        let i = if offline.is_empty() {
-            start
-        } else {
-            (0..n)
-                .map(|k| (start + k) % n)
-                .find(|&i| !offline.contains(&g.members[i].0))
-                .unwrap_or(start)
-        };
-        g.next = (i + 1) % n;
-        let (m, v) = &g.members[i];
-        Some((*m, v))
+        let i = g
+            .next_index(|m, _| !offline.contains(m))
+            .or_else(|| g.next_index(|_, _| true))?;
+        Some(g.member(i))
     }
 }
 

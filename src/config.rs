@@ -9,18 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// What to do with an MQTT 3.1.1 keep-alive above `max_keep_alive` (3.1.1 cannot tell the client
-/// another value, unlike MQTT 5's Server Keep Alive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum V311KeepAlivePolicy {
-    /// Accept the connection and enforce `max_keep_alive` instead (the default, as Mosquitto does).
-    #[default]
-    Clamp,
-    /// Refuse the connection with CONNACK return code 0x02 (identifier rejected is the only
-    /// 3.1.1 code that is close; logged with the real cause).
-    Refuse,
-}
+/// What to do with an MQTT 3.1.1 keep-alive outside the policy (one type, defined with the
+/// keep-alive rules it selects).
+pub use crate::session::config::V311KeepAlivePolicy;
 
 /// Where the MQTT username of a TLS client with a client certificate comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -69,6 +60,8 @@ pub struct Config {
     pub server_keep_alive: Option<u16>,
     /// MQTT 5: Server Keep Alive imposed when a client asks for 0 (None: 0 is allowed).
     pub keep_alive_when_zero: Option<u16>,
+    /// MQTT 3.1.1 keep-alive outside the policy: `clamp` (default: enforce the maximum),
+    /// `refuse` (CONNACK return code 0x03 Server unavailable) or `accept` (client value kept).
     pub v311_keep_alive_policy: V311KeepAlivePolicy,
     /// Largest packet accepted, in bytes.
     pub max_packet_size: u32,

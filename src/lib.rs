@@ -8,4 +8,6 @@ pub mod protocol;
 pub mod routing;
 pub mod runtime;
 pub mod session;
+#[doc(hidden)]
+pub mod sim;
 pub mod tls;

@@ -91,7 +91,7 @@ fn limits(u: &mut Unstructured) -> Result<ProtocolLimits> {
         },
         v311_keep_alive_out_of_policy: *u.choose(&[
             V311KeepAlivePolicy::Accept,
-            V311KeepAlivePolicy::Enforce,
+            V311KeepAlivePolicy::Clamp,
             V311KeepAlivePolicy::Refuse,
         ])?,
         receive_maximum: *u.choose(&[1, 2, 3, u16::MAX])?,

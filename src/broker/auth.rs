@@ -4,7 +4,7 @@
 //! `auth_threads` verification threads (Argon2 takes tens of milliseconds: on a worker it would
 //! stall every other connection of that worker). The job carries the worker id and the
 //! connection id; the result comes back through the worker's ordinary mailbox
-//! (`WorkerMsg::AuthResult`) with a wake, like a take-over hand-off. Meanwhile the connection's
+//! (`Mail::AuthResult`) with a wake, like a take-over hand-off. Meanwhile the connection's
 //! state machine waits for the broker's answer as it does for a hand-off (packets the client
 //! pipelines are buffered, the CONNECT timeout keeps running). A connection that closed
 //! meanwhile is recognised by its generation and its result is dropped (the failed-login
@@ -18,32 +18,16 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use super::worker::{Worker, WorkerMsg};
-use super::Shared;
+use super::core::{Core, Link};
+use super::mail::{AuthResult, Mail, VerifyJob};
+use super::shared::Shared;
 use crate::auth::ClientAcl;
 use crate::metrics::add;
 use crate::protocol::ReasonCode;
-use crate::runtime::engine::{ConnId, Io};
 use crate::session::ConnectRequest;
 
 /// Verifications waiting for a thread, at most.
 pub const VERIFY_QUEUE: usize = 1024;
-
-pub struct VerifyJob {
-    worker: u16,
-    conn: ConnId,
-    peer: Option<IpAddr>,
-    req: ConnectRequest,
-}
-
-/// A verification's outcome, for the worker that holds the connection.
-pub struct AuthResult {
-    conn: ConnId,
-    peer: Option<IpAddr>,
-    /// The CONNECT, password removed.
-    req: ConnectRequest,
-    ok: bool,
-}
 
 /// Start the verification threads; they end when the broker's shared state is dropped.
 pub(super) fn spawn_verifiers(
@@ -87,7 +71,7 @@ fn verify_one(shared: &Shared, job: VerifyJob) {
     };
     req.password = None;
     let w = worker as usize;
-    shared.mailboxes[w].push(WorkerMsg::AuthResult(Box::new(AuthResult {
+    shared.mailboxes[w].push(Mail::AuthResult(Box::new(AuthResult {
         conn,
         peer,
         req,
@@ -102,54 +86,48 @@ pub(super) fn verify_channel() -> (SyncSender<VerifyJob>, Receiver<VerifyJob>) {
     sync_channel(VERIFY_QUEUE)
 }
 
-impl Worker {
+impl Core {
     /// A validated CONNECT: authenticate, then go on with ownership and the session
     /// (`on_connect_request`).
-    pub(super) fn on_connect_action(
-        &mut self,
-        io: &mut Io<'_>,
-        idx: usize,
-        mut req: ConnectRequest,
-        now: Instant,
-    ) {
+    pub(super) fn on_connect_action(&mut self, idx: usize, mut req: ConnectRequest, now: Instant) {
         let shared = self.shared.clone();
         let auth = &shared.auth;
-        let peer = self.clients[idx].peer.as_deref().map(|a| a.ip());
+        let peer = self.clients[idx].peer().map(|a| a.ip());
         let Some(passwords) = auth.passwords() else {
             // No password file: user names are taken as given.
             req.password = None;
             if req.username.is_none() && !auth.allow_anonymous {
-                return self.refuse_login(io, idx, ReasonCode::NOT_AUTHORIZED, now);
+                return self.refuse_login(idx, ReasonCode::NOT_AUTHORIZED, now);
             }
-            return self.authenticated(io, idx, req, now);
+            return self.authenticated(idx, req, now);
         };
         if let Some(ip) = peer {
             if auth.limiter.lock().is_blocked(ip, now) {
                 add(&self.metrics.auth_rate_limited, 1);
                 tracing::debug!(peer = %ip, "CONNECT refused: too many failed logins from this address");
-                return self.refuse_login(io, idx, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
+                return self.refuse_login(idx, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
             }
         }
         if req.username.is_none() {
             req.password = None;
             if !auth.allow_anonymous {
                 tracing::info!(peer = ?peer, client_id = %req.client_id, "anonymous CONNECT refused");
-                return self.refuse_login(io, idx, ReasonCode::NOT_AUTHORIZED, now);
+                return self.refuse_login(idx, ReasonCode::NOT_AUTHORIZED, now);
             }
-            return self.authenticated(io, idx, req, now);
+            return self.authenticated(idx, req, now);
         }
         if let Some(ip) = peer {
             if !auth.limiter.lock().try_begin(ip, now) {
                 add(&self.metrics.auth_rate_limited, 1);
-                return self.refuse_login(io, idx, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
+                return self.refuse_login(idx, ReasonCode::CONNECTION_RATE_EXCEEDED, now);
             }
         }
         if req.password.is_none() || passwords.is_empty() {
             // Nothing to verify: fails at once (still counted against the address).
-            return self.login_failed(io, idx, peer, req, now);
+            return self.login_failed(idx, peer, req, now);
         }
         let Some(tx) = &shared.auth_jobs else {
-            return self.login_failed(io, idx, peer, req, now);
+            return self.login_failed(idx, peer, req, now);
         };
         let job = VerifyJob {
             worker: self.id,
@@ -164,13 +142,13 @@ impl Worker {
                     auth.limiter.lock().succeeded(ip, now);
                 }
                 tracing::warn!("password verification queue full: CONNECT refused (server busy)");
-                self.refuse_login(io, idx, ReasonCode::SERVER_BUSY, now);
+                self.refuse_login(idx, ReasonCode::SERVER_BUSY, now);
             }
         }
     }
 
     /// A verification thread answered.
-    pub(super) fn on_auth_result(&mut self, io: &mut Io<'_>, r: Box<AuthResult>, now: Instant) {
+    pub(super) fn on_auth_result(&mut self, r: Box<AuthResult>, now: Instant) {
         let AuthResult {
             conn,
             peer,
@@ -179,19 +157,19 @@ impl Worker {
         } = *r;
         let idx = self
             .client_index(conn)
-            .filter(|&i| !self.clients[i].closing);
+            .filter(|&i| self.clients[i].link == Link::Open);
         if ok {
             if let Some(ip) = peer {
                 self.shared.auth.limiter.lock().succeeded(ip, now);
             }
             if let Some(idx) = idx {
                 tracing::debug!(peer = ?peer, user = ?req.username, client_id = %req.client_id, "login");
-                self.authenticated(io, idx, req, now);
+                self.authenticated(idx, req, now);
             }
             return;
         }
         match idx {
-            Some(idx) => self.login_failed(io, idx, peer, req, now),
+            Some(idx) => self.login_failed(idx, peer, req, now),
             None => {
                 add(&self.metrics.auth_failures, 1);
                 tracing::warn!(peer = ?peer, user = ?req.username, client_id = %req.client_id,
@@ -202,7 +180,6 @@ impl Worker {
 
     fn login_failed(
         &mut self,
-        io: &mut Io<'_>,
         idx: usize,
         peer: Option<IpAddr>,
         req: ConnectRequest,
@@ -212,36 +189,22 @@ impl Worker {
         // Never the password.
         tracing::warn!(peer = ?peer, user = ?req.username, client_id = %req.client_id,
             "login failed: bad user name or password");
-        self.refuse_login(io, idx, ReasonCode::BAD_USER_NAME_OR_PASSWORD, now);
+        self.refuse_login(idx, ReasonCode::BAD_USER_NAME_OR_PASSWORD, now);
     }
 
-    fn refuse_login(&mut self, io: &mut Io<'_>, idx: usize, code: ReasonCode, now: Instant) {
-        self.clients[idx]
-            .conn
-            .refuse_connect(code, now, &mut self.actions);
-        self.run_actions(io, idx, now);
+    fn refuse_login(&mut self, idx: usize, code: ReasonCode, now: Instant) {
+        self.drive(idx, now, |c, out| c.refuse_connect(code, now, out));
     }
 
     /// The client is who it says (or anonymous and allowed): check its will against the ACL,
     /// bind the ACL to the connection, continue with the session.
-    pub(super) fn authenticated(
-        &mut self,
-        io: &mut Io<'_>,
-        idx: usize,
-        mut req: ConnectRequest,
-        now: Instant,
-    ) {
+    pub(super) fn authenticated(&mut self, idx: usize, mut req: ConnectRequest, now: Instant) {
         req.password = None;
         if let Some(acl) = self.acl.clone() {
             // The id the ACL sees (%c) is the one the client sent; an empty one is assigned
             // later and matches no %c pattern until then — assign it here instead.
             if req.client_id.is_empty() {
-                let n = self
-                    .shared
-                    .next_assigned_id
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                req.client_id = crate::session::generate_client_id(self.id.into(), n);
-                self.clients[idx].assigned_id = Some(Box::new(req.client_id.clone()));
+                req.client_id = self.assign_client_id(idx);
             }
             let cacl = ClientAcl {
                 acl,
@@ -253,12 +216,12 @@ impl Worker {
                     add(&self.metrics.acl_denied, 1);
                     tracing::info!(user = ?req.username, client_id = %req.client_id, topic = %w.topic,
                         "CONNECT refused: will topic not allowed by the ACL");
-                    return self.refuse_login(io, idx, ReasonCode::NOT_AUTHORIZED, now);
+                    return self.refuse_login(idx, ReasonCode::NOT_AUTHORIZED, now);
                 }
             }
             self.clients[idx].conn.set_acl(Some(cacl));
         }
-        self.on_connect_request(io, idx, req, now);
+        self.on_connect_request(idx, req, now);
     }
 
     /// May the session `key` receive a message on `topic` (ACL read)? Always true without an ACL.

@@ -1,68 +1,39 @@
-//! The broker: N workers, each an io_uring [`Engine`] driving a [`worker::Worker`].
+//! The broker: N workers, each an io_uring engine driving a [`worker::Worker`] shell around
+//! a sans-IO [`Core`].
 //!
-//! What is shared between workers, and why each piece is shared rather than messaged:
-//! - the ClientId [`OwnershipTable`] (connect path only),
-//! - the retained store and the shared-subscription groups (behind locks, touched only by
-//!   retained publishes, subscribes, and when shared subscriptions exist),
-//! - one lock-free mailbox per worker, woken with IORING_OP_MSG_RING,
-//! - per-worker metrics (each worker is the only writer of its own counters).
-//!
-//! Everything else (connections, sessions, the subscription trie of the sessions a worker
-//! holds, the timing wheel) belongs to one worker and is touched by no other thread.
+//! | file | answers |
+//! |---|---|
+//! | `core.rs` | the per-worker broker core: inputs, effects, the end of a connection, timers |
+//! | `takeover.rs` | who owns a ClientId; take-over, hand-off and cut-over between workers |
+//! | `router.rs` | which sessions a PUBLISH reaches; subscriptions; retained on subscribe |
+//! | `auth.rs` | CONNECT authentication and the verification threads |
+//! | `mail.rs` | the messages between workers and threads |
+//! | `shared.rs` | what all workers share, and why |
+//! | `worker.rs` | the io_uring shell (and TLS) around one core |
 
 mod auth;
+mod core;
+mod mail;
 mod router;
+mod shared;
 mod takeover;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
-use crossbeam_queue::SegQueue;
-use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::config::Config;
-use crate::metrics::{Metrics, WorkerMetrics};
-use crate::ownership::OwnershipTable;
-use crate::routing::retained::RetainedStore;
-use crate::routing::shared::SharedSubscriptions;
+use crate::metrics::WorkerMetrics;
 use crate::runtime::engine::{Engine, EngineConfig, Remote};
-use crate::session::config::ProtocolLimits;
 
-pub use worker::WorkerMsg;
-
-/// State every worker can reach.
-pub struct Shared {
-    pub cfg: Config,
-    /// Password file, ACL and failed-login limiter.
-    pub auth: crate::auth::Auth,
-    /// Queue to the password-verification threads (None: no password file).
-    pub(crate) auth_jobs: Option<std::sync::mpsc::SyncSender<auth::VerifyJob>>,
-    pub limits: Arc<ProtocolLimits>,
-    pub owners: OwnershipTable,
-    pub mailboxes: Vec<SegQueue<WorkerMsg>>,
-    /// Payload bytes of the messages waiting in each mailbox (see `worker_mailbox_limit`).
-    pub mailbox_bytes: Vec<AtomicUsize>,
-    pub remotes: OnceLock<Vec<Remote>>,
-    /// Subscriptions held by each worker (so a publisher skips workers with none).
-    pub sub_counts: Vec<AtomicUsize>,
-    pub retained: Mutex<RetainedStore<crate::session::Message>>,
-    #[allow(clippy::type_complexity)]
-    pub shared_subs: Mutex<
-        SharedSubscriptions<(u16, crate::ownership::SessionKey), crate::session::Subscription>,
-    >,
-    pub shared_sub_count: AtomicUsize,
-    pub metrics: Metrics,
-    pub shutdown: AtomicBool,
-    pub next_assigned_id: AtomicU64,
-    pub started: std::time::Instant,
-    /// Per engine listener index (the same order on every worker): the TLS setup of a TLS
-    /// listener, None for a plain one.
-    pub listener_tls: Vec<Option<Arc<crate::tls::TlsSetup>>>,
-}
+pub use self::core::{Core, Effect, Input};
+pub use mail::Mail;
+pub use shared::Shared;
+pub use worker::slot_bytes_per_connection;
 
 /// A running broker.
 pub struct BrokerHandle {
@@ -168,47 +139,6 @@ fn make_listener(addr: SocketAddr, cfg: &Config, reuse_port: bool) -> std::io::R
     Ok(s.into())
 }
 
-fn limits_from(cfg: &Config) -> ProtocolLimits {
-    use crate::config::V311KeepAlivePolicy as Cfg;
-    use crate::session::config::V311KeepAlivePolicy as Sm;
-    ProtocolLimits {
-        connect_timeout: cfg.connect_timeout(),
-        max_keep_alive: cfg.max_keep_alive,
-        server_keep_alive: cfg.server_keep_alive,
-        keep_alive_when_zero: cfg.keep_alive_when_zero,
-        v311_keep_alive_out_of_policy: match cfg.v311_keep_alive_policy {
-            Cfg::Clamp => Sm::Enforce,
-            Cfg::Refuse => Sm::Refuse,
-        },
-        receive_maximum: cfg.receive_maximum,
-        max_packet_size: cfg.max_packet_size,
-        topic_alias_maximum: cfg.topic_alias_maximum,
-        max_outbound_topic_aliases: cfg.outbound_topic_aliases,
-        retain_available: cfg.retain_available,
-        wildcard_available: cfg.wildcard_subscriptions,
-        shared_available: cfg.shared_subscriptions,
-        sub_ids_available: cfg.subscription_identifiers,
-        max_session_expiry: cfg.max_session_expiry,
-        v311_persistent_session_expiry: cfg.v311_session_expiry,
-        max_inflight_out: cfg.max_inflight,
-        max_queued_messages: cfg.max_queued_messages,
-        max_queued_bytes: cfg.max_queued_bytes,
-        queue_qos0_offline: cfg.queue_qos0_offline,
-        ..ProtocolLimits::default()
-    }
-}
-
-/// Bytes of the fixed-size slots one live connection occupies in a worker's tables (engine
-/// slot, connection slot with its protocol state and session inline, session slot, slot index),
-/// excluding what those slots point to on the heap. The tables are reserved up front, so this
-/// is what each connection adds to RSS besides its heap allocations.
-pub fn slot_bytes_per_connection() -> usize {
-    crate::runtime::engine::conn_state_size()
-        + std::mem::size_of::<worker::Client>()
-        + std::mem::size_of::<worker::SessionEntry>()
-        + std::mem::size_of::<u32>()
-}
-
 /// Start the broker: bind every listener, spawn the workers, return once all are running.
 pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     cfg.validate()
@@ -276,26 +206,9 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     } else {
         (None, None)
     };
-    let metrics: Metrics = Arc::new((0..n).map(|_| Arc::new(WorkerMetrics::default())).collect());
-    let shared = Arc::new(Shared {
-        limits: Arc::new(limits_from(&cfg)),
-        owners: OwnershipTable::new(),
-        mailboxes: (0..n).map(|_| SegQueue::new()).collect(),
-        mailbox_bytes: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-        remotes: OnceLock::new(),
-        sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-        retained: Mutex::new(RetainedStore::new()),
-        shared_subs: Mutex::new(SharedSubscriptions::new()),
-        shared_sub_count: AtomicUsize::new(0),
-        metrics: metrics.clone(),
-        shutdown: AtomicBool::new(false),
-        next_assigned_id: AtomicU64::new(1),
-        started: std::time::Instant::now(),
-        auth: auth_state,
-        auth_jobs,
-        listener_tls,
-        cfg,
-    });
+    let shared = Arc::new(Shared::new(cfg, n, auth_state, auth_jobs));
+    let metrics = shared.metrics.clone();
+    let listener_tls = Arc::new(listener_tls);
     if let Some(rx) = auth_rx {
         auth::spawn_verifiers(shared.cfg.auth_threads, Arc::downgrade(&shared), rx)?;
     }
@@ -327,6 +240,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         let tx = tx.clone();
         let barrier = barrier.clone();
         let engine_cfg = engine_cfg.clone();
+        let listener_tls = listener_tls.clone();
         let core = if shared.cfg.pin_workers && !cores.is_empty() {
             Some(cores[w % cores.len()])
         } else {
@@ -359,7 +273,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
                 if shared.remotes.get().is_none() {
                     return; // start failed on another worker
                 }
-                let mut worker = worker::Worker::new(w as u16, shared);
+                let mut worker = worker::Worker::new(w as u16, shared, listener_tls);
                 if let Err(e) = engine.run(&mut worker) {
                     tracing::error!(worker = w, error = %e, "worker loop failed");
                 }

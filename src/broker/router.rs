@@ -13,17 +13,17 @@ use std::time::Instant;
 
 use bytestring::ByteString;
 
-use super::worker::{SessionState, Worker, WorkerMsg};
+use super::core::{Core, SessionState};
+use super::mail::Mail;
 use crate::metrics::add;
 use crate::ownership::SessionKey;
 use crate::protocol::topic::parse_shared;
 use crate::protocol::{QoS, SubscriptionOptions};
-use crate::runtime::engine::Io;
 use crate::session::{Delivery, Message, MessageData, Subscription};
 
-impl Worker {
+impl Core {
     /// Route a PUBLISH that entered the broker on this worker (or a will, or a $SYS message).
-    pub(super) fn route_publish(&mut self, io: &mut Io<'_>, msg: Message, now: Instant) {
+    pub(super) fn route_publish(&mut self, msg: Message, now: Instant) {
         if msg.retain && self.shared.cfg.retain_available {
             let mut store = self.shared.retained.lock();
             if msg.payload.is_empty() {
@@ -32,10 +32,10 @@ impl Worker {
                 tracing::warn!(topic = %msg.topic, "retained topic too deep, not stored");
             }
         }
-        self.route_local(io, &msg, now);
+        self.route_local(&msg, now);
         for w in 0..self.shared.mailboxes.len() {
             if w != self.id as usize && self.shared.sub_counts[w].load(Ordering::Relaxed) > 0 {
-                self.post(w as u16, WorkerMsg::Publish(msg.clone()));
+                self.post(w as u16, Mail::Publish(msg.clone()));
             }
         }
         if self.shared.shared_sub_count.load(Ordering::Relaxed) > 0 {
@@ -59,11 +59,11 @@ impl Worker {
                     subscription_ids: sub.subscription_id.into_iter().collect(),
                 };
                 if worker == self.id {
-                    self.deliver_to(io, key, &msg, &delivery, now);
+                    self.deliver_to(key, &msg, &delivery, now);
                 } else {
                     self.post(
                         worker,
-                        WorkerMsg::Deliver {
+                        Mail::Deliver {
                             session: key,
                             msg: msg.clone(),
                             delivery,
@@ -80,7 +80,7 @@ impl Worker {
 
     /// Deliver to every matching (non-shared) subscription of this worker's sessions: one copy
     /// per session, at the highest granted QoS, with every matching subscription identifier.
-    pub(super) fn route_local(&mut self, io: &mut Io<'_>, msg: &Message, now: Instant) {
+    pub(super) fn route_local(&mut self, msg: &Message, now: Instant) {
         // The match list is a scratch vector the worker keeps: no allocation per message.
         let mut hits = std::mem::take(&mut self.route_hits);
         hits.clear();
@@ -126,120 +126,14 @@ impl Worker {
                 retain_as_published: retain,
                 subscription_ids: ids,
             };
-            self.deliver_routed(io, key, msg, delivery, now);
+            self.deliver_routed(key, msg, delivery, now);
         }
         self.route_hits = hits;
-    }
-
-    /// Deliver what this worker's index matched for a session, minding a cut-over
-    /// (takeover.rs): a moved session gets it forwarded; a session whose previous owner still
-    /// forwards gets it after those forwards.
-    fn deliver_routed(
-        &mut self,
-        io: &mut Io<'_>,
-        key: SessionKey,
-        msg: &Message,
-        delivery: Delivery,
-        now: Instant,
-    ) {
-        let Some(entry) = self.session_mut(key) else {
-            return;
-        };
-        if let SessionState::Moved(m) = &entry.state {
-            let to = m.to;
-            self.post(
-                to.worker,
-                WorkerMsg::Forward {
-                    session: to.session,
-                    msg: msg.clone(),
-                    delivery,
-                    routed: true,
-                },
-            );
-            return;
-        }
-        if let Some(c) = entry.cutover.as_mut() {
-            c.held.push((msg.clone(), delivery));
-            return;
-        }
-        self.deliver_to(io, key, msg, &delivery, now);
-    }
-
-    /// A message forwarded by the previous owner of a moved session.
-    pub(super) fn on_forward(
-        &mut self,
-        io: &mut Io<'_>,
-        key: SessionKey,
-        msg: Message,
-        delivery: Delivery,
-        routed: bool,
-        now: Instant,
-    ) {
-        let Some(entry) = self.session_mut(key) else {
-            return;
-        };
-        if routed {
-            if let Some(c) = entry.cutover.as_mut() {
-                if let Some(i) = c.held.iter().position(|(m, _)| m.same(&msg)) {
-                    // Also matched here: deliver once, in the previous owner's order.
-                    c.held.remove(i);
-                } else {
-                    c.forwarded.push(msg.clone());
-                }
-            }
-        }
-        self.deliver_to(io, key, &msg, &delivery, now);
-    }
-
-    /// The previous owner's forwards are done: deliver what this worker's index matched
-    /// meanwhile, except what came forwarded.
-    pub(super) fn on_forward_done(&mut self, io: &mut Io<'_>, key: SessionKey, now: Instant) {
-        let Some(c) = self.session_mut(key).and_then(|e| e.cutover.take()) else {
-            return;
-        };
-        self.flush_cutover(io, key, *c, now);
-    }
-
-    pub(super) fn flush_cutover(
-        &mut self,
-        io: &mut Io<'_>,
-        key: SessionKey,
-        c: super::worker::Cutover,
-        now: Instant,
-    ) {
-        for (msg, delivery) in c.held {
-            if !c.forwarded.iter().any(|m| m.same(&msg)) {
-                self.deliver_to(io, key, &msg, &delivery, now);
-            }
-        }
-    }
-
-    /// The new owner indexed a session that moved away from here: stop forwarding.
-    pub(super) fn on_unforward(&mut self, key: SessionKey) {
-        let Some(entry) = self.session_mut(key) else {
-            return;
-        };
-        let SessionState::Moved(m) = &mut entry.state else {
-            return;
-        };
-        let filters = std::mem::take(&mut m.filters);
-        let to = m.to;
-        for f in &filters {
-            self.remove_subscription(key, f);
-        }
-        self.drop_session_entry(key);
-        self.post(
-            to.worker,
-            WorkerMsg::ForwardDone {
-                session: to.session,
-            },
-        );
     }
 
     /// Hand one message to one session of this worker, online or offline.
     pub(super) fn deliver_to(
         &mut self,
-        io: &mut Io<'_>,
         key: SessionKey,
         msg: &Message,
         delivery: &Delivery,
@@ -252,22 +146,32 @@ impl Worker {
             return;
         }
         let soft_limit = self.shared.cfg.send_queue_limit / 2;
-        let limits = self.shared.limits.clone();
-        let metrics = self.metrics.clone();
-        let Some(entry) = self.session_mut(key) else {
+        let Some(entry) = self.sessions.get_mut(key.index as usize) else {
             return;
         };
+        if entry.generation != key.generation {
+            return;
+        }
         match &mut entry.state {
             SessionState::Online { conn } => {
                 let conn = *conn;
                 let Some(idx) = self.client_index(conn) else {
                     return;
                 };
-                let can_write = io.queued(conn) < soft_limit;
-                let conn_sm = &mut self.clients[idx].conn;
-                let before = conn_sm.session().map(|s| s.stats()).unwrap_or_default();
-                conn_sm.deliver(msg, delivery, now, can_write, &mut self.actions);
-                let after = conn_sm.session().map(|s| s.stats()).unwrap_or_default();
+                let can_write = (self.clients[idx].queued as usize) < soft_limit;
+                let before = self.clients[idx]
+                    .conn
+                    .session()
+                    .map(|s| s.stats())
+                    .unwrap_or_default();
+                self.drive(idx, now, |c, out| {
+                    c.deliver(msg, delivery, now, can_write, out)
+                });
+                let after = self.clients[idx]
+                    .conn
+                    .session()
+                    .map(|s| s.stats())
+                    .unwrap_or_default();
                 add(
                     &self.metrics.slow_consumer_drops,
                     after.dropped_qos0 - before.dropped_qos0,
@@ -276,25 +180,16 @@ impl Worker {
                     &self.metrics.queue_drops,
                     after.dropped_queue_full - before.dropped_queue_full,
                 );
-                self.run_actions(io, idx, now);
             }
             SessionState::Offline(s) => {
                 let before = s.stats().dropped_queue_full;
-                s.deliver_offline(msg, delivery, now, &limits);
-                add(&metrics.queue_drops, s.stats().dropped_queue_full - before);
-            }
-            SessionState::Moved(m) => {
-                let to = m.to;
-                self.post(
-                    to.worker,
-                    WorkerMsg::Forward {
-                        session: to.session,
-                        msg: msg.clone(),
-                        delivery: delivery.clone(),
-                        routed: false,
-                    },
+                s.deliver_offline(msg, delivery, now, &self.limits);
+                add(
+                    &self.metrics.queue_drops,
+                    s.stats().dropped_queue_full - before,
                 );
             }
+            SessionState::Moved(_) => self.relay(key, msg, delivery.clone(), false),
             SessionState::Pending { .. } => {}
         }
     }
@@ -370,7 +265,6 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_subscribe(
         &mut self,
-        io: &mut Io<'_>,
         idx: usize,
         filter: ByteString,
         options: SubscriptionOptions,
@@ -412,7 +306,7 @@ impl Worker {
                 retain_as_published: true,
                 subscription_ids: subscription_id.into_iter().collect(),
             };
-            self.deliver_to(io, key, &msg, &delivery, now);
+            self.deliver_to(key, &msg, &delivery, now);
         }
     }
 
@@ -423,7 +317,7 @@ impl Worker {
     }
 
     /// `$SYS/broker/...` every `sys_interval_secs` (worker 0 only), retained.
-    pub(super) fn maybe_publish_sys(&mut self, io: &mut Io<'_>, now: Instant) {
+    pub(super) fn maybe_publish_sys(&mut self, now: Instant, uptime: std::time::Duration) {
         let every = self.shared.cfg.sys_interval_secs;
         if every == 0 || now.duration_since(self.last_sys).as_secs() < every {
             return;
@@ -442,7 +336,7 @@ impl Worker {
             .collect();
         items.push((
             "$SYS/broker/uptime".into(),
-            format!("{} seconds", self.shared.started.elapsed().as_secs()),
+            format!("{} seconds", uptime.as_secs()),
         ));
         items.push((
             "$SYS/broker/version".into(),
@@ -458,7 +352,7 @@ impl Worker {
                 expires_at: None,
                 publisher: None,
             });
-            self.route_publish(io, msg, now);
+            self.route_publish(msg, now);
         }
     }
 }

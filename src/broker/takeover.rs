@@ -1,140 +1,96 @@
-//! Session ownership, client take-over and session hand-off between workers.
+//! Session ownership, client take-over and session hand-off between workers, in the order of
+//! the handshake. The messages are [`Mail::TakeOver`], [`Mail::Handoff`] and, for the cut-over,
+//! [`Mail::Forward`], [`Mail::Unforward`] and [`Mail::ForwardDone`] (`mail.rs`).
 //!
 //! # The handshake
 //!
-//! 1. A CONNECT arrives on worker W for ClientId `id`. W creates a session slot in state
-//!    `Pending` and claims `id` in the ownership table with a fresh epoch. The claim atomically
-//!    replaces the previous owner P = (worker X, slot, epoch) and returns it.
-//! 2. No previous owner: W answers itself (`Handoff` with no session) at once.
-//!    Otherwise W sends `TakeOver { target: P.slot, claimant: W's slot, clean_start }` to X
-//!    (when X == W the same functions run inline, no message).
-//! 3. X looks at the target slot:
+//! 1. A CONNECT arrives on worker W for ClientId `id` (`on_connect_request`). W creates a
+//!    session slot in state `Pending` and claims `id` in the ownership table with a fresh
+//!    epoch. The claim atomically replaces the previous owner P = (worker X, slot, epoch) and
+//!    returns it.
+//! 2. No previous owner: W answers itself (`Handoff` with no session) at once. Otherwise W
+//!    sends `TakeOver { target: P.slot, claimant: W's slot, clean_start }` to X (`post` to
+//!    itself when X == W: handled before the current input returns).
+//! 3. X looks at the target slot (`on_takeover`):
 //!    - gone (stale generation: the session ended meanwhile): answers `Handoff { session: None }`;
 //!    - `Online`: the old connection gets DISCONNECT 0x8E (MQTT 5) and is closed; its session
-//!      leaves X (subscriptions removed from X's trie, or kept until the cut-over below ends);
-//!      the will is decided by `session::will::on_takeover`; X answers with the session unless
-//!      the claimant asked for a clean start;
+//!      leaves X; the will is decided by `session::will::on_takeover` inside the old
+//!      connection's state machine; X answers with the session unless it ends;
 //!    - `Offline`: same, with no connection to close; a delayed will is cancelled when the
-//!      session continues, published when it ends;
+//!      session continues, published when it ends (`session::will::on_takeover_of_offline`);
 //!    - `Pending` (the target is itself a claimant still waiting for its own hand-off): the
 //!      pending connection is closed without CONNACK and the entry remembers the newer
 //!      claimant in `forward`; when its hand-off arrives the session is passed on.
 //!
 //!    Every TakeOver gets exactly one Handoff, so no claimant waits forever.
-//! 4. W receives `Handoff`: if its slot has a `forward`, it passes the session on; if its
-//!    connection is still there it installs the session (subscriptions into W's trie) and the
-//!    state machine sends CONNACK with Session Present; if the connection died meanwhile, the
-//!    session is kept offline or ended per its expiry.
+//! 4. W receives `Handoff` (`on_handoff`): if its slot has a `forward`, it passes the session
+//!    on; if its connection is still there it installs the session (subscriptions into W's
+//!    trie) and the state machine sends CONNACK with Session Present; if the connection died
+//!    meanwhile, the session is kept offline or ended per its expiry.
 //!
 //! Racing CONNECTs therefore form a chain in the order of their claims, the last claim owns the
 //! ClientId, and epochs make a late release by a displaced owner harmless
 //! (`OwnershipTable::release` only removes the entry of its own epoch).
 //!
-//! # Cut-over (a continuing session moves from worker X to worker W)
+//! # Cut-over (a continuing session moves from slot X to slot W)
 //!
-//! X does not drop its index entries at step 3: the slot becomes `Moved` and every delivery X
-//! makes to it is forwarded to W (`Forward`, after the `Handoff` in X's FIFO to W). W indexes the
-//! session at step 4, marks it `cutover` and sends `Unforward` to X; X then removes its entries,
-//! drops the slot and answers `ForwardDone` (after its last `Forward`). Meanwhile W holds what its
-//! own index matches for the session; a forwarded message W also holds is delivered once, at its
-//! forwarded position; at `ForwardDone` the rest of the held messages follow. So a PUBLISH routed
-//! during the move reaches the session exactly once and in order. (Same-worker take-overs are
-//! synchronous and need none of this.)
+//! X does not drop its index entries at step 3: the slot becomes `Moved` and every delivery
+//! it makes to the session is forwarded to W (`Forward`, after the `Handoff` in X's FIFO to W).
+//! W indexes the session at step 4, marks it `cutover` and sends `Unforward` to X; X then
+//! removes its entries, drops the slot and answers `ForwardDone` (after its last `Forward`).
+//! Meanwhile W holds what its own index matches for the session; a forwarded message W also
+//! holds is delivered once, at its forwarded position; at `ForwardDone` the rest of the held
+//! messages follow. So a PUBLISH routed during the move reaches the session exactly once and
+//! in order.
 //!
-//! Remaining window: a take-over of W's slot while it still waits for its own hand-off (the
-//! `forward` chain above) passes the session on without a cut-over; a PUBLISH routed during that
-//! double move can miss the session. A take-over of W's session during its cut-over delivers the
-//! held messages into the session first; X's later forwards are passed on without deduplication.
+//! A slot that moves on while messages are still forwarded to it becomes a relay: its
+//! `Moved` state keeps the cut-over state of its own (`upstream`), and everything that
+//! reaches it is passed on in the order above:
+//! - taken over while it waits for its own hand-off (the `forward` chain of step 3): when the
+//!   hand-off arrives, it passes the session on and relays X's forwards; it tells X to stop
+//!   only once the next owner has indexed the session (the next owner's `Unforward`);
+//! - taken over during its own cut-over: what it held is not delivered into the departing
+//!   session but kept, deduplicated against X's forwards and relayed after X is done.
+//!
+//! The relay ends at its upstream's `ForwardDone` once its successor told it `Unforward`:
+//! it then sends `ForwardDone` on. Same-worker take-overs without a cut-over in progress are
+//! synchronous and need none of this.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytestring::ByteString;
-
-use super::worker::{Client, Moved, SessionState, TimerKey, Worker, WorkerMsg};
+use super::core::{Core, Cutover, Link, Moved, SessionState};
+use super::mail::{Claimant, Handoff, Mail, TakeOver};
 use crate::metrics::add;
 use crate::ownership::{Owner, SessionKey};
 use crate::protocol::ReasonCode;
-use crate::runtime::engine::{ConnId, Io};
-use crate::session::{generate_client_id, Action, ConnectRequest, Message, PendingWill, Session};
+use crate::session::{generate_client_id, will, ConnectRequest, Delivery, Message, Session};
 
-/// Who is asking for a session.
-#[derive(Debug, Clone, Copy)]
-pub struct Claimant {
-    pub worker: u16,
-    pub session: SessionKey,
-    pub conn: ConnId,
-}
-
-pub struct TakeOver {
-    pub client_id: ByteString,
-    pub target: SessionKey,
-    pub claimant: Claimant,
-    pub clean_start: bool,
-    pub username: Option<ByteString>,
-}
-
-pub struct Handoff {
-    pub claimant: Claimant,
-    pub session: Option<Box<Session>>,
-    /// The take-over was refused (policy): the claimant gets CONNACK "not authorized".
-    pub refused: bool,
-    /// (worker, slot) of the previous owner that keeps the session indexed and forwards to the
-    /// claimant until told `Unforward` (cut-over).
-    pub from: Option<(u16, SessionKey)>,
-}
-
-impl Handoff {
-    fn empty(claimant: Claimant) -> Handoff {
-        Handoff {
-            claimant,
-            session: None,
-            refused: false,
-            from: None,
-        }
-    }
-}
-
-impl Worker {
-    pub(super) fn publish_will(&mut self, io: &mut Io<'_>, will: Message, now: Instant) {
-        add(&self.metrics.wills_published, 1);
-        self.route_publish(io, will, now);
+impl Core {
+    /// An id for a CONNECT with an empty client id ("ringmq-{worker}-{n}"); the only place
+    /// ids are assigned.
+    pub(super) fn assign_client_id(&mut self, idx: usize) -> bytestring::ByteString {
+        let n = self
+            .shared
+            .next_assigned_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = generate_client_id(self.id.into(), n);
+        self.clients[idx].extra().assigned_id = Some(id.clone());
+        id
     }
 
-    fn release_ownership(&self, client_id: &str, key: SessionKey, epoch: u64) {
-        self.shared.owners.release(
-            client_id,
-            Owner {
-                worker: self.id,
-                session: key,
-                epoch,
-            },
-        );
-    }
-
-    /// Step 1: a validated CONNECT.
-    pub(super) fn on_connect_request(
-        &mut self,
-        io: &mut Io<'_>,
-        idx: usize,
-        mut req: ConnectRequest,
-        now: Instant,
-    ) {
+    /// Step 1: an authenticated CONNECT.
+    pub(super) fn on_connect_request(&mut self, idx: usize, mut req: ConnectRequest, now: Instant) {
         if self.sessions.len() >= self.shared.cfg.max_sessions_per_worker {
-            self.clients[idx].conn.refuse_connect(
-                ReasonCode::QUOTA_EXCEEDED,
-                now,
-                &mut self.actions,
-            );
-            self.run_actions(io, idx, now);
+            self.drive(idx, now, |c, out| {
+                c.refuse_connect(ReasonCode::QUOTA_EXCEEDED, now, out)
+            });
             return;
         }
         if req.client_id.is_empty() {
-            let n = self
-                .shared
-                .next_assigned_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            req.client_id = generate_client_id(self.id.into(), n);
-            self.clients[idx].assigned_id = Some(Box::new(req.client_id.clone()));
+            req.client_id = match self.clients[idx].assigned_id() {
+                Some(id) => id,
+                None => self.assign_client_id(idx),
+            };
         }
         let conn = self.clients[idx].id;
         let epoch = self.shared.owners.new_epoch();
@@ -159,7 +115,7 @@ impl Worker {
             conn,
         };
         match self.shared.owners.claim(&req.client_id, me) {
-            None => self.on_handoff(io, Handoff::empty(claimant), now),
+            None => self.on_handoff(Handoff::empty(claimant), now),
             Some(prev) => {
                 add(&self.metrics.takeovers, 1);
                 let t = TakeOver {
@@ -169,43 +125,26 @@ impl Worker {
                     clean_start: req.clean_start,
                     username: req.username.clone(),
                 };
-                if prev.worker == self.id {
-                    self.on_takeover(io, t, now);
-                } else {
-                    self.post(prev.worker, WorkerMsg::TakeOver(t));
-                }
+                self.post(prev.worker, Mail::TakeOver(t));
             }
         }
     }
 
-    fn answer(&mut self, io: &mut Io<'_>, h: Handoff, now: Instant) {
+    /// Step 2's answer goes to the claimant's worker (ourselves included).
+    fn answer(&mut self, h: Handoff, now: Instant) {
         if h.claimant.worker == self.id {
-            self.on_handoff(io, h, now);
+            self.on_handoff(h, now);
         } else {
-            self.post(h.claimant.worker, WorkerMsg::Handoff(h));
-        }
-    }
-
-    /// Remove a session's subscriptions from this worker's index.
-    pub(super) fn unindex_session(&mut self, key: SessionKey, session: &Session) {
-        for (filter, _) in session.subscriptions() {
-            self.remove_subscription(key, filter);
-        }
-    }
-
-    /// Put a session's subscriptions into this worker's index.
-    fn index_session(&mut self, key: SessionKey, session: &Session) {
-        for (filter, sub) in session.subscriptions() {
-            self.add_subscription(key, filter.clone(), *sub);
+            self.post(h.claimant.worker, Mail::Handoff(h));
         }
     }
 
     /// Step 3, on the worker that holds `t.target`.
-    pub(super) fn on_takeover(&mut self, io: &mut Io<'_>, t: TakeOver, now: Instant) {
+    pub(super) fn on_takeover(&mut self, t: TakeOver, now: Instant) {
         let refuse_other_user = self.shared.cfg.refuse_takeover_by_other_user;
         let me = self.id;
         let Some(entry) = self.session_mut(t.target) else {
-            self.answer(io, Handoff::empty(t.claimant), now);
+            self.answer(Handoff::empty(t.claimant), now);
             return;
         };
         if refuse_other_user && entry.username != t.username {
@@ -217,103 +156,90 @@ impl Worker {
             };
             let client_id = entry.client_id.clone();
             self.shared.owners.claim(&client_id, owner);
-            self.answer(
-                io,
-                Handoff {
-                    claimant: t.claimant,
-                    session: None,
-                    refused: true,
-                    from: None,
-                },
-                now,
-            );
+            let mut h = Handoff::empty(t.claimant);
+            h.refused = true;
+            self.answer(h, now);
             return;
         }
-        // Messages held for a cut-over still in progress go into the session before it leaves.
-        if let Some(c) = entry.cutover.take() {
-            self.flush_cutover(io, t.target, *c, now);
-        }
-        let Some(entry) = self.session_mut(t.target) else {
-            self.answer(io, Handoff::empty(t.claimant), now);
-            return;
-        };
+        let cutover = entry.cutover.take();
         match std::mem::replace(&mut entry.state, SessionState::Pending { conn: None }) {
             SessionState::Moved(m) => {
                 // Not the owner any more (a stale target): nothing to hand off.
                 entry.state = SessionState::Moved(m);
-                self.answer(io, Handoff::empty(t.claimant), now);
+                entry.cutover = cutover;
+                self.answer(Handoff::empty(t.claimant), now);
             }
             SessionState::Pending { conn } => {
                 // Still waiting for our own hand-off: remember who comes next, and drop our
                 // connection (it never got CONNACK, so it has no will to publish).
                 entry.forward = Some(Box::new(t));
+                entry.cutover = cutover;
                 if let Some(idx) = conn.and_then(|c| self.client_index(c)) {
                     self.clients[idx].session = None;
-                    self.close_client(io, idx, None);
+                    self.close_client(idx, None, now);
                 }
             }
             SessionState::Online { conn } => {
                 let mut session = None;
-                let mut will = None;
                 if let Some(idx) = self.client_index(conn) {
-                    let mut out = Vec::new();
-                    self.clients[idx]
-                        .conn
-                        .take_over(t.clean_start, now, &mut out);
+                    // The session leaves the connection first: the will its state machine
+                    // decides (session::will::on_takeover) is then published at its close.
                     self.clients[idx].session = None;
+                    let clean_start = t.clean_start;
+                    self.drive(idx, now, |c, out| c.take_over(clean_start, now, out));
                     session = self.clients[idx].conn.take_session();
-                    for a in out {
-                        match a {
-                            Action::Send(p) => {
-                                self.send_packet(io, idx, &p);
-                            }
-                            Action::Close { will: w, .. } => will = w,
-                            _ => {}
-                        }
+                    if self.clients[idx].link == Link::Open {
+                        // The state machine always closes; this is for a stale order.
+                        self.close_client(idx, None, now);
                     }
-                    self.close_client(io, idx, None);
                 }
-                self.finish_takeover(io, t, session, will, now);
+                self.finish_takeover(t, session, cutover, now);
             }
             SessionState::Offline(s) => {
-                // A delayed will: cancelled when the session is resumed, published when it ends.
                 let delayed = entry.delayed_will.take();
-                let will = match delayed {
-                    Some((m, _)) if t.clean_start => Some(PendingWill {
-                        message: m,
-                        delay: Duration::ZERO,
-                    }),
-                    _ => None,
-                };
+                if let Some((m, _)) = delayed {
+                    if will::on_takeover_of_offline(t.clean_start) == will::WillDecision::PublishNow
+                    {
+                        self.publish_will(m, now);
+                    }
+                }
                 self.mark_shared_offline(t.target, &s, false);
-                self.finish_takeover(io, t, Some(*s), will, now);
+                self.finish_takeover(t, Some(*s), cutover, now);
             }
         }
     }
 
+    /// Step 3, continued: the session leaves this slot. It carries over unless the new CONNECT
+    /// asks for a clean start or the old session was to end with its connection (expiry 0).
     fn finish_takeover(
         &mut self,
-        io: &mut Io<'_>,
         t: TakeOver,
         session: Option<Session>,
-        will: Option<PendingWill>,
+        cutover: Option<Box<Cutover>>,
         now: Instant,
     ) {
-        // The session carries over unless the new CONNECT asks for a clean start or the old
-        // session was to end with its connection (expiry 0).
         let continues = session
             .as_ref()
             .is_some_and(|s| !t.clean_start && s.session_expiry() > 0);
         let mut from = None;
+        let mut delivered = Vec::new();
         match &session {
-            // Cut-over to another worker: stay indexed and forward until the claimant indexed
-            // the session (no message falls between the two indexes).
-            Some(s) if continues && t.claimant.worker != self.id => {
+            // Cut-over: stay indexed and relay until the claimant indexed the session (no
+            // message falls between the two indexes). Needed across workers, and on one
+            // worker while an earlier owner still forwards to this slot.
+            Some(s) if continues && (t.claimant.worker != self.id || cutover.is_some()) => {
                 let filters = s.subscriptions().map(|(f, _)| f.clone()).collect();
+                if let Some(c) = &cutover {
+                    delivered = c.forwarded.clone();
+                }
                 if let Some(e) = self.session_mut(t.target) {
                     e.state = SessionState::Moved(Box::new(Moved {
                         to: t.claimant,
                         filters,
+                        // We told the earlier owner to stop when we indexed the session.
+                        upstream_told: cutover.is_some(),
+                        upstream: cutover,
+                        unforwarded: false,
                     }));
                     from = Some((self.id, t.target));
                 }
@@ -326,44 +252,29 @@ impl Worker {
             }
         }
         let session = session.filter(|_| continues);
-        if let Some(w) = will {
-            // Every take-over case publishes at once or not at all (session::will::on_takeover).
-            self.publish_will(io, w.message, now);
-        }
         self.answer(
-            io,
             Handoff {
                 claimant: t.claimant,
                 session: session.map(Box::new),
                 refused: false,
                 from,
+                delivered,
             },
             now,
         );
     }
 
     /// Step 4, on the claimant's worker.
-    pub(super) fn on_handoff(&mut self, io: &mut Io<'_>, h: Handoff, now: Instant) {
+    pub(super) fn on_handoff(&mut self, h: Handoff, now: Instant) {
         let key = h.claimant.session;
         let Some(entry) = self.session_mut(key) else {
+            // Our slot is gone: nothing waits for this session here. Let the previous owner
+            // stop forwarding.
+            self.unforward(h.from, h.claimant);
             return;
         };
         if let Some(next) = entry.forward.take() {
-            // A newer claimant took us over while we waited: pass the session on (the previous
-            // owner stops forwarding to us; this rare chain has no cut-over).
-            let session = if entry.clean_start { None } else { h.session };
-            self.drop_session_entry(key);
-            self.unforward(h.from);
-            self.answer(
-                io,
-                Handoff {
-                    claimant: next.claimant,
-                    session: session.filter(|_| !next.clean_start),
-                    refused: false,
-                    from: None,
-                },
-                now,
-            );
+            self.pass_on(key, h, *next, now);
             return;
         }
         let client_id = entry.client_id.clone();
@@ -374,182 +285,292 @@ impl Worker {
         };
         let idx = conn
             .and_then(|c| self.client_index(c))
-            .filter(|&i| !self.clients[i].closing);
+            .filter(|&i| self.clients[i].link == Link::Open);
         if h.refused {
-            self.unforward(h.from);
+            self.unforward(h.from, h.claimant);
             self.drop_session_entry(key);
             if let Some(idx) = idx {
                 self.clients[idx].session = None;
-                self.clients[idx].conn.refuse_connect(
-                    ReasonCode::NOT_AUTHORIZED,
-                    now,
-                    &mut self.actions,
-                );
-                self.run_actions(io, idx, now);
+                self.drive(idx, now, |c, out| {
+                    c.refuse_connect(ReasonCode::NOT_AUTHORIZED, now, out)
+                });
             }
             return;
         }
-        match idx {
-            Some(idx) => {
-                if let Some(s) = &h.session {
+        match (idx, h.session) {
+            (Some(idx), session) => {
+                if let Some(s) = &session {
                     self.index_session(key, s);
                 }
                 let conn = self.clients[idx].id;
-                let cutover = h.from.is_some();
+                let cutover = h.from.map(|f| Box::new(Cutover::resuming(f, h.delivered)));
                 if let Some(e) = self.session_mut(key) {
                     e.state = SessionState::Online { conn };
-                    if cutover {
-                        e.cutover = Some(Box::default());
-                    }
+                    e.cutover = cutover;
                 }
-                self.unforward(h.from);
-                let assigned = self.clients[idx].assigned_id.as_deref().cloned();
-                self.clients[idx].conn.accept_connect(
-                    h.session.map(|b| *b),
-                    assigned,
-                    now,
-                    &mut self.actions,
-                );
-                self.run_actions(io, idx, now);
+                self.unforward(h.from, h.claimant);
+                let assigned = self.clients[idx].assigned_id();
+                let session = session.map(|b| *b);
+                self.drive(idx, now, |c, out| {
+                    c.accept_connect(session, assigned, now, out)
+                });
             }
-            None => {
-                // The connection went away while waiting. Keep a continuing session offline.
-                match h.session {
-                    Some(s) if s.session_expiry() > 0 => {
-                        self.index_session(key, &s);
-                        self.store_offline(key, *s, None, now);
-                        if h.from.is_some() {
-                            if let Some(e) = self.session_mut(key) {
-                                e.cutover = Some(Box::default());
-                            }
-                        }
-                    }
-                    _ => {
-                        self.drop_session_entry(key);
-                        self.release_ownership(&client_id, key, epoch);
-                    }
+            // The connection went away while waiting. Keep a continuing session offline.
+            (None, Some(s)) if s.session_expiry() > 0 => {
+                self.index_session(key, &s);
+                self.store_offline(key, *s, None, now);
+                let cutover = h.from.map(|f| Box::new(Cutover::resuming(f, h.delivered)));
+                if let Some(e) = self.session_mut(key) {
+                    e.cutover = cutover;
                 }
-                self.unforward(h.from);
+                self.unforward(h.from, h.claimant);
             }
-        }
-    }
-
-    /// Tell the previous owner of a handed-off session to stop forwarding (cut-over).
-    fn unforward(&mut self, from: Option<(u16, SessionKey)>) {
-        if let Some((worker, target)) = from {
-            self.post(worker, WorkerMsg::Unforward { target });
-        }
-    }
-
-    /// Keep a session after its connection ended; schedule expiry and a delayed will.
-    fn store_offline(
-        &mut self,
-        key: SessionKey,
-        session: Session,
-        delayed_will: Option<(Message, Instant)>,
-        now: Instant,
-    ) {
-        let expiry = session.session_expiry();
-        let expires_at = (expiry != u32::MAX).then(|| now + Duration::from_secs(expiry.into()));
-        let will_due = delayed_will.as_ref().map(|w| w.1);
-        self.mark_shared_offline(key, &session, true);
-        let Some(e) = self.session_mut(key) else {
-            return;
-        };
-        e.state = SessionState::Offline(Box::new(session));
-        e.expires_at = expires_at;
-        e.delayed_will = delayed_will;
-        if let Some(t) = expires_at {
-            self.wheel.insert(TimerKey::Session(key), t);
-        }
-        if let Some(t) = will_due {
-            self.wheel.insert(TimerKey::Session(key), t);
-        }
-    }
-
-    /// The end of a network connection (every cause goes through here once). `will` is what
-    /// the state machine decided (`session::will`), with its delay.
-    pub(super) fn connection_ended(
-        &mut self,
-        io: &mut Io<'_>,
-        mut client: Client,
-        will: Option<PendingWill>,
-        now: Instant,
-    ) {
-        let Some(key) = client.session else {
-            if let Some(w) = will {
-                self.publish_will(io, w.message, now);
-            }
-            return;
-        };
-        let Some(entry) = self.session_mut(key) else {
-            return;
-        };
-        match entry.state {
-            SessionState::Online { conn } if conn == client.id => {}
-            SessionState::Pending { conn: Some(c) } if c == client.id => {
-                // Never got CONNACK: no will; the hand-off decides what happens to the session.
-                entry.state = SessionState::Pending { conn: None };
-                return;
-            }
-            _ => return,
-        }
-        let client_id = entry.client_id.clone();
-        let epoch = entry.epoch;
-        let session = client.conn.take_session();
-        let mut delayed = None;
-        if let Some(w) = will {
-            if w.delay.is_zero() {
-                self.publish_will(io, w.message, now);
-            } else {
-                delayed = Some((w.message, now + w.delay));
-            }
-        }
-        match session {
-            Some(s) if s.session_expiry() > 0 => self.store_offline(key, s, delayed, now),
-            other => {
-                if let Some(s) = &other {
-                    self.unindex_session(key, s);
-                }
-                if let Some((m, _)) = delayed {
-                    // The session ends now, so the will cannot wait longer.
-                    self.publish_will(io, m, now);
-                }
+            (None, _) => {
                 self.drop_session_entry(key);
                 self.release_ownership(&client_id, key, epoch);
+                self.unforward(h.from, h.claimant);
             }
         }
     }
 
-    /// A session timer: a delayed will is due, or an offline session expires.
-    pub(super) fn on_session_timer(&mut self, io: &mut Io<'_>, key: SessionKey, now: Instant) {
+    /// Step 4 on a slot that a newer claimant took over while it waited (step 3, `Pending`):
+    /// pass the session on. If the previous owner still forwards to us, this slot relays
+    /// until the newer claimant has indexed the session (see "Cut-over").
+    fn pass_on(&mut self, key: SessionKey, h: Handoff, next: TakeOver, now: Instant) {
+        let clean_start = self.session(key).is_some_and(|e| e.clean_start);
+        let session = if clean_start { None } else { h.session };
+        let session = session.filter(|_| !next.clean_start);
+        let mut from = None;
+        match (h.from, &session) {
+            (Some(upstream), Some(_)) => {
+                let held = Box::new(Cutover::resuming(upstream, h.delivered.clone()));
+                if let Some(e) = self.session_mut(key) {
+                    e.state = SessionState::Moved(Box::new(Moved {
+                        to: next.claimant,
+                        filters: Vec::new(),
+                        upstream: Some(held),
+                        upstream_told: false,
+                        unforwarded: false,
+                    }));
+                }
+                from = Some((self.id, key));
+            }
+            _ => {
+                self.drop_session_entry(key);
+                self.unforward(h.from, h.claimant);
+            }
+        }
+        self.answer(
+            Handoff {
+                claimant: next.claimant,
+                session,
+                refused: false,
+                from,
+                delivered: h.delivered,
+            },
+            now,
+        );
+    }
+
+    /// Tell the previous owner of a handed-off session to stop forwarding to `me`.
+    fn unforward(&mut self, from: Option<(u16, SessionKey)>, me: Claimant) {
+        if let Some((worker, target)) = from {
+            self.post(worker, Mail::Unforward { target, to: me });
+        }
+    }
+
+    // --- cut-over: the previous owner's side ------------------------------------------------
+
+    /// Something this worker would deliver to a slot that moved away: relay it. Messages
+    /// matched here (`routed`) wait while an earlier owner still forwards to this slot.
+    pub(super) fn relay(
+        &mut self,
+        key: SessionKey,
+        msg: &Message,
+        delivery: Delivery,
+        routed: bool,
+    ) {
+        let Some(SessionState::Moved(m)) = self.session_mut(key).map(|e| &mut e.state) else {
+            return;
+        };
+        if routed {
+            if let Some(up) = m.upstream.as_mut() {
+                up.held.push((msg.clone(), delivery));
+                return;
+            }
+        }
+        let to = m.to;
+        self.post(
+            to.worker,
+            Mail::Forward {
+                session: to.session,
+                msg: msg.clone(),
+                delivery,
+                routed,
+            },
+        );
+    }
+
+    /// The new owner indexed a session that moved away from here: stop forwarding (once an
+    /// earlier owner, if any, is done forwarding to us).
+    pub(super) fn on_unforward(&mut self, key: SessionKey, to: Claimant) {
+        let Some(SessionState::Moved(m)) = self.session_mut(key).map(|e| &mut e.state) else {
+            return;
+        };
+        if (m.to.worker, m.to.session) != (to.worker, to.session) {
+            return;
+        }
+        m.unforwarded = true;
+        if let Some(up) = &m.upstream {
+            if !m.upstream_told {
+                m.upstream_told = true;
+                let from = up.from;
+                let me = Claimant {
+                    worker: self.id,
+                    session: key,
+                    conn: to.conn,
+                };
+                self.unforward(Some(from), me);
+            }
+            return;
+        }
+        self.end_relay(key);
+    }
+
+    /// Remove what this slot still indexes, drop it, and tell the new owner we are done.
+    fn end_relay(&mut self, key: SessionKey) {
+        let Some(e) = self.drop_session_entry(key) else {
+            return;
+        };
+        let SessionState::Moved(m) = e.state else {
+            unreachable!("end_relay on a slot that did not move");
+        };
+        for f in &m.filters {
+            self.remove_subscription(key, f);
+        }
+        self.post(
+            m.to.worker,
+            Mail::ForwardDone {
+                session: m.to.session,
+            },
+        );
+    }
+
+    // --- cut-over: the new owner's side (and a relay's) --------------------------------------
+
+    /// What this worker's index matched for a session: deliver it, unless the session is in a
+    /// cut-over (held until the previous owner's forwards are done) or moved away (relayed).
+    pub(super) fn deliver_routed(
+        &mut self,
+        key: SessionKey,
+        msg: &Message,
+        delivery: Delivery,
+        now: Instant,
+    ) {
         let Some(entry) = self.session_mut(key) else {
             return;
         };
-        if !matches!(entry.state, SessionState::Offline(_)) {
+        if matches!(entry.state, SessionState::Moved(_)) {
+            self.relay(key, msg, delivery, true);
             return;
         }
-        let client_id = entry.client_id.clone();
-        let epoch = entry.epoch;
-        let will_due = entry
-            .delayed_will
-            .as_ref()
-            .is_some_and(|(_, due)| *due <= now);
-        let expired = entry.expires_at.is_some_and(|t| t <= now);
-        if will_due || expired {
-            if let Some((w, _)) = entry.delayed_will.take() {
-                self.publish_will(io, w, now);
-            }
+        if let Some(c) = entry.cutover.as_mut() {
+            c.held.push((msg.clone(), delivery));
+            return;
         }
-        if expired {
-            add(&self.metrics.sessions_expired, 1);
-            if let Some(e) = self.drop_session_entry(key) {
-                if let SessionState::Offline(s) = e.state {
-                    self.mark_shared_offline(key, &s, false);
-                    self.unindex_session(key, &s);
+        self.deliver_to(key, msg, &delivery, now);
+    }
+
+    /// A message forwarded by the previous owner of a moved session.
+    pub(super) fn on_forward(
+        &mut self,
+        key: SessionKey,
+        msg: Message,
+        delivery: Delivery,
+        routed: bool,
+        now: Instant,
+    ) {
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        let cutover = match &mut entry.state {
+            SessionState::Moved(m) => m.upstream.as_deref_mut(),
+            _ => entry.cutover.as_deref_mut(),
+        };
+        if routed {
+            if let Some(c) = cutover {
+                if let Some(i) = c.held.iter().position(|(m, _)| m.same(&msg)) {
+                    // Also matched here: deliver once, in the previous owner's order.
+                    c.held.remove(i);
+                } else {
+                    c.forwarded.push(msg.clone());
                 }
             }
-            self.release_ownership(&client_id, key, epoch);
+        }
+        if matches!(entry.state, SessionState::Moved(_)) {
+            // Passed on as it came: not held behind our own matches.
+            let to = match &entry.state {
+                SessionState::Moved(m) => m.to,
+                _ => unreachable!(),
+            };
+            self.post(
+                to.worker,
+                Mail::Forward {
+                    session: to.session,
+                    msg,
+                    delivery,
+                    routed,
+                },
+            );
+            return;
+        }
+        self.deliver_to(key, &msg, &delivery, now);
+    }
+
+    /// The previous owner's forwards are done: deliver (or relay) what this slot's index
+    /// matched meanwhile, except what came forwarded.
+    pub(super) fn on_forward_done(&mut self, key: SessionKey, now: Instant) {
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        if let SessionState::Moved(m) = &mut entry.state {
+            let Some(up) = m.upstream.take() else {
+                return;
+            };
+            let unforwarded = m.unforwarded;
+            for (msg, delivery) in up.held {
+                if !up.forwarded.iter().any(|m| m.same(&msg)) {
+                    self.relay(key, &msg, delivery, true);
+                }
+            }
+            if unforwarded {
+                self.end_relay(key);
+            }
+            return;
+        }
+        let Some(c) = entry.cutover.take() else {
+            return;
+        };
+        for (msg, delivery) in c.held {
+            if !c.forwarded.iter().any(|m| m.same(&msg)) {
+                self.deliver_to(key, &msg, &delivery, now);
+            }
+        }
+    }
+
+    // --- the subscription index follows the session ---------------------------------------
+
+    /// Remove a session's subscriptions from this worker's index.
+    pub(super) fn unindex_session(&mut self, key: SessionKey, session: &Session) {
+        for (filter, _) in session.subscriptions() {
+            self.remove_subscription(key, filter);
+        }
+    }
+
+    /// Put a session's subscriptions into this worker's index.
+    fn index_session(&mut self, key: SessionKey, session: &Session) {
+        for (filter, sub) in session.subscriptions() {
+            self.add_subscription(key, filter.clone(), *sub);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! One io_uring event loop per thread. CONTRACT (implemented by the runtime work).
+//! One io_uring event loop per thread.
 //!
 //! The engine does I/O only: it owns the ring, the provided-buffer ring, the fixed-file table
 //! (direct descriptors), and one bounded outbound byte queue per connection. It knows nothing
@@ -120,6 +120,8 @@ pub trait Handler {
     fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, error: Option<std::io::Error>);
     /// The connection's send queue drained completely after `Io::send` had refused bytes.
     fn on_writable(&mut self, _io: &mut Io<'_>, _conn: ConnId) {}
+    /// A send completed; `queued` bytes are still queued for the connection (0: drained).
+    fn on_sent(&mut self, _io: &mut Io<'_>, _conn: ConnId, _queued: usize) {}
     /// Another thread woke this engine (see `Remote`).
     fn on_wake(&mut self, io: &mut Io<'_>);
     /// Called every `EngineConfig::tick`, and after each batch of completions with the
@@ -1232,7 +1234,8 @@ mod imp {
                 return;
             };
             st.pos = (st.pos + res as usize).min(st.inflight.len());
-            if st.queued() > 0 {
+            let queued = st.queued();
+            if queued > 0 {
                 if c.flags & F_CLOSING != 0
                     && (c.flags & F_NO_FLUSH != 0 || st.deadline.is_some_and(|d| now >= d))
                 {
@@ -1241,17 +1244,25 @@ mod imp {
                     return;
                 }
                 self.submit_send(s);
+                if self.conns[s].flags & F_CLOSING == 0 {
+                    let id = self.id(s as u32);
+                    h.on_sent(&mut Io { inner: self }, id, queued);
+                }
                 return;
             }
             // Fully drained: an idle connection keeps no buffer.
             c.send = None;
             if c.flags & F_CLOSING != 0 {
                 self.maybe_finalize(s);
-            } else if c.flags & F_REFUSED != 0 {
-                c.flags &= !F_REFUSED;
-                let id = self.id(s as u32);
+                return;
+            }
+            let refused = c.flags & F_REFUSED != 0;
+            c.flags &= !F_REFUSED;
+            let id = self.id(s as u32);
+            if refused {
                 h.on_writable(&mut Io { inner: self }, id);
             }
+            h.on_sent(&mut Io { inner: self }, id, 0);
         }
 
         fn on_closed<H: Handler>(&mut self, h: &mut H, u: u64) {

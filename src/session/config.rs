@@ -7,15 +7,19 @@ use crate::protocol::QoS;
 /// (above [`ProtocolLimits::max_keep_alive`], or 0 while
 /// [`ProtocolLimits::keep_alive_when_zero`] / [`ProtocolLimits::server_keep_alive`] ask for
 /// another value). MQTT 3.1.1 has no way to tell the client a different value, hence a choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The one policy type: the configuration file and flags (`v311_keep_alive_policy = "clamp" |
+/// "refuse" | "accept"`) name these variants directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
 pub enum V311KeepAlivePolicy {
     /// Use the client's value unchanged (the policy applies to MQTT 5 only). Default: a
     /// compliant client is never cut off for following the value it asked for.
     #[default]
     Accept,
     /// Enforce the policy value silently (1.5 x the policy value), although the client does
-    /// not know it. A client pinging less often than that is disconnected.
-    Enforce,
+    /// not know it. A client pinging less often than that is disconnected. The broker's
+    /// configured default (as Mosquitto does).
+    Clamp,
     /// Refuse the connection: CONNACK return code 0x03 "Server unavailable" (reason code
     /// 0x88 in the [`crate::protocol::ConnAck`], mapped to 0x03 by the 3.1.1 encoder).
     Refuse,

@@ -1,4 +1,5 @@
-//! Keep-alive arithmetic, in one place: "when does this connection expire?".
+//! Expiry arithmetic, in one place: "when does this connection expire?" and "when does an
+//! offline session expire?" ([`session_deadline`]; the broker core's timers only act on these).
 //!
 //! - The effective keep alive comes from the client's CONNECT value and the operator policy
 //!   ([`negotiate`]).
@@ -56,7 +57,7 @@ pub fn negotiate(version: ProtocolVersion, client: u16, limits: &ProtocolLimits)
                 effective: client,
                 server_keep_alive: None,
             },
-            V311KeepAlivePolicy::Enforce => KeepAlive::Use {
+            V311KeepAlivePolicy::Clamp => KeepAlive::Use {
                 effective: wanted,
                 server_keep_alive: None,
             },
@@ -77,6 +78,13 @@ pub fn deadline(last_rx: Instant, keep_alive: u16) -> Option<Instant> {
     } else {
         Some(last_rx + grace(keep_alive))
     }
+}
+
+/// When an offline session ends: `expiry` seconds (its Session Expiry Interval) after its
+/// connection ended at `ended`; None for 0xFFFFFFFF (never). Session expiry 0 never gets here:
+/// such a session ends with its connection.
+pub fn session_deadline(ended: Instant, expiry: u32) -> Option<Instant> {
+    (expiry != u32::MAX).then(|| ended + Duration::from_secs(expiry.into()))
 }
 
 #[cfg(test)]
@@ -200,7 +208,7 @@ mod tests {
                 server_keep_alive: None
             }
         );
-        l.v311_keep_alive_out_of_policy = V311KeepAlivePolicy::Enforce;
+        l.v311_keep_alive_out_of_policy = V311KeepAlivePolicy::Clamp;
         assert_eq!(
             v3(&l),
             KeepAlive::Use {

@@ -10,7 +10,7 @@
 //!                 v311_persistent_session_expiry, max_inflight_out, max_queued_messages,
 //!                 max_queued_bytes, queue_qos0_offline, max_outbound_topic_aliases,
 //!                 max_pending_before_connack }                      (Default = documented values)
-//!               V311KeepAlivePolicy { Accept (default: client value kept) | Enforce | Refuse
+//!               V311KeepAlivePolicy { Accept (default: client value kept) | Clamp | Refuse
 //!                 (CONNACK reason 0x88 -> 3.1.1 return code 0x03 Server unavailable) }
 //! keepalive.rs  negotiate(version, client_ka, &limits) -> KeepAlive::{Use{effective,
 //!                 server_keep_alive}, Refuse};  deadline(last_rx, ka) -> Option<Instant>

@@ -730,7 +730,7 @@ fn v5_keep_alive_zero_policy_forces_value() {
 fn v311_keep_alive_enforce_policy() {
     let limits = ProtocolLimits {
         max_keep_alive: 30,
-        v311_keep_alive_out_of_policy: V311KeepAlivePolicy::Enforce,
+        v311_keep_alive_out_of_policy: V311KeepAlivePolicy::Clamp,
         ..Default::default()
     };
     let h = connected(limits, connect(ProtocolVersion::V311, "c", true, 60));

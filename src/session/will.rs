@@ -38,6 +38,24 @@ pub fn on_connection_end(
     }
 }
 
+/// A delayed will waits on an offline session (its connection ended, the delay has not
+/// elapsed) and a new CONNECT takes the session over: Clean Start = 1 ends the session, so the
+/// will is published now; otherwise the session is resumed before the delay elapsed and the
+/// will is not published.
+pub fn on_takeover_of_offline(new_clean_start: bool) -> WillDecision {
+    if new_clean_start {
+        WillDecision::PublishNow
+    } else {
+        WillDecision::Discard
+    }
+}
+
+/// A delayed will waits and its session ends (expiry, or the session could not be kept): the
+/// will is published now, whatever delay was left.
+pub fn on_session_end() -> WillDecision {
+    WillDecision::PublishNow
+}
+
 /// The connection is taken over by a new CONNECT for the same client id.
 /// - new connection with Clean Start = 1: the old session ends, publish now;
 /// - old session expiry 0: the session ends, publish now;

@@ -1,0 +1,1221 @@
+//! The broker core of one worker, without I/O: it owns the worker's clients, sessions,
+//! subscription view and timing wheel, takes [`Input`]s with the time, and returns
+//! [`Effect`]s for its shell to carry out (quinn-proto's `Endpoint` shape).
+//!
+//! ```text
+//! shell (runtime/engine.rs + broker/worker.rs)        Core (this file, takeover.rs, router.rs, auth.rs)
+//!   on_open / on_data / on_close / on_sent     ->   handle(Input::{Opened, Bytes, Closed, Sent}, now)
+//!   mailbox pop / wake / tick                  ->   handle(Input::{Mail, Tick}, now)
+//!   io.send / close / pause / resume / wake    <-   poll_effect() -> Effect::{Send, Close,
+//!   mailbox push                                      PauseRecv, ResumeRecv, Post, Wake}
+//! ```
+//!
+//! # Contract
+//! - The shell calls [`Core::handle`], then [`Core::poll_effect`] until it returns `None`, and
+//!   executes each effect in order; effects are executed in that one place. `Send` bytes for
+//!   one connection are in order; `Close` follows the last `Send` of its connection.
+//! - Plaintext only: TLS (and any other listener layer) sits in the shell, between the engine
+//!   and `Input::Bytes` / `Effect::Send`.
+//! - The core never blocks and never reads a clock; `now` comes with every input. It reads
+//!   the state shared between workers ([`Shared`]: ownership table, retained store, shared
+//!   subscription groups, mailbox byte counters), which is memory, not I/O.
+//! - `Input::Sent` reports how many bytes the transport still holds for a connection after a
+//!   send completed: the core's only view of the socket queue (slow-consumer limits).
+//!
+//! # Inside: one queue of actions
+//! A connection's state machine (`session::Connection`) answers each call with `Action`s.
+//! Leading `Send` actions become `Effect::Send` at once (encoded into the core's output
+//! buffer); from the first other action on, the actions are appended to one work queue that
+//! [`Core::run_work`] drains in order. Nothing
+//! drains it but `run_work`, and `run_work` is called only from `handle`, so no action handler
+//! runs inside another: a PUBLISH routed to a thousand sessions queues their sends and nothing
+//! else.
+//!
+//! # The end of a connection
+//! Every end goes through two functions here: [`Core::close_client`] (the state machine asked
+//! to close: DISCONNECT, keep-alive, protocol error, take-over, shutdown, slow consumer, lost
+//! network) and [`Core::connection_ended`] (the socket is gone: the session is kept offline or
+//! ends, the will is published or waits, both as `session::will` decided).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use slab::Slab;
+
+use super::mail::{Claimant, Mail};
+use super::shared::Shared;
+use crate::metrics::{add, sub, WorkerMetrics};
+use crate::ownership::SessionKey;
+use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode};
+use crate::routing::trie::SubscriptionTrie;
+use crate::runtime::engine::ConnId;
+use crate::runtime::wheel::TimerWheel;
+use crate::session::config::ProtocolLimits;
+use crate::session::{keepalive, will, Action, Connection, Message, PendingWill, Subscription};
+
+/// Something that happened to this worker.
+pub enum Input<'a> {
+    /// The transport accepted a connection (`peer`: only when addresses are collected).
+    Opened {
+        conn: ConnId,
+        peer: Option<SocketAddr>,
+    },
+    /// Bytes from the client (plaintext), any amount: a packet may span inputs.
+    Bytes { conn: ConnId, data: &'a [u8] },
+    /// The transport verified a client certificate that names the MQTT user
+    /// (`tls_cert_username`): its CONNECT's User Name is replaced, no password asked.
+    CertIdentity { conn: ConnId, username: ByteString },
+    /// The connection is gone: our close completed, the peer left, or an I/O error. Once per
+    /// opened connection.
+    Closed { conn: ConnId },
+    /// A send completed; the transport still holds `queued` bytes for `conn`.
+    Sent { conn: ConnId, queued: usize },
+    /// Mail from another worker or a verification thread.
+    Mail(Mail),
+    /// Time passed: timers, shutdown request, ACL reload, paused publishers, `$SYS`.
+    Tick,
+}
+
+/// Something the shell must do, in order.
+#[derive(Debug)]
+pub enum Effect<'a> {
+    /// Queue these bytes on the connection (never refused for the queue limit: the core
+    /// applies the limits itself).
+    Send {
+        conn: ConnId,
+        bytes: &'a [u8],
+    },
+    /// Flush what is queued, then close; `Input::Closed` follows.
+    Close(ConnId),
+    /// Stop reading from the connection until `ResumeRecv` (back-pressure).
+    PauseRecv(ConnId),
+    ResumeRecv(ConnId),
+    /// Put mail into another worker's mailbox.
+    Post {
+        worker: u16,
+        mail: Mail,
+    },
+    /// Wake that worker (after the posts before it).
+    Wake(u16),
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mail::Publish(m) => write!(f, "Publish({:?})", m.payload),
+            Mail::Deliver { session, msg, .. } => {
+                write!(f, "Deliver({session:?}, {:?})", msg.payload)
+            }
+            Mail::TakeOver(t) => write!(f, "TakeOver({:?} for {:?})", t.target, t.claimant),
+            Mail::Handoff(h) => write!(
+                f,
+                "Handoff(for {:?}, session {}, from {:?})",
+                h.claimant,
+                h.session.is_some(),
+                h.from
+            ),
+            Mail::Forward {
+                session,
+                msg,
+                routed,
+                ..
+            } => write!(
+                f,
+                "Forward({session:?}, {:?}, routed {routed})",
+                msg.payload
+            ),
+            Mail::Unforward { target, to } => write!(f, "Unforward({target:?} to {to:?})"),
+            Mail::ForwardDone { session } => write!(f, "ForwardDone({session:?})"),
+            Mail::AuthResult(_) => f.write_str("AuthResult"),
+        }
+    }
+}
+
+/// Effects as queued: a `Send` is a span of the output buffer.
+enum Fx {
+    Send {
+        conn: ConnId,
+        start: usize,
+        end: usize,
+    },
+    Close(ConnId),
+    PauseRecv(ConnId),
+    ResumeRecv(ConnId),
+    Post {
+        worker: u16,
+        mail: Mail,
+    },
+    Wake(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TimerKey {
+    Conn(ConnId),
+    Session(SessionKey),
+}
+
+/// Where a client's socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Link {
+    Open,
+    /// We asked the shell to close it; `Input::Closed` follows.
+    Closing,
+    /// The transport reported it closed (only while its end is processed).
+    Gone,
+}
+
+/// What few connections have, boxed so the idle majority pays one pointer.
+#[derive(Default)]
+pub(super) struct ClientExtra {
+    /// The id the broker assigned (empty CONNECT client id).
+    pub assigned_id: Option<ByteString>,
+    /// The will the state machine decided on when it asked to close (only while closing).
+    pub close_will: Option<PendingWill>,
+    /// The peer's address, only when the transport collects them (`peer_addrs`: a password
+    /// file with a failed-login limit).
+    pub peer: Option<SocketAddr>,
+    /// The user a verified client certificate names (`tls_cert_username`).
+    pub cert_username: Option<ByteString>,
+}
+
+/// A live network connection on this worker.
+pub(super) struct Client {
+    pub id: ConnId,
+    pub conn: Connection,
+    /// Unfinished tail of a packet (only while one is split across reads; boxed: 8 bytes
+    /// inline for the idle majority).
+    pub rx: Option<Box<BytesMut>>,
+    /// The session slot once CONNECT has been claimed.
+    pub session: Option<SessionKey>,
+    /// The deadline the wheel currently holds for us.
+    pub scheduled: Option<Instant>,
+    pub link: Link,
+    /// Bytes the transport holds for this connection, as of the last `Sent` plus what was
+    /// sent since.
+    pub queued: u32,
+    pub extra: Option<Box<ClientExtra>>,
+}
+
+impl Client {
+    pub fn extra(&mut self) -> &mut ClientExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.extra.as_ref().and_then(|e| e.peer)
+    }
+    pub fn assigned_id(&self) -> Option<ByteString> {
+        self.extra.as_ref().and_then(|e| e.assigned_id.clone())
+    }
+}
+
+pub(super) enum SessionState {
+    /// Claimed by a CONNECT on this worker that waits for the hand-off from the previous owner.
+    Pending {
+        conn: Option<ConnId>,
+    },
+    Online {
+        conn: ConnId,
+    },
+    Offline(Box<crate::session::Session>),
+    /// Handed off to another slot; still indexed here or still receiving forwards from an
+    /// earlier owner, so deliveries are relayed (see `takeover.rs`, "Cut-over").
+    Moved(Box<Moved>),
+}
+
+/// A session that moved to `to` and is still indexed here (`filters`) or still receives
+/// forwards from an earlier owner (`upstream`): deliveries are relayed to `to`.
+pub(super) struct Moved {
+    pub to: Claimant,
+    pub filters: Vec<ByteString>,
+    /// An earlier owner that still forwards to this slot, with the cut-over state of what
+    /// this slot's own index matched meanwhile (relayed after the earlier owner is done).
+    pub upstream: Option<Box<Cutover>>,
+    /// We have told `upstream` to stop forwarding.
+    pub upstream_told: bool,
+    /// `to` indexed the session: drop the filters here once `upstream` is done.
+    pub unforwarded: bool,
+}
+
+/// The new owner's side of a cut-over: messages its own index matched for the session wait
+/// until the previous owner's forwards are done, so order is kept and duplicates dropped.
+pub(super) struct Cutover {
+    /// The previous owner (worker, slot) that forwards to us.
+    pub from: (u16, SessionKey),
+    /// Messages forwarded by the index of the previous owner (already delivered or relayed).
+    pub forwarded: Vec<Message>,
+    /// Messages this slot's index matched meanwhile.
+    pub held: Vec<(Message, crate::session::Delivery)>,
+}
+
+impl Cutover {
+    /// A cut-over from `from`; `delivered`: messages an earlier cut-over of the same session
+    /// already delivered (they count as forwarded).
+    pub fn resuming(from: (u16, SessionKey), delivered: Vec<Message>) -> Cutover {
+        Cutover {
+            from,
+            forwarded: delivered,
+            held: Vec::new(),
+        }
+    }
+}
+
+/// A session slot. The session's data lives in the `Connection` while online.
+pub(super) struct SessionEntry {
+    pub client_id: ByteString,
+    pub generation: u32,
+    /// Ownership epoch under which this worker holds the ClientId.
+    pub epoch: u64,
+    pub state: SessionState,
+    /// A newer claimant took this pending entry over: pass the hand-off on to it (boxed: rare,
+    /// and every idle session pays for the inline size).
+    pub forward: Option<Box<super::mail::TakeOver>>,
+    /// The CONNECT that created this entry asked for a clean start.
+    pub clean_start: bool,
+    /// Will waiting for its delay (after the connection ended), and when it is due.
+    pub delayed_will: Option<(Message, Instant)>,
+    /// When an offline session expires (None: never).
+    pub expires_at: Option<Instant>,
+    pub username: Option<ByteString>,
+    /// Set while the previous owner of this (just moved) session still forwards to it.
+    pub cutover: Option<Box<Cutover>>,
+}
+
+const NO_CLIENT: u32 = u32::MAX;
+
+/// One worker's broker state. See the module header.
+pub struct Core {
+    pub(super) id: u16,
+    pub(super) shared: Arc<Shared>,
+    /// This worker's copy of the protocol limits (each connection holds a reference).
+    pub(super) limits: Arc<ProtocolLimits>,
+    pub(super) metrics: Arc<WorkerMetrics>,
+    pub(super) clients: Slab<Client>,
+    /// Transport slot -> index into `clients` (NO_CLIENT when free). Slots are dense (freed
+    /// slots are reused), so a vector indexed by slot is bounded by the peak number of
+    /// connections and costs no hashing on every input.
+    by_slot: Vec<u32>,
+    pub(super) sessions: Slab<SessionEntry>,
+    next_generation: u32,
+    pub(super) subs: SubscriptionTrie<SessionKey, Subscription>,
+    pub(super) wheel: TimerWheel<TimerKey>,
+    /// The work queue: (client index, action), drained only by `run_work`.
+    work: VecDeque<(usize, Action)>,
+    /// Scratch for one connection call's actions.
+    scratch: Vec<Action>,
+    /// Scratch list of (session, options, subscription id) matches for `route_local`.
+    pub(super) route_hits: Vec<(SessionKey, protocol::SubscriptionOptions, Option<u32>)>,
+    /// Scratch lists of `route_publish` for shared subscriptions.
+    pub(super) shared_groups: Vec<crate::routing::GroupId>,
+    pub(super) shared_picks: Vec<((u16, SessionKey), Subscription)>,
+    /// Set by `post` when a QoS 1/2 message went to a mailbox over `worker_mailbox_limit`:
+    /// the publisher being read is then paused.
+    mailbox_full: bool,
+    /// The ACL in force as of `auth_generation` (see `refresh_acl`).
+    pub(super) acl: Option<Arc<crate::auth::Acl>>,
+    pub(super) auth_generation: u64,
+    /// Connections whose reading is paused until the other workers' mailboxes drain.
+    paused: Vec<ConnId>,
+    expired: Vec<TimerKey>,
+    /// Mail this worker posted to itself, handled before `handle` returns.
+    local_mail: VecDeque<Mail>,
+    /// Workers whose mailbox we posted to since the last wake.
+    to_wake: Vec<bool>,
+    effects: VecDeque<Fx>,
+    /// Bytes of the queued `Send` effects.
+    out: BytesMut,
+    shutting_down: bool,
+    started: Instant,
+    pub(super) last_sys: Instant,
+}
+
+impl Core {
+    pub fn new(id: u16, shared: Arc<Shared>, now: Instant) -> Core {
+        let n = shared.workers();
+        let conns = shared.cfg.max_connections_per_worker as usize;
+        // The generation first: a reload in between makes this worker refresh once more.
+        let auth_generation = shared.auth.generation();
+        let acl = shared.auth.acl();
+        Core {
+            id,
+            limits: Arc::new(shared.limits.clone()),
+            metrics: shared.metrics[id as usize].clone(),
+            // Reserved up front (virtual memory only: untouched pages cost no RSS), so growth
+            // never reallocates them and leaves freed copies behind.
+            clients: Slab::with_capacity(conns),
+            by_slot: Vec::with_capacity(conns),
+            sessions: Slab::with_capacity(conns),
+            next_generation: 1,
+            subs: SubscriptionTrie::new(),
+            wheel: TimerWheel::new(now, Duration::from_millis(50), 4096),
+            work: VecDeque::new(),
+            scratch: Vec::new(),
+            route_hits: Vec::new(),
+            shared_groups: Vec::new(),
+            shared_picks: Vec::new(),
+            mailbox_full: false,
+            acl,
+            auth_generation,
+            paused: Vec::new(),
+            expired: Vec::new(),
+            local_mail: VecDeque::new(),
+            to_wake: vec![false; n],
+            effects: VecDeque::new(),
+            out: BytesMut::with_capacity(4096),
+            shutting_down: false,
+            started: now,
+            last_sys: now,
+            shared,
+        }
+    }
+
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// True once a shutdown has closed every connection: the shell may stop.
+    pub fn should_stop(&self) -> bool {
+        self.shutting_down && self.clients.is_empty()
+    }
+
+    /// Connections and session slots this worker holds, and timers in its wheel.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.clients.len(), self.sessions.len(), self.wheel.len())
+    }
+
+    /// Client ids whose session is online here on a connection that is not closing (the
+    /// simulation checks that each has at most one across all workers).
+    #[doc(hidden)]
+    pub fn live_owners(&self) -> Vec<ByteString> {
+        self.sessions
+            .iter()
+            .filter_map(|(_, e)| match e.state {
+                SessionState::Online { conn } => self
+                    .client_index(conn)
+                    .filter(|&i| self.clients[i].link == Link::Open)
+                    .map(|_| e.client_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The invariants between this core's tables; panics with the broken one.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        assert!(self.work.is_empty(), "work left after handle");
+        assert!(self.local_mail.is_empty(), "local mail left after handle");
+        for (i, c) in self.clients.iter() {
+            assert_eq!(self.by_slot[c.id.slot as usize], i as u32, "slot index");
+            if let Some(key) = c.session {
+                if let Some(e) = self.session(key) {
+                    match e.state {
+                        SessionState::Online { conn }
+                        | SessionState::Pending { conn: Some(conn) } => {
+                            assert_eq!(conn, c.id, "client and session disagree")
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for (_, e) in self.sessions.iter() {
+            if let SessionState::Online { conn } = e.state {
+                let i = self
+                    .client_index(conn)
+                    .expect("online session without its client");
+                assert_eq!(
+                    self.clients[i].session.map(|k| k.generation),
+                    Some(e.generation),
+                    "online session not held by its client"
+                );
+            }
+        }
+    }
+
+    /// The next effect for the shell, in order.
+    pub fn poll_effect(&mut self) -> Option<Effect<'_>> {
+        let Some(fx) = self.effects.pop_front() else {
+            // Everything was executed: the output buffer starts over (keeping its capacity,
+            // but not a huge one left by a burst).
+            if self.out.capacity() > 1 << 20 {
+                self.out = BytesMut::with_capacity(4096);
+            } else {
+                self.out.clear();
+            }
+            return None;
+        };
+        Some(match fx {
+            Fx::Send { conn, start, end } => Effect::Send {
+                conn,
+                bytes: &self.out[start..end],
+            },
+            Fx::Close(c) => Effect::Close(c),
+            Fx::PauseRecv(c) => Effect::PauseRecv(c),
+            Fx::ResumeRecv(c) => Effect::ResumeRecv(c),
+            Fx::Post { worker, mail } => Effect::Post { worker, mail },
+            Fx::Wake(w) => Effect::Wake(w),
+        })
+    }
+
+    /// Take one input. Effects wait in `poll_effect`.
+    pub fn handle(&mut self, input: Input<'_>, now: Instant) {
+        match input {
+            Input::Opened { conn, peer } => self.on_opened(conn, peer, now),
+            Input::Bytes { conn, data } => self.on_bytes(conn, data, now),
+            Input::CertIdentity { conn, username } => {
+                if let Some(idx) = self.client_index(conn) {
+                    self.clients[idx].extra().cert_username = Some(username);
+                }
+            }
+            Input::Closed { conn } => self.on_closed(conn, now),
+            Input::Sent { conn, queued } => self.on_sent(conn, queued, now),
+            Input::Mail(mail) => self.on_mail(mail, now),
+            Input::Tick => self.on_tick(now),
+        }
+        self.run_work(now);
+        while let Some(mail) = self.local_mail.pop_front() {
+            self.on_mail(mail, now);
+            self.run_work(now);
+        }
+        self.flush_wakes();
+    }
+
+    // --- tables -------------------------------------------------------------------------
+
+    pub(super) fn client_index(&self, id: ConnId) -> Option<usize> {
+        let idx = *self.by_slot.get(id.slot as usize)?;
+        if idx == NO_CLIENT {
+            return None;
+        }
+        let idx = idx as usize;
+        (self.clients[idx].id == id).then_some(idx)
+    }
+
+    pub(super) fn session(&self, key: SessionKey) -> Option<&SessionEntry> {
+        self.sessions
+            .get(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+    }
+
+    pub(super) fn session_mut(&mut self, key: SessionKey) -> Option<&mut SessionEntry> {
+        self.sessions
+            .get_mut(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+    }
+
+    pub(super) fn new_session_entry(
+        &mut self,
+        client_id: ByteString,
+        epoch: u64,
+        state: SessionState,
+        clean_start: bool,
+    ) -> SessionKey {
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let index = self.sessions.insert(SessionEntry {
+            client_id,
+            generation,
+            epoch,
+            state,
+            forward: None,
+            clean_start,
+            delayed_will: None,
+            expires_at: None,
+            username: None,
+            cutover: None,
+        }) as u32;
+        add(&self.metrics.sessions_current, 1);
+        SessionKey { index, generation }
+    }
+
+    /// Remove a session slot whose session has ended (subscriptions already removed).
+    pub(super) fn drop_session_entry(&mut self, key: SessionKey) -> Option<SessionEntry> {
+        self.session(key)?;
+        sub(&self.metrics.sessions_current, 1);
+        Some(self.sessions.remove(key.index as usize))
+    }
+
+    // --- effects ------------------------------------------------------------------------
+
+    /// Queue mail for a worker; the wake is sent once per `handle`. When the target's mailbox
+    /// already holds `worker_mailbox_limit` payload bytes (a worker that falls behind a flood
+    /// must not buffer it without bound):
+    /// - a QoS 0 message is dropped, counted in `mailbox_drops` (QoS 0 may be dropped on
+    ///   congestion anywhere on its way, as at the socket);
+    /// - a QoS 1/2 message is posted (it must not be lost), and the publisher being read is
+    ///   paused (`mailbox_full`) until the mailboxes drain: the mailbox passes its limit by at
+    ///   most what was already read from that publisher.
+    pub(super) fn post(&mut self, worker: u16, mail: Mail) {
+        if worker == self.id {
+            self.local_mail.push_back(mail);
+            return;
+        }
+        let w = worker as usize;
+        if let Some(m) = mail.counted_message() {
+            let bytes = m.queued_size();
+            let waiting = self.shared.mailbox_bytes[w].load(Ordering::Relaxed);
+            if waiting + bytes > self.shared.cfg.worker_mailbox_limit {
+                if m.qos == protocol::QoS::AtMostOnce {
+                    add(&self.metrics.mailbox_drops, 1);
+                    return;
+                }
+                self.mailbox_full = true;
+            }
+            self.shared.mailbox_bytes[w].fetch_add(bytes, Ordering::Relaxed);
+        }
+        self.effects.push_back(Fx::Post { worker, mail });
+        self.to_wake[w] = true;
+    }
+
+    fn flush_wakes(&mut self) {
+        for w in 0..self.to_wake.len() {
+            if std::mem::take(&mut self.to_wake[w]) {
+                self.effects.push_back(Fx::Wake(w as u16));
+            }
+        }
+    }
+
+    /// Encode one packet into the output and queue it for the client. False (nothing queued)
+    /// when it is not a PUBLISH and the transport's queue is over twice `send_queue_limit`:
+    /// the caller closes the connection as a slow consumer.
+    ///
+    /// A PUBLISH was admitted already: QoS 0 by `deliver_to`'s soft limit (checked before
+    /// every message, so at most one message passes it), QoS 1/2 by the in-flight window, and
+    /// queued ones by the session queue bounds; refusing it here would close a client that
+    /// merely had a backlog. Other packets (acks, PINGRESP) answer the client's own requests:
+    /// they may use a second `send_queue_limit` of headroom, but a client that keeps asking
+    /// and never reads hits twice the limit and is closed.
+    fn send_packet(&mut self, idx: usize, packet: &Packet) -> bool {
+        let headroom = self.shared.cfg.send_queue_limit.saturating_mul(2);
+        let client = &mut self.clients[idx];
+        if client.link != Link::Open {
+            return true;
+        }
+        let version = client.conn.version().unwrap_or(ProtocolVersion::V311);
+        let start = self.out.len();
+        protocol::encode_packet(packet, version, &mut self.out);
+        let end = self.out.len();
+        let len = end - start;
+        let is_publish = matches!(packet, Packet::Publish(_));
+        if !is_publish && client.queued as usize + len > headroom {
+            self.out.truncate(start);
+            return false;
+        }
+        client.queued = client.queued.saturating_add(len as u32);
+        add(&self.metrics.packets_out, 1);
+        if is_publish {
+            add(&self.metrics.publish_out, 1);
+        }
+        let conn = client.id;
+        // Consecutive sends to one connection are one span.
+        if let Some(Fx::Send {
+            conn: c, end: e, ..
+        }) = self.effects.back_mut()
+        {
+            if *c == conn && *e == start {
+                *e = end;
+                return true;
+            }
+        }
+        self.effects.push_back(Fx::Send { conn, start, end });
+        true
+    }
+
+    // --- actions ------------------------------------------------------------------------
+
+    /// Call the state machine of client `idx`. Its leading `Send`s go out now (a delivery is
+    /// only sends); from its first other action on, its actions join the work queue in order,
+    /// so a connection's packets and decisions keep the order its state machine gave them.
+    pub(super) fn drive(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        f: impl FnOnce(&mut Connection, &mut Vec<Action>),
+    ) {
+        let mut actions = std::mem::take(&mut self.scratch);
+        f(&mut self.clients[idx].conn, &mut actions);
+        let mut deferring = false;
+        for a in actions.drain(..) {
+            match a {
+                Action::Send(p) if !deferring => self.send_or_close(idx, &p, now),
+                other => {
+                    deferring = true;
+                    self.work.push_back((idx, other));
+                }
+            }
+        }
+        self.scratch = actions;
+    }
+
+    /// Send a packet; a client over its queue limit is closed as a slow consumer.
+    fn send_or_close(&mut self, idx: usize, packet: &Packet, now: Instant) {
+        if self.send_packet(idx, packet) {
+            return;
+        }
+        add(&self.metrics.slow_consumer_disconnects, 1);
+        tracing::warn!(peer = ?self.clients[idx].peer(),
+            "send queue over its limit: closing slow consumer");
+        let mut lost = Vec::new();
+        self.clients[idx].conn.connection_lost(now, &mut lost);
+        self.work.extend(lost.into_iter().map(|a| (idx, a)));
+    }
+
+    /// Carry out the queued actions, in order, until none is left. The only loop that runs
+    /// action handlers; called only from `handle` and the packet loop.
+    fn run_work(&mut self, now: Instant) {
+        while let Some((idx, action)) = self.work.pop_front() {
+            // A client that is gone (or closing) takes no more actions, except the close
+            // itself, which its own state machine emits once.
+            let Some(client) = self.clients.get(idx) else {
+                continue;
+            };
+            if client.link != Link::Open && !matches!(action, Action::Close { .. }) {
+                continue;
+            }
+            match action {
+                Action::Send(p) => self.send_or_close(idx, &p, now),
+                Action::Connect(mut req) => {
+                    // tls_cert_username: the verified client certificate names the user and is
+                    // its authentication (no password check, as Mosquitto's
+                    // use_identity_as_username).
+                    let cert = self.clients[idx]
+                        .extra
+                        .as_ref()
+                        .and_then(|e| e.cert_username.clone());
+                    match cert {
+                        Some(u) => {
+                            req.username = Some(u);
+                            req.password = None;
+                            self.authenticated(idx, req, now)
+                        }
+                        None => self.on_connect_action(idx, req, now),
+                    }
+                }
+                Action::Publish(msg) => {
+                    add(&self.metrics.publish_in, 1);
+                    self.route_publish(msg, now);
+                }
+                Action::Subscribe {
+                    filter,
+                    options,
+                    subscription_id,
+                    existed,
+                } => self.on_subscribe(idx, filter, options, subscription_id, existed, now),
+                Action::Unsubscribe { filter } => self.on_unsubscribe(idx, &filter),
+                Action::Close { will, reason } => {
+                    if reason.is_some_and(|r| {
+                        r.is_error()
+                            && r != ReasonCode::KEEP_ALIVE_TIMEOUT
+                            && r != ReasonCode::SESSION_TAKEN_OVER
+                            && r != ReasonCode::SERVER_SHUTTING_DOWN
+                            && !is_auth_refusal(r)
+                    }) {
+                        add(&self.metrics.protocol_errors, 1);
+                    }
+                    self.close_client(idx, will, now);
+                }
+            }
+            self.reschedule(idx);
+        }
+    }
+
+    // --- the end of a connection ----------------------------------------------------------
+
+    /// The state machine asked to close (it does once, whatever the cause). The socket is
+    /// closed after what was sent; the will waits for `connection_ended` with the session,
+    /// except when the connection holds no session any more (taken over: the session already
+    /// moved on), in which case it is published now.
+    pub(super) fn close_client(&mut self, idx: usize, will: Option<PendingWill>, now: Instant) {
+        let c = &mut self.clients[idx];
+        if c.session.is_none() {
+            if let Some(w) = will {
+                self.publish_will(w.message, now);
+            }
+        } else if let Some(w) = will {
+            c.extra().close_will = Some(w);
+        }
+        let c = &mut self.clients[idx];
+        if c.link == Link::Open {
+            c.link = Link::Closing;
+            let id = c.id;
+            self.effects.push_back(Fx::Close(id));
+        }
+    }
+
+    /// The socket is gone (every cause comes here once). A close we did not ask for (peer
+    /// gone, I/O error) is abnormal: the state machine decides the will. Then the session is
+    /// kept offline or ends, and the will is published, delayed or dropped.
+    fn on_closed(&mut self, conn: ConnId, now: Instant) {
+        let Some(idx) = self.client_index(conn) else {
+            return;
+        };
+        sub(&self.metrics.connections_current, 1);
+        if self.clients[idx].link == Link::Open {
+            self.clients[idx].link = Link::Gone;
+            self.drive(idx, now, |c, out| c.connection_lost(now, out));
+            self.run_work(now);
+        }
+        self.by_slot[conn.slot as usize] = NO_CLIENT;
+        let client = self.clients.remove(idx);
+        self.connection_ended(client, now);
+    }
+
+    /// The end of a network connection with a session: keep the session or end it, and
+    /// publish or schedule the will the state machine decided (`session::will`).
+    fn connection_ended(&mut self, mut client: Client, now: Instant) {
+        let will = client.extra.as_mut().and_then(|e| e.close_will.take());
+        let Some(key) = client.session else {
+            if let Some(w) = will {
+                self.publish_will(w.message, now);
+            }
+            return;
+        };
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        match entry.state {
+            SessionState::Online { conn } if conn == client.id => {}
+            SessionState::Pending { conn: Some(c) } if c == client.id => {
+                // Never got CONNACK: no will; the hand-off decides what happens to the session.
+                entry.state = SessionState::Pending { conn: None };
+                return;
+            }
+            _ => return,
+        }
+        let client_id = entry.client_id.clone();
+        let epoch = entry.epoch;
+        let session = client.conn.take_session();
+        let mut delayed = None;
+        if let Some(w) = will {
+            if w.delay.is_zero() {
+                self.publish_will(w.message, now);
+            } else {
+                delayed = Some((w.message, now + w.delay));
+            }
+        }
+        match session {
+            Some(s) if s.session_expiry() > 0 => self.store_offline(key, s, delayed, now),
+            other => {
+                if let Some(s) = &other {
+                    self.unindex_session(key, s);
+                }
+                if let Some((m, _)) = delayed {
+                    debug_assert_eq!(will::on_session_end(), will::WillDecision::PublishNow);
+                    self.publish_will(m, now);
+                }
+                self.drop_session_entry(key);
+                self.release_ownership(&client_id, key, epoch);
+            }
+        }
+    }
+
+    /// Keep a session after its connection ended; schedule its expiry and a delayed will.
+    pub(super) fn store_offline(
+        &mut self,
+        key: SessionKey,
+        session: crate::session::Session,
+        delayed_will: Option<(Message, Instant)>,
+        now: Instant,
+    ) {
+        let expires_at = keepalive::session_deadline(now, session.session_expiry());
+        let will_due = delayed_will.as_ref().map(|w| w.1);
+        self.mark_shared_offline(key, &session, true);
+        let Some(e) = self.session_mut(key) else {
+            return;
+        };
+        e.state = SessionState::Offline(Box::new(session));
+        e.expires_at = expires_at;
+        e.delayed_will = delayed_will;
+        if let Some(t) = expires_at {
+            self.wheel.insert(TimerKey::Session(key), t);
+        }
+        if let Some(t) = will_due {
+            self.wheel.insert(TimerKey::Session(key), t);
+        }
+    }
+
+    pub(super) fn publish_will(&mut self, will: Message, now: Instant) {
+        add(&self.metrics.wills_published, 1);
+        self.route_publish(will, now);
+    }
+
+    pub(super) fn release_ownership(&self, client_id: &str, key: SessionKey, epoch: u64) {
+        self.shared.owners.release(
+            client_id,
+            crate::ownership::Owner {
+                worker: self.id,
+                session: key,
+                epoch,
+            },
+        );
+    }
+
+    // --- inputs -------------------------------------------------------------------------
+
+    fn on_opened(&mut self, conn: ConnId, peer: Option<SocketAddr>, now: Instant) {
+        add(&self.metrics.connections_total, 1);
+        add(&self.metrics.connections_current, 1);
+        let idx = self.clients.insert(Client {
+            id: conn,
+            conn: Connection::new(self.limits.clone(), now),
+            rx: None,
+            session: None,
+            scheduled: None,
+            link: Link::Open,
+            queued: 0,
+            extra: peer.map(|p| {
+                Box::new(ClientExtra {
+                    peer: Some(p),
+                    ..Default::default()
+                })
+            }),
+        });
+        let slot = conn.slot as usize;
+        if self.by_slot.len() <= slot {
+            self.by_slot.resize(slot + 1, NO_CLIENT);
+        }
+        assert_eq!(
+            self.by_slot[slot], NO_CLIENT,
+            "transport reused a live slot"
+        );
+        self.by_slot[slot] = idx as u32;
+        if self.shutting_down {
+            self.close_client(idx, None, now);
+            return;
+        }
+        self.reschedule(idx);
+    }
+
+    fn on_bytes(&mut self, conn: ConnId, data: &[u8], now: Instant) {
+        let Some(idx) = self.client_index(conn) else {
+            return;
+        };
+        add(&self.metrics.bytes_in, data.len() as u64);
+        // Any bytes from the client reset keep-alive, even part of a packet (or a TLS record
+        // that decrypts to nothing yet: an empty input).
+        self.clients[idx].conn.on_bytes_received(now);
+        if data.is_empty() {
+            return;
+        }
+        self.mailbox_full = false;
+        self.process_packets(idx, data, now);
+        if std::mem::take(&mut self.mailbox_full)
+            && self.clients.get(idx).is_some_and(|c| c.link == Link::Open)
+        {
+            self.pause_for_mailbox(idx);
+        }
+    }
+
+    /// Decode and handle every complete packet buffered for a client.
+    fn process_packets(&mut self, idx: usize, data: &[u8], now: Instant) {
+        let max = self.shared.cfg.max_packet_size;
+        // Fast path: nothing buffered, decode straight from the transport's buffer.
+        let mut buf: BytesMut;
+        let mut input: &[u8] = match self.clients[idx].rx.take() {
+            None => {
+                buf = BytesMut::new();
+                data
+            }
+            Some(tail) => {
+                buf = *tail;
+                buf.extend_from_slice(data);
+                &buf[..]
+            }
+        };
+        loop {
+            let client = &mut self.clients[idx];
+            if client.link != Link::Open || input.is_empty() {
+                break;
+            }
+            let version = client.conn.version();
+            let mut actions = std::mem::take(&mut self.scratch);
+            // PUBLISH, the packet that matters for throughput, is read in place.
+            let res = match version {
+                Some(v) if input[0] >> 4 == 3 => {
+                    protocol::decode_publish_view(input, v, max).map(|r| {
+                        r.map(|(p, used)| {
+                            client.conn.handle_publish(p, now, &mut actions);
+                            used
+                        })
+                    })
+                }
+                _ => protocol::decode_packet(input, version, max).map(|r| {
+                    r.map(|(packet, used)| {
+                        client.conn.handle(packet, now, &mut actions);
+                        used
+                    })
+                }),
+            };
+            let res = match res {
+                Ok(Some(used)) => {
+                    add(&self.metrics.packets_in, 1);
+                    Ok(Some(used))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => {
+                    tracing::debug!(peer = ?client.peer(), error = %e, "bad packet");
+                    client.conn.on_decode_error(&e, now, &mut actions);
+                    Err(())
+                }
+            };
+            self.scratch = actions;
+            // The actions are in scratch: hand them over as `drive` does.
+            self.drive(idx, now, |_, _| {});
+            self.run_work(now);
+            match res {
+                Ok(Some(used)) => {
+                    input = &input[used..];
+                    if !self.clients.contains(idx) {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(()) => return,
+            }
+        }
+        if !self.clients.contains(idx) {
+            return;
+        }
+        let client = &mut self.clients[idx];
+        if client.link != Link::Open || input.is_empty() {
+            client.rx = None;
+            return;
+        }
+        // Keep the tail, bounded: a packet never exceeds max_packet_size, and while CONNECT
+        // waits for its hand-off the client may not flood us either.
+        if input.len() > (max as usize).saturating_mul(2) {
+            add(&self.metrics.protocol_errors, 1);
+            self.drive(idx, now, |c, out| c.connection_lost(now, out));
+            self.run_work(now);
+            return;
+        }
+        let tail = BytesMut::from(input);
+        drop(buf);
+        self.clients[idx].rx = Some(Box::new(tail));
+    }
+
+    fn on_sent(&mut self, conn: ConnId, queued: usize, now: Instant) {
+        let Some(idx) = self.client_index(conn) else {
+            return;
+        };
+        let c = &mut self.clients[idx];
+        c.queued = queued.min(u32::MAX as usize) as u32;
+        // Drained: messages the session queued while the socket was full go out now.
+        if queued == 0
+            && c.link == Link::Open
+            && c.conn.session().is_some_and(|s| s.queued_len() > 0)
+        {
+            self.drive(idx, now, |c, out| c.on_writable(now, out));
+        }
+    }
+
+    fn on_mail(&mut self, mail: Mail, now: Instant) {
+        let bytes = mail.payload_bytes();
+        if bytes > 0 {
+            self.shared.mailbox_bytes[self.id as usize].fetch_sub(bytes, Ordering::Relaxed);
+        }
+        match mail {
+            Mail::Publish(m) => self.route_local(&m, now),
+            Mail::Deliver {
+                session,
+                msg,
+                delivery,
+            } => self.deliver_to(session, &msg, &delivery, now),
+            Mail::TakeOver(t) => self.on_takeover(t, now),
+            Mail::Handoff(h) => self.on_handoff(h, now),
+            Mail::Forward {
+                session,
+                msg,
+                delivery,
+                routed,
+            } => self.on_forward(session, msg, delivery, routed, now),
+            Mail::Unforward { target, to } => self.on_unforward(target, to),
+            Mail::ForwardDone { session } => self.on_forward_done(session, now),
+            Mail::AuthResult(r) => self.on_auth_result(r, now),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if self.shared.shutdown.load(Ordering::Relaxed) && !self.shutting_down {
+            self.begin_shutdown(now);
+        }
+        if self.shared.auth.generation() != self.auth_generation {
+            self.refresh_acl();
+        }
+        if !self.paused.is_empty() {
+            self.resume_paused(now);
+        }
+        self.on_timers(now);
+        if self.id == 0 {
+            self.maybe_publish_sys(now, now.duration_since(self.started));
+        }
+    }
+
+    // --- timers -------------------------------------------------------------------------
+
+    /// Make sure the wheel will look at this connection no later than its deadline.
+    fn reschedule(&mut self, idx: usize) {
+        let Some(c) = self.clients.get_mut(idx) else {
+            return;
+        };
+        if c.link != Link::Open {
+            return;
+        }
+        if let Some(d) = c.conn.deadline() {
+            if c.scheduled.is_none_or(|s| d < s) {
+                c.scheduled = Some(d);
+                self.wheel.insert(TimerKey::Conn(c.id), d);
+            }
+        }
+    }
+
+    /// Every timer of this worker fires here: a connection's deadline (CONNECT timeout or
+    /// keep-alive, re-checked lazily: `session::keepalive` computes it, a reset only moved
+    /// it), a delayed will or an offline session's expiry.
+    fn on_timers(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        loop {
+            expired.clear();
+            let more = self.wheel.advance(now, 4096, &mut expired);
+            for key in expired.drain(..) {
+                match key {
+                    TimerKey::Conn(id) => self.on_conn_timer(id, now),
+                    TimerKey::Session(key) => self.on_session_timer(key, now),
+                }
+            }
+            self.run_work(now);
+            if !more {
+                break;
+            }
+        }
+        self.expired = expired;
+    }
+
+    fn on_conn_timer(&mut self, id: ConnId, now: Instant) {
+        let Some(idx) = self.client_index(id) else {
+            return;
+        };
+        let c = &mut self.clients[idx];
+        c.scheduled = None;
+        if c.link != Link::Open {
+            return;
+        }
+        match c.conn.deadline() {
+            Some(d) if d <= now => {
+                if c.conn.version().is_some() {
+                    add(&self.metrics.keepalive_expired, 1);
+                } else {
+                    add(&self.metrics.connect_timeouts, 1);
+                }
+                self.drive(idx, now, |c, out| c.on_timer(now, out));
+            }
+            _ => self.reschedule(idx),
+        }
+    }
+
+    /// A delayed will is due, or an offline session expires.
+    fn on_session_timer(&mut self, key: SessionKey, now: Instant) {
+        let Some(entry) = self.session_mut(key) else {
+            return;
+        };
+        if !matches!(entry.state, SessionState::Offline(_)) {
+            return;
+        }
+        let client_id = entry.client_id.clone();
+        let epoch = entry.epoch;
+        let will_due = entry
+            .delayed_will
+            .as_ref()
+            .is_some_and(|(_, due)| *due <= now);
+        let expired = entry.expires_at.is_some_and(|t| t <= now);
+        if will_due || expired {
+            if let Some((w, _)) = entry.delayed_will.take() {
+                self.publish_will(w, now);
+            }
+        }
+        if expired {
+            add(&self.metrics.sessions_expired, 1);
+            if let Some(e) = self.drop_session_entry(key) {
+                if let SessionState::Offline(s) = e.state {
+                    self.mark_shared_offline(key, &s, false);
+                    self.unindex_session(key, &s);
+                }
+            }
+            self.release_ownership(&client_id, key, epoch);
+        }
+    }
+
+    // --- back-pressure ------------------------------------------------------------------
+
+    /// Pause reading from a client whose messages filled another worker's mailbox (see
+    /// `post`); `resume_paused` reads from it again once the mailboxes have drained.
+    fn pause_for_mailbox(&mut self, idx: usize) {
+        let id = self.clients[idx].id;
+        if !self.paused.contains(&id) {
+            self.effects.push_back(Fx::PauseRecv(id));
+            self.paused.push(id);
+            add(&self.metrics.publishers_paused, 1);
+        }
+    }
+
+    /// Resume the paused publishers once every other worker's mailbox is at most half full.
+    /// Until then their keep-alive is held: the broker, not the client, stopped reading.
+    fn resume_paused(&mut self, now: Instant) {
+        let half = self.shared.cfg.worker_mailbox_limit / 2;
+        let drained = self
+            .shared
+            .mailbox_bytes
+            .iter()
+            .enumerate()
+            .all(|(w, b)| w == self.id as usize || b.load(Ordering::Relaxed) <= half);
+        let mut paused = std::mem::take(&mut self.paused);
+        paused.retain(|&id| {
+            let Some(idx) = self.client_index(id) else {
+                return false;
+            };
+            self.clients[idx].conn.on_bytes_received(now);
+            if drained {
+                self.effects.push_back(Fx::ResumeRecv(id));
+            }
+            !drained
+        });
+        self.paused = paused;
+    }
+
+    /// Graceful shutdown: tell every client, publish wills, close.
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let idxs: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
+        for idx in idxs {
+            if self.clients.get(idx).is_none_or(|c| c.link != Link::Open) {
+                continue;
+            }
+            self.drive(idx, now, |c, out| c.shutdown(now, out));
+            self.run_work(now);
+            if self.clients.get(idx).is_some_and(|c| c.link == Link::Open) {
+                self.close_client(idx, None, now);
+            }
+        }
+    }
+}
+
+/// CONNECT refusals of the authentication layer (counted in `auth_*` metrics, not as protocol
+/// errors).
+fn is_auth_refusal(r: ReasonCode) -> bool {
+    [
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD,
+        ReasonCode::NOT_AUTHORIZED,
+        ReasonCode::CONNECTION_RATE_EXCEEDED,
+        ReasonCode::SERVER_BUSY,
+    ]
+    .contains(&r)
+}
+
+/// Bytes of the fixed-size slots one client and its session occupy in a core's tables.
+pub(super) fn slot_bytes() -> usize {
+    std::mem::size_of::<Client>() + std::mem::size_of::<SessionEntry>() + std::mem::size_of::<u32>()
+}

@@ -1,0 +1,123 @@
+//! Messages between threads: worker to worker (the take-over handshake, routed messages) and
+//! worker to password-verification thread and back. Each variant names the step it belongs to;
+//! the take-over handshake itself reads top to bottom in `takeover.rs`.
+//!
+//! Mail between two workers is delivered in the order it was posted (one FIFO per pair); the
+//! cut-over relies on it (a `Forward` never overtakes the `Handoff` before it). Nothing else is
+//! assumed: mail from different workers interleaves in any order, and the deterministic
+//! simulation (`crate::sim`) delivers it so.
+
+use std::net::IpAddr;
+
+use bytestring::ByteString;
+
+use crate::ownership::SessionKey;
+use crate::runtime::engine::ConnId;
+use crate::session::{ConnectRequest, Delivery, Message, Session};
+
+/// A message to one worker.
+pub enum Mail {
+    /// A PUBLISH to match against this worker's (non-shared) subscriptions.
+    Publish(Message),
+    /// Deliver to one session of this worker (a shared-subscription pick).
+    Deliver {
+        session: SessionKey,
+        msg: Message,
+        delivery: Delivery,
+    },
+    /// Take-over step 2: take over the session `target` held here, for `claimant`.
+    TakeOver(TakeOver),
+    /// Take-over step 3's answer: the session (if it continues) for the claimant.
+    Handoff(Handoff),
+    /// Cut-over: a message the previous owner of a moved session matched for it. `routed`:
+    /// matched by its subscription index (it may also reach the new owner through the new
+    /// owner's own index; deduplicated), rather than picked for a shared subscription.
+    Forward {
+        session: SessionKey,
+        msg: Message,
+        delivery: Delivery,
+        routed: bool,
+    },
+    /// Cut-over: the new owner indexed the moved session, the previous owner stops forwarding.
+    /// `to` is the new owner's slot (a stale `Unforward` for an earlier move is ignored).
+    Unforward { target: SessionKey, to: Claimant },
+    /// Cut-over: the previous owner stopped forwarding (after every `Forward` it sent).
+    ForwardDone { session: SessionKey },
+    /// A password verification thread answered.
+    AuthResult(Box<AuthResult>),
+}
+
+impl Mail {
+    /// The message counted against `worker_mailbox_limit`, if this is one.
+    pub fn counted_message(&self) -> Option<&Message> {
+        match self {
+            Mail::Publish(m) | Mail::Deliver { msg: m, .. } => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Bytes counted against `worker_mailbox_limit` (topic + payload of a message).
+    pub fn payload_bytes(&self) -> usize {
+        self.counted_message().map_or(0, |m| m.queued_size())
+    }
+}
+
+/// Who is asking for a session: the CONNECT's session slot and connection on its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimant {
+    pub worker: u16,
+    pub session: SessionKey,
+    pub conn: ConnId,
+}
+
+/// Step 2 of the take-over handshake (see `takeover.rs`).
+pub struct TakeOver {
+    pub client_id: ByteString,
+    pub target: SessionKey,
+    pub claimant: Claimant,
+    pub clean_start: bool,
+    pub username: Option<ByteString>,
+}
+
+/// Step 3's answer to a [`TakeOver`]; every `TakeOver` gets exactly one.
+pub struct Handoff {
+    pub claimant: Claimant,
+    pub session: Option<Box<Session>>,
+    /// The take-over was refused (policy): the claimant gets CONNACK "not authorized".
+    pub refused: bool,
+    /// (worker, slot) of the previous owner that keeps the session indexed and forwards to the
+    /// claimant until told `Unforward` (cut-over).
+    pub from: Option<(u16, SessionKey)>,
+    /// Messages already delivered to the session by an earlier cut-over that is still going
+    /// on: the claimant's own index may match them again and must not deliver them twice.
+    pub delivered: Vec<Message>,
+}
+
+impl Handoff {
+    pub fn empty(claimant: Claimant) -> Handoff {
+        Handoff {
+            claimant,
+            session: None,
+            refused: false,
+            from: None,
+            delivered: Vec::new(),
+        }
+    }
+}
+
+/// A CONNECT for a verification thread.
+pub struct VerifyJob {
+    pub worker: u16,
+    pub conn: ConnId,
+    pub peer: Option<IpAddr>,
+    pub req: ConnectRequest,
+}
+
+/// A verification's outcome, for the worker that holds the connection.
+pub struct AuthResult {
+    pub conn: ConnId,
+    pub peer: Option<IpAddr>,
+    /// The CONNECT, password removed.
+    pub req: ConnectRequest,
+    pub ok: bool,
+}

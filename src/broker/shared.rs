@@ -1,0 +1,111 @@
+//! State every worker can reach, and why each piece is shared rather than messaged:
+//! - the ClientId [`OwnershipTable`] (connect path only),
+//! - the retained store and the shared-subscription groups (behind locks, touched only by
+//!   retained publishes, subscribes, and when shared subscriptions exist),
+//! - one lock-free mailbox per worker (the shell pops it and hands each [`Mail`] to its core),
+//! - per-worker metrics (each worker is the only writer of its own counters).
+//!
+//! Everything else (connections, sessions, the subscription trie of the sessions a worker
+//! holds, the timing wheel) belongs to one worker's [`super::Core`] and is touched by no other
+//! thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, OnceLock};
+
+use crossbeam_queue::SegQueue;
+use parking_lot::Mutex;
+
+use super::mail::{Mail, VerifyJob};
+use crate::config::Config;
+use crate::metrics::{Metrics, WorkerMetrics};
+use crate::ownership::{OwnershipTable, SessionKey};
+use crate::routing::retained::RetainedStore;
+use crate::routing::shared::SharedSubscriptions;
+use crate::runtime::engine::Remote;
+use crate::session::config::ProtocolLimits;
+use crate::session::{Message, Subscription};
+
+/// State every worker can reach.
+pub struct Shared {
+    pub cfg: Config,
+    /// Password file, ACL and failed-login limiter.
+    pub auth: crate::auth::Auth,
+    /// Queue to the password-verification threads (None: no password file).
+    pub(crate) auth_jobs: Option<std::sync::mpsc::SyncSender<VerifyJob>>,
+    /// The protocol limits from `cfg`; each core keeps its own copy.
+    pub limits: ProtocolLimits,
+    pub owners: OwnershipTable,
+    pub mailboxes: Vec<SegQueue<Mail>>,
+    /// Payload bytes of the messages waiting in each mailbox (see `worker_mailbox_limit`).
+    pub mailbox_bytes: Vec<AtomicUsize>,
+    pub remotes: OnceLock<Vec<Remote>>,
+    /// Subscriptions held by each worker (so a publisher skips workers with none).
+    pub sub_counts: Vec<AtomicUsize>,
+    pub retained: Mutex<RetainedStore<Message>>,
+    #[allow(clippy::type_complexity)]
+    pub shared_subs: Mutex<SharedSubscriptions<(u16, SessionKey), Subscription>>,
+    pub shared_sub_count: AtomicUsize,
+    pub metrics: Metrics,
+    pub shutdown: AtomicBool,
+    pub next_assigned_id: AtomicU64,
+}
+
+impl Shared {
+    /// The shared state of `n` workers (no threads started: `broker::start` and the
+    /// simulation both build on it).
+    pub fn new(
+        cfg: Config,
+        n: usize,
+        auth: crate::auth::Auth,
+        auth_jobs: Option<std::sync::mpsc::SyncSender<VerifyJob>>,
+    ) -> Shared {
+        let metrics: Metrics =
+            Arc::new((0..n).map(|_| Arc::new(WorkerMetrics::default())).collect());
+        Shared {
+            limits: limits_from(&cfg),
+            owners: OwnershipTable::new(),
+            mailboxes: (0..n).map(|_| SegQueue::new()).collect(),
+            mailbox_bytes: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            remotes: OnceLock::new(),
+            sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            retained: Mutex::new(RetainedStore::new()),
+            shared_subs: Mutex::new(SharedSubscriptions::new()),
+            shared_sub_count: AtomicUsize::new(0),
+            metrics,
+            shutdown: AtomicBool::new(false),
+            next_assigned_id: AtomicU64::new(1),
+            auth,
+            auth_jobs,
+            cfg,
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.mailboxes.len()
+    }
+}
+
+fn limits_from(cfg: &Config) -> ProtocolLimits {
+    ProtocolLimits {
+        connect_timeout: cfg.connect_timeout(),
+        max_keep_alive: cfg.max_keep_alive,
+        server_keep_alive: cfg.server_keep_alive,
+        keep_alive_when_zero: cfg.keep_alive_when_zero,
+        v311_keep_alive_out_of_policy: cfg.v311_keep_alive_policy,
+        receive_maximum: cfg.receive_maximum,
+        max_packet_size: cfg.max_packet_size,
+        topic_alias_maximum: cfg.topic_alias_maximum,
+        max_outbound_topic_aliases: cfg.outbound_topic_aliases,
+        retain_available: cfg.retain_available,
+        wildcard_available: cfg.wildcard_subscriptions,
+        shared_available: cfg.shared_subscriptions,
+        sub_ids_available: cfg.subscription_identifiers,
+        max_session_expiry: cfg.max_session_expiry,
+        v311_persistent_session_expiry: cfg.v311_session_expiry,
+        max_inflight_out: cfg.max_inflight,
+        max_queued_messages: cfg.max_queued_messages,
+        max_queued_bytes: cfg.max_queued_bytes,
+        queue_qos0_offline: cfg.queue_qos0_offline,
+        ..ProtocolLimits::default()
+    }
+}

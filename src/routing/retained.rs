@@ -8,7 +8,7 @@
 //! The store only maps topics to messages: the MQTT rule "a retained PUBLISH with an empty
 //! payload deletes the retained message" is the caller's (call [`RetainedStore::remove`]).
 //! The callback gets only the message, so `M` should carry its topic (a stored PUBLISH does).
-use super::{level_count, split_level, LevelMap, TooDeep, MAX_LEVELS};
+use super::levels::{level_count, split_level, LevelMap, TooDeep, MAX_LEVELS};
 
 #[derive(Debug)]
 struct Node<M> {
@@ -93,7 +93,7 @@ impl<M> RetainedStore<M> {
     }
 
     /// Stores `msg` as the retained message of `topic`, returning the one it replaces. Refuses
-    /// topics deeper than [`MAX_LEVELS`](super::MAX_LEVELS).
+    /// topics deeper than [`MAX_LEVELS`](super::levels::MAX_LEVELS).
     pub fn set(&mut self, topic: &str, msg: M) -> Result<Option<M>, TooDeep> {
         if level_count(topic) > MAX_LEVELS {
             return Err(TooDeep);

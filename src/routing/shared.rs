@@ -12,7 +12,8 @@ use std::hash::Hash;
 use hashbrown::{HashMap, HashSet};
 use slab::Slab;
 
-use super::{trie::SubscriptionTrie, TooDeep};
+use super::levels::TooDeep;
+use super::trie::SubscriptionTrie;
 
 /// A shared subscription group (one (group name, filter) pair). Valid until the group's last
 /// member leaves; ids of removed groups are reused.

@@ -10,7 +10,7 @@
 //! callback per matching (filter, subscriber); it allocates nothing.
 use std::hash::Hash;
 
-use super::{level_count, split_level, LevelMap, Subs, TooDeep, MAX_LEVELS};
+use super::levels::{level_count, split_level, LevelMap, Subs, TooDeep, MAX_LEVELS};
 
 #[derive(Debug)]
 struct Node<K, V> {
@@ -109,7 +109,7 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
 
     /// Subscribes `id` to `filter` with `value`. Returns the value it replaced, if `id` was
     /// already subscribed to this exact filter. Refuses filters deeper than
-    /// [`MAX_LEVELS`](super::MAX_LEVELS).
+    /// [`MAX_LEVELS`](super::levels::MAX_LEVELS).
     pub fn insert(&mut self, filter: &str, id: K, value: V) -> Result<Option<V>, TooDeep> {
         if level_count(filter) > MAX_LEVELS {
             return Err(TooDeep);

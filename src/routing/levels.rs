@@ -1,0 +1,287 @@
+//! Topic levels, the reference matcher and the level map shared by the tries (see the
+//! matching rules in the `routing` module header).
+use hashbrown::HashMap;
+use std::hash::Hash;
+
+/// The deepest filter or retained topic (in levels) the tries accept. Matching recurses once per
+/// level, so this bounds the stack a hostile client can make the broker use. 256 is far beyond
+/// real topic trees (EMQX's default limit is 128).
+pub const MAX_LEVELS: usize = 256;
+
+/// A filter or topic with more than [`MAX_LEVELS`] levels was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("topic has more than {MAX_LEVELS} levels")]
+pub struct TooDeep;
+
+/// Number of levels of a topic or filter (`/` count + 1).
+pub(crate) fn level_count(s: &str) -> usize {
+    s.bytes().filter(|&b| b == b'/').count() + 1
+}
+
+/// Splits off the first level: `("a", Some("b/c"))` for `"a/b/c"`, `("c", None)` for `"c"`.
+#[inline]
+pub(crate) fn split_level(s: &str) -> (&str, Option<&str>) {
+    match s.find('/') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// Reference matcher: does topic name `topic` match topic filter `filter`? Straightforward level
+/// by level comparison, used as the oracle in tests and handy for one-off checks.
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/').peekable();
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) if f.peek().is_none() => return true,
+            (Some(fl), Some(tl)) => {
+                if fl != "+" && fl != tl {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Children of a trie node keyed by level: a small vector while few (linear scan beats hashing),
+/// a hash map once there are more than [`LevelMap::SMALL`].
+#[derive(Debug)]
+pub(crate) enum LevelMap<N> {
+    Small(Vec<(Box<str>, N)>),
+    Large(HashMap<Box<str>, N>),
+}
+
+impl<N> Default for LevelMap<N> {
+    fn default() -> Self {
+        LevelMap::Small(Vec::new())
+    }
+}
+
+impl<N> LevelMap<N> {
+    const SMALL: usize = 8;
+
+    #[inline]
+    pub(crate) fn get(&self, level: &str) -> Option<&N> {
+        match self {
+            LevelMap::Small(v) => v.iter().find(|(k, _)| &**k == level).map(|(_, n)| n),
+            LevelMap::Large(m) => m.get(level),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, level: &str) -> Option<&mut N> {
+        match self {
+            LevelMap::Small(v) => v.iter_mut().find(|(k, _)| &**k == level).map(|(_, n)| n),
+            LevelMap::Large(m) => m.get_mut(level),
+        }
+    }
+
+    pub(crate) fn get_or_insert_with(&mut self, level: &str, make: impl FnOnce() -> N) -> &mut N {
+        if let LevelMap::Small(v) = self {
+            if v.len() >= Self::SMALL && !v.iter().any(|(k, _)| &**k == level) {
+                let m: HashMap<Box<str>, N> = v.drain(..).collect();
+                *self = LevelMap::Large(m);
+            }
+        }
+        match self {
+            LevelMap::Small(v) => {
+                let i = match v.iter().position(|(k, _)| &**k == level) {
+                    Some(i) => i,
+                    None => {
+                        v.push((level.into(), make()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            LevelMap::Large(m) => m.entry_ref(level).or_insert_with(make),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, level: &str) -> Option<N> {
+        match self {
+            LevelMap::Small(v) => {
+                let i = v.iter().position(|(k, _)| &**k == level)?;
+                Some(v.swap_remove(i).1)
+            }
+            LevelMap::Large(m) => {
+                let n = m.remove(level);
+                if m.is_empty() {
+                    *self = LevelMap::default();
+                }
+                n
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            LevelMap::Small(v) => v.is_empty(),
+            LevelMap::Large(m) => m.is_empty(),
+        }
+    }
+
+    /// Visits every (level, child) without allocating.
+    #[inline]
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&str, &N)) {
+        match self {
+            LevelMap::Small(v) => v.iter().for_each(|(k, n)| f(k, n)),
+            LevelMap::Large(m) => m.iter().for_each(|(k, n)| f(k, n)),
+        }
+    }
+}
+
+/// Subscribers of one filter: a small vector while few, a hash map when many (so subscribing and
+/// unsubscribing stay O(1) on a filter with 100k subscribers).
+#[derive(Debug)]
+pub(crate) enum Subs<K, V> {
+    Small(Vec<(K, V)>),
+    Large(HashMap<K, V>),
+}
+
+impl<K, V> Default for Subs<K, V> {
+    fn default() -> Self {
+        Subs::Small(Vec::new())
+    }
+}
+
+impl<K: Copy + Eq + Hash, V> Subs<K, V> {
+    const SMALL: usize = 16;
+
+    pub(crate) fn insert(&mut self, id: K, value: V) -> Option<V> {
+        match self {
+            Subs::Small(v) => {
+                if let Some(slot) = v.iter_mut().find(|(k, _)| *k == id) {
+                    return Some(std::mem::replace(&mut slot.1, value));
+                }
+                if v.len() < Self::SMALL {
+                    v.push((id, value));
+                    return None;
+                }
+                let mut m: HashMap<K, V> = v.drain(..).collect();
+                m.insert(id, value);
+                *self = Subs::Large(m);
+                None
+            }
+            Subs::Large(m) => m.insert(id, value),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: K) -> Option<V> {
+        match self {
+            Subs::Small(v) => {
+                let i = v.iter().position(|(k, _)| *k == id)?;
+                Some(v.swap_remove(i).1)
+            }
+            Subs::Large(m) => {
+                let r = m.remove(&id);
+                if m.is_empty() {
+                    *self = Subs::default();
+                }
+                r
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: K) -> Option<&V> {
+        match self {
+            Subs::Small(v) => v.iter().find(|(k, _)| *k == id).map(|(_, x)| x),
+            Subs::Large(m) => m.get(&id),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Subs::Small(v) => v.is_empty(),
+            Subs::Large(m) => m.is_empty(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn for_each(&self, f: &mut impl FnMut(K, &V)) {
+        match self {
+            Subs::Small(v) => v.iter().for_each(|(k, x)| f(*k, x)),
+            Subs::Large(m) => m.iter().for_each(|(k, x)| f(*k, x)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_matcher_spec_examples() {
+        // MQTT 3.1.1 / 5.0 section 4.7.1.2
+        for t in ["sport/tennis/player1", "sport/tennis/player1/ranking"] {
+            assert!(filter_matches("sport/tennis/player1/#", t), "{t}");
+        }
+        assert!(filter_matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon"
+        ));
+        assert!(filter_matches("sport/#", "sport"));
+        assert!(filter_matches("#", "sport/tennis"));
+        // 4.7.1.3
+        assert!(filter_matches("sport/tennis/+", "sport/tennis/player1"));
+        assert!(filter_matches("sport/tennis/+", "sport/tennis/player2"));
+        assert!(!filter_matches(
+            "sport/tennis/+",
+            "sport/tennis/player1/ranking"
+        ));
+        assert!(!filter_matches("sport/+", "sport"));
+        assert!(filter_matches("sport/+", "sport/"));
+        assert!(filter_matches("+/+", "/finance"));
+        assert!(filter_matches("/+", "/finance"));
+        assert!(!filter_matches("+", "/finance"));
+        // 4.7.2
+        assert!(!filter_matches("#", "$SYS/x"));
+        assert!(!filter_matches("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(filter_matches("$SYS/#", "$SYS/monitor/Clients"));
+        assert!(filter_matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
+        // Empty levels
+        assert!(filter_matches("a//b", "a//b"));
+        assert!(filter_matches("a/+/b", "a//b"));
+        assert!(!filter_matches("a/b", "a//b"));
+        // `#` not last is a literal level here (validation refuses it earlier).
+        assert!(!filter_matches("#/a", "x/a"));
+    }
+
+    #[test]
+    fn level_map_grows_and_shrinks() {
+        let mut m: LevelMap<u32> = LevelMap::default();
+        for i in 0..20u32 {
+            *m.get_or_insert_with(&i.to_string(), || 0) += i;
+        }
+        assert!(matches!(m, LevelMap::Large(_)));
+        for i in 0..20u32 {
+            assert_eq!(m.get(&i.to_string()), Some(&i));
+        }
+        for i in 0..20u32 {
+            assert_eq!(m.remove(&i.to_string()), Some(i));
+        }
+        assert!(m.is_empty());
+        assert!(m.get("0").is_none());
+    }
+
+    #[test]
+    fn subs_grow_and_shrink() {
+        let mut s: Subs<u64, u64> = Subs::default();
+        for i in 0..40 {
+            assert_eq!(s.insert(i, i * 2), None);
+        }
+        assert_eq!(s.insert(3, 7), Some(6));
+        let mut n = 0;
+        s.for_each(&mut |_, _| n += 1);
+        assert_eq!(n, 40);
+        for i in 0..40 {
+            assert!(s.remove(i).is_some());
+        }
+        assert!(s.is_empty());
+    }
+}

@@ -2,14 +2,17 @@
 //! [SEED]`. With a seed: replays that one seed and prints its report or failure. Without:
 //! runs consecutive seeds from a random start for SECONDS and prints the totals.
 //!
-//!   cargo run --release --example simulate -- SECONDS [SEED] [STEPS_PER_SEED]
+//!   RINGMQ_SIM_STEPS=3000 cargo run --release --example simulate -- SECONDS [SEED]
 use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
     let seed: Option<u64> = args.get(1).and_then(|s| s.parse().ok());
-    let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let steps: u64 = std::env::var("RINGMQ_SIM_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
     if let Some(seed) = seed {
         match ringmq::sim::run(seed, steps) {
             Ok(r) => println!("seed {seed}: ok {r:?}"),

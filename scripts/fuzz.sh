@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs a fuzz target for the given number of seconds (default 60).
-# Usage: [FUZZ_TARGET=decode|session] scripts/fuzz.sh [SECONDS] [extra libFuzzer args...]
+# Usage: [FUZZ_TARGET=decode|session|simulate] scripts/fuzz.sh [SECONDS] [extra libFuzzer args...]
 #   FUZZ_TARGET  fuzz/fuzz_targets/<name>.rs to run (default `decode`, so `scripts/fuzz.sh 600`
 #                behaves as it always did); its seed corpus is fuzz/corpus/<name>.
 #   decode:  arbitrary bytes through both decoders, re-encode round trip.
 #   session: the connection state machine driven by arbitrary packets, time steps and broker
 #            calls, with its invariants asserted.
+#   simulate: the multi-worker simulation (src/sim.rs) with its scheduler's choices taken
+#            from the input.
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly toolchain; on stable only,
 # RUSTC_BOOTSTRAP=1 is used instead.
 set -euo pipefail

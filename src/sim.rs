@@ -95,6 +95,8 @@ pub struct Report {
     pub takeovers: u64,
     pub wills: usize,
     pub connections: usize,
+    /// Messages to the late shared group after its member's SUBACK.
+    pub late: usize,
 }
 
 /// A broken invariant, with what replays it.
@@ -154,6 +156,10 @@ enum Role {
     Subscriber,
     Publisher(usize),
     Storm(usize),
+    /// A member of the shared group `$share/g/data/#`.
+    Shared,
+    /// The only member of `$share/late/late/#`, which joins during the run.
+    Late,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,8 +229,10 @@ struct Link {
     /// Will token (storm connections).
     will: Option<u32>,
     next_pid: u16,
-    /// Publisher: packet id -> sequence number, unacknowledged.
-    inflight: HashMap<u16, u32>,
+    /// Publisher: packet id -> (sequence number, to the late group), unacknowledged.
+    inflight: HashMap<u16, (u32, bool)>,
+    /// QoS 2 packet ids received and not released (shared-group members).
+    qos2: HashSet<u16>,
 }
 
 struct Sim {
@@ -259,6 +267,14 @@ struct Sim {
     wills_expected: HashSet<u32>,
     wills_received: HashMap<u32, usize>,
     next_will: u32,
+    /// Deliveries to the members of `$share/g/data/#`, per message.
+    shared_received: HashMap<(usize, u32), usize>,
+    /// The late group's member: its link once it connected, and whether its SUBACK arrived;
+    /// the messages published to it after that SUBACK and acknowledged, and those it received.
+    late: Option<usize>,
+    late_ready: bool,
+    late_accepted: Vec<(usize, u32)>,
+    late_received: HashSet<(usize, u32)>,
     publishing: bool,
     failure: Option<String>,
     trace: bool,
@@ -329,6 +345,11 @@ impl Sim {
             wills_expected: HashSet::new(),
             wills_received: HashMap::new(),
             next_will: 1,
+            shared_received: HashMap::new(),
+            late: None,
+            late_ready: false,
+            late_accepted: Vec::new(),
+            late_received: HashSet::new(),
             publishing: false,
             failure: None,
             trace: std::env::var_os("RINGMQ_SIM_TRACE").is_some(),
@@ -383,6 +404,7 @@ impl Sim {
             takeovers: takeovers[idx],
             wills: self.wills_expected.len(),
             connections: self.links.len(),
+            late: self.late_accepted.len(),
         })
     }
 
@@ -420,6 +442,7 @@ impl Sim {
             will: None,
             next_pid: 1,
             inflight: HashMap::new(),
+            qos2: HashSet::new(),
         });
         self.by_conn.insert((worker, id), l);
         trace!(
@@ -550,22 +573,28 @@ impl Sim {
                 if role == Role::Subscriber {
                     self.sub_qos2.remove(&r.packet_id);
                 }
+                self.links[l].qos2.remove(&r.packet_id);
                 self.client_send(l, &Packet::PubComp(PubResp::new(r.packet_id)));
             }
             Packet::PubAck(r) | Packet::PubRec(r) => {
                 let qos2 = self.qos == QoS::ExactlyOnce;
                 if let Role::Publisher(i) = role {
-                    if let Some(seq) = self.links[l].inflight.remove(&r.packet_id) {
+                    if let Some((seq, late)) = self.links[l].inflight.remove(&r.packet_id) {
                         if r.reason.is_error() {
                             self.fail(format!("publisher {i} got {:?}", r.reason));
                         }
-                        self.accepted.push((i, seq));
+                        if late {
+                            self.late_accepted.push((i, seq));
+                        } else {
+                            self.accepted.push((i, seq));
+                        }
                     }
                 }
                 if qos2 {
                     self.client_send(l, &Packet::PubRel(PubResp::new(r.packet_id)));
                 }
             }
+            Packet::SubAck(_) if role == Role::Late => self.late_ready = true,
             Packet::SubAck(_)
             | Packet::PubComp(_)
             | Packet::PingResp
@@ -624,6 +653,24 @@ impl Sim {
                 }
                 let last = self.last_seq.entry(link).or_insert(seq);
                 *last = (*last).max(seq);
+            }
+            Role::Shared | Role::Late => {
+                if p.qos == QoS::ExactlyOnce && !self.links[l].qos2.insert(p.packet_id) {
+                    return;
+                }
+                let late = role == Role::Late;
+                match (late, text.strip_prefix("late"), parse_data(&text)) {
+                    (true, Some(rest), _) => match parse_data(&format!("p{rest}")) {
+                        Some((i, seq, _)) => {
+                            self.late_received.insert((i, seq));
+                        }
+                        None => self.fail(format!("late member got {text:?}")),
+                    },
+                    (false, None, Some((i, seq, _))) => {
+                        *self.shared_received.entry((i, seq)).or_default() += 1;
+                    }
+                    _ => self.fail(format!("{role:?} got {text:?}")),
+                }
             }
             Role::Publisher(_) | Role::Storm(_) => {}
         }
@@ -706,7 +753,7 @@ impl Sim {
         self.connect(Role::Publisher(i), Hello::new(&format!("pub{i}"), v, true))
     }
 
-    fn publish(&mut self, i: usize) {
+    fn publish(&mut self, i: usize, late: bool) {
         let l = match self.publisher_link(i) {
             Some(l) if self.links[l].connack == Some(ReasonCode::SUCCESS) => l,
             Some(_) => return,
@@ -718,19 +765,20 @@ impl Sim {
         let seq = self.pub_seq[i];
         self.pub_seq[i] += 1;
         let pid = self.pid(l);
-        self.links[l].inflight.insert(pid, seq);
+        self.links[l].inflight.insert(pid, (seq, late));
         let qos = self.qos;
+        let (topic, prefix) = if late { ("late", "late") } else { ("data", "p") };
         self.client_send(
             l,
             &Packet::Publish(Publish {
                 dup: false,
                 qos,
                 retain: false,
-                topic: ByteString::from(format!("data/{i}")),
+                topic: ByteString::from(format!("{topic}/{i}")),
                 packet_id: pid,
                 // The order check is per publishing connection: MQTT orders the messages of one
                 // connection, not those of a client across its connections.
-                payload: Bytes::from(format!("p{i}:{seq}:{l}")),
+                payload: Bytes::from(format!("{prefix}{i}:{seq}:{l}")),
                 properties: Default::default(),
             }),
         );
@@ -815,7 +863,10 @@ impl Sim {
             0..=39 => {
                 if self.publishing {
                     let i = self.rng.below(PUBLISHERS);
-                    self.publish(i);
+                    // To the late group only once its member has its SUBACK: every PUBLISH
+                    // after that must reach it, whatever worker it enters on.
+                    let late = self.late_ready && self.rng.chance(20);
+                    self.publish(i, late);
                 }
             }
             40..=47 => {
@@ -841,7 +892,14 @@ impl Sim {
                 }
                 self.connect_publisher(i);
             }
-            62..=79 => self.storm_connect(),
+            62..=78 => self.storm_connect(),
+            79 => {
+                if self.late.is_none() {
+                    let l = self.connect(Role::Late, Hello::new("late", ProtocolVersion::V5, true));
+                    self.subscribe(l, "$share/late/late/#", self.qos);
+                    self.late = Some(l);
+                }
+            }
             _ => {
                 if let Some(l) = self.random_live(|k| matches!(k.role, Role::Storm(_))) {
                     let how = self.rng.below(3);
@@ -1067,8 +1125,14 @@ impl Sim {
         let s = self.connect_subscriber(self.sub_version == ProtocolVersion::V5);
         let q = self.qos;
         self.subscribe(s, "data/#", q);
+        let mut members = Vec::new();
+        for k in 0..2 {
+            let l = self.connect(Role::Shared, Hello::new(&format!("sh{k}"), ProtocolVersion::V5, true));
+            self.subscribe(l, "$share/g/data/#", q);
+            members.push(l);
+        }
         self.drain()?;
-        for l in [m, s] {
+        for l in [m, s].into_iter().chain(members) {
             if self.links[l].connack != Some(ReasonCode::SUCCESS) {
                 self.fail(format!("setup: link {l} got {:?}", self.links[l].connack));
             }
@@ -1104,6 +1168,26 @@ impl Sim {
             self.fail(format!(
                 "p{i}:{seq} was acknowledged to its publisher but never reached the subscriber ({n} missing of {})",
                 self.accepted.len()
+            ));
+            return self.failure();
+        }
+        for m in &self.accepted {
+            let n = self.shared_received.get(m).copied().unwrap_or(0);
+            if n != 1 {
+                self.fail(format!(
+                    "p{}:{} reached the shared group {n} times (once expected)",
+                    m.0, m.1
+                ));
+                return self.failure();
+            }
+        }
+        if let Some(&(i, seq)) = self
+            .late_accepted
+            .iter()
+            .find(|m| !self.late_received.contains(m))
+        {
+            self.fail(format!(
+                "late{i}:{seq}, published after the late member's SUBACK, never reached it"
             ));
             return self.failure();
         }
@@ -1154,10 +1238,10 @@ impl Sim {
 
     fn check_empty(&mut self) {
         for w in 0..self.n() {
-            let (clients, sessions, timers) = self.cores[w].counts();
-            if clients + sessions + timers > 0 {
+            let (clients, sessions, timers, shared) = self.cores[w].counts();
+            if clients + sessions + timers + shared > 0 {
                 self.fail(format!(
-                    "worker {w} left {clients} connections, {sessions} sessions, {timers} timers"
+                    "worker {w} left {clients} connections, {sessions} sessions, {timers} timers, {shared} shared-subscription members"
                 ));
             }
             let bytes = self.shared.mailbox_bytes[w].load(Ordering::Relaxed);

@@ -8,7 +8,7 @@
 //! - `decode_packet` copies a PUBLISH's topic and payload out of the buffer, once each.
 mod counting;
 
-use counting::allocs;
+use counting::thread_allocs as allocs;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;

@@ -52,6 +52,7 @@ use super::shared::Shared;
 use crate::metrics::{add, sub, WorkerMetrics};
 use crate::ownership::SessionKey;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode};
+use crate::routing::shared::SharedSubscriptions;
 use crate::routing::trie::SubscriptionTrie;
 use crate::runtime::engine::ConnId;
 use crate::runtime::wheel::TimerWheel;
@@ -132,6 +133,8 @@ impl std::fmt::Debug for Mail {
             Mail::Unforward { target, to } => write!(f, "Unforward({target:?} to {to:?})"),
             Mail::ForwardDone { session } => write!(f, "ForwardDone({session:?})"),
             Mail::AuthResult(_) => f.write_str("AuthResult"),
+            Mail::Shared { ack, .. } => write!(f, "Shared(ack {ack:?})"),
+            Mail::SharedApplied { token } => write!(f, "SharedApplied({token})"),
         }
     }
 }
@@ -181,6 +184,16 @@ pub(super) struct ClientExtra {
     pub peer: Option<SocketAddr>,
     /// The user a verified client certificate names (`tls_cert_username`).
     pub cert_username: Option<ByteString>,
+    /// Output held back from the SUBACK of a shared subscription on until every worker's view
+    /// has the new member (see `router.rs`).
+    pub hold: Option<Hold>,
+}
+
+/// A client's output held until `waiting` workers have applied the change `token`.
+pub(super) struct Hold {
+    pub token: u64,
+    pub waiting: usize,
+    pub bytes: Vec<u8>,
 }
 
 /// A live network connection on this worker.
@@ -312,6 +325,12 @@ pub struct Core {
     /// Scratch lists of `route_publish` for shared subscriptions.
     pub(super) shared_groups: Vec<crate::routing::GroupId>,
     pub(super) shared_picks: Vec<((u16, SessionKey), Subscription)>,
+    /// This worker's view of every shared-subscription group, whatever worker the members are
+    /// on, kept in step by `Mail::Shared` (no lock on the publish path).
+    pub(super) shared_view: SharedSubscriptions<(u16, SessionKey), Subscription>,
+    /// Clients whose output is held, by hold token.
+    pub(super) holds: hashbrown::HashMap<u64, ConnId>,
+    pub(super) next_token: u64,
     /// Set by `post` when a QoS 1/2 message went to a mailbox over `worker_mailbox_limit`:
     /// the publisher being read is then paused.
     mailbox_full: bool,
@@ -357,6 +376,9 @@ impl Core {
             route_hits: Vec::new(),
             shared_groups: Vec::new(),
             shared_picks: Vec::new(),
+            shared_view: SharedSubscriptions::new(),
+            holds: hashbrown::HashMap::new(),
+            next_token: 1,
             mailbox_full: false,
             acl,
             auth_generation,
@@ -382,9 +404,15 @@ impl Core {
         self.shutting_down && self.clients.is_empty()
     }
 
-    /// Connections and session slots this worker holds, and timers in its wheel.
-    pub fn counts(&self) -> (usize, usize, usize) {
-        (self.clients.len(), self.sessions.len(), self.wheel.len())
+    /// Connections, session slots, timers in the wheel, and shared-subscription members in
+    /// this worker's view.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.clients.len(),
+            self.sessions.len(),
+            self.wheel.len(),
+            self.shared_view.len(),
+        )
     }
 
     /// Client ids whose session is online here on a connection that is not closing (the
@@ -481,6 +509,7 @@ impl Core {
             self.on_mail(mail, now);
             self.run_work(now);
         }
+        self.release_idle_holds();
         self.flush_wakes();
     }
 
@@ -610,19 +639,45 @@ impl Core {
         if is_publish {
             add(&self.metrics.publish_out, 1);
         }
+        if let Some(hold) = client.extra.as_mut().and_then(|e| e.hold.as_mut()) {
+            hold.bytes.extend_from_slice(&self.out[start..end]);
+            self.out.truncate(start);
+            return true;
+        }
         let conn = client.id;
-        // Consecutive sends to one connection are one span.
+        self.queue_send(conn, start, end);
+        true
+    }
+
+    /// Queue `out[start..end]` for `conn`; consecutive sends to one connection are one span.
+    fn queue_send(&mut self, conn: ConnId, start: usize, end: usize) {
         if let Some(Fx::Send {
             conn: c, end: e, ..
         }) = self.effects.back_mut()
         {
             if *c == conn && *e == start {
                 *e = end;
-                return true;
+                return;
             }
         }
         self.effects.push_back(Fx::Send { conn, start, end });
-        true
+    }
+
+    /// Send what a client's hold kept back, and end the hold.
+    pub(super) fn release_hold(&mut self, idx: usize) {
+        let c = &mut self.clients[idx];
+        let Some(hold) = c.extra.as_mut().and_then(|e| e.hold.take()) else {
+            return;
+        };
+        self.holds.remove(&hold.token);
+        if c.link != Link::Open || hold.bytes.is_empty() {
+            return;
+        }
+        let conn = c.id;
+        let start = self.out.len();
+        self.out.extend_from_slice(&hold.bytes);
+        let end = self.out.len();
+        self.queue_send(conn, start, end);
     }
 
     // --- actions ------------------------------------------------------------------------
@@ -638,8 +693,12 @@ impl Core {
     ) {
         let mut actions = std::mem::take(&mut self.scratch);
         f(&mut self.clients[idx].conn, &mut actions);
+        let suback = self.shared_suback(&actions);
         let mut deferring = false;
-        for a in actions.drain(..) {
+        for (i, a) in actions.drain(..).enumerate() {
+            if Some(i) == suback {
+                self.open_hold(idx);
+            }
             match a {
                 Action::Send(p) if !deferring => self.send_or_close(idx, &p, now),
                 other => {
@@ -649,6 +708,59 @@ impl Core {
             }
         }
         self.scratch = actions;
+    }
+
+    /// With more than one worker: the position of the SUBACK (the send right before the
+    /// first `Subscribe`) of a SUBSCRIBE that adds a shared subscription.
+    fn shared_suback(&self, actions: &[Action]) -> Option<usize> {
+        if self.shared.workers() < 2 {
+            return None;
+        }
+        let first = actions.iter().position(|a| {
+            matches!(a, Action::Subscribe { filter, .. }
+                if crate::protocol::topic::parse_shared(filter).is_some())
+        })?;
+        actions[..first]
+            .iter()
+            .rposition(|a| matches!(a, Action::Send(Packet::SubAck(_))))
+    }
+
+    /// Hold the client's output from here on until the other workers' views have its new
+    /// shared subscriptions (`Mail::SharedApplied`).
+    fn open_hold(&mut self, idx: usize) {
+        let token = self.next_token;
+        self.next_token += 1;
+        let c = &mut self.clients[idx];
+        if c.extra.as_ref().is_some_and(|e| e.hold.is_some()) {
+            return;
+        }
+        let conn = c.id;
+        c.extra().hold = Some(Hold {
+            token,
+            waiting: 0,
+            bytes: Vec::new(),
+        });
+        self.holds.insert(token, conn);
+    }
+
+    /// Holds no worker is waiting for any more (their changes went out, or none could).
+    fn release_idle_holds(&mut self) {
+        if self.holds.is_empty() {
+            return;
+        }
+        let idle: Vec<ConnId> = self.holds.values().copied().collect();
+        for conn in idle {
+            if let Some(idx) = self.client_index(conn) {
+                let waiting = self.clients[idx]
+                    .extra
+                    .as_ref()
+                    .and_then(|e| e.hold.as_ref())
+                    .map_or(0, |h| h.waiting);
+                if waiting == 0 {
+                    self.release_hold(idx);
+                }
+            }
+        }
     }
 
     /// Send a packet; a client over its queue limit is closed as a slow consumer.
@@ -738,6 +850,8 @@ impl Core {
         } else if let Some(w) = will {
             c.extra().close_will = Some(w);
         }
+        // What a hold kept back goes out before the close.
+        self.release_hold(idx);
         let c = &mut self.clients[idx];
         if c.link == Link::Open {
             c.link = Link::Closing;
@@ -761,6 +875,9 @@ impl Core {
         }
         self.by_slot[conn.slot as usize] = NO_CLIENT;
         let client = self.clients.remove(idx);
+        if let Some(h) = client.extra.as_ref().and_then(|e| e.hold.as_ref()) {
+            self.holds.remove(&h.token);
+        }
         self.connection_ended(client, now);
     }
 
@@ -1036,6 +1153,13 @@ impl Core {
             Mail::Unforward { target, to } => self.on_unforward(target, to),
             Mail::ForwardDone { session } => self.on_forward_done(session, now),
             Mail::AuthResult(r) => self.on_auth_result(r, now),
+            Mail::Shared { change, ack } => {
+                self.apply_shared(change);
+                if let Some((worker, token)) = ack {
+                    self.post(worker, Mail::SharedApplied { token });
+                }
+            }
+            Mail::SharedApplied { token } => self.on_shared_applied(token),
         }
     }
 

@@ -13,7 +13,7 @@ use bytestring::ByteString;
 
 use crate::ownership::SessionKey;
 use crate::runtime::engine::ConnId;
-use crate::session::{ConnectRequest, Delivery, Message, Session};
+use crate::session::{ConnectRequest, Delivery, Message, Session, Subscription};
 
 /// A message to one worker.
 pub enum Mail {
@@ -45,6 +45,36 @@ pub enum Mail {
     ForwardDone { session: SessionKey },
     /// A password verification thread answered.
     AuthResult(Box<AuthResult>),
+    /// Shared subscriptions: a change of one member, for every worker's view (`router.rs`).
+    /// Only the member's own worker changes it, so every view applies its changes in order.
+    /// `ack`: answer `SharedApplied` to that worker with this token.
+    Shared {
+        change: SharedChange,
+        ack: Option<(u16, u64)>,
+    },
+    /// The change with this token is in the sender's view.
+    SharedApplied { token: u64 },
+}
+
+/// A change to the shared-subscription views.
+#[derive(Clone)]
+pub enum SharedChange {
+    Subscribe {
+        group: ByteString,
+        filter: ByteString,
+        member: (u16, SessionKey),
+        sub: Subscription,
+    },
+    Unsubscribe {
+        group: ByteString,
+        filter: ByteString,
+        member: (u16, SessionKey),
+    },
+    /// The member's session is kept offline (true) or back online.
+    Offline {
+        member: (u16, SessionKey),
+        offline: bool,
+    },
 }
 
 impl Mail {

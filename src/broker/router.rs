@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use super::core::{Core, SessionState};
-use super::mail::Mail;
+use super::mail::{Mail, SharedChange};
 use crate::metrics::add;
 use crate::ownership::SessionKey;
 use crate::protocol::topic::parse_shared;
@@ -38,18 +38,15 @@ impl Core {
                 self.post(w as u16, Mail::Publish(msg.clone()));
             }
         }
-        if self.shared.shared_sub_count.load(Ordering::Relaxed) > 0 {
+        if !self.shared_view.is_empty() {
             let mut picks = std::mem::take(&mut self.shared_picks);
             let mut groups = std::mem::take(&mut self.shared_groups);
             picks.clear();
             groups.clear();
-            {
-                let mut reg = self.shared.shared_subs.lock();
-                reg.matches(&msg.topic, |g| groups.push(g));
-                for &g in &groups {
-                    if let Some((m, sub)) = reg.pick_online(g) {
-                        picks.push((m, *sub));
-                    }
+            self.shared_view.matches(&msg.topic, |g| groups.push(g));
+            for &g in &groups {
+                if let Some((m, sub)) = self.shared_view.pick_online(g) {
+                    picks.push((m, *sub));
                 }
             }
             for &((worker, key), sub) in &picks {
@@ -196,8 +193,7 @@ impl Core {
 
     /// Mark a session's shared-subscription memberships offline (its connection ended, the
     /// session is kept) or online again (resumed, handed off or ended); other members of its
-    /// groups are picked first while it is offline. Locks the registry only for a session
-    /// with a shared subscription.
+    /// groups are picked first while it is offline.
     pub(super) fn mark_shared_offline(
         &mut self,
         key: SessionKey,
@@ -208,32 +204,28 @@ impl Core {
             .subscriptions()
             .any(|(f, _)| parse_shared(f).is_some())
         {
-            self.shared
-                .shared_subs
-                .lock()
-                .set_offline((self.id, key), offline);
+            let member = (self.id, key);
+            self.change_shared(SharedChange::Offline { member, offline }, None);
         }
     }
 
+    /// Add a subscription of a session of this worker to the index: its own trie, or (shared)
+    /// every worker's view. `hold`: the SUBACK waiting for the views (see `change_shared`).
     pub(super) fn add_subscription(
         &mut self,
         key: SessionKey,
         filter: ByteString,
         entry: Subscription,
+        hold: Option<u64>,
     ) {
         if let Some((group, f)) = parse_shared(&filter) {
-            let r = self
-                .shared
-                .shared_subs
-                .lock()
-                .subscribe(group, f, (self.id, key), entry);
-            match r {
-                Ok((_, None)) => {
-                    self.shared.shared_sub_count.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok((_, Some(_))) => {}
-                Err(_) => tracing::warn!(%filter, "filter too deep, not indexed"),
-            }
+            let change = SharedChange::Subscribe {
+                group: ByteString::from(group),
+                filter: ByteString::from(f),
+                member: (self.id, key),
+                sub: entry,
+            };
+            self.change_shared(change, hold);
             return;
         }
         match self.subs.insert(&filter, key, entry) {
@@ -247,18 +239,103 @@ impl Core {
 
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
         if let Some((group, f)) = parse_shared(filter) {
-            let removed = self
-                .shared
-                .shared_subs
-                .lock()
-                .unsubscribe(group, f, (self.id, key));
-            if removed.is_some() {
-                self.shared.shared_sub_count.fetch_sub(1, Ordering::Relaxed);
-            }
+            let change = SharedChange::Unsubscribe {
+                group: ByteString::from(group),
+                filter: ByteString::from(f),
+                member: (self.id, key),
+            };
+            self.change_shared(change, None);
             return;
         }
         if self.subs.remove(filter, key).is_some() {
             self.shared.sub_counts[self.id as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Shared subscriptions without a lock: every worker keeps a view of every group (members
+    /// on any worker) and picks from it when it routes. A member's own worker makes each change
+    /// to it, applies it to its view and mails it to every other worker, so all views apply the
+    /// changes of one member in the same order. A new member must be seen by every PUBLISH
+    /// sent after its SUBACK, whatever worker it reaches: the client's output is held from
+    /// that SUBACK on (`hold`) until every other worker has answered that the change is in its
+    /// view (`SharedApplied`), and only then does the SUBACK go out.
+    fn change_shared(&mut self, change: SharedChange, hold: Option<u64>) {
+        self.apply_shared(change.clone());
+        let n = self.shared.workers();
+        let ack = hold.map(|token| (self.id, token));
+        if let Some(token) = hold {
+            if let Some(idx) = self.holds.get(&token).and_then(|&c| self.client_index(c)) {
+                if let Some(h) = self.clients[idx]
+                    .extra
+                    .as_mut()
+                    .and_then(|e| e.hold.as_mut())
+                {
+                    h.waiting += n - 1;
+                }
+            }
+        }
+        for w in 0..n as u16 {
+            if w != self.id {
+                self.post(
+                    w,
+                    Mail::Shared {
+                        change: change.clone(),
+                        ack,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Apply a change to this worker's view of the shared-subscription groups.
+    pub(super) fn apply_shared(&mut self, change: SharedChange) {
+        match change {
+            SharedChange::Subscribe {
+                group,
+                filter,
+                member,
+                sub,
+            } => {
+                if self
+                    .shared_view
+                    .subscribe(&group, &filter, member, sub)
+                    .is_err()
+                {
+                    tracing::warn!(%filter, "shared filter too deep, not indexed");
+                }
+            }
+            SharedChange::Unsubscribe {
+                group,
+                filter,
+                member,
+            } => {
+                self.shared_view.unsubscribe(&group, &filter, member);
+            }
+            SharedChange::Offline { member, offline } => {
+                self.shared_view.set_offline(member, offline)
+            }
+        }
+    }
+
+    /// Another worker's view has the change of hold `token`: release the held output once
+    /// every worker has answered.
+    pub(super) fn on_shared_applied(&mut self, token: u64) {
+        let Some(idx) = self.holds.get(&token).and_then(|&c| self.client_index(c)) else {
+            return;
+        };
+        let done = match self.clients[idx]
+            .extra
+            .as_mut()
+            .and_then(|e| e.hold.as_mut())
+        {
+            Some(h) if h.token == token => {
+                h.waiting = h.waiting.saturating_sub(1);
+                h.waiting == 0
+            }
+            _ => false,
+        };
+        if done {
+            self.release_hold(idx);
         }
     }
 
@@ -276,6 +353,11 @@ impl Core {
             return;
         };
         let shared = parse_shared(&filter).is_some();
+        let hold = self.clients[idx]
+            .extra
+            .as_ref()
+            .and_then(|e| e.hold.as_ref())
+            .map(|h| h.token);
         self.add_subscription(
             key,
             filter.clone(),
@@ -283,6 +365,7 @@ impl Core {
                 options,
                 subscription_id,
             },
+            hold,
         );
         // Retained messages: not for shared subscriptions; Retain Handling 0 always,
         // 1 only for a new subscription, 2 never.

@@ -1,13 +1,12 @@
 //! State every worker can reach, and why each piece is shared rather than messaged:
 //! - the ClientId [`OwnershipTable`] (connect path only),
-//! - the retained store and the shared-subscription groups (behind locks, touched only by
-//!   retained publishes, subscribes, and when shared subscriptions exist),
+//! - the retained store (behind a lock, touched only by retained publishes and subscribes),
 //! - one lock-free mailbox per worker (the shell pops it and hands each [`Mail`] to its core),
 //! - per-worker metrics (each worker is the only writer of its own counters).
 //!
 //! Everything else (connections, sessions, the subscription trie of the sessions a worker
-//! holds, the timing wheel) belongs to one worker's [`super::Core`] and is touched by no other
-//! thread.
+//! holds, its view of the shared-subscription groups, the timing wheel) belongs to one
+//! worker's [`super::Core`] and is touched by no other thread.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
@@ -18,12 +17,11 @@ use parking_lot::Mutex;
 use super::mail::{Mail, VerifyJob};
 use crate::config::Config;
 use crate::metrics::{Metrics, WorkerMetrics};
-use crate::ownership::{OwnershipTable, SessionKey};
+use crate::ownership::OwnershipTable;
 use crate::routing::retained::RetainedStore;
-use crate::routing::shared::SharedSubscriptions;
 use crate::runtime::engine::Remote;
 use crate::session::config::ProtocolLimits;
-use crate::session::{Message, Subscription};
+use crate::session::Message;
 
 /// State every worker can reach.
 pub struct Shared {
@@ -42,9 +40,6 @@ pub struct Shared {
     /// Subscriptions held by each worker (so a publisher skips workers with none).
     pub sub_counts: Vec<AtomicUsize>,
     pub retained: Mutex<RetainedStore<Message>>,
-    #[allow(clippy::type_complexity)]
-    pub shared_subs: Mutex<SharedSubscriptions<(u16, SessionKey), Subscription>>,
-    pub shared_sub_count: AtomicUsize,
     pub metrics: Metrics,
     pub shutdown: AtomicBool,
     pub next_assigned_id: AtomicU64,
@@ -69,8 +64,6 @@ impl Shared {
             remotes: OnceLock::new(),
             sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             retained: Mutex::new(RetainedStore::new()),
-            shared_subs: Mutex::new(SharedSubscriptions::new()),
-            shared_sub_count: AtomicUsize::new(0),
             metrics,
             shutdown: AtomicBool::new(false),
             next_assigned_id: AtomicU64::new(1),

@@ -570,7 +570,7 @@ impl Core {
     /// Put a session's subscriptions into this worker's index.
     fn index_session(&mut self, key: SessionKey, session: &Session) {
         for (filter, sub) in session.subscriptions() {
-            self.add_subscription(key, filter.clone(), *sub);
+            self.add_subscription(key, filter.clone(), *sub, None);
         }
     }
 }

@@ -13,10 +13,20 @@ pub struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+thread_local! {
+    // Const-initialized and without a destructor: reading it never allocates.
+    static THREAD_ALLOCS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn count_thread() {
+    let _ = THREAD_ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
 // SAFETY: forwards to the system allocator unchanged; only counts calls and live bytes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count_thread();
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
@@ -28,6 +38,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count_thread();
         LIVE.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
@@ -40,6 +51,12 @@ unsafe impl GlobalAlloc for Counting {
 /// Allocation calls (alloc and realloc) so far.
 pub fn allocs() -> usize {
     ALLOCS.load(Ordering::SeqCst)
+}
+
+/// Allocation calls made by the calling thread so far (the test harness's own threads may
+/// allocate while a test counts: a check of "this code does not allocate" counts here).
+pub fn thread_allocs() -> usize {
+    THREAD_ALLOCS.with(|c| c.get())
 }
 
 /// Heap bytes currently allocated.

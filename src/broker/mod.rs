@@ -17,6 +17,8 @@ mod mail;
 mod router;
 mod shared;
 mod takeover;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};

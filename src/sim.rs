@@ -767,7 +767,11 @@ impl Sim {
         let pid = self.pid(l);
         self.links[l].inflight.insert(pid, (seq, late));
         let qos = self.qos;
-        let (topic, prefix) = if late { ("late", "late") } else { ("data", "p") };
+        let (topic, prefix) = if late {
+            ("late", "late")
+        } else {
+            ("data", "p")
+        };
         self.client_send(
             l,
             &Packet::Publish(Publish {
@@ -1127,7 +1131,10 @@ impl Sim {
         self.subscribe(s, "data/#", q);
         let mut members = Vec::new();
         for k in 0..2 {
-            let l = self.connect(Role::Shared, Hello::new(&format!("sh{k}"), ProtocolVersion::V5, true));
+            let l = self.connect(
+                Role::Shared,
+                Hello::new(&format!("sh{k}"), ProtocolVersion::V5, true),
+            );
             self.subscribe(l, "$share/g/data/#", q);
             members.push(l);
         }

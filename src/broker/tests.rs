@@ -74,6 +74,8 @@ fn kind(m: &Mail) -> &'static str {
         Mail::Unforward { .. } => "Unforward",
         Mail::ForwardDone { .. } => "ForwardDone",
         Mail::AuthResult(_) => "AuthResult",
+        Mail::Shared { .. } => "Shared",
+        Mail::SharedApplied { .. } => "SharedApplied",
     }
 }
 
@@ -1557,7 +1559,7 @@ fn session_end_releases_the_client_id_and_every_slot() {
     net.settle();
     for (w, core) in net.cores.iter().enumerate() {
         // (Timers are removed lazily: a stale one may still wait in the wheel.)
-        let (clients, sessions, _) = core.counts();
+        let (clients, sessions, _, _) = core.counts();
         assert_eq!((clients, sessions), (0, 0), "worker {w}: clients, sessions");
     }
     assert_eq!(

@@ -121,6 +121,10 @@ pub struct Handoff {
     /// Messages already delivered to the session by an earlier cut-over that is still going
     /// on: the claimant's own index may match them again and must not deliver them twice.
     pub delivered: Vec<Message>,
+    /// A will waiting for its delay (and when it is due) that travels with the session: it is
+    /// cancelled once a connection resumes the session, published if the session ends or its
+    /// delay elapses first (`session::will::carried_on_takeover`).
+    pub will: Option<(Message, std::time::Instant)>,
 }
 
 impl Handoff {
@@ -131,6 +135,7 @@ impl Handoff {
             refused: false,
             from: None,
             delivered: Vec::new(),
+            will: None,
         }
     }
 }

@@ -181,11 +181,28 @@ impl Core {
             }
             SessionState::Online { conn } => {
                 let mut session = None;
+                let mut carried = None;
                 if let Some(idx) = self.client_index(conn) {
                     // The session leaves the connection first: the will its state machine
-                    // decides (session::will::on_takeover) is then published at its close.
+                    // decides (session::will::on_takeover) is then published at its close,
+                    // or, when the session continues and the will has a delay, travels with
+                    // the session until a connection resumes it.
                     self.clients[idx].session = None;
                     let clean_start = t.clean_start;
+                    if let Some(s) = self.clients[idx].conn.session() {
+                        if let Some(w) = s.will() {
+                            let delay = w.properties.will_delay_interval.unwrap_or(0);
+                            if let Some(d) = will::carried_on_takeover(
+                                s.version(),
+                                clean_start,
+                                s.session_expiry(),
+                                delay,
+                            ) {
+                                let msg = Message::from_will(w, s.client_id(), now + d);
+                                carried = Some((msg, now + d));
+                            }
+                        }
+                    }
                     self.drive(idx, now, |c, out| c.take_over(clean_start, now, out));
                     session = self.clients[idx].conn.take_session();
                     if self.clients[idx].link == Link::Open {
@@ -193,18 +210,19 @@ impl Core {
                         self.close_client(idx, None, now);
                     }
                 }
-                self.finish_takeover(t, session, cutover, now);
+                self.finish_takeover(t, session, cutover, carried, now);
             }
             SessionState::Offline(s) => {
-                let delayed = entry.delayed_will.take();
-                if let Some((m, _)) = delayed {
-                    if will::on_takeover_of_offline(t.clean_start) == will::WillDecision::PublishNow
-                    {
+                let mut carried = entry.delayed_will.take();
+                if carried.is_some()
+                    && will::on_takeover_of_offline(t.clean_start) == will::WillDecision::PublishNow
+                {
+                    if let Some((m, _)) = carried.take() {
                         self.publish_will(m, now);
                     }
                 }
                 self.mark_shared_offline(t.target, &s, false);
-                self.finish_takeover(t, Some(*s), cutover, now);
+                self.finish_takeover(t, Some(*s), cutover, carried, now);
             }
         }
     }
@@ -216,11 +234,16 @@ impl Core {
         t: TakeOver,
         session: Option<Session>,
         cutover: Option<Box<Cutover>>,
+        mut will: Option<(Message, Instant)>,
         now: Instant,
     ) {
         let continues = session
             .as_ref()
             .is_some_and(|s| !t.clean_start && s.session_expiry() > 0);
+        if !continues {
+            // The session ends here: a will waiting for its delay goes now.
+            self.publish_carried(will.take(), now);
+        }
         let mut from = None;
         let mut delivered = Vec::new();
         match &session {
@@ -259,6 +282,7 @@ impl Core {
                 refused: false,
                 from,
                 delivered,
+                will,
             },
             now,
         );
@@ -268,9 +292,10 @@ impl Core {
     pub(super) fn on_handoff(&mut self, h: Handoff, now: Instant) {
         let key = h.claimant.session;
         let Some(entry) = self.session_mut(key) else {
-            // Our slot is gone: nothing waits for this session here. Let the previous owner
-            // stop forwarding.
+            // Our slot is gone: nothing waits for this session here (it ends). Let the
+            // previous owner stop forwarding.
             self.unforward(h.from, h.claimant);
+            self.publish_carried(h.will, now);
             return;
         };
         if let Some(next) = entry.forward.take() {
@@ -309,6 +334,9 @@ impl Core {
                     e.cutover = cutover;
                 }
                 self.unforward(h.from, h.claimant);
+                // Resumed by a connection: a will that travelled with the session is
+                // cancelled (session::will::carried_on_takeover).
+                drop(h.will);
                 let assigned = self.clients[idx].assigned_id();
                 let session = session.map(|b| *b);
                 self.drive(idx, now, |c, out| {
@@ -318,7 +346,8 @@ impl Core {
             // The connection went away while waiting. Keep a continuing session offline.
             (None, Some(s)) if s.session_expiry() > 0 => {
                 self.index_session(key, &s);
-                self.store_offline(key, *s, None, now);
+                // Nobody resumed it: a travelling will keeps waiting for its delay.
+                self.store_offline(key, *s, h.will, now);
                 let cutover = h.from.map(|f| Box::new(Cutover::resuming(f, h.delivered)));
                 if let Some(e) = self.session_mut(key) {
                     e.cutover = cutover;
@@ -329,6 +358,7 @@ impl Core {
                 self.drop_session_entry(key);
                 self.release_ownership(&client_id, key, epoch);
                 self.unforward(h.from, h.claimant);
+                self.publish_carried(h.will, now);
             }
         }
     }
@@ -340,6 +370,11 @@ impl Core {
         let clean_start = self.session(key).is_some_and(|e| e.clean_start);
         let session = if clean_start { None } else { h.session };
         let session = session.filter(|_| !next.clean_start);
+        let mut will = h.will;
+        if session.is_none() {
+            // The session ends with this pass: a will waiting for its delay goes now.
+            self.publish_carried(will.take(), now);
+        }
         let mut from = None;
         match (h.from, &session) {
             (Some(upstream), Some(_)) => {
@@ -367,9 +402,19 @@ impl Core {
                 refused: false,
                 from,
                 delivered: h.delivered,
+                will,
             },
             now,
         );
+    }
+
+    /// A will that travelled with a session whose end has come: published now
+    /// (`session::will::on_session_end`).
+    fn publish_carried(&mut self, will: Option<(Message, Instant)>, now: Instant) {
+        if let Some((m, _)) = will {
+            debug_assert_eq!(will::on_session_end(), will::WillDecision::PublishNow);
+            self.publish_will(m, now);
+        }
     }
 
     /// Tell the previous owner of a handed-off session to stop forwarding to `me`.

@@ -38,10 +38,30 @@ pub fn on_connection_end(
     }
 }
 
+/// A take-over that does not publish the will because the session continues (MQTT 5, Will
+/// Delay > 0, see [`on_takeover`]) has not yet seen the session resumed: the claiming
+/// connection may still fail, or be taken over by a Clean Start. So the will waits its delay
+/// with the session, cancelled once a connection really resumes it, published when the delay
+/// elapses or the session ends. Returns that delay, or None when `on_takeover` decided
+/// otherwise (published now).
+pub fn carried_on_takeover(
+    version: ProtocolVersion,
+    new_clean_start: bool,
+    old_session_expiry: u32,
+    will_delay: u32,
+) -> Option<Duration> {
+    match on_takeover(version, new_clean_start, old_session_expiry, will_delay) {
+        WillDecision::Discard => Some(Duration::from_secs(u64::from(
+            will_delay.min(old_session_expiry),
+        ))),
+        _ => None,
+    }
+}
+
 /// A delayed will waits on an offline session (its connection ended, the delay has not
 /// elapsed) and a new CONNECT takes the session over: Clean Start = 1 ends the session, so the
-/// will is published now; otherwise the session is resumed before the delay elapsed and the
-/// will is not published.
+/// will is published now; otherwise it keeps waiting with the session, cancelled once a
+/// connection resumes it (as [`carried_on_takeover`]).
 pub fn on_takeover_of_offline(new_clean_start: bool) -> WillDecision {
     if new_clean_start {
         WillDecision::PublishNow

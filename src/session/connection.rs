@@ -13,6 +13,7 @@ use super::state::{
     Delivery, InflightState, Message, MessageData, Queued, Session, SparseDeque, Subscription,
 };
 use super::will::{self, WillDecision};
+use crate::auth::ClientAcl;
 use crate::protocol::{
     AckProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Disconnect, Packet,
     ProtocolVersion, PubResp, Publish, PublishProperties, PublishView, QoS, ReasonCode, SubAck,
@@ -91,12 +92,21 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the connection is, carrying the data valid only there (in the style of quinn-proto's
+/// `State`): nothing before CONNECT; the CONNECT and the packets pipelined behind it while the
+/// broker decides (boxed: short-lived); the session and the client's limits once connected
+/// (inline: the idle majority); the session, until taken, once closed.
+#[derive(Debug)]
 enum Phase {
+    /// Waiting for CONNECT.
     AwaitConnect,
-    AwaitBroker,
-    Connected,
-    Closed,
+    /// `Action::Connect` emitted; waiting for `accept_connect` / `refuse_connect`.
+    AwaitBroker(Box<PendingConnect>),
+    /// CONNACK sent.
+    Connected(Connected),
+    /// `Action::Close` emitted. The session (`None` if the CONNECT was never accepted, or once
+    /// taken) waits for [`Connection::take_session`]; `deliver` queues into it.
+    Closed(Option<Session>),
 }
 
 /// How the connection ends, for the will rules.
@@ -113,9 +123,25 @@ enum End {
     },
 }
 
-/// CONNECT data kept until the broker answers.
+/// Why a packet handled while connected ends the connection.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// A protocol violation: [`Connection::fail`] (MQTT 5 DISCONNECT, close with the will).
+    Fail(ReasonCode),
+    /// The client's DISCONNECT (its reason): close, nothing sent.
+    Disconnect(ReasonCode, End),
+}
+
+impl From<ReasonCode> for Stop {
+    fn from(code: ReasonCode) -> Self {
+        Stop::Fail(code)
+    }
+}
+
+/// CONNECT data kept until the broker answers, and the packets pipelined meanwhile.
 #[derive(Debug)]
 struct PendingConnect {
+    version: ProtocolVersion,
     client_id: ByteString,
     clean_start: bool,
     requested_expiry: u32,
@@ -125,12 +151,33 @@ struct PendingConnect {
     client_receive_max: u16,
     client_max_packet: u32,
     client_topic_alias_max: u16,
+    /// Packets received before the CONNACK (at most `max_pending_before_connack`), processed
+    /// right after it.
+    pending: Vec<Packet>,
 }
 
-/// Per-connection protocol state machine.
+/// State of an accepted connection (CONNACK sent).
 #[derive(Debug)]
+struct Connected {
+    session: Session,
+    /// CONNECT's Session Expiry Interval was 0 (DISCONNECT may not raise it).
+    connect_expiry_zero: bool,
+    /// The socket takes more bytes (as last told by `deliver` / `on_writable`).
+    writable: bool,
+    client_receive_max: u16,
+    client_topic_alias_max: u16,
+    client_max_packet: u32,
+    /// Topic aliases both ways and the last published topic, created on the first PUBLISH
+    /// either way (idle connections never have one).
+    aliases: Option<Box<Aliases>>,
+    /// On resume, unacknowledged PUBLISH packets beyond the client's Receive Maximum wait here
+    /// (packet ids, oldest first) and are resent (DUP = 1, same id) as acknowledgements free
+    /// the window.
+    resend: SparseDeque<u16>,
+}
+
 /// Topic Alias tables of one connection (MQTT 5), and the topic of its last PUBLISH.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Aliases {
     /// The topic the client last published to, shared with the messages routed since.
     last_topic: Option<ByteString>,
@@ -140,54 +187,32 @@ struct Aliases {
     outbound: HashMap<ByteString, u16>,
 }
 
+/// Per-connection protocol state machine.
+#[derive(Debug)]
 pub struct Connection {
     limits: Arc<ProtocolLimits>,
-    phase: Phase,
     started: Instant,
     last_rx: Instant,
+    /// Set by the CONNECT, in every phase after it (a refused CONNECT's CONNACK is encoded
+    /// with it); `None` before, so also after an unsupported protocol level.
     version: Option<ProtocolVersion>,
+    /// Effective keep alive, set by the CONNECT (0 before).
     keep_alive: u16,
-    connect: Option<Box<PendingConnect>>,
-    /// Packets received before the CONNACK (allocated only if there are any).
-    pending: SparseDeque<Packet>,
-    session: Option<Session>,
-    /// CONNECT's Session Expiry Interval was 0 (DISCONNECT may not raise it).
-    connect_expiry_zero: bool,
-    client_receive_max: u16,
-    client_max_packet: u32,
-    client_topic_alias_max: u16,
-    /// Topic aliases both ways and the last published topic, created on the first PUBLISH
-    /// either way (idle connections never have one).
-    aliases: Option<Box<Aliases>>,
-    /// On resume, unacknowledged PUBLISH packets beyond the client's Receive Maximum wait here
-    /// (packet ids, oldest first) and are resent (DUP = 1, same id) as acknowledgements free
-    /// the window.
-    resend: SparseDeque<u16>,
-    writable: bool,
     /// Topic ACL bound to this client's identity (None: everything allowed).
-    acl: Option<Box<crate::auth::ClientAcl>>,
+    acl: Option<Box<ClientAcl>>,
+    phase: Phase,
 }
 
 impl Connection {
     pub fn new(limits: Arc<ProtocolLimits>, now: Instant) -> Self {
         Connection {
             limits,
-            phase: Phase::AwaitConnect,
             started: now,
             last_rx: now,
             version: None,
             keep_alive: 0,
-            connect: None,
-            pending: SparseDeque::default(),
-            session: None,
-            connect_expiry_zero: true,
-            client_receive_max: u16::MAX,
-            client_max_packet: u32::MAX,
-            client_topic_alias_max: 0,
-            aliases: None,
-            resend: SparseDeque::default(),
-            writable: true,
             acl: None,
+            phase: Phase::AwaitConnect,
         }
     }
 
@@ -198,44 +223,50 @@ impl Connection {
     }
     /// The client id once the CONNECT is accepted (assigned ids included).
     pub fn client_id(&self) -> Option<&ByteString> {
-        self.session.as_ref().map(|s| &s.client_id)
+        self.session().map(|s| &s.client_id)
     }
     /// Effective keep alive in seconds (0 = none, also before CONNECT).
     pub fn keep_alive(&self) -> u16 {
         self.keep_alive
     }
     pub fn is_connected(&self) -> bool {
-        self.phase == Phase::Connected
+        matches!(self.phase, Phase::Connected(_))
     }
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        matches!(self.phase, Phase::Closed(_))
     }
     pub fn session(&self) -> Option<&Session> {
-        self.session.as_ref()
+        match &self.phase {
+            Phase::Connected(c) => Some(&c.session),
+            Phase::Closed(s) => s.as_ref(),
+            Phase::AwaitConnect | Phase::AwaitBroker(_) => None,
+        }
     }
     /// Move the session out (after `Close`, for the broker to keep, hand over or drop).
+    /// `None` before `Close` (a live connection keeps its session) and once taken.
     pub fn take_session(&mut self) -> Option<Session> {
-        self.session.take()
+        match &mut self.phase {
+            Phase::Closed(s) => s.take(),
+            Phase::AwaitConnect | Phase::AwaitBroker(_) | Phase::Connected(_) => None,
+        }
     }
 
     // --- time ---------------------------------------------------------------------------
 
     /// Any bytes from the client (even a partial packet) reset the keep-alive timer.
     pub fn on_bytes_received(&mut self, now: Instant) {
-        if now > self.last_rx {
-            self.last_rx = now;
-        }
+        received(&mut self.last_rx, now);
     }
 
     /// When `on_timer` must be called: CONNECT timeout until the CONNECT is accepted, then
     /// 1.5 x keep alive after the last received byte; `None` if keep alive is 0 or closed.
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::AwaitConnect | Phase::AwaitBroker => {
+            Phase::AwaitConnect | Phase::AwaitBroker(_) => {
                 Some(self.started + self.limits.connect_timeout)
             }
-            Phase::Connected => keepalive::deadline(self.last_rx, self.keep_alive),
-            Phase::Closed => None,
+            Phase::Connected(_) => keepalive::deadline(self.last_rx, self.keep_alive),
+            Phase::Closed(_) => None,
         }
     }
 
@@ -247,7 +278,7 @@ impl Connection {
             _ => return,
         }
         match self.phase {
-            Phase::Connected => self.fail(ReasonCode::KEEP_ALIVE_TIMEOUT, now, out),
+            Phase::Connected(_) => self.fail(ReasonCode::KEEP_ALIVE_TIMEOUT, now, out),
             _ => self.close(None, End::Abnormal, now, out),
         }
     }
@@ -257,24 +288,27 @@ impl Connection {
     /// One decoded packet from the client.
     pub fn handle(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
         self.on_bytes_received(now);
-        match self.phase {
-            Phase::Closed => {}
+        match &mut self.phase {
+            Phase::Closed(_) => {}
             Phase::AwaitConnect => match packet {
                 Packet::Connect(c) => self.on_connect(*c, out),
                 // The first packet must be CONNECT: close, no CONNACK.
                 _ => self.close(Some(ReasonCode::PROTOCOL_ERROR), End::Abnormal, now, out),
             },
-            Phase::AwaitBroker => {
+            Phase::AwaitBroker(pc) => {
                 if matches!(packet, Packet::Connect(_)) {
                     // Second CONNECT; no DISCONNECT may precede CONNACK.
                     self.close(Some(ReasonCode::PROTOCOL_ERROR), End::Abnormal, now, out);
-                } else if self.pending.len() >= self.limits.max_pending_before_connack {
+                } else if pc.pending.len() >= self.limits.max_pending_before_connack {
                     self.close(Some(ReasonCode::QUOTA_EXCEEDED), End::Abnormal, now, out);
                 } else {
-                    self.pending.push_back(packet);
+                    pc.pending.push(packet);
                 }
             }
-            Phase::Connected => self.on_packet(packet, now, out),
+            Phase::Connected(c) => {
+                let r = c.on_packet(&self.limits, self.acl.as_deref(), packet, now, out);
+                self.stop_if(r, now, out);
+            }
         }
     }
 
@@ -282,14 +316,7 @@ impl Connection {
     /// CONNACK 0x84 for an unsupported protocol version; then close (with the will once
     /// connected).
     pub fn on_decode_error(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
-        let code = match err {
-            // After the first CONNECT, an unsupported protocol level can only come from a
-            // second CONNECT: a protocol error (0x84 is not a valid DISCONNECT reason code).
-            DecodeError::UnsupportedProtocolVersion(_) if self.phase != Phase::AwaitConnect => {
-                ReasonCode::PROTOCOL_ERROR
-            }
-            _ => err.reason_code(),
-        };
+        let code = decode_error_code(err, matches!(self.phase, Phase::AwaitConnect));
         match self.phase {
             Phase::AwaitConnect => {
                 if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
@@ -301,9 +328,9 @@ impl Connection {
                 }
                 self.close(Some(code), End::Abnormal, now, out);
             }
-            Phase::AwaitBroker => self.close(Some(code), End::Abnormal, now, out),
-            Phase::Connected => self.fail(code, now, out),
-            Phase::Closed => {}
+            Phase::AwaitBroker(_) => self.close(Some(code), End::Abnormal, now, out),
+            Phase::Connected(_) => self.fail(code, now, out),
+            Phase::Closed(_) => {}
         }
     }
 
@@ -327,43 +354,47 @@ impl Connection {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        if self.phase != Phase::AwaitBroker {
-            return;
-        }
-        let Some(pc) = self.connect.take() else {
-            return;
-        };
-        let Some(version) = self.version else {
-            return;
-        };
-        let v5 = version.is_v5();
-        let assigned = pc.client_id.is_empty();
-        let client_id = if assigned {
-            match assigned_client_id.filter(|id| !id.is_empty()) {
-                Some(id) => id,
-                None => return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out),
+        let pc = match std::mem::replace(&mut self.phase, Phase::AwaitConnect) {
+            Phase::AwaitBroker(pc) => pc,
+            other => {
+                self.phase = other;
+                return;
             }
-        } else {
-            pc.client_id
         };
-        let session = if pc.clean_start { None } else { session };
+        let assigned = pc.client_id.is_empty();
+        let assigned_client_id = assigned_client_id.filter(|id| assigned && !id.is_empty());
+        if assigned && assigned_client_id.is_none() {
+            self.phase = Phase::AwaitBroker(pc);
+            return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out);
+        }
+        let PendingConnect {
+            version,
+            client_id,
+            clean_start,
+            requested_expiry,
+            session_expiry,
+            server_keep_alive,
+            will,
+            client_receive_max,
+            client_max_packet,
+            client_topic_alias_max,
+            pending,
+        } = *pc;
+        let client_id = assigned_client_id.unwrap_or(client_id);
+        let v5 = version.is_v5();
+        let session = if clean_start { None } else { session };
         let session_present = session.is_some();
         let mut s = session.unwrap_or_else(|| Session::new(client_id.clone(), version));
         s.client_id = client_id.clone();
         s.version = version;
-        s.session_expiry = pc.session_expiry;
-        s.will = pc.will.map(Box::new);
-        self.session = Some(s);
-        self.client_receive_max = pc.client_receive_max;
-        self.client_max_packet = pc.client_max_packet;
-        self.client_topic_alias_max = pc.client_topic_alias_max;
-        self.connect_expiry_zero = pc.requested_expiry == 0;
+        s.session_expiry = session_expiry;
+        s.will = will.map(Box::new);
 
         let mut props = ConnAckProperties::default();
         if v5 {
             let l = &self.limits;
-            if pc.session_expiry != pc.requested_expiry {
-                props.session_expiry_interval = Some(pc.session_expiry);
+            if session_expiry != requested_expiry {
+                props.session_expiry_interval = Some(session_expiry);
             }
             if l.receive_maximum < u16::MAX {
                 props.receive_maximum = Some(l.receive_maximum.max(1));
@@ -390,22 +421,32 @@ impl Connection {
             if !l.shared_available {
                 props.shared_subscription_available = Some(0);
             }
-            props.server_keep_alive = pc.server_keep_alive;
+            props.server_keep_alive = server_keep_alive;
         }
         out.push(Action::Send(connack(
             session_present,
             ReasonCode::SUCCESS,
             props,
         )));
-        self.phase = Phase::Connected;
-        self.writable = true;
-        self.resend_inflight(now, out);
-        self.drain(now, out);
-        for p in self.pending.take() {
-            if self.phase != Phase::Connected {
+        let mut c = Connected {
+            session: s,
+            connect_expiry_zero: requested_expiry == 0,
+            writable: true,
+            client_receive_max,
+            client_topic_alias_max,
+            client_max_packet,
+            aliases: None,
+            resend: SparseDeque::default(),
+        };
+        c.resend_inflight(&self.limits, now, out);
+        c.drain(&self.limits, now, out);
+        self.phase = Phase::Connected(c);
+        for p in pending {
+            let Phase::Connected(c) = &mut self.phase else {
                 break;
-            }
-            self.on_packet(p, now, out);
+            };
+            let r = c.on_packet(&self.limits, self.acl.as_deref(), p, now, out);
+            self.stop_if(r, now, out);
         }
     }
 
@@ -419,13 +460,13 @@ impl Connection {
         }
     }
 
-    pub fn set_acl(&mut self, acl: Option<crate::auth::ClientAcl>) {
+    pub fn set_acl(&mut self, acl: Option<ClientAcl>) {
         self.acl = acl.map(Box::new);
     }
 
     /// Refuse the pending CONNECT with `code` (CONNACK, then close). No-op unless a CONNECT awaits.
     pub fn refuse_connect(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
-        if self.phase == Phase::AwaitBroker {
+        if matches!(self.phase, Phase::AwaitBroker(_)) {
             self.refuse(code, now, out);
         }
     }
@@ -433,7 +474,7 @@ impl Connection {
     /// Another connection takes this client id over: MQTT 5 DISCONNECT 0x8E, then close. The
     /// will follows [`will::on_takeover`] with the new connection's Clean Start.
     pub fn take_over(&mut self, new_clean_start: bool, now: Instant, out: &mut Vec<Action>) {
-        if self.phase == Phase::Connected && self.is_v5() {
+        if self.is_connected() && self.is_v5() {
             out.push(send_disconnect(ReasonCode::SESSION_TAKEN_OVER));
         }
         self.close(
@@ -446,7 +487,7 @@ impl Connection {
 
     /// Server shutdown: MQTT 5 DISCONNECT 0x8B, then close; the will is published now.
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.phase == Phase::Connected && self.is_v5() {
+        if self.is_connected() && self.is_v5() {
             out.push(send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN));
         }
         self.close(
@@ -473,64 +514,20 @@ impl Connection {
         can_write: bool,
         out: &mut Vec<Action>,
     ) {
-        match self.phase {
-            Phase::Connected => {}
-            Phase::Closed => {
-                if let Some(s) = self.session.as_mut() {
-                    s.deliver_offline(msg, delivery, now, &self.limits);
-                }
-                return;
+        match &mut self.phase {
+            Phase::Connected(c) => c.deliver(&self.limits, msg, delivery, now, can_write, out),
+            Phase::Closed(Some(s)) => {
+                s.deliver_offline(msg, delivery, now, &self.limits);
             }
-            _ => return,
+            Phase::Closed(None) | Phase::AwaitConnect | Phase::AwaitBroker(_) => {}
         }
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
-        if msg.is_expired(now) {
-            s.stats.dropped_expired += 1;
-            return;
-        }
-        let qos = msg.qos.min(delivery.qos);
-        if qos == QoS::AtMostOnce && !can_write {
-            s.stats.dropped_qos0 += 1;
-            self.writable = false;
-            return;
-        }
-        self.writable = can_write;
-        // Queued messages go first.
-        self.drain(now, out);
-        if qos == QoS::AtMostOnce {
-            let q = Queued {
-                msg: msg.clone(),
-                qos,
-                retain: delivery.retain_as_published && msg.retain,
-                subscription_ids: delivery.subscription_ids.clone(),
-            };
-            self.transmit(&q, now, out);
-            return;
-        }
-        let window_open = self.window_open();
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
-        if !can_write || !s.queue.is_empty() || !window_open {
-            s.enqueue(msg, delivery, qos, &self.limits);
-            return;
-        }
-        let q = Queued {
-            msg: msg.clone(),
-            qos,
-            retain: delivery.retain_as_published && msg.retain,
-            subscription_ids: delivery.subscription_ids.clone(),
-        };
-        self.transmit(&q, now, out);
     }
 
     /// The socket can take more: send queued messages within the Receive Maximum window.
     pub fn on_writable(&mut self, now: Instant, out: &mut Vec<Action>) {
-        self.writable = true;
-        if self.phase == Phase::Connected {
-            self.drain(now, out);
+        if let Phase::Connected(c) = &mut self.phase {
+            c.writable = true;
+            c.drain(&self.limits, now, out);
         }
     }
 
@@ -598,7 +595,8 @@ impl Connection {
             username: c.username,
             password: c.password,
         }));
-        self.connect = Some(Box::new(PendingConnect {
+        self.phase = Phase::AwaitBroker(Box::new(PendingConnect {
+            version,
             client_id: c.client_id,
             clean_start: c.clean_start,
             requested_expiry,
@@ -620,58 +618,129 @@ impl Connection {
             } else {
                 0
             },
+            pending: Vec::new(),
         }));
-        self.phase = Phase::AwaitBroker;
-    }
-
-    fn on_packet(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
-        match packet {
-            Packet::Connect(_) => self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
-            Packet::Publish(p) => self.on_publish(PublishView::of(&p), now, out),
-            Packet::PubAck(r) => self.on_puback(r, now, out),
-            Packet::PubRec(r) => self.on_pubrec(r, now, out),
-            Packet::PubRel(r) => self.on_pubrel(r, out),
-            Packet::PubComp(r) => self.on_pubcomp(r, now, out),
-            Packet::Subscribe(s) => self.on_subscribe(s, now, out),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(u, out),
-            Packet::PingReq => out.push(Action::Send(Packet::PingResp)),
-            Packet::Disconnect(d) => self.on_disconnect(d, now, out),
-            // No authentication method is ever accepted in CONNECT, so any AUTH is an error;
-            // so are packets only a server sends.
-            Packet::Auth(_)
-            | Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp => self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
-        }
     }
 
     /// A PUBLISH read in place by the worker ([`crate::protocol::decode_publish_view`]): the
     /// same as `handle(Packet::Publish(..))`, but the topic and payload are copied only if the
     /// message is routed (and a topic equal to the previous one is shared, not copied).
     pub fn handle_publish(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
-        if self.phase != Phase::Connected {
+        let Phase::Connected(c) = &mut self.phase else {
             match p.to_publish() {
                 Ok(p) => self.handle(Packet::Publish(p), now, out),
                 Err(e) => self.on_decode_error(&e, now, out),
             }
             return;
-        }
-        self.on_bytes_received(now);
-        self.on_publish(p, now, out);
+        };
+        received(&mut self.last_rx, now);
+        let r = c
+            .on_publish(&self.limits, self.acl.as_deref(), p, now, out)
+            .map_err(Stop::Fail);
+        self.stop_if(r, now, out);
     }
 
-    fn on_publish(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
+    /// Apply what a packet handled while connected decided.
+    fn stop_if(&mut self, r: Result<(), Stop>, now: Instant, out: &mut Vec<Action>) {
+        match r {
+            Ok(()) => {}
+            Err(Stop::Fail(code)) => self.fail(code, now, out),
+            Err(Stop::Disconnect(reason, end)) => self.close(Some(reason), end, now, out),
+        }
+    }
+
+    /// Protocol violation or timeout after CONNACK: MQTT 5 DISCONNECT `code`, then close with
+    /// the will. Before CONNACK: close only.
+    fn fail(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
+        if self.is_connected() && self.is_v5() {
+            out.push(send_disconnect(code));
+        }
+        self.close(Some(code), End::Abnormal, now, out);
+    }
+
+    fn refuse(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::Send(connack(
+            false,
+            code,
+            ConnAckProperties::default(),
+        )));
+        self.close(Some(code), End::Abnormal, now, out);
+    }
+
+    /// Emit `Close` (once) and move to `Closed`, keeping the session for `take_session`.
+    /// The will is decided only for a connection that was accepted.
+    fn close(&mut self, reason: Option<ReasonCode>, end: End, now: Instant, out: &mut Vec<Action>) {
+        let (session, will) = match std::mem::replace(&mut self.phase, Phase::Closed(None)) {
+            Phase::Closed(s) => {
+                self.phase = Phase::Closed(s);
+                return;
+            }
+            Phase::AwaitConnect | Phase::AwaitBroker(_) => (None, None),
+            Phase::Connected(c) => {
+                let mut s = c.session;
+                let will = s.will.take().and_then(|w| pending_will(&s, &w, end, now));
+                (Some(s), will)
+            }
+        };
+        self.phase = Phase::Closed(session);
+        out.push(Action::Close { reason, will });
+    }
+}
+
+impl Connected {
+    fn is_v5(&self) -> bool {
+        self.session.version.is_v5()
+    }
+
+    /// One packet after CONNACK. `Err`: the connection ends (the caller closes it).
+    fn on_packet(
+        &mut self,
+        l: &ProtocolLimits,
+        acl: Option<&ClientAcl>,
+        packet: Packet,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Stop> {
+        match packet {
+            Packet::Connect(_) => return Err(Stop::Fail(ReasonCode::PROTOCOL_ERROR)),
+            Packet::Publish(p) => self.on_publish(l, acl, PublishView::of(&p), now, out)?,
+            Packet::PubAck(r) => self.on_puback(l, r, now, out),
+            Packet::PubRec(r) => self.on_pubrec(l, r, now, out),
+            Packet::PubRel(r) => self.on_pubrel(r, out),
+            Packet::PubComp(r) => self.on_pubcomp(l, r, now, out),
+            Packet::Subscribe(s) => self.on_subscribe(l, acl, s, out)?,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u, out),
+            Packet::PingReq => out.push(Action::Send(Packet::PingResp)),
+            Packet::Disconnect(d) => return Err(self.on_disconnect(l, d)),
+            // No authentication method is ever accepted in CONNECT, so any AUTH is an error;
+            // so are packets only a server sends.
+            Packet::Auth(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => return Err(Stop::Fail(ReasonCode::PROTOCOL_ERROR)),
+        }
+        Ok(())
+    }
+
+    /// `Err(code)`: a protocol violation (the caller fails the connection with `code`).
+    fn on_publish(
+        &mut self,
+        l: &ProtocolLimits,
+        acl: Option<&ClientAcl>,
+        p: PublishView<'_>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let v5 = self.is_v5();
-        let l = Arc::clone(&self.limits);
         if p.qos > l.max_qos {
-            return self.fail(ReasonCode::QOS_NOT_SUPPORTED, now, out);
+            return Err(ReasonCode::QOS_NOT_SUPPORTED);
         }
         if p.retain && !l.retain_available {
-            return self.fail(ReasonCode::RETAIN_NOT_SUPPORTED, now, out);
+            return Err(ReasonCode::RETAIN_NOT_SUPPORTED);
         }
         if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
-            return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+            return Err(ReasonCode::PROTOCOL_ERROR);
         }
         // The topic, resolved through the Topic Alias (MQTT 5) if any. A topic equal to the
         // previous one is shared, not copied (`topic_of`).
@@ -679,14 +748,14 @@ impl Connection {
         let topic = match p.topic_alias {
             Some(a) if v5 => {
                 if a == 0 || a > l.topic_alias_maximum {
-                    return self.fail(ReasonCode::TOPIC_ALIAS_INVALID, now, out);
+                    return Err(ReasonCode::TOPIC_ALIAS_INVALID);
                 }
                 let idx = usize::from(a);
                 if wire_topic.is_empty() {
                     let known = self.aliases.as_ref().and_then(|a| a.inbound.get(idx));
                     match known.and_then(|t| t.clone()) {
                         Some(t) => t,
-                        None => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
+                        None => return Err(ReasonCode::PROTOCOL_ERROR),
                     }
                 } else {
                     let topic = self.topic_of(p);
@@ -698,32 +767,30 @@ impl Connection {
                     topic
                 }
             }
-            Some(_) => return self.fail(ReasonCode::PROTOCOL_ERROR, now, out),
+            Some(_) => return Err(ReasonCode::PROTOCOL_ERROR),
             None => {
                 if wire_topic.is_empty() {
-                    return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+                    return Err(ReasonCode::PROTOCOL_ERROR);
                 }
                 self.topic_of(p)
             }
         };
         // The decoder rejects these already; a packet built in memory may not have been decoded.
         if topic.contains(['+', '#', '\0']) {
-            return self.fail(ReasonCode::TOPIC_NAME_INVALID, now, out);
+            return Err(ReasonCode::TOPIC_NAME_INVALID);
         }
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
+        let s = &mut self.session;
         let id = p.packet_id;
         let duplicate = p.qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&id);
         if p.qos != QoS::AtMostOnce
             && !duplicate
             && s.inbound_qos2.len() >= usize::from(l.receive_maximum)
         {
-            return self.fail(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now, out);
+            return Err(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
         }
         if duplicate {
             out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
-            return;
+            return Ok(());
         }
         if v5 && p.payload_format_indicator == Some(1) && std::str::from_utf8(p.payload).is_err() {
             let r = PubResp {
@@ -731,13 +798,14 @@ impl Connection {
                 reason: ReasonCode::PAYLOAD_FORMAT_INVALID,
                 properties: AckProperties::default(),
             };
-            return match p.qos {
-                QoS::AtMostOnce => self.fail(ReasonCode::PAYLOAD_FORMAT_INVALID, now, out),
+            match p.qos {
+                QoS::AtMostOnce => return Err(ReasonCode::PAYLOAD_FORMAT_INVALID),
                 QoS::AtLeastOnce => out.push(Action::Send(Packet::PubAck(r))),
                 QoS::ExactlyOnce => out.push(Action::Send(Packet::PubRec(r))),
-            };
+            }
+            return Ok(());
         }
-        if self.acl.as_ref().is_some_and(|a| !a.can_publish(&topic)) {
+        if acl.is_some_and(|a| !a.can_publish(&topic)) {
             // Not forwarded. MQTT 5 says why; 3.1.1 acknowledges as for a message the server
             // chose not to forward (3.1.1 has no negative PUBACK).
             let mut r = PubResp::new(id);
@@ -755,7 +823,7 @@ impl Connection {
                     out.push(Action::Send(Packet::PubRec(r)));
                 }
             }
-            return;
+            return Ok(());
         }
         // `properties` copies nothing for a PUBLISH with only the in-place properties.
         let mut props = if !v5 {
@@ -763,7 +831,8 @@ impl Connection {
         } else {
             match p.properties() {
                 Ok(props) => props,
-                Err(e) => return self.on_decode_error(&e, now, out),
+                // As `on_decode_error` after CONNACK.
+                Err(e) => return Err(decode_error_code(&e, false)),
             }
         };
         props.topic_alias = None;
@@ -771,9 +840,6 @@ impl Connection {
         let expires_at = props
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
         let msg = Message::new(MessageData {
             topic,
             payload: Bytes::copy_from_slice(p.payload),
@@ -792,6 +858,7 @@ impl Connection {
                 out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
             }
         }
+        Ok(())
     }
 
     /// The topic of `p` as a shared string: the previous PUBLISH's topic when the bytes are
@@ -811,43 +878,36 @@ impl Connection {
 
     fn on_pubrel(&mut self, r: PubResp, out: &mut Vec<Action>) {
         let v5 = self.is_v5();
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
         let mut resp = PubResp::new(r.packet_id);
-        if !s.inbound_qos2.remove(&r.packet_id) && v5 {
+        if !self.session.inbound_qos2.remove(&r.packet_id) && v5 {
             resp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
         out.push(Action::Send(Packet::PubComp(resp)));
     }
 
-    fn on_puback(&mut self, r: PubResp, now: Instant, out: &mut Vec<Action>) {
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
+    fn on_puback(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+        let s = &mut self.session;
         if let Some(e) = s.inflight.get(&r.packet_id) {
             if matches!(e.state, InflightState::Qos1(_)) {
                 s.inflight.remove(&r.packet_id);
                 self.resend.retain(|&id| id != r.packet_id);
-                self.drain(now, out);
+                self.drain(l, now, out);
             }
         }
     }
 
-    fn on_pubrec(&mut self, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+    fn on_pubrec(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
         let v5 = self.is_v5();
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
         let id = r.packet_id;
         if !self.resend.is_empty() {
             self.resend.retain(|&x| x != id);
         }
+        let s = &mut self.session;
         match s.inflight.get_mut(&id).map(|e| &mut e.state) {
             Some(state @ InflightState::Qos2(_)) => {
                 if r.reason.is_error() {
                     s.inflight.remove(&id);
-                    self.drain(now, out);
+                    self.drain(l, now, out);
                 } else {
                     *state = InflightState::Released;
                     out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
@@ -867,24 +927,28 @@ impl Connection {
         }
     }
 
-    fn on_pubcomp(&mut self, r: PubResp, now: Instant, out: &mut Vec<Action>) {
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
+    fn on_pubcomp(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+        let s = &mut self.session;
         if let Some(e) = s.inflight.get(&r.packet_id) {
             if matches!(e.state, InflightState::Released) {
                 s.inflight.remove(&r.packet_id);
-                self.drain(now, out);
+                self.drain(l, now, out);
             }
         }
     }
 
-    fn on_subscribe(&mut self, sub: Subscribe, now: Instant, out: &mut Vec<Action>) {
+    /// `Err(code)`: a protocol violation (the caller fails the connection with `code`).
+    fn on_subscribe(
+        &mut self,
+        l: &ProtocolLimits,
+        acl: Option<&ClientAcl>,
+        sub: Subscribe,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let v5 = self.is_v5();
-        let l = Arc::clone(&self.limits);
         let sub_id = sub.properties.subscription_identifier;
         if sub_id == Some(0) {
-            return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+            return Err(ReasonCode::PROTOCOL_ERROR);
         }
         if v5
             && sub
@@ -892,11 +956,9 @@ impl Connection {
                 .iter()
                 .any(|(f, o)| o.no_local && f.starts_with("$share/"))
         {
-            return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+            return Err(ReasonCode::PROTOCOL_ERROR);
         }
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
+        let s = &mut self.session;
         let mut reasons = Vec::with_capacity(sub.filters.len());
         let mut actions = Vec::with_capacity(sub.filters.len());
         for (filter, opts) in sub.filters {
@@ -911,7 +973,7 @@ impl Connection {
                 ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
             } else if v5 && opts.retain_handling > 2 {
                 ReasonCode::PROTOCOL_ERROR
-            } else if self.acl.as_ref().is_some_and(|a| !a.can_subscribe(&filter)) {
+            } else if acl.is_some_and(|a| !a.can_subscribe(&filter)) {
                 ReasonCode::NOT_AUTHORIZED
             } else {
                 ReasonCode::SUCCESS
@@ -953,13 +1015,12 @@ impl Connection {
             properties: AckProperties::default(),
         })));
         out.extend(actions);
+        Ok(())
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut Vec<Action>) {
         let v5 = self.is_v5();
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
+        let s = &mut self.session;
         let mut reasons = Vec::new();
         let mut actions = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
@@ -983,102 +1044,81 @@ impl Connection {
         out.extend(actions);
     }
 
-    fn on_disconnect(&mut self, d: Disconnect, now: Instant, out: &mut Vec<Action>) {
+    /// The client's DISCONNECT: how the connection ends (a DISCONNECT that raises a zero
+    /// Session Expiry Interval is a protocol error).
+    fn on_disconnect(&mut self, l: &ProtocolLimits, d: Disconnect) -> Stop {
         if let Some(new) = d.properties.session_expiry_interval {
             if self.connect_expiry_zero && new != 0 {
-                return self.fail(ReasonCode::PROTOCOL_ERROR, now, out);
+                return Stop::Fail(ReasonCode::PROTOCOL_ERROR);
             }
-            let capped = new.min(self.limits.max_session_expiry);
-            if let Some(s) = self.session.as_mut() {
-                s.session_expiry = capped;
-            }
+            self.session.session_expiry = new.min(l.max_session_expiry);
         }
         let end = if d.reason == ReasonCode::NORMAL_DISCONNECTION {
             End::Normal
         } else {
             End::Abnormal
         };
-        self.close(Some(d.reason), end, now, out);
+        Stop::Disconnect(d.reason, end)
     }
 
-    /// Protocol violation or timeout after CONNACK: MQTT 5 DISCONNECT `code`, then close with
-    /// the will. Before CONNACK: close only.
-    fn fail(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
-        if self.phase == Phase::Connected && self.is_v5() {
-            out.push(send_disconnect(code));
-        }
-        self.close(Some(code), End::Abnormal, now, out);
-    }
-
-    fn refuse(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
-        out.push(Action::Send(connack(
-            false,
-            code,
-            ConnAckProperties::default(),
-        )));
-        self.connect = None;
-        self.close(Some(code), End::Abnormal, now, out);
-    }
-
-    fn close(&mut self, reason: Option<ReasonCode>, end: End, now: Instant, out: &mut Vec<Action>) {
-        if self.phase == Phase::Closed {
+    /// See [`Connection::deliver`] (the connected case).
+    fn deliver(
+        &mut self,
+        l: &ProtocolLimits,
+        msg: &Message,
+        delivery: &Delivery,
+        now: Instant,
+        can_write: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if msg.is_expired(now) {
+            self.session.stats.dropped_expired += 1;
             return;
         }
-        let was_connected = self.phase == Phase::Connected;
-        self.phase = Phase::Closed;
-        self.pending.clear();
-        self.connect = None;
-        let will = if was_connected {
-            self.session.as_mut().and_then(|s| {
-                let w = s.will.take()?;
-                let delay = w.properties.will_delay_interval.unwrap_or(0);
-                let decision = match end {
-                    End::Normal => WillDecision::Discard,
-                    End::Abnormal => will::on_connection_end(false, s.session_expiry, delay),
-                    End::Shutdown => WillDecision::PublishNow,
-                    End::Takeover { new_clean_start } => {
-                        will::on_takeover(s.version, new_clean_start, s.session_expiry, delay)
-                    }
-                };
-                let delay = match decision {
-                    WillDecision::Discard => return None,
-                    WillDecision::PublishNow => Duration::ZERO,
-                    WillDecision::Delay(d) => d,
-                };
-                Some(PendingWill {
-                    message: Message::from_will(&w, &s.client_id, now + delay),
-                    delay,
-                })
-            })
-        } else {
-            None
+        let qos = msg.qos.min(delivery.qos);
+        if qos == QoS::AtMostOnce && !can_write {
+            self.session.stats.dropped_qos0 += 1;
+            self.writable = false;
+            return;
+        }
+        self.writable = can_write;
+        // Queued messages go first.
+        self.drain(l, now, out);
+        if qos != QoS::AtMostOnce
+            && (!can_write || !self.session.queue.is_empty() || !self.window_open(l))
+        {
+            self.session.enqueue(msg, delivery, qos, l);
+            return;
+        }
+        let q = Queued {
+            msg: msg.clone(),
+            qos,
+            retain: delivery.retain_as_published && msg.retain,
+            subscription_ids: delivery.subscription_ids.clone(),
         };
-        out.push(Action::Close { reason, will });
+        self.transmit(l, &q, now, out);
     }
 
-    fn window(&self) -> usize {
-        usize::from(
-            self.client_receive_max
-                .min(self.limits.max_inflight_out)
-                .max(1),
-        )
+    fn window(&self, l: &ProtocolLimits) -> usize {
+        usize::from(self.client_receive_max.min(l.max_inflight_out).max(1))
     }
 
-    fn window_open(&self) -> bool {
-        self.session
-            .as_ref()
-            .is_some_and(|s| s.inflight.len() < self.window())
+    fn window_open(&self, l: &ProtocolLimits) -> bool {
+        self.session.inflight.len() < self.window(l)
     }
 
     /// Send queued messages while writable and (for QoS 1/2) the window allows.
-    fn drain(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn drain(&mut self, l: &ProtocolLimits, now: Instant, out: &mut Vec<Action>) {
         // Unacknowledged messages of a resumed session waiting for the window go first.
-        while self.writable && self.phase == Phase::Connected && !self.resend.is_empty() {
-            let window = self.window();
-            let Some(s) = self.session.as_ref() else {
-                return;
-            };
-            if s.inflight.len().saturating_sub(self.resend.len()) >= window {
+        while self.writable && !self.resend.is_empty() {
+            let window = self.window(l);
+            if self
+                .session
+                .inflight
+                .len()
+                .saturating_sub(self.resend.len())
+                >= window
+            {
                 return;
             }
             if let Some(id) = self.resend.pop_front() {
@@ -1086,11 +1126,9 @@ impl Connection {
             }
         }
         // Bounded by the queue length.
-        while self.writable && self.phase == Phase::Connected {
-            let window_open = self.window_open();
-            let Some(s) = self.session.as_mut() else {
-                return;
-            };
+        while self.writable {
+            let window_open = self.window_open(l);
+            let s = &mut self.session;
             match s.queue.front() {
                 None => return,
                 Some(q) if q.qos != QoS::AtMostOnce && !window_open => return,
@@ -1101,12 +1139,12 @@ impl Connection {
                 s.stats.dropped_expired += 1;
                 continue;
             }
-            self.transmit(&q, now, out);
+            self.transmit(l, &q, now, out);
         }
     }
 
     /// Build, size-check, register in flight (QoS > 0) and send one PUBLISH.
-    fn transmit(&mut self, q: &Queued, now: Instant, out: &mut Vec<Action>) {
+    fn transmit(&mut self, l: &ProtocolLimits, q: &Queued, now: Instant, out: &mut Vec<Action>) {
         let v5 = self.is_v5();
         let mut properties = if v5 {
             q.msg.properties.clone()
@@ -1131,7 +1169,7 @@ impl Connection {
         // Outbound topic alias.
         let alias_max = self
             .client_topic_alias_max
-            .min(self.limits.max_outbound_topic_aliases);
+            .min(l.max_outbound_topic_aliases);
         let mut new_alias = None;
         if v5 && alias_max > 0 {
             let outbound = self.aliases.as_ref().map(|a| &a.outbound);
@@ -1144,9 +1182,7 @@ impl Connection {
                 new_alias = Some(a);
             }
         }
-        let Some(s) = self.session.as_mut() else {
-            return;
-        };
+        let s = &mut self.session;
         if publish_len(&wire, v5) > self.client_max_packet as usize {
             s.stats.dropped_too_large += 1;
             return;
@@ -1158,9 +1194,6 @@ impl Connection {
                 .insert(q.msg.topic.clone(), a);
         }
         if q.qos != QoS::AtMostOnce {
-            let Some(s) = self.session.as_mut() else {
-                return;
-            };
             let Some(id) = s.alloc_packet_id() else {
                 // Cannot happen within the window; never lose the message silently.
                 s.stats.dropped_queue_full += 1;
@@ -1191,13 +1224,11 @@ impl Connection {
     /// On resume: resend unacknowledged PUBLISH (DUP = 1, full topic) and PUBREL, in order.
     /// PUBREL always goes; PUBLISH only while the number of unacknowledged messages sent on this
     /// connection stays within the client's Receive Maximum (the rest wait in `resend`).
-    fn resend_inflight(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let window = self.window();
+    fn resend_inflight(&mut self, l: &ProtocolLimits, now: Instant, out: &mut Vec<Action>) {
+        let window = self.window(l);
         self.resend.clear();
-        let Some(s) = self.session.as_ref() else {
-            return;
-        };
-        let mut ids: Vec<(u64, u16, bool)> = s
+        let mut ids: Vec<(u64, u16, bool)> = self
+            .session
             .inflight
             .iter()
             .map(|(id, e)| (e.seq, *id, matches!(e.state, InflightState::Released)))
@@ -1225,9 +1256,7 @@ impl Connection {
     fn resend_publish(&mut self, id: u16, now: Instant, out: &mut Vec<Action>) -> bool {
         let v5 = self.is_v5();
         let max = self.client_max_packet as usize;
-        let Some(s) = self.session.as_mut() else {
-            return false;
-        };
+        let s = &mut self.session;
         let Some(e) = s.inflight.get(&id) else {
             return false;
         };
@@ -1249,6 +1278,45 @@ impl Connection {
         out.push(Action::Send(Packet::Publish(p)));
         true
     }
+}
+
+/// Any bytes from the client move the keep-alive clock (never backwards).
+fn received(last_rx: &mut Instant, now: Instant) {
+    if now > *last_rx {
+        *last_rx = now;
+    }
+}
+
+/// The reason code a decoder error ends the connection with. After the first CONNECT, an
+/// unsupported protocol level can only come from a second CONNECT: a protocol error (0x84 is
+/// not a valid DISCONNECT reason code).
+fn decode_error_code(err: &DecodeError, before_connect: bool) -> ReasonCode {
+    match err {
+        DecodeError::UnsupportedProtocolVersion(_) if !before_connect => ReasonCode::PROTOCOL_ERROR,
+        _ => err.reason_code(),
+    }
+}
+
+/// The will of an accepted connection that ends as `end`, by the will rules (`will.rs`).
+fn pending_will(s: &Session, w: &Will, end: End, now: Instant) -> Option<PendingWill> {
+    let delay = w.properties.will_delay_interval.unwrap_or(0);
+    let decision = match end {
+        End::Normal => WillDecision::Discard,
+        End::Abnormal => will::on_connection_end(false, s.session_expiry, delay),
+        End::Shutdown => WillDecision::PublishNow,
+        End::Takeover { new_clean_start } => {
+            will::on_takeover(s.version, new_clean_start, s.session_expiry, delay)
+        }
+    };
+    let delay = match decision {
+        WillDecision::Discard => return None,
+        WillDecision::PublishNow => Duration::ZERO,
+        WillDecision::Delay(d) => d,
+    };
+    Some(PendingWill {
+        message: Message::from_will(w, &s.client_id, now + delay),
+        delay,
+    })
 }
 
 /// A deterministic client id for an empty CONNECT client id: `ringmq-{worker}-{counter}`

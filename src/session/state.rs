@@ -245,10 +245,6 @@ impl<T> SparseDeque<T> {
     pub(crate) fn clear(&mut self) {
         self.0 = None;
     }
-    /// Its contents, leaving it empty (and unallocated).
-    pub(crate) fn take(&mut self) -> VecDeque<T> {
-        self.0.take().map(|q| *q).unwrap_or_default()
-    }
 }
 
 /// Session state of one client id.

@@ -1110,7 +1110,13 @@ impl Sim {
             self.check_step();
             self.failure()?;
         }
-        self.fail("the simulation did not quiesce".into());
+        let open = self.links.iter().filter(|k| k.state == LinkState::Open).count();
+        let bytes: usize = self.links.iter().map(|k| k.to_broker.len()).sum();
+        let mail: usize = self.chans.iter().map(|c| c.len()).sum();
+        let paused = self.links.iter().filter(|k| k.paused).count();
+        self.fail(format!(
+            "the simulation did not quiesce ({open} open links, {bytes} bytes and {mail} mails pending, {paused} paused)"
+        ));
         self.failure()
     }
 

@@ -45,6 +45,7 @@ counters! {
     queue_drops: "counter", "Messages dropped because a session queue was full";
     mailbox_drops: "counter", "QoS 0 messages not handed to a worker whose mailbox was over its limit";
     publishers_paused: "counter", "Times reading from a publisher paused because its QoS 1/2 messages filled another worker's mailbox";
+    shared_holds_expired: "counter", "SUBACKs of shared subscriptions sent before every worker confirmed the new member (the held output outgrew send_queue_limit)";
     auth_failures: "counter", "CONNECTs refused for a bad user name or password";
     auth_rate_limited: "counter", "CONNECTs refused because their address had too many failed logins";
     acl_denied: "counter", "Deliveries and wills refused by the ACL (refused PUBLISH/SUBSCRIBE are answered in their acks)";

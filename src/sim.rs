@@ -12,14 +12,18 @@
 //!   take-over during a cut-over), losing its network, disconnecting;
 //! - publishers sending QoS 1 or 2 messages `data/{publisher}` numbered in order;
 //! - a small pool of "storm" client ids that connect from random workers at once with wills,
-//!   random Clean Start, keep alive and version, and end every way a connection can.
+//!   random Clean Start, keep alive and version, and end every way a connection can;
+//! - two members of the shared group `$share/g/data/#`, and the one member of
+//!   `$share/late/late/#`, which joins during the run.
 //!
 //! Checked after every step: at most one live owner per ClientId across the workers, each
 //! core's table invariants, no effect for a connection that is gone. Checked at quiescence:
 //! every QoS 1/2 message the broker acknowledged to its publisher reached the subscriber's
-//! session exactly once (QoS 2) or without a duplicate that lacks DUP (QoS 1), in per-publisher
-//! order, across every take-over and session move; every will exactly when
-//! `shared/design/mqtt-rules.md` says (published once for a connection that got CONNACK and did
+//! session exactly once (QoS 2) or without a duplicate that lacks DUP (QoS 1), in the order of
+//! its publishing connection, across every take-over and session move; each of them reached
+//! the shared group exactly once; every message published after the late member's SUBACK
+//! reached it; every will exactly when
+//! the will rules say (`session::will`: published once for a connection that got CONNACK and did
 //! not end with DISCONNECT 0x00, never otherwise); and once everyone has left, no connection,
 //! session, timer, mailbox byte, subscription or ownership entry is left anywhere.
 //!
@@ -1110,7 +1114,11 @@ impl Sim {
             self.check_step();
             self.failure()?;
         }
-        let open = self.links.iter().filter(|k| k.state == LinkState::Open).count();
+        let open = self
+            .links
+            .iter()
+            .filter(|k| k.state == LinkState::Open)
+            .count();
         let bytes: usize = self.links.iter().map(|k| k.to_broker.len()).sum();
         let mail: usize = self.chans.iter().map(|c| c.len()).sum();
         let paused = self.links.iter().filter(|k| k.paused).count();

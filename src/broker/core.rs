@@ -642,6 +642,12 @@ impl Core {
         if let Some(hold) = client.extra.as_mut().and_then(|e| e.hold.as_mut()) {
             hold.bytes.extend_from_slice(&self.out[start..end]);
             self.out.truncate(start);
+            // Bounded: a hold lasts one mail round trip; if the other workers are so slow
+            // that it fills a send queue, the output goes out without waiting for them.
+            if hold.bytes.len() > self.shared.cfg.send_queue_limit {
+                add(&self.metrics.shared_holds_expired, 1);
+                self.release_hold(idx);
+            }
             return true;
         }
         let conn = client.id;
@@ -693,7 +699,13 @@ impl Core {
     ) {
         let mut actions = std::mem::take(&mut self.scratch);
         f(&mut self.clients[idx].conn, &mut actions);
-        let suback = self.shared_suback(&actions);
+        self.dispatch(idx, now, &mut actions);
+        self.scratch = actions;
+    }
+
+    /// Leading sends now, the rest into the work queue (see `drive`); empties `actions`.
+    fn dispatch(&mut self, idx: usize, now: Instant, actions: &mut Vec<Action>) {
+        let suback = self.shared_suback(actions);
         let mut deferring = false;
         for (i, a) in actions.drain(..).enumerate() {
             if Some(i) == suback {
@@ -707,7 +719,6 @@ impl Core {
                 }
             }
         }
-        self.scratch = actions;
     }
 
     /// With more than one worker: the position of the SUBACK (the send right before the
@@ -1079,9 +1090,8 @@ impl Core {
                     Err(())
                 }
             };
+            self.dispatch(idx, now, &mut actions);
             self.scratch = actions;
-            // The actions are in scratch: hand them over as `drive` does.
-            self.drive(idx, now, |_, _| {});
             self.run_work(now);
             match res {
                 Ok(Some(used)) => {

@@ -1,4 +1,4 @@
-//! Packet decoder. CONTRACT (implemented by the codec work):
+//! Packet decoder:
 //!
 //! `decode_packet(buf, version, max_packet_size)`:
 //! - `buf` may hold a partial packet, exactly one, or several.

@@ -1,4 +1,4 @@
-//! Packet encoder. CONTRACT (implemented by the codec work):
+//! Packet encoder:
 //! `encode_packet(packet, version, out)` appends the wire form to `out` and returns the number
 //! of bytes written. 3.1.1 encoding drops MQTT 5 only fields (properties, reason codes on acks,
 //! maps CONNACK codes with `ReasonCode::to_v311_connack`). `encoded_len` gives the exact size

@@ -1,4 +1,4 @@
-//! Topic name and topic filter validation, shared-subscription syntax. CONTRACT:
+//! Topic name and topic filter validation, shared-subscription syntax:
 //! - `validate_topic_name(&str) -> Result<(), DecodeError>`: non-empty, no `+`/`#`, no U+0000.
 //! - `validate_topic_filter(&str) -> Result<(), DecodeError>`: non-empty, `#` only last and alone
 //!   in its level, `+` alone in its level, no U+0000; `$share/{group}/{filter}` with a non-empty

@@ -9,3 +9,4 @@ pub mod routing;
 pub mod runtime;
 pub mod session;
 pub mod tls;
+pub mod ws;

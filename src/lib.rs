@@ -11,3 +11,4 @@ pub mod session;
 #[doc(hidden)]
 pub mod sim;
 pub mod tls;
+pub mod ws;

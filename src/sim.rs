@@ -252,6 +252,8 @@ struct Sim {
     /// kept for the trace.
     chans: Vec<VecDeque<(usize, Mail)>>,
     links: Vec<Link>,
+    /// Links not yet reported closed, in increasing order.
+    active: Vec<usize>,
     by_conn: HashMap<(usize, ConnId), usize>,
     /// Per worker: generation of each transport slot, and the free slots.
     slot_gens: Vec<Vec<u32>>,
@@ -336,6 +338,7 @@ impl Sim {
             cores,
             chans: (0..n).map(|_| VecDeque::new()).collect(),
             links: Vec::new(),
+            active: Vec::new(),
             by_conn: HashMap::new(),
             slot_gens: vec![Vec::new(); n],
             free_slots: vec![Vec::new(); n],
@@ -449,6 +452,7 @@ impl Sim {
             qos2: HashSet::new(),
         });
         self.by_conn.insert((worker, id), l);
+        self.active.push(l);
         trace!(
             self,
             "open link {l} {role:?} {version:?} on worker {worker} as {id:?}"
@@ -844,7 +848,10 @@ impl Sim {
     }
 
     fn random_live(&mut self, pred: impl Fn(&Link) -> bool) -> Option<usize> {
-        let live: Vec<usize> = (0..self.links.len())
+        let live: Vec<usize> = self
+            .active
+            .iter()
+            .copied()
             .filter(|&l| self.links[l].state == LinkState::Open && pred(&self.links[l]))
             .collect();
         if live.is_empty() {
@@ -918,7 +925,10 @@ impl Sim {
     }
 
     fn deliver_bytes(&mut self) {
-        let ready: Vec<usize> = (0..self.links.len())
+        let ready: Vec<usize> = self
+            .active
+            .iter()
+            .copied()
             .filter(|&l| {
                 let k = &self.links[l];
                 k.state == LinkState::Open && !k.paused && !k.to_broker.is_empty()
@@ -980,7 +990,10 @@ impl Sim {
     }
 
     fn report_sent(&mut self) {
-        let ready: Vec<usize> = (0..self.links.len())
+        let ready: Vec<usize> = self
+            .active
+            .iter()
+            .copied()
             .filter(|&l| self.links[l].transport > 0 && self.links[l].state != LinkState::Done)
             .collect();
         if ready.is_empty() {
@@ -1004,7 +1017,10 @@ impl Sim {
     }
 
     fn report_closed(&mut self) {
-        let ready: Vec<usize> = (0..self.links.len())
+        let ready: Vec<usize> = self
+            .active
+            .iter()
+            .copied()
             .filter(|&l| matches!(self.links[l].state, LinkState::Closing | LinkState::Cut))
             .collect();
         if ready.is_empty() {
@@ -1015,6 +1031,9 @@ impl Sim {
     }
 
     fn report_closed_on(&mut self, l: usize) {
+        if let Ok(i) = self.active.binary_search(&l) {
+            self.active.remove(i);
+        }
         let link = &mut self.links[l];
         link.state = LinkState::Done;
         link.to_broker.clear();
@@ -1059,13 +1078,50 @@ impl Sim {
         if let Some((id, n)) = owners.into_iter().find(|(_, n)| *n > 1) {
             self.fail(format!("{n} live owners of client id {id}"));
         }
+        // Relays form chains from older slots to newer ones, never a cycle.
+        let mut next: hashbrown::HashMap<(u16, (u32, u32)), (u16, (u32, u32))> =
+            hashbrown::HashMap::new();
+        for (w, core) in self.cores.iter().enumerate() {
+            for (k, tw, tk) in core.relays() {
+                next.insert(
+                    (w as u16, (k.index, k.generation)),
+                    (tw, (tk.index, tk.generation)),
+                );
+            }
+        }
+        // Each chain is walked once: a node seen in this walk again is a cycle, a node
+        // finished by an earlier walk ends it.
+        let mut walk: hashbrown::HashMap<(u16, (u32, u32)), usize> = hashbrown::HashMap::new();
+        for (i, &start) in next.keys().enumerate() {
+            let mut at = start;
+            loop {
+                match walk.get(&at) {
+                    Some(&w) if w == i => {
+                        let what = format!("relay cycle through {at:?}");
+                        self.fail(what);
+                        return;
+                    }
+                    Some(_) => break,
+                    None => {
+                        walk.insert(at, i);
+                    }
+                }
+                match next.get(&at) {
+                    Some(&n) => at = n,
+                    None => break,
+                }
+            }
+        }
     }
 
     /// Deliver everything that is pending, in random order, until nothing is.
     fn drain(&mut self) -> Result<(), Failure> {
-        for _ in 0..100_000 {
+        for _ in 0..2_000_000 {
             self.step += 1;
-            let bytes: Vec<usize> = (0..self.links.len())
+            let bytes: Vec<usize> = self
+                .active
+                .iter()
+                .copied()
                 .filter(|&l| {
                     let k = &self.links[l];
                     k.state == LinkState::Open && !k.paused && !k.to_broker.is_empty()
@@ -1074,10 +1130,16 @@ impl Sim {
             let mails: Vec<usize> = (0..self.chans.len())
                 .filter(|&c| !self.chans[c].is_empty())
                 .collect();
-            let sent: Vec<usize> = (0..self.links.len())
+            let sent: Vec<usize> = self
+                .active
+                .iter()
+                .copied()
                 .filter(|&l| self.links[l].transport > 0 && self.links[l].state != LinkState::Done)
                 .collect();
-            let closed: Vec<usize> = (0..self.links.len())
+            let closed: Vec<usize> = self
+                .active
+                .iter()
+                .copied()
                 .filter(|&l| matches!(self.links[l].state, LinkState::Closing | LinkState::Cut))
                 .collect();
             let paused = self

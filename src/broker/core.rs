@@ -431,6 +431,25 @@ impl Core {
             .collect()
     }
 
+    /// Slots that moved and relay to another slot: (slot, to worker, to slot).
+    #[doc(hidden)]
+    pub fn relays(&self) -> Vec<(SessionKey, u16, SessionKey)> {
+        self.sessions
+            .iter()
+            .filter_map(|(i, e)| match &e.state {
+                SessionState::Moved(m) => Some((
+                    SessionKey {
+                        index: i as u32,
+                        generation: e.generation,
+                    },
+                    m.to.worker,
+                    m.to.session,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The invariants between this core's tables; panics with the broken one.
     #[doc(hidden)]
     pub fn check_invariants(&self) {

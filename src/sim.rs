@@ -294,6 +294,9 @@ macro_rules! trace {
     };
 }
 
+/// A session slot anywhere: (worker, (index, generation)).
+type SlotId = (u16, (u32, u32));
+
 const PUBLISHERS: usize = 3;
 const STORM_IDS: usize = 3;
 
@@ -1079,8 +1082,7 @@ impl Sim {
             self.fail(format!("{n} live owners of client id {id}"));
         }
         // Relays form chains from older slots to newer ones, never a cycle.
-        let mut next: hashbrown::HashMap<(u16, (u32, u32)), (u16, (u32, u32))> =
-            hashbrown::HashMap::new();
+        let mut next: hashbrown::HashMap<SlotId, SlotId> = hashbrown::HashMap::new();
         for (w, core) in self.cores.iter().enumerate() {
             for (k, tw, tk) in core.relays() {
                 next.insert(
@@ -1091,7 +1093,7 @@ impl Sim {
         }
         // Each chain is walked once: a node seen in this walk again is a cycle, a node
         // finished by an earlier walk ends it.
-        let mut walk: hashbrown::HashMap<(u16, (u32, u32)), usize> = hashbrown::HashMap::new();
+        let mut walk: hashbrown::HashMap<SlotId, usize> = hashbrown::HashMap::new();
         for (i, &start) in next.keys().enumerate() {
             let mut at = start;
             loop {

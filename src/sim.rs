@@ -927,16 +927,45 @@ impl Sim {
         }
     }
 
-    fn deliver_bytes(&mut self) {
-        let ready: Vec<usize> = self
-            .active
+    /// Links with bytes for the broker that may be delivered now.
+    fn ready_bytes(&self) -> Vec<usize> {
+        self.active
             .iter()
             .copied()
             .filter(|&l| {
                 let k = &self.links[l];
                 k.state == LinkState::Open && !k.paused && !k.to_broker.is_empty()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Workers with mail waiting.
+    fn ready_mail(&self) -> Vec<usize> {
+        (0..self.chans.len())
+            .filter(|&c| !self.chans[c].is_empty())
+            .collect()
+    }
+
+    /// Links whose transport holds bytes not yet reported sent.
+    fn ready_sent(&self) -> Vec<usize> {
+        self.active
+            .iter()
+            .copied()
+            .filter(|&l| self.links[l].transport > 0 && self.links[l].state != LinkState::Done)
+            .collect()
+    }
+
+    /// Links closing or cut whose close is not yet reported.
+    fn ready_closed(&self) -> Vec<usize> {
+        self.active
+            .iter()
+            .copied()
+            .filter(|&l| matches!(self.links[l].state, LinkState::Closing | LinkState::Cut))
+            .collect()
+    }
+
+    fn deliver_bytes(&mut self) {
+        let ready = self.ready_bytes();
         if ready.is_empty() {
             return;
         }
@@ -975,9 +1004,7 @@ impl Sim {
     }
 
     fn deliver_mail(&mut self) {
-        let ready: Vec<usize> = (0..self.chans.len())
-            .filter(|&c| !self.chans[c].is_empty())
-            .collect();
+        let ready = self.ready_mail();
         if ready.is_empty() {
             return;
         }
@@ -993,12 +1020,7 @@ impl Sim {
     }
 
     fn report_sent(&mut self) {
-        let ready: Vec<usize> = self
-            .active
-            .iter()
-            .copied()
-            .filter(|&l| self.links[l].transport > 0 && self.links[l].state != LinkState::Done)
-            .collect();
+        let ready = self.ready_sent();
         if ready.is_empty() {
             return;
         }
@@ -1020,12 +1042,7 @@ impl Sim {
     }
 
     fn report_closed(&mut self) {
-        let ready: Vec<usize> = self
-            .active
-            .iter()
-            .copied()
-            .filter(|&l| matches!(self.links[l].state, LinkState::Closing | LinkState::Cut))
-            .collect();
+        let ready = self.ready_closed();
         if ready.is_empty() {
             return;
         }
@@ -1120,30 +1137,10 @@ impl Sim {
     fn drain(&mut self) -> Result<(), Failure> {
         for _ in 0..2_000_000 {
             self.step += 1;
-            let bytes: Vec<usize> = self
-                .active
-                .iter()
-                .copied()
-                .filter(|&l| {
-                    let k = &self.links[l];
-                    k.state == LinkState::Open && !k.paused && !k.to_broker.is_empty()
-                })
-                .collect();
-            let mails: Vec<usize> = (0..self.chans.len())
-                .filter(|&c| !self.chans[c].is_empty())
-                .collect();
-            let sent: Vec<usize> = self
-                .active
-                .iter()
-                .copied()
-                .filter(|&l| self.links[l].transport > 0 && self.links[l].state != LinkState::Done)
-                .collect();
-            let closed: Vec<usize> = self
-                .active
-                .iter()
-                .copied()
-                .filter(|&l| matches!(self.links[l].state, LinkState::Closing | LinkState::Cut))
-                .collect();
+            let bytes = self.ready_bytes();
+            let mails = self.ready_mail();
+            let sent = self.ready_sent();
+            let closed = self.ready_closed();
             let paused = self
                 .links
                 .iter()

@@ -88,7 +88,7 @@ impl Auth {
     /// Reads the password and ACL files again (SIGHUP). Both are loaded before either is
     /// replaced: if one has an error, nothing changes and the error names the file and line.
     /// Only files configured at start are reloaded. CONNECTs verified from now on use the new
-    /// password file; workers rebind every connection to the new ACL on their next tick.
+    /// password file; workers rebind every connection to the new ACL before their next input.
     pub fn reload(&self, cfg: &Config) -> Result<(), String> {
         let passwords = match (&cfg.password_file, self.has_passwords()) {
             (Some(p), true) => Some(Arc::new(PasswordFile::load(p)?)),

@@ -510,6 +510,12 @@ impl Core {
 
     /// Take one input. Effects wait in `poll_effect`.
     pub fn handle(&mut self, input: Input<'_>, now: Instant) {
+        // A reload of the ACL applies before anything that follows it: checked on every input
+        // (one atomic load), so mail posted after another worker saw the reload never meets
+        // the old rules here.
+        if self.shared.auth.generation() != self.auth_generation {
+            self.refresh_acl();
+        }
         match input {
             Input::Opened { conn, peer } => self.on_opened(conn, peer, now),
             Input::Bytes { conn, data } => self.on_bytes(conn, data, now),
@@ -1195,9 +1201,6 @@ impl Core {
     fn on_tick(&mut self, now: Instant) {
         if self.shared.shutdown.load(Ordering::Relaxed) && !self.shutting_down {
             self.begin_shutdown(now);
-        }
-        if self.shared.auth.generation() != self.auth_generation {
-            self.refresh_acl();
         }
         if !self.paused.is_empty() {
             self.resume_paused(now);

@@ -81,7 +81,7 @@ impl BrokerHandle {
     }
     /// Read the password and ACL files again (what SIGHUP does). On an error nothing changes
     /// and the error says which file and line. Connections are rebound to the new ACL by
-    /// their worker within one tick.
+    /// their worker before it handles its next input.
     pub fn reload_auth(&self) -> Result<(), String> {
         self.shared.auth.reload(&self.shared.cfg)?;
         if let Some(r) = self.shared.remotes.get() {

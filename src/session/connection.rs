@@ -704,10 +704,10 @@ impl Connected {
         match packet {
             Packet::Connect(_) => return Err(Stop::Fail(ReasonCode::PROTOCOL_ERROR)),
             Packet::Publish(p) => self.on_publish(l, acl, PublishView::of(&p), now, out)?,
-            Packet::PubAck(r) => self.on_puback(l, r, now, out),
-            Packet::PubRec(r) => self.on_pubrec(l, r, now, out),
+            Packet::PubAck(r) => self.on_puback(l, r, now, out)?,
+            Packet::PubRec(r) => self.on_pubrec(l, r, now, out)?,
             Packet::PubRel(r) => self.on_pubrel(r, out),
-            Packet::PubComp(r) => self.on_pubcomp(l, r, now, out),
+            Packet::PubComp(r) => self.on_pubcomp(l, r, now, out)?,
             Packet::Subscribe(s) => self.on_subscribe(l, acl, s, out)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u, out),
             Packet::PingReq => out.push(Action::Send(Packet::PingResp)),
@@ -885,26 +885,50 @@ impl Connected {
         out.push(Action::Send(Packet::PubComp(resp)));
     }
 
-    fn on_puback(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+    /// PUBACK: completes a QoS 1 delivery. For an id in flight as QoS 2 it does not fit the
+    /// state: a protocol error (MQTT 5 section 4.13, [MQTT-4.3.3-x]: QoS 2 is acknowledged by
+    /// PUBREC/PUBCOMP). An unknown id is ignored (a duplicate after reconnect, or a message
+    /// dropped meanwhile).
+    fn on_puback(
+        &mut self,
+        l: &ProtocolLimits,
+        r: PubResp,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let s = &mut self.session;
-        if let Some(e) = s.inflight.get(&r.packet_id) {
-            if matches!(e.state, InflightState::Qos1(_)) {
+        match s.inflight.get(&r.packet_id).map(|e| &e.state) {
+            None => {}
+            Some(InflightState::Qos1(_)) => {
                 s.inflight.remove(&r.packet_id);
                 self.resend.retain(|&id| id != r.packet_id);
                 self.drain(l, now, out);
             }
+            Some(InflightState::Qos2(_) | InflightState::Released) => {
+                return Err(ReasonCode::PROTOCOL_ERROR)
+            }
         }
+        Ok(())
     }
 
-    fn on_pubrec(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+    /// PUBREC: releases a QoS 2 delivery (PUBREL), again for a duplicate PUBREC. For an id in
+    /// flight as QoS 1 it does not fit the state: a protocol error (section 4.13). An unknown id
+    /// gets PUBREL 0x92 Packet Identifier not found in MQTT 5 (section 4.3.3), nothing in 3.1.1.
+    fn on_pubrec(
+        &mut self,
+        l: &ProtocolLimits,
+        r: PubResp,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let v5 = self.is_v5();
         let id = r.packet_id;
-        if !self.resend.is_empty() {
-            self.resend.retain(|&x| x != id);
-        }
         let s = &mut self.session;
         match s.inflight.get_mut(&id).map(|e| &mut e.state) {
             Some(state @ InflightState::Qos2(_)) => {
+                if !self.resend.is_empty() {
+                    self.resend.retain(|&x| x != id);
+                }
                 if r.reason.is_error() {
                     s.inflight.remove(&id);
                     self.drain(l, now, out);
@@ -916,7 +940,7 @@ impl Connected {
             Some(InflightState::Released) => {
                 out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
             }
-            Some(InflightState::Qos1(_)) => {}
+            Some(InflightState::Qos1(_)) => return Err(ReasonCode::PROTOCOL_ERROR),
             None => {
                 if v5 {
                     let mut resp = PubResp::new(id);
@@ -925,16 +949,31 @@ impl Connected {
                 }
             }
         }
+        Ok(())
     }
 
-    fn on_pubcomp(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+    /// PUBCOMP: completes a released QoS 2 delivery. Before the PUBREL was sent (QoS 2 still
+    /// awaiting PUBREC) or for a QoS 1 id it does not fit the state: a protocol error
+    /// (section 4.13). An unknown id is ignored (a duplicate after reconnect).
+    fn on_pubcomp(
+        &mut self,
+        l: &ProtocolLimits,
+        r: PubResp,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let s = &mut self.session;
-        if let Some(e) = s.inflight.get(&r.packet_id) {
-            if matches!(e.state, InflightState::Released) {
+        match s.inflight.get(&r.packet_id).map(|e| &e.state) {
+            None => {}
+            Some(InflightState::Released) => {
                 s.inflight.remove(&r.packet_id);
                 self.drain(l, now, out);
             }
+            Some(InflightState::Qos1(_) | InflightState::Qos2(_)) => {
+                return Err(ReasonCode::PROTOCOL_ERROR)
+            }
         }
+        Ok(())
     }
 
     /// `Err(code)`: a protocol violation (the caller fails the connection with `code`).

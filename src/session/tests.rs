@@ -1706,9 +1706,6 @@ fn outbound_qos2_flow_frees_slot_on_pubcomp() {
     let out = h.handle(Packet::PubRec(ack(id)), 2);
     assert_eq!(sent(&out), vec![&Packet::PubRel(ack(id))]);
     assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(1));
-    // A PUBACK for a QoS 2 message is ignored.
-    h.handle(Packet::PubAck(ack(id)), 3);
-    assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(1));
     h.handle(Packet::PubComp(ack(id)), 3);
     assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(0));
 }
@@ -1730,6 +1727,92 @@ fn outbound_pubrec_with_error_frees_slot() {
     assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(0));
 }
 
+/// A connected v5 or 3.1.1 client with one outbound message in flight at `qos`; its id.
+fn with_inflight(v: ProtocolVersion, qos: QoS) -> (H, u16) {
+    let mut h = if v.is_v5() { v5(10) } else { v3(10) };
+    let out = h.deliver(&msg("t", qos), &delivery(qos), 1, true);
+    let id = publishes_sent(&out)[0].packet_id;
+    (h, id)
+}
+
+/// The ack closes the connection as a protocol error: MQTT 5 DISCONNECT 0x82, 3.1.1 a plain
+/// close (section 4.13).
+fn assert_ack_protocol_error(v: ProtocolVersion, out: &[Action]) {
+    let (reason, _) = close_of(out);
+    assert_eq!(reason, Some(ReasonCode::PROTOCOL_ERROR), "{out:?}");
+    if v.is_v5() {
+        assert_eq!(disconnect_sent(out), Some(ReasonCode::PROTOCOL_ERROR));
+    } else {
+        assert!(sent(out).is_empty(), "3.1.1: close only: {out:?}");
+    }
+}
+
+#[test]
+fn pubrec_for_qos1_id_is_protocol_error_4_13() {
+    for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let (mut h, id) = with_inflight(v, QoS::AtLeastOnce);
+        let out = h.handle(Packet::PubRec(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+    }
+}
+
+#[test]
+fn puback_for_qos2_id_is_protocol_error_4_13() {
+    for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        // Awaiting PUBREC.
+        let (mut h, id) = with_inflight(v, QoS::ExactlyOnce);
+        let out = h.handle(Packet::PubAck(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+        // Awaiting PUBCOMP.
+        let (mut h, id) = with_inflight(v, QoS::ExactlyOnce);
+        h.handle(Packet::PubRec(ack(id)), 2);
+        let out = h.handle(Packet::PubAck(ack(id)), 3);
+        assert_ack_protocol_error(v, &out);
+    }
+}
+
+#[test]
+fn pubcomp_before_pubrel_is_protocol_error_4_13() {
+    for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let (mut h, id) = with_inflight(v, QoS::ExactlyOnce);
+        let out = h.handle(Packet::PubComp(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+        // A PUBCOMP for a QoS 1 id fits no state either.
+        let (mut h, id) = with_inflight(v, QoS::AtLeastOnce);
+        let out = h.handle(Packet::PubComp(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+    }
+}
+
+#[test]
+fn duplicate_pubrec_after_pubrel_resends_pubrel_4_3_3() {
+    let (mut h, id) = with_inflight(ProtocolVersion::V5, QoS::ExactlyOnce);
+    h.handle(Packet::PubRec(ack(id)), 2);
+    let out = h.handle(Packet::PubRec(ack(id)), 3);
+    assert_eq!(sent(&out), vec![&Packet::PubRel(ack(id))]);
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn pubrel_for_completed_or_unknown_id_answered_pubcomp_not_closed() {
+    // A duplicate PUBREL for a completed exchange cannot be told from a PUBREL for an id that
+    // never got a PUBREC (no record is kept of completed ids): both get PUBCOMP (0x92 in MQTT
+    // 5), the connection stays (section 4.3.3, [MQTT-4.3.3-11]).
+    let mut h = v5(10);
+    h.handle(Packet::Publish(publish("t", QoS::ExactlyOnce, 9)), 1);
+    let out = h.handle(Packet::PubRel(ack(9)), 2);
+    assert_eq!(sent(&out), vec![&Packet::PubComp(ack(9))]);
+    let out = h.handle(Packet::PubRel(ack(9)), 3);
+    assert!(matches!(sent(&out)[..], [Packet::PubComp(r)]
+        if r.packet_id == 9 && r.reason == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+    let out = h.handle(Packet::PubRel(ack(77)), 4);
+    assert!(matches!(sent(&out)[..], [Packet::PubComp(r)]
+        if r.packet_id == 77 && r.reason == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+    assert!(h.c.is_connected());
+}
+
+/// Acks for ids not in flight (never used, or acknowledged already: clients resend acks after
+/// a reconnect) are ignored, never an error.
 #[test]
 fn unknown_ack_ids_ignored() {
     let mut h = v5(10);

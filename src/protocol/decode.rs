@@ -29,7 +29,7 @@ use bytestring::ByteString;
 
 use super::error::DecodeError;
 use super::reason::ReasonCode;
-use super::topic::{parse_shared, validate_topic_filter};
+use super::topic::parse_shared;
 use super::types::*;
 
 /// Parsed fixed header: first byte and remaining length.
@@ -1414,7 +1414,8 @@ fn decode_subscribe<S: Source>(
                 ..Default::default()
             }
         };
-        validate_topic_filter(&filter)?;
+        // Filter validity (`a/#/b`, `a+`, empty, `$share` syntax) is the session's decision: a
+        // well-formed but invalid filter gets its own SUBACK 0x8F (MQTT 5 section 3.8.3).
         if options.no_local && parse_shared(&filter).is_some() {
             return Err(DecodeError::Protocol("No Local on a shared subscription"));
         }
@@ -1472,9 +1473,8 @@ fn decode_unsubscribe<S: Source>(
     }
     let mut filters = Vec::new();
     while r.remaining() > 0 {
-        let filter = r.string()?;
-        validate_topic_filter(&filter)?;
-        filters.push(filter);
+        // Filter validity is the session's decision (UNSUBACK 0x8F for that filter).
+        filters.push(r.string()?);
     }
     Ok(Unsubscribe {
         packet_id,

@@ -1063,6 +1063,13 @@ impl Connected {
         let mut reasons = Vec::new();
         let mut actions = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
+            if !valid_filter(&filter) {
+                // MQTT 5 section 3.11.3: 0x8F for that filter (3.1.1: no per-filter answer).
+                if v5 {
+                    reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                }
+                continue;
+            }
             let existed = s.subscriptions.remove(&filter).is_some();
             if v5 {
                 reasons.push(if existed {
@@ -1376,28 +1383,10 @@ fn send_disconnect(code: ReasonCode) -> Action {
     Action::Send(Packet::Disconnect(Disconnect::new(code)))
 }
 
-/// Topic filter rules (the decoder checks these too; this keeps the state machine safe alone).
+/// Topic filter rules (MQTT 5 section 4.7.1, shared form 4.8.2). The decoder leaves them to the
+/// session: a well-formed but invalid filter gets its own SUBACK / UNSUBACK 0x8F.
 fn valid_filter(f: &str) -> bool {
-    let f = match f.strip_prefix("$share/") {
-        Some(rest) => match rest.split_once('/') {
-            Some((group, filter)) if !group.is_empty() && !group.contains(['+', '#']) => filter,
-            _ => return false,
-        },
-        None => f,
-    };
-    if f.is_empty() || f.contains('\0') {
-        return false;
-    }
-    let mut levels = f.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
-            return false;
-        }
-        if level.contains('+') && level != "+" {
-            return false;
-        }
-    }
-    true
+    crate::protocol::topic::validate_topic_filter(f).is_ok()
 }
 
 /// Message Expiry Interval to send: the whole seconds left (rounded up, at least 1).

@@ -2231,6 +2231,87 @@ fn unsuback_v5_reports_no_subscription_existed() {
 }
 
 #[test]
+fn unsubscribe_invalid_filter_unsuback_0x8f_3_11_3() {
+    let mut h = v5(10);
+    h.handle(subscribe(1, &[("a", QoS::AtMostOnce)]), 1);
+    let out = h.handle(
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 2,
+            filters: vec![bs("a/#/b"), bs("a"), bs(""), bs("$share/g")],
+            user_properties: vec![],
+        }),
+        2,
+    );
+    match &out[0] {
+        Action::Send(Packet::UnsubAck(u)) => assert_eq!(
+            u.reasons,
+            vec![
+                ReasonCode::TOPIC_FILTER_INVALID,
+                ReasonCode::SUCCESS,
+                ReasonCode::TOPIC_FILTER_INVALID,
+                ReasonCode::TOPIC_FILTER_INVALID
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn invalid_filters_each_get_0x8f_others_granted_4_7_1() {
+    // `#x`, `a+`, `a/#/b`, the empty filter and bad `$share` syntax: one reason each, the
+    // valid filters of the same SUBSCRIBE unaffected, the connection stays.
+    let mut h = v5(10);
+    let out = h.handle(
+        subscribe(
+            1,
+            &[
+                ("#x", QoS::AtMostOnce),
+                ("ok/+", QoS::AtLeastOnce),
+                ("", QoS::AtMostOnce),
+                ("$share/g", QoS::AtMostOnce),
+                ("$share/g+/a", QoS::AtMostOnce),
+                ("$share/g/a", QoS::AtMostOnce),
+            ],
+        ),
+        1,
+    );
+    let bad = ReasonCode::TOPIC_FILTER_INVALID;
+    assert_eq!(
+        suback_of(&out).reasons,
+        vec![bad, ReasonCode(1), bad, bad, bad, ReasonCode(0)]
+    );
+    assert_eq!(out.len(), 3, "SUBACK and the two valid filters: {out:?}");
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn shared_syntax_error_0x8f_before_shared_unavailable_0x9e() {
+    let limits = ProtocolLimits {
+        shared_available: false,
+        ..Default::default()
+    };
+    let mut h = connected(limits, connect(ProtocolVersion::V5, "c", true, 10));
+    let out = h.handle(
+        subscribe(
+            1,
+            &[
+                ("$share//a", QoS::AtMostOnce),
+                ("$share/g/a", QoS::AtMostOnce),
+            ],
+        ),
+        1,
+    );
+    assert_eq!(
+        suback_of(&out).reasons,
+        vec![
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+        ]
+    );
+}
+
+#[test]
 fn unsuback_v311_has_no_reasons() {
     let mut h = v3(10);
     let out = h.handle(

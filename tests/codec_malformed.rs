@@ -184,9 +184,9 @@ fn cases() -> Vec<(&'static str, Option<ProtocolVersion>, Vec<u8>, ReasonCode)> 
         ("first packet is type 0", N, vec![0x00, 0x00], P),
         // ---------------------------------------------------------------- CONNECT
         (
-            "MQIsdp level 3",
+            "MQIsdp level 4",
             N,
-            connect(b"MQIsdp", 3, 0x02, None, &st(b"c")),
+            connect(b"MQIsdp", 4, 0x02, None, &st(b"c")),
             UV,
         ),
         (

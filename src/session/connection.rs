@@ -383,7 +383,8 @@ impl Connection {
         let client_id = assigned_client_id.unwrap_or(client_id);
         let v5 = version.is_v5();
         let session = if clean_start { None } else { session };
-        let session_present = session.is_some();
+        // MQTT 3.1 has no Session Present flag.
+        let session_present = session.is_some() && version != ProtocolVersion::V31;
         let mut s = session.unwrap_or_else(|| Session::new(client_id.clone(), version));
         s.client_id = client_id.clone();
         s.version = version;
@@ -552,6 +553,13 @@ impl Connection {
             return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, now, out);
         }
         if c.client_id.is_empty() && !v5 && !c.clean_start {
+            return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out);
+        }
+        // MQTT 3.1 section 3.1: the Client Identifier is 1 to 23 characters (no assigned ids);
+        // longer ones only with `v31_strict_client_id`.
+        if version == ProtocolVersion::V31
+            && (c.client_id.is_empty() || (l.v31_strict_client_id && c.client_id.len() > 23))
+        {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out);
         }
         if let Some(w) = &c.will {
@@ -997,26 +1005,41 @@ impl Connected {
         {
             return Err(ReasonCode::PROTOCOL_ERROR);
         }
-        let s = &mut self.session;
-        let mut reasons = Vec::with_capacity(sub.filters.len());
-        let mut actions = Vec::with_capacity(sub.filters.len());
-        for (filter, opts) in sub.filters {
-            let shared = filter.starts_with("$share/");
-            let code = if !valid_filter(&filter) {
+        let code_of = |filter: &ByteString, opts: &SubscriptionOptions| {
+            if !valid_filter(filter) {
                 ReasonCode::TOPIC_FILTER_INVALID
             } else if !l.wildcard_available && filter.contains(['+', '#']) {
                 ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
-            } else if !l.shared_available && shared {
+            } else if !l.shared_available && filter.starts_with("$share/") {
                 ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if !l.sub_ids_available && sub_id.is_some() {
                 ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
             } else if v5 && opts.retain_handling > 2 {
                 ReasonCode::PROTOCOL_ERROR
-            } else if acl.is_some_and(|a| !a.can_subscribe(&filter)) {
+            } else if acl.is_some_and(|a| !a.can_subscribe(filter)) {
                 ReasonCode::NOT_AUTHORIZED
             } else {
                 ReasonCode::SUCCESS
-            };
+            }
+        };
+        if self.session.version == ProtocolVersion::V31 {
+            // MQTT 3.1 SUBACK has no failure code (section 3.9: granted QoS only), and granting
+            // a refused filter would lie: a refused filter closes the connection, nothing of
+            // this SUBSCRIBE applied (as 3.1 brokers did).
+            if let Some(code) = sub
+                .filters
+                .iter()
+                .map(|(f, o)| code_of(f, o))
+                .find(|c| c.is_error())
+            {
+                return Err(code);
+            }
+        }
+        let s = &mut self.session;
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        let mut actions = Vec::with_capacity(sub.filters.len());
+        for (filter, opts) in sub.filters {
+            let code = code_of(&filter, &opts);
             if code.is_error() {
                 reasons.push(if v5 {
                     code

@@ -332,6 +332,90 @@ fn connack_v311_has_no_properties() {
     assert_eq!(connack_of(&out).properties, ConnAckProperties::default());
 }
 
+// ----------------------------------------------------------------------------------------------
+// MQTT 3.1 (MQIsdp, level 3)
+// ----------------------------------------------------------------------------------------------
+
+const V31: ProtocolVersion = ProtocolVersion::V31;
+
+#[test]
+fn v31_connect_accepted_as_v311() {
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(connect(V31, "c31", true, 10));
+    assert!(matches!(&out[..], [Action::Connect(r)] if r.version == V31));
+    let out = h.accept(None, None);
+    assert_eq!(connack_of(&out).code, ReasonCode::SUCCESS);
+    assert_eq!(connack_of(&out).properties, ConnAckProperties::default());
+    assert_eq!(h.c.version(), Some(V31));
+}
+
+#[test]
+fn v31_empty_client_id_refused_0x02_section_3_1() {
+    // Even with Clean Session = 1 (3.1 has no server-assigned ids).
+    for clean in [true, false] {
+        let mut h = H::new(ProtocolLimits::default());
+        let out = h.connect(connect(V31, "", clean, 10));
+        assert_eq!(
+            connack_of(&out).code,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+        );
+        assert_eq!(connack_of(&out).code.to_v311_connack(), 0x02);
+        assert!(has_close(&out));
+    }
+}
+
+#[test]
+fn v31_client_id_over_23_bytes_relaxed_by_default_refused_when_strict() {
+    let long = "abcdefghijklmnopqrstuvwxyz0123";
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(connect(V31, long, true, 10));
+    assert!(matches!(&out[..], [Action::Connect(_)]), "{out:?}");
+    let strict = ProtocolLimits {
+        v31_strict_client_id: true,
+        ..Default::default()
+    };
+    let mut h = H::new(strict.clone());
+    let out = h.connect(connect(V31, long, true, 10));
+    assert_eq!(
+        connack_of(&out).code,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+    );
+    // 23 bytes pass, and 3.1.1 is not affected.
+    let mut h = H::new(strict.clone());
+    let out = h.connect(connect(V31, &long[..23], true, 10));
+    assert!(matches!(&out[..], [Action::Connect(_)]), "{out:?}");
+    let mut h = H::new(strict);
+    let out = h.connect(connect(ProtocolVersion::V311, long, true, 10));
+    assert!(matches!(&out[..], [Action::Connect(_)]), "{out:?}");
+}
+
+#[test]
+fn v31_connack_has_no_session_present() {
+    let mut h = H::new(ProtocolLimits::default());
+    h.connect(connect(V31, "c", false, 10));
+    let out = h.accept(Some(Session::new(bs("c"), V31)), None);
+    assert!(!connack_of(&out).session_present);
+    // The session is resumed all the same.
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn v31_refused_filter_closes_nothing_applied_section_3_9() {
+    let mut h = connected(ProtocolLimits::default(), connect(V31, "c", true, 10));
+    let out = h.handle(
+        subscribe(1, &[("ok", QoS::AtLeastOnce), ("a/#/b", QoS::AtMostOnce)]),
+        1,
+    );
+    assert!(sent(&out).is_empty(), "no SUBACK, no DISCONNECT: {out:?}");
+    assert!(!out.iter().any(|a| matches!(a, Action::Subscribe { .. })));
+    assert_eq!(close_of(&out).0, Some(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(h.c.session().map(|s| s.subscriptions().count()), Some(0));
+    // All granted: a normal SUBACK.
+    let mut h = connected(ProtocolLimits::default(), connect(V31, "c", true, 10));
+    let out = h.handle(subscribe(1, &[("ok", QoS::AtLeastOnce)]), 1);
+    assert_eq!(suback_of(&out).reasons, vec![ReasonCode(1)]);
+}
+
 #[test]
 fn second_connect_is_protocol_error_v5() {
     let mut h = connected(

@@ -1525,3 +1525,21 @@ fn shared_subscription_prefers_online_members_over_offline_sessions() {
     queued.sort();
     assert_eq!(queued, vec!["10", "11", "12", "13"]);
 }
+
+/// The client's Maximum Packet Size binds CONNACK too [MQTT-3.1.2-24]: a CONNACK that cannot
+/// fit (its properties are what the protocol needs) is not sent, the connection is closed;
+/// with room for it the same CONNECT is accepted.
+#[test]
+fn connack_larger_than_client_maximum_packet_size_is_not_sent() {
+    let b = TestBroker::start(1);
+    let mut c = conn(V5, "tiny-max");
+    c.properties.maximum_packet_size = Some(1024);
+    let (_, ack) = connect(b.addr, c.clone());
+    let n = encoded_len(&Packet::ConnAck(ack), V5) as u32;
+    c.properties.maximum_packet_size = Some(n - 1);
+    let mut s = Raw::connect_tcp(b.addr, V5);
+    s.send(&Packet::Connect(Box::new(c)));
+    let (seen, closed) = s.wait_closed(T);
+    assert!(closed.is_some());
+    assert!(seen.is_empty(), "nothing above {} bytes: {seen:?}", n - 1);
+}

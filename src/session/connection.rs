@@ -200,6 +200,9 @@ pub struct Connection {
     keep_alive: u16,
     /// Topic ACL bound to this client's identity (None: everything allowed).
     acl: Option<Box<ClientAcl>>,
+    /// The client's Maximum Packet Size (MQTT 5 CONNECT; u32::MAX otherwise): binds every
+    /// packet sent [MQTT-3.1.2-24], see [`Connection::bound_sends`].
+    client_max_packet: u32,
     phase: Phase,
 }
 
@@ -212,6 +215,7 @@ impl Connection {
             version: None,
             keep_alive: 0,
             acl: None,
+            client_max_packet: u32::MAX,
             phase: Phase::AwaitConnect,
         }
     }
@@ -273,6 +277,12 @@ impl Connection {
     /// Past the deadline: CONNECT timeout (close, nothing sent) or keep-alive timeout
     /// (MQTT 5 DISCONNECT 0x8D, then close with the will). Before the deadline: nothing.
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.on_timer_inner(now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn on_timer_inner(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.deadline() {
             Some(d) if now >= d => {}
             _ => return,
@@ -287,6 +297,12 @@ impl Connection {
 
     /// One decoded packet from the client.
     pub fn handle(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.handle_inner(packet, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn handle_inner(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
         self.on_bytes_received(now);
         match &mut self.phase {
             Phase::Closed(_) => {}
@@ -316,6 +332,12 @@ impl Connection {
     /// CONNACK 0x84 for an unsupported protocol version; then close (with the will once
     /// connected).
     pub fn on_decode_error(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.on_decode_error_inner(err, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn on_decode_error_inner(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
         let code = decode_error_code(err, matches!(self.phase, Phase::AwaitConnect));
         match self.phase {
             Phase::AwaitConnect => {
@@ -348,6 +370,18 @@ impl Connection {
     /// Maximum; the rest as acknowledgements come) and PUBREL in order, drains the queue,
     /// then processes packets the client pipelined after CONNECT. No-op unless a CONNECT awaits.
     pub fn accept_connect(
+        &mut self,
+        session: Option<Session>,
+        assigned_client_id: Option<ByteString>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let start = out.len();
+        self.accept_connect_inner(session, assigned_client_id, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn accept_connect_inner(
         &mut self,
         session: Option<Session>,
         assigned_client_id: Option<ByteString>,
@@ -467,6 +501,12 @@ impl Connection {
 
     /// Refuse the pending CONNECT with `code` (CONNACK, then close). No-op unless a CONNECT awaits.
     pub fn refuse_connect(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.refuse_connect_inner(code, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn refuse_connect_inner(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
         if matches!(self.phase, Phase::AwaitBroker(_)) {
             self.refuse(code, now, out);
         }
@@ -475,6 +515,12 @@ impl Connection {
     /// Another connection takes this client id over: MQTT 5 DISCONNECT 0x8E, then close. The
     /// will follows [`will::on_takeover`] with the new connection's Clean Start.
     pub fn take_over(&mut self, new_clean_start: bool, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.take_over_inner(new_clean_start, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn take_over_inner(&mut self, new_clean_start: bool, now: Instant, out: &mut Vec<Action>) {
         if self.is_connected() && self.is_v5() {
             out.push(send_disconnect(ReasonCode::SESSION_TAKEN_OVER));
         }
@@ -488,6 +534,12 @@ impl Connection {
 
     /// Server shutdown: MQTT 5 DISCONNECT 0x8B, then close; the will is published now.
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.shutdown_inner(now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn shutdown_inner(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.is_connected() && self.is_v5() {
             out.push(send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN));
         }
@@ -547,6 +599,9 @@ impl Connection {
         let p = &c.properties;
         if v5 && (p.receive_maximum == Some(0) || p.maximum_packet_size == Some(0)) {
             return self.refuse(ReasonCode::PROTOCOL_ERROR, now, out);
+        }
+        if v5 {
+            self.client_max_packet = p.maximum_packet_size.unwrap_or(u32::MAX);
         }
         if p.authentication_method.is_some() {
             // No enhanced authentication method is supported.
@@ -634,6 +689,12 @@ impl Connection {
     /// same as `handle(Packet::Publish(..))`, but the topic and payload are copied only if the
     /// message is routed (and a topic equal to the previous one is shared, not copied).
     pub fn handle_publish(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.handle_publish_inner(p, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn handle_publish_inner(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
         let Phase::Connected(c) = &mut self.phase else {
             match p.to_publish() {
                 Ok(p) => self.handle(Packet::Publish(p), now, out),
@@ -673,6 +734,35 @@ impl Connection {
             ConnAckProperties::default(),
         )));
         self.close(Some(code), End::Abnormal, now, out);
+    }
+
+    /// The client's Maximum Packet Size binds every packet the broker sends, CONNACK included
+    /// [MQTT-3.1.2-24]. Checks the packets queued since `start` (PUBLISH was checked when it was
+    /// built and is withheld there): one too large loses its Reason String and User Properties
+    /// first [MQTT-3.1.2-25]; one still too large is not sent, nor is any packet after it, and
+    /// the connection closes (reason 0x95, the will as for any abnormal end). The other actions
+    /// stay, so the broker's index keeps matching the session.
+    fn bound_sends(&mut self, start: usize, now: Instant, out: &mut Vec<Action>) {
+        let max = self.client_max_packet;
+        let Some(version) = self.version else { return };
+        if max == u32::MAX || out.len() <= start {
+            return;
+        }
+        let cut = out[start..].iter_mut().position(|a| match a {
+            Action::Send(Packet::Publish(_)) => false,
+            Action::Send(p) => !fit_packet(p, version, max),
+            _ => false,
+        });
+        let Some(cut) = cut.map(|i| start + i) else {
+            return;
+        };
+        let mut i = 0;
+        out.retain(|a| {
+            let keep = i < cut || !matches!(a, Action::Send(_));
+            i += 1;
+            keep
+        });
+        self.close(Some(ReasonCode::PACKET_TOO_LARGE), End::Abnormal, now, out);
     }
 
     /// Emit `Close` (once) and move to `Closed`, keeping the session for `take_session`.
@@ -1400,6 +1490,37 @@ fn connack(session_present: bool, code: ReasonCode, properties: ConnAckPropertie
         code,
         properties,
     })
+}
+
+/// Whether `p` fits `max` bytes in `version` once its Reason String and User Properties are
+/// dropped if it did not fit with them [MQTT-3.1.2-25] (they are the only optional parts; the
+/// rest of a packet is what the protocol needs).
+pub(crate) fn fit_packet(p: &mut Packet, version: ProtocolVersion, max: u32) -> bool {
+    let fits = |p: &Packet| crate::protocol::encoded_len(p, version) <= max as usize;
+    if fits(p) {
+        return true;
+    }
+    match p {
+        Packet::ConnAck(c) => {
+            c.properties.reason_string = None;
+            c.properties.user_properties.clear();
+        }
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            r.properties = AckProperties::default();
+        }
+        Packet::SubAck(a) => a.properties = AckProperties::default(),
+        Packet::UnsubAck(a) => a.properties = AckProperties::default(),
+        Packet::Disconnect(d) => {
+            d.properties.reason_string = None;
+            d.properties.user_properties.clear();
+        }
+        Packet::Auth(a) => {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+        _ => return false,
+    }
+    fits(p)
 }
 
 fn send_disconnect(code: ReasonCode) -> Action {

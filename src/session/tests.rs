@@ -1934,6 +1934,150 @@ fn client_maximum_packet_size_drops_message() {
     assert_eq!(s.inflight_len(), 1, "a dropped message takes no packet id");
 }
 
+/// CONNECT with the client's Maximum Packet Size `max` and, accepted, what the broker did.
+fn accept_with_max(max: Option<u32>, id: &str) -> (H, Vec<Action>) {
+    let mut c = connect(ProtocolVersion::V5, id, true, 10);
+    c.properties.maximum_packet_size = max;
+    let mut h = H::new(ProtocolLimits::default());
+    h.connect(c);
+    let out = h.accept(None, Some("an-assigned-client-id"));
+    (h, out)
+}
+
+#[test]
+fn connack_bound_by_client_maximum_packet_size_3_1_2_24() {
+    for id in ["c", ""] {
+        // Its size with an Assigned Client Identifier (empty id) or without.
+        let (_, out) = accept_with_max(None, id);
+        let n = encoded_len(
+            &Packet::ConnAck(connack_of(&out).clone()),
+            ProtocolVersion::V5,
+        );
+        let n = u32::try_from(n).unwrap();
+        let (h, out) = accept_with_max(Some(n), id);
+        assert_eq!(connack_of(&out).code, ReasonCode::SUCCESS);
+        assert!(h.c.is_connected());
+        // One byte less: nothing fits without the protocol's own properties, so nothing is
+        // sent and the connection closes.
+        let (h, out) = accept_with_max(Some(n - 1), id);
+        assert!(sent(&out).is_empty(), "{id:?}: {out:?}");
+        assert_eq!(close_of(&out).0, Some(ReasonCode::PACKET_TOO_LARGE));
+        assert!(h.c.is_closed());
+    }
+}
+
+#[test]
+fn refused_connack_too_large_is_not_sent_3_1_2_24() {
+    // The smallest MQTT 5 CONNACK is 5 bytes.
+    let mut c = connect(ProtocolVersion::V5, "c", true, 10);
+    c.properties.maximum_packet_size = Some(4);
+    c.properties.authentication_method = Some(bs("SCRAM"));
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(c);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert!(has_close(&out));
+}
+
+#[test]
+fn suback_and_unsuback_too_large_close_without_sending_3_1_2_24() {
+    let (_, out) = accept_with_max(None, "c");
+    let n = encoded_len(
+        &Packet::ConnAck(connack_of(&out).clone()),
+        ProtocolVersion::V5,
+    );
+    let max = u32::try_from(n).unwrap();
+    let filters: Vec<String> = (0..2 * n).map(|i| format!("f{i}")).collect();
+    let many: Vec<(&str, QoS)> = filters
+        .iter()
+        .map(|f| (f.as_str(), QoS::AtMostOnce))
+        .collect();
+
+    let (mut h, _) = accept_with_max(Some(max), "c");
+    // A small SUBACK fits.
+    let out = h.handle(subscribe(1, &many[..2]), 1);
+    assert_eq!(suback_of(&out).reasons.len(), 2);
+    // One reason code per filter: more filters than the limit has bytes.
+    let out = h.handle(subscribe(2, &many), 2);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert_eq!(close_of(&out).0, Some(ReasonCode::PACKET_TOO_LARGE));
+    let indexed = out
+        .iter()
+        .filter(|a| matches!(a, Action::Subscribe { .. }))
+        .count();
+    assert_eq!(
+        indexed,
+        many.len(),
+        "the index stays in step with the session"
+    );
+
+    let (mut h, _) = accept_with_max(Some(max), "c");
+    let out = h.handle(
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 3,
+            filters: filters.iter().map(|f| bs(f)).collect(),
+            user_properties: vec![],
+        }),
+        1,
+    );
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert_eq!(close_of(&out).0, Some(ReasonCode::PACKET_TOO_LARGE));
+}
+
+#[test]
+fn reason_string_and_user_properties_dropped_first_3_1_2_25() {
+    use super::connection::fit_packet;
+    let v = ProtocolVersion::V5;
+    let mut d = Disconnect::new(ReasonCode::PROTOCOL_ERROR);
+    d.properties.reason_string = Some(bs(&"r".repeat(40)));
+    d.properties
+        .user_properties
+        .push((bs("k"), bs(&"v".repeat(40))));
+    let mut p = Packet::Disconnect(d);
+    let min = Packet::Disconnect(Disconnect::new(ReasonCode::PROTOCOL_ERROR));
+    let min_len = u32::try_from(encoded_len(&min, v)).unwrap();
+    assert!(fit_packet(&mut p, v, min_len));
+    assert_eq!(
+        p,
+        Packet::Disconnect(Disconnect::new(ReasonCode::PROTOCOL_ERROR))
+    );
+    assert!(!fit_packet(&mut p, v, min_len - 1));
+    // Kept when it fits with them.
+    let mut d = Disconnect::new(ReasonCode::PROTOCOL_ERROR);
+    d.properties.reason_string = Some(bs("why"));
+    let mut p = Packet::Disconnect(d.clone());
+    assert!(fit_packet(&mut p, v, 100));
+    assert_eq!(p, Packet::Disconnect(d));
+    // CONNACK: the Reason String goes, the Assigned Client Identifier stays.
+    let props = ConnAckProperties {
+        assigned_client_identifier: Some(bs("id-1")),
+        ..Default::default()
+    };
+    let minimal = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::SUCCESS,
+        properties: props.clone(),
+    });
+    let mut p = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::SUCCESS,
+        properties: ConnAckProperties {
+            reason_string: Some(bs(&"r".repeat(40))),
+            ..props
+        },
+    });
+    let n = u32::try_from(encoded_len(&minimal, v)).unwrap();
+    assert!(fit_packet(&mut p, v, n));
+    assert_eq!(p, minimal);
+    assert!(!fit_packet(&mut p, v, n - 1));
+    // Acks.
+    let mut r = PubResp::new(1);
+    r.reason = ReasonCode::NOT_AUTHORIZED;
+    r.properties.reason_string = Some(bs(&"r".repeat(40)));
+    let mut p = Packet::PubAck(r);
+    assert!(fit_packet(&mut p, v, 5));
+    assert!(matches!(&p, Packet::PubAck(r) if r.reason == ReasonCode::NOT_AUTHORIZED));
+}
+
 #[test]
 fn packet_size_boundary_is_exact() {
     // Same 15-byte PUBLISH as above: allowed at 15, dropped at 14.

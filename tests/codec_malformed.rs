@@ -1215,7 +1215,8 @@ fn errors_are_reported_before_the_body_when_the_header_proves_them() {
 #[test]
 fn invalid_but_well_formed_filters_decode_4_7_1() {
     let empty = props(&[]);
-    let subs: &[(&[u8], Option<ProtocolVersion>, Option<&[u8]>)] = &[
+    type Case<'a> = (&'a [u8], Option<ProtocolVersion>, Option<&'a [u8]>);
+    let subs: &[Case] = &[
         (b"a/#/b", V3, None),
         (b"a+", V5, Some(&empty)),
         (b"x#", V3, None),

@@ -458,11 +458,8 @@ impl Connection {
             }
             props.server_keep_alive = server_keep_alive;
         }
-        out.push(Action::Send(connack(
-            session_present,
-            ReasonCode::SUCCESS,
-            props,
-        )));
+        let mut ack = connack(session_present, ReasonCode::SUCCESS, props);
+        let ack_fits = fit_packet(&mut ack, version, client_max_packet);
         let mut c = Connected {
             session: s,
             connect_expiry_zero: requested_expiry == 0,
@@ -473,6 +470,14 @@ impl Connection {
             aliases: None,
             resend: SparseDeque::default(),
         };
+        if !ack_fits {
+            // [MQTT-3.1.2-24]: not even the CONNACK fits the client's Maximum Packet Size.
+            // Accepted (the session stays for `take_session`) but closed at once: nothing sent,
+            // nothing resent, pipelined packets not processed.
+            self.phase = Phase::Connected(c);
+            return self.close(Some(ReasonCode::PACKET_TOO_LARGE), End::Abnormal, now, out);
+        }
+        out.push(Action::Send(ack));
         c.resend_inflight(&self.limits, now, out);
         c.drain(&self.limits, now, out);
         self.phase = Phase::Connected(c);

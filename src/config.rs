@@ -93,6 +93,9 @@ pub struct Config {
     pub max_session_expiry: u32,
     /// Lifetime of a 3.1.1 Clean Session = 0 session after disconnect (0xFFFFFFFF = never).
     pub v311_session_expiry: u32,
+    /// MQTT 3.1 (`MQIsdp`): refuse client ids longer than 23 bytes (CONNACK 0x02), as the 3.1
+    /// text says. Default false: accepted, as Mosquitto and EMQX do.
+    pub v31_strict_client_id: bool,
     /// Upper bound on stored sessions (online and offline) per worker.
     pub max_sessions_per_worker: usize,
     pub retain_available: bool,
@@ -169,6 +172,7 @@ impl Default for Config {
             worker_mailbox_limit: 16 << 20,
             max_session_expiry: u32::MAX,
             v311_session_expiry: u32::MAX,
+            v31_strict_client_id: false,
             max_sessions_per_worker: 1_000_000,
             retain_available: true,
             wildcard_subscriptions: true,

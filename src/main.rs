@@ -59,6 +59,9 @@ struct Cli {
     /// MQTT 3.1.1 keep-alive above --max-keep-alive: clamp or refuse.
     #[arg(long, value_enum)]
     v311_keep_alive_policy: Option<V311KeepAlivePolicy>,
+    /// MQTT 3.1 (MQIsdp): refuse client ids longer than 23 bytes (CONNACK 0x02).
+    #[arg(long, value_name = "BOOL")]
+    v31_strict_client_id: Option<bool>,
     /// Largest packet accepted, bytes.
     #[arg(long)]
     max_packet_size: Option<u32>,
@@ -153,6 +156,9 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     }
     if let Some(v) = cli.v311_keep_alive_policy {
         cfg.v311_keep_alive_policy = v;
+    }
+    if let Some(v) = cli.v31_strict_client_id {
+        cfg.v31_strict_client_id = v;
     }
     if let Some(v) = cli.max_packet_size {
         cfg.max_packet_size = v;
@@ -331,6 +337,14 @@ mod tests {
             "true",
         ]);
         assert!(build_config(cli).unwrap().allow_anonymous());
+    }
+
+    #[test]
+    fn v31_strict_client_id_flag() {
+        let cli = Cli::parse_from(["ringmq"]);
+        assert!(!build_config(cli).unwrap().v31_strict_client_id);
+        let cli = Cli::parse_from(["ringmq", "--v31-strict-client-id", "true"]);
+        assert!(build_config(cli).unwrap().v31_strict_client_id);
     }
 
     #[test]

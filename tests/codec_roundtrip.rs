@@ -370,3 +370,47 @@ fn write_fuzz_corpus() {
         }
     }
 }
+
+/// MQTT 3.1: protocol name `MQIsdp`, level 3 (MQTT 3.1 section 3.1) decodes as
+/// `ProtocolVersion::V31`; packets are encoded as 3.1.1 except CONNECT (name and level) and
+/// CONNACK (no Session Present flag: the first byte is reserved, 0).
+#[test]
+fn mqtt31_connect_decodes_and_connack_has_no_session_present() {
+    let v31 = ProtocolVersion::V31;
+    let c = Connect {
+        protocol: v31,
+        clean_start: true,
+        keep_alive: 30,
+        client_id: "c31".into(),
+        will: None,
+        username: Some("u".into()),
+        password: Some(Bytes::from_static(b"p")),
+        properties: Default::default(),
+    };
+    let p = Packet::Connect(Box::new(c));
+    let wire = encode(&p, v31);
+    assert_eq!(&wire[2..11], b"\x00\x06MQIsdp\x03");
+    assert_eq!(encoded_len(&p, v31), wire.len());
+    assert_eq!(connect_version_hint(&wire), Some(v31));
+    let (d, n) = decode_packet(&wire, None, u32::MAX).unwrap().unwrap();
+    assert_eq!((d, n), (p, wire.len()));
+
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: true,
+        code: ReasonCode::SUCCESS,
+        properties: Default::default(),
+    });
+    assert_eq!(&encode(&ack, v31)[..], &[0x20, 0x02, 0x00, 0x00]);
+    assert_eq!(
+        &encode(&ack, ProtocolVersion::V311)[..],
+        &[0x20, 0x02, 0x01, 0x00]
+    );
+
+    // 3.1 sets DUP on a retransmitted SUBSCRIBE / UNSUBSCRIBE / PUBREL; 3.1.1 may not.
+    let sub = [0x8A, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01];
+    assert!(matches!(
+        decode_packet(&sub, Some(v31), u32::MAX),
+        Ok(Some((Packet::Subscribe(_), 8)))
+    ));
+    assert!(decode_packet(&sub, Some(ProtocolVersion::V311), u32::MAX).is_err());
+}

@@ -345,7 +345,7 @@ fn every_unsupported_protocol_level_gets_connack_0x01_then_close() {
         (b"MQTT", 1),
         (b"MQTT", 2),
         (b"MQTT", 3),
-        (b"MQIsdp", 3), // MQTT 3.1
+        // MQIsdp level 3 (MQTT 3.1) is supported now: see tests/interop_mosquitto.rs.
         (b"MQIsdp", 4),
         (b"MQTT", 6),
         (b"MQTT", 0x84), // bridge bit + 4 (a Mosquitto extension we do not speak)

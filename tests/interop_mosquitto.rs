@@ -434,3 +434,83 @@ fn mosquitto_retained_set_replace_delete_both_versions() {
         assert!(!p.retain);
     }
 }
+
+fn mosquitto_pub_status(addr: SocketAddr, args: &[&str]) -> std::process::Output {
+    Command::new("mosquitto_pub")
+        .args(port_args(addr))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// MQTT 3.1 (`MQIsdp`, level 3; MQTT 3.1 section 3.1) with real clients: mosquitto_pub and
+/// mosquitto_sub `-V mqttv31` connect, subscribe, publish QoS 0-2 and receive retained and live
+/// messages (ringmq answered CONNACK 0x01 before).
+#[test]
+fn mosquitto_v31_clients_publish_and_subscribe() {
+    if !have_mosquitto() {
+        return;
+    }
+    let b = TestBroker::start(2);
+    mosquitto_pub(
+        b.worker_addrs[1],
+        &[
+            "-V", "mqttv31", "-i", "v31-ret", "-q", "1", "-r", "-t", "v31/t", "-m", "ret",
+        ],
+    );
+    let mut sub = Sub::spawn(
+        b.worker_addrs[0],
+        &[
+            "-V", "mqttv31", "-i", "v31-sub", "-q", "2", "-t", "v31/#", "-C", "4", "-F", "%t %q %p",
+        ],
+    );
+    // Printed after SUBACK: the subscription is in place.
+    assert_eq!(sub.line(), "v31/t 1 ret");
+    for (q, m) in [("0", "zero"), ("1", "one"), ("2", "two")] {
+        mosquitto_pub(
+            b.worker_addrs[1],
+            &[
+                "-V", "mqttv31", "-i", "v31-pub", "-q", q, "-t", "v31/live", "-m", m,
+            ],
+        );
+    }
+    assert_eq!(sub.line(), "v31/live 0 zero");
+    assert_eq!(sub.line(), "v31/live 1 one");
+    assert_eq!(sub.line(), "v31/live 2 two");
+    sub.finish();
+}
+
+/// MQTT 3.1 client ids: over 23 bytes accepted by default (as Mosquitto and EMQX), refused with
+/// `v31_strict_client_id` (CONNACK 0x02, MQTT 3.1 section 3.2).
+#[test]
+fn mosquitto_v31_long_client_id_relaxed_or_strict() {
+    if !have_mosquitto() {
+        return;
+    }
+    let long = "a-client-id-of-thirty-bytes-xx";
+    let args = ["-V", "mqttv31", "-i", long, "-t", "v31/id", "-m", "x"];
+    let b = TestBroker::start(1);
+    let out = mosquitto_pub_status(b.addr, &args);
+    assert!(
+        out.status.success(),
+        "relaxed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = TestBroker::start_with(1, |c| c.v31_strict_client_id = true);
+    let out = mosquitto_pub_status(b.addr, &args);
+    assert!(!out.status.success(), "strict: refused");
+    // The refusal is CONNACK 0x02 (identifier rejected), read with a raw 3.1 client.
+    let mut raw = Raw::connect_tcp(b.addr, ProtocolVersion::V31);
+    raw.send(&Packet::Connect(Box::new(connect_packet(
+        ProtocolVersion::V31,
+        long,
+        30,
+        true,
+    ))));
+    let (seen, closed) = raw.wait_closed(T);
+    assert!(closed.is_some());
+    assert!(
+        matches!(seen.as_slice(), [Packet::ConnAck(a)] if a.code.to_v311_connack() == 0x02 && !a.session_present),
+        "{seen:?}"
+    );
+}

@@ -14,7 +14,12 @@ use ringmq::protocol::{
 
 fuzz_target!(|data: &[u8]| {
     let shared = Bytes::copy_from_slice(data);
-    for version in [None, Some(ProtocolVersion::V311), Some(ProtocolVersion::V5)] {
+    for version in [
+        None,
+        Some(ProtocolVersion::V31),
+        Some(ProtocolVersion::V311),
+        Some(ProtocolVersion::V5),
+    ] {
         check(data, &shared, version);
     }
 });
@@ -34,11 +39,17 @@ fn check(data: &[u8], shared: &Bytes, version: Option<ProtocolVersion>) {
         return;
     };
     assert!(consumed >= 2 && consumed <= data.len());
-    assert_eq!(decode_packet(&data[..consumed - 1], version, u32::MAX), Ok(None));
+    assert_eq!(
+        decode_packet(&data[..consumed - 1], version, u32::MAX),
+        Ok(None)
+    );
 
     let (enc_version, dec_version) = match &packet {
         Packet::Connect(c) => (c.protocol, None),
-        _ => (version.expect("only CONNECT decodes before CONNECT"), version),
+        _ => (
+            version.expect("only CONNECT decodes before CONNECT"),
+            version,
+        ),
     };
     let mut out = BytesMut::new();
     let written = encode_packet(&packet, enc_version, &mut out);

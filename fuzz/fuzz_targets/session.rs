@@ -104,6 +104,7 @@ fn limits(u: &mut Unstructured) -> Result<ProtocolLimits> {
         sub_ids_available: !u.ratio(1, 6)?,
         max_session_expiry: *u.choose(&[0, 10, u32::MAX])?,
         v311_persistent_session_expiry: *u.choose(&[0, 10, u32::MAX])?,
+        v31_strict_client_id: u.arbitrary()?,
         max_inflight_out: u.int_in_range(1..=4)?,
         max_queued_messages: u.int_in_range(0..=5)?,
         max_queued_bytes: *u.choose(&[0, 40, 1 << 20])?,
@@ -434,7 +435,12 @@ impl Harness {
                     }
                     self.closed = true;
                     if let Some(w) = will {
-                        assert!(self.accepted, "will of a connection never accepted");
+                        // An accepted CONNECT whose CONNACK did not fit the client's Maximum
+                        // Packet Size closes with 0x95 and no CONNACK.
+                        assert!(
+                            self.accepted || *reason == Some(ReasonCode::PACKET_TOO_LARGE),
+                            "will of a connection never accepted"
+                        );
                         assert!(w.message.qos <= self.limits.max_qos);
                     }
                     // Decided once: a will left in the session would be published twice.
@@ -655,11 +661,11 @@ fn packet_id(u: &mut Unstructured, h: &Harness) -> Result<u16> {
 fn gen_packet(u: &mut Unstructured, h: &Harness) -> Result<Packet> {
     Ok(match u.int_in_range(0..=16)? {
         0 | 1 => {
-            let protocol = if u.arbitrary()? {
-                ProtocolVersion::V5
-            } else {
-                ProtocolVersion::V311
-            };
+            let protocol = *u.choose(&[
+                ProtocolVersion::V5,
+                ProtocolVersion::V311,
+                ProtocolVersion::V31,
+            ])?;
             let will = if u.ratio(1, 3)? {
                 Some(Will {
                     topic: s(u, TOPICS)?,

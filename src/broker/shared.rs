@@ -95,6 +95,7 @@ fn limits_from(cfg: &Config) -> ProtocolLimits {
         sub_ids_available: cfg.subscription_identifiers,
         max_session_expiry: cfg.max_session_expiry,
         v311_persistent_session_expiry: cfg.v311_session_expiry,
+        v31_strict_client_id: cfg.v31_strict_client_id,
         max_inflight_out: cfg.max_inflight,
         max_queued_messages: cfg.max_queued_messages,
         max_queued_bytes: cfg.max_queued_bytes,

@@ -29,7 +29,7 @@ use bytestring::ByteString;
 
 use super::error::DecodeError;
 use super::reason::ReasonCode;
-use super::topic::{parse_shared, validate_topic_filter};
+use super::topic::parse_shared;
 use super::types::*;
 
 /// Parsed fixed header: first byte and remaining length.
@@ -112,7 +112,9 @@ pub fn connect_version_hint(buf: &[u8]) -> Option<ProtocolVersion> {
     }
     let v = buf.get(h.header_len..h.header_len + 7)?;
     if v[..6] != [0, 4, b'M', b'Q', b'T', b'T'] {
-        return None;
+        let v = buf.get(h.header_len..h.header_len + 9)?;
+        return (v == [0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3])
+            .then_some(ProtocolVersion::V31);
     }
     match v[6] {
         4 => Some(ProtocolVersion::V311),
@@ -383,7 +385,10 @@ fn check_first_byte(b: u8, version: Option<ProtocolVersion>) -> Result<(), Decod
             Ok(())
         }
         T_PUBREL | T_SUBSCRIBE | T_UNSUBSCRIBE => {
-            if flags != 0b0010 {
+            // MQTT 3.1 (section 2.1) sets DUP on a retransmitted PUBREL / SUBSCRIBE /
+            // UNSUBSCRIBE.
+            let dup_ok = v == ProtocolVersion::V31 && flags == 0b1010;
+            if flags != 0b0010 && !dup_ok {
                 return Err(DecodeError::Malformed("invalid fixed header flags"));
             }
             Ok(())
@@ -825,6 +830,7 @@ fn decode_connect<S: Source>(r: &mut Reader<'_, S>) -> Result<Connect, DecodeErr
     let protocol = match (name, level) {
         (b"MQTT", 4) => ProtocolVersion::V311,
         (b"MQTT", 5) => ProtocolVersion::V5,
+        (b"MQIsdp", 3) => ProtocolVersion::V31,
         (b"MQTT", l) | (b"MQIsdp", l) => return Err(DecodeError::UnsupportedProtocolVersion(l)),
         _ => return Err(DecodeError::Protocol("unknown protocol name")),
     };
@@ -1414,7 +1420,8 @@ fn decode_subscribe<S: Source>(
                 ..Default::default()
             }
         };
-        validate_topic_filter(&filter)?;
+        // Filter validity (`a/#/b`, `a+`, empty, `$share` syntax) is the session's decision: a
+        // well-formed but invalid filter gets its own SUBACK 0x8F (MQTT 5 section 3.8.3).
         if options.no_local && parse_shared(&filter).is_some() {
             return Err(DecodeError::Protocol("No Local on a shared subscription"));
         }
@@ -1472,9 +1479,8 @@ fn decode_unsubscribe<S: Source>(
     }
     let mut filters = Vec::new();
     while r.remaining() > 0 {
-        let filter = r.string()?;
-        validate_topic_filter(&filter)?;
-        filters.push(filter);
+        // Filter validity is the session's decision (UNSUBACK 0x8F for that filter).
+        filters.push(r.string()?);
     }
     Ok(Unsubscribe {
         packet_id,

@@ -10,6 +10,8 @@
 //! - MQTT 5 PUBACK/PUBREC/PUBREL/PUBCOMP omit the reason code and properties when the reason is
 //!   Success and there are no properties; DISCONNECT and AUTH likewise (remaining length 0).
 //! - 3.1.1 SUBACK maps every failure code (>= 0x80) to 0x80; 3.1.1 UNSUBACK has no payload.
+//! - MQTT 3.1 (`ProtocolVersion::V31`) is encoded as 3.1.1, except CONNECT (protocol name
+//!   `MQIsdp`, level 3) and CONNACK (no Session Present flag: its byte is always 0).
 //! - AUTH does not exist in 3.1.1: encoding it for 3.1.1 writes nothing and returns 0.
 //! - Preconditions (guaranteed for anything the decoder produced): strings and binary fields are
 //!   at most 65535 bytes, the packet fits a 4-byte remaining length, a Subscription Identifier
@@ -23,7 +25,7 @@ use super::types::*;
 /// Appends the wire form of `packet` to `out`; returns the number of bytes written.
 pub fn encode_packet(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> usize {
     let v5 = version.is_v5();
-    let (first, body) = match header(packet, v5) {
+    let (first, body) = match header(packet, version) {
         Some(h) => h,
         None => return 0,
     };
@@ -33,9 +35,10 @@ pub fn encode_packet(packet: &Packet, version: ProtocolVersion, out: &mut BytesM
     out.put_u8(first);
     put_vbi(out, body as u32);
     match packet {
-        Packet::Connect(c) => put_connect(out, c, v5),
+        Packet::Connect(c) => put_connect(out, c, version),
         Packet::ConnAck(c) => {
-            out.put_u8(c.session_present as u8);
+            // MQTT 3.1 has no Session Present flag: the byte is reserved (0).
+            out.put_u8(c.session_present as u8 & (version != ProtocolVersion::V31) as u8);
             if v5 {
                 out.put_u8(c.code.0);
                 put_connack_props(out, &c.properties);
@@ -137,16 +140,25 @@ pub fn encode_packet(packet: &Packet, version: ProtocolVersion, out: &mut BytesM
 
 /// Exact size of the wire form of `packet` (0 for AUTH in 3.1.1, which does not exist).
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
-    match header(packet, version.is_v5()) {
+    match header(packet, version) {
         Some((_, body)) => 1 + vbi_len(body) + body,
         None => 0,
     }
 }
 
 /// First byte and remaining length; `None` when the packet has no form in this version.
-fn header(packet: &Packet, v5: bool) -> Option<(u8, usize)> {
+fn header(packet: &Packet, version: ProtocolVersion) -> Option<(u8, usize)> {
+    let v5 = version.is_v5();
     Some(match packet {
-        Packet::Connect(c) => (0x10, connect_body_len(c, v5)),
+        Packet::Connect(c) => (
+            0x10,
+            connect_body_len(c, v5)
+                + if version == ProtocolVersion::V31 {
+                    2
+                } else {
+                    0
+                },
+        ),
         Packet::ConnAck(c) => (
             0x20,
             2 + if v5 {
@@ -387,9 +399,17 @@ fn connect_body_len(c: &Connect, v5: bool) -> usize {
     n
 }
 
-fn put_connect(out: &mut BytesMut, c: &Connect, v5: bool) {
-    put_str(out, "MQTT");
-    out.put_u8(if v5 { 5 } else { 4 });
+fn put_connect(out: &mut BytesMut, c: &Connect, version: ProtocolVersion) {
+    let v5 = version.is_v5();
+    put_str(
+        out,
+        if version == ProtocolVersion::V31 {
+            "MQIsdp"
+        } else {
+            "MQTT"
+        },
+    );
+    out.put_u8(version.level());
     let mut flags = (c.clean_start as u8) << 1;
     if let Some(w) = &c.will {
         flags |= 0x04 | (w.qos as u8) << 3 | (w.retain as u8) << 5;

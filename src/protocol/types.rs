@@ -14,6 +14,10 @@ use super::reason::ReasonCode;
 /// Protocol level byte of CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProtocolVersion {
+    /// MQTT 3.1 (protocol name `MQIsdp`), protocol level 3. Encoded and handled as 3.1.1,
+    /// except: client id 1-23 bytes (`v31_strict_client_id`), no Session Present flag in
+    /// CONNACK, no SUBACK failure code.
+    V31,
     /// MQTT 3.1.1, protocol level 4.
     V311,
     /// MQTT 5.0, protocol level 5.
@@ -23,6 +27,7 @@ pub enum ProtocolVersion {
 impl ProtocolVersion {
     pub fn level(self) -> u8 {
         match self {
+            ProtocolVersion::V31 => 3,
             ProtocolVersion::V311 => 4,
             ProtocolVersion::V5 => 5,
         }

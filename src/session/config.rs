@@ -63,6 +63,9 @@ pub struct ProtocolLimits {
     /// How long an MQTT 3.1.1 Clean Session = 0 session outlives its connection (seconds,
     /// 0xFFFFFFFF = never expires). Default 0xFFFFFFFF.
     pub v311_persistent_session_expiry: u32,
+    /// MQTT 3.1 client ids longer than 23 bytes (the 3.1 text's limit, section 3.1): refused with
+    /// return code 0x02 when true; accepted when false (as Mosquitto and EMQX do). Default false.
+    pub v31_strict_client_id: bool,
     /// Cap on outbound QoS 1/2 in flight, even if the client's Receive Maximum is larger.
     /// Default 1024.
     pub max_inflight_out: u16,
@@ -99,6 +102,7 @@ impl Default for ProtocolLimits {
             sub_ids_available: true,
             max_session_expiry: u32::MAX,
             v311_persistent_session_expiry: u32::MAX,
+            v31_strict_client_id: false,
             max_inflight_out: 1024,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,

@@ -200,6 +200,9 @@ pub struct Connection {
     keep_alive: u16,
     /// Topic ACL bound to this client's identity (None: everything allowed).
     acl: Option<Box<ClientAcl>>,
+    /// The client's Maximum Packet Size (MQTT 5 CONNECT; u32::MAX otherwise): binds every
+    /// packet sent [MQTT-3.1.2-24], see [`Connection::bound_sends`].
+    client_max_packet: u32,
     phase: Phase,
 }
 
@@ -212,6 +215,7 @@ impl Connection {
             version: None,
             keep_alive: 0,
             acl: None,
+            client_max_packet: u32::MAX,
             phase: Phase::AwaitConnect,
         }
     }
@@ -273,6 +277,12 @@ impl Connection {
     /// Past the deadline: CONNECT timeout (close, nothing sent) or keep-alive timeout
     /// (MQTT 5 DISCONNECT 0x8D, then close with the will). Before the deadline: nothing.
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.on_timer_inner(now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn on_timer_inner(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.deadline() {
             Some(d) if now >= d => {}
             _ => return,
@@ -287,6 +297,12 @@ impl Connection {
 
     /// One decoded packet from the client.
     pub fn handle(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.handle_inner(packet, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn handle_inner(&mut self, packet: Packet, now: Instant, out: &mut Vec<Action>) {
         self.on_bytes_received(now);
         match &mut self.phase {
             Phase::Closed(_) => {}
@@ -316,6 +332,12 @@ impl Connection {
     /// CONNACK 0x84 for an unsupported protocol version; then close (with the will once
     /// connected).
     pub fn on_decode_error(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.on_decode_error_inner(err, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn on_decode_error_inner(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
         let code = decode_error_code(err, matches!(self.phase, Phase::AwaitConnect));
         match self.phase {
             Phase::AwaitConnect => {
@@ -354,6 +376,18 @@ impl Connection {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        let start = out.len();
+        self.accept_connect_inner(session, assigned_client_id, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn accept_connect_inner(
+        &mut self,
+        session: Option<Session>,
+        assigned_client_id: Option<ByteString>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
         let pc = match std::mem::replace(&mut self.phase, Phase::AwaitConnect) {
             Phase::AwaitBroker(pc) => pc,
             other => {
@@ -383,7 +417,8 @@ impl Connection {
         let client_id = assigned_client_id.unwrap_or(client_id);
         let v5 = version.is_v5();
         let session = if clean_start { None } else { session };
-        let session_present = session.is_some();
+        // MQTT 3.1 has no Session Present flag.
+        let session_present = session.is_some() && version != ProtocolVersion::V31;
         let mut s = session.unwrap_or_else(|| Session::new(client_id.clone(), version));
         s.client_id = client_id.clone();
         s.version = version;
@@ -423,11 +458,8 @@ impl Connection {
             }
             props.server_keep_alive = server_keep_alive;
         }
-        out.push(Action::Send(connack(
-            session_present,
-            ReasonCode::SUCCESS,
-            props,
-        )));
+        let mut ack = connack(session_present, ReasonCode::SUCCESS, props);
+        let ack_fits = fit_packet(&mut ack, version, client_max_packet);
         let mut c = Connected {
             session: s,
             connect_expiry_zero: requested_expiry == 0,
@@ -438,6 +470,14 @@ impl Connection {
             aliases: None,
             resend: SparseDeque::default(),
         };
+        if !ack_fits {
+            // [MQTT-3.1.2-24]: not even the CONNACK fits the client's Maximum Packet Size.
+            // Accepted (the session stays for `take_session`) but closed at once: nothing sent,
+            // nothing resent, pipelined packets not processed.
+            self.phase = Phase::Connected(c);
+            return self.close(Some(ReasonCode::PACKET_TOO_LARGE), End::Abnormal, now, out);
+        }
+        out.push(Action::Send(ack));
         c.resend_inflight(&self.limits, now, out);
         c.drain(&self.limits, now, out);
         self.phase = Phase::Connected(c);
@@ -466,6 +506,12 @@ impl Connection {
 
     /// Refuse the pending CONNECT with `code` (CONNACK, then close). No-op unless a CONNECT awaits.
     pub fn refuse_connect(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.refuse_connect_inner(code, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn refuse_connect_inner(&mut self, code: ReasonCode, now: Instant, out: &mut Vec<Action>) {
         if matches!(self.phase, Phase::AwaitBroker(_)) {
             self.refuse(code, now, out);
         }
@@ -474,6 +520,12 @@ impl Connection {
     /// Another connection takes this client id over: MQTT 5 DISCONNECT 0x8E, then close. The
     /// will follows [`will::on_takeover`] with the new connection's Clean Start.
     pub fn take_over(&mut self, new_clean_start: bool, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.take_over_inner(new_clean_start, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn take_over_inner(&mut self, new_clean_start: bool, now: Instant, out: &mut Vec<Action>) {
         if self.is_connected() && self.is_v5() {
             out.push(send_disconnect(ReasonCode::SESSION_TAKEN_OVER));
         }
@@ -487,6 +539,12 @@ impl Connection {
 
     /// Server shutdown: MQTT 5 DISCONNECT 0x8B, then close; the will is published now.
     pub fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.shutdown_inner(now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn shutdown_inner(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.is_connected() && self.is_v5() {
             out.push(send_disconnect(ReasonCode::SERVER_SHUTTING_DOWN));
         }
@@ -547,11 +605,21 @@ impl Connection {
         if v5 && (p.receive_maximum == Some(0) || p.maximum_packet_size == Some(0)) {
             return self.refuse(ReasonCode::PROTOCOL_ERROR, now, out);
         }
+        if v5 {
+            self.client_max_packet = p.maximum_packet_size.unwrap_or(u32::MAX);
+        }
         if p.authentication_method.is_some() {
             // No enhanced authentication method is supported.
             return self.refuse(ReasonCode::BAD_AUTHENTICATION_METHOD, now, out);
         }
         if c.client_id.is_empty() && !v5 && !c.clean_start {
+            return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out);
+        }
+        // MQTT 3.1 section 3.1: the Client Identifier is 1 to 23 characters (no assigned ids);
+        // longer ones only with `v31_strict_client_id`.
+        if version == ProtocolVersion::V31
+            && (c.client_id.is_empty() || (l.v31_strict_client_id && c.client_id.len() > 23))
+        {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out);
         }
         if let Some(w) = &c.will {
@@ -626,6 +694,12 @@ impl Connection {
     /// same as `handle(Packet::Publish(..))`, but the topic and payload are copied only if the
     /// message is routed (and a topic equal to the previous one is shared, not copied).
     pub fn handle_publish(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
+        let start = out.len();
+        self.handle_publish_inner(p, now, out);
+        self.bound_sends(start, now, out);
+    }
+
+    fn handle_publish_inner(&mut self, p: PublishView<'_>, now: Instant, out: &mut Vec<Action>) {
         let Phase::Connected(c) = &mut self.phase else {
             match p.to_publish() {
                 Ok(p) => self.handle(Packet::Publish(p), now, out),
@@ -667,6 +741,35 @@ impl Connection {
         self.close(Some(code), End::Abnormal, now, out);
     }
 
+    /// The client's Maximum Packet Size binds every packet the broker sends, CONNACK included
+    /// [MQTT-3.1.2-24]. Checks the packets queued since `start` (PUBLISH was checked when it was
+    /// built and is withheld there): one too large loses its Reason String and User Properties
+    /// first [MQTT-3.1.2-25]; one still too large is not sent, nor is any packet after it, and
+    /// the connection closes (reason 0x95, the will as for any abnormal end). The other actions
+    /// stay, so the broker's index keeps matching the session.
+    fn bound_sends(&mut self, start: usize, now: Instant, out: &mut Vec<Action>) {
+        let max = self.client_max_packet;
+        let Some(version) = self.version else { return };
+        if max == u32::MAX || out.len() <= start {
+            return;
+        }
+        let cut = out[start..].iter_mut().position(|a| match a {
+            Action::Send(Packet::Publish(_)) => false,
+            Action::Send(p) => !fit_packet(p, version, max),
+            _ => false,
+        });
+        let Some(cut) = cut.map(|i| start + i) else {
+            return;
+        };
+        let mut i = 0;
+        out.retain(|a| {
+            let keep = i < cut || !matches!(a, Action::Send(_));
+            i += 1;
+            keep
+        });
+        self.close(Some(ReasonCode::PACKET_TOO_LARGE), End::Abnormal, now, out);
+    }
+
     /// Emit `Close` (once) and move to `Closed`, keeping the session for `take_session`.
     /// The will is decided only for a connection that was accepted.
     fn close(&mut self, reason: Option<ReasonCode>, end: End, now: Instant, out: &mut Vec<Action>) {
@@ -704,10 +807,10 @@ impl Connected {
         match packet {
             Packet::Connect(_) => return Err(Stop::Fail(ReasonCode::PROTOCOL_ERROR)),
             Packet::Publish(p) => self.on_publish(l, acl, PublishView::of(&p), now, out)?,
-            Packet::PubAck(r) => self.on_puback(l, r, now, out),
-            Packet::PubRec(r) => self.on_pubrec(l, r, now, out),
+            Packet::PubAck(r) => self.on_puback(l, r, now, out)?,
+            Packet::PubRec(r) => self.on_pubrec(l, r, now, out)?,
             Packet::PubRel(r) => self.on_pubrel(r, out),
-            Packet::PubComp(r) => self.on_pubcomp(l, r, now, out),
+            Packet::PubComp(r) => self.on_pubcomp(l, r, now, out)?,
             Packet::Subscribe(s) => self.on_subscribe(l, acl, s, out)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u, out),
             Packet::PingReq => out.push(Action::Send(Packet::PingResp)),
@@ -885,26 +988,50 @@ impl Connected {
         out.push(Action::Send(Packet::PubComp(resp)));
     }
 
-    fn on_puback(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+    /// PUBACK: completes a QoS 1 delivery. For an id in flight as QoS 2 it does not fit the
+    /// state: a protocol error (MQTT 5 section 4.13, [MQTT-4.3.3-x]: QoS 2 is acknowledged by
+    /// PUBREC/PUBCOMP). An unknown id is ignored (a duplicate after reconnect, or a message
+    /// dropped meanwhile).
+    fn on_puback(
+        &mut self,
+        l: &ProtocolLimits,
+        r: PubResp,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let s = &mut self.session;
-        if let Some(e) = s.inflight.get(&r.packet_id) {
-            if matches!(e.state, InflightState::Qos1(_)) {
+        match s.inflight.get(&r.packet_id).map(|e| &e.state) {
+            None => {}
+            Some(InflightState::Qos1(_)) => {
                 s.inflight.remove(&r.packet_id);
                 self.resend.retain(|&id| id != r.packet_id);
                 self.drain(l, now, out);
             }
+            Some(InflightState::Qos2(_) | InflightState::Released) => {
+                return Err(ReasonCode::PROTOCOL_ERROR)
+            }
         }
+        Ok(())
     }
 
-    fn on_pubrec(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+    /// PUBREC: releases a QoS 2 delivery (PUBREL), again for a duplicate PUBREC. For an id in
+    /// flight as QoS 1 it does not fit the state: a protocol error (section 4.13). An unknown id
+    /// gets PUBREL 0x92 Packet Identifier not found in MQTT 5 (section 4.3.3), nothing in 3.1.1.
+    fn on_pubrec(
+        &mut self,
+        l: &ProtocolLimits,
+        r: PubResp,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let v5 = self.is_v5();
         let id = r.packet_id;
-        if !self.resend.is_empty() {
-            self.resend.retain(|&x| x != id);
-        }
         let s = &mut self.session;
         match s.inflight.get_mut(&id).map(|e| &mut e.state) {
             Some(state @ InflightState::Qos2(_)) => {
+                if !self.resend.is_empty() {
+                    self.resend.retain(|&x| x != id);
+                }
                 if r.reason.is_error() {
                     s.inflight.remove(&id);
                     self.drain(l, now, out);
@@ -916,7 +1043,7 @@ impl Connected {
             Some(InflightState::Released) => {
                 out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
             }
-            Some(InflightState::Qos1(_)) => {}
+            Some(InflightState::Qos1(_)) => return Err(ReasonCode::PROTOCOL_ERROR),
             None => {
                 if v5 {
                     let mut resp = PubResp::new(id);
@@ -925,16 +1052,31 @@ impl Connected {
                 }
             }
         }
+        Ok(())
     }
 
-    fn on_pubcomp(&mut self, l: &ProtocolLimits, r: PubResp, now: Instant, out: &mut Vec<Action>) {
+    /// PUBCOMP: completes a released QoS 2 delivery. Before the PUBREL was sent (QoS 2 still
+    /// awaiting PUBREC) or for a QoS 1 id it does not fit the state: a protocol error
+    /// (section 4.13). An unknown id is ignored (a duplicate after reconnect).
+    fn on_pubcomp(
+        &mut self,
+        l: &ProtocolLimits,
+        r: PubResp,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ReasonCode> {
         let s = &mut self.session;
-        if let Some(e) = s.inflight.get(&r.packet_id) {
-            if matches!(e.state, InflightState::Released) {
+        match s.inflight.get(&r.packet_id).map(|e| &e.state) {
+            None => {}
+            Some(InflightState::Released) => {
                 s.inflight.remove(&r.packet_id);
                 self.drain(l, now, out);
             }
+            Some(InflightState::Qos1(_) | InflightState::Qos2(_)) => {
+                return Err(ReasonCode::PROTOCOL_ERROR)
+            }
         }
+        Ok(())
     }
 
     /// `Err(code)`: a protocol violation (the caller fails the connection with `code`).
@@ -958,26 +1100,41 @@ impl Connected {
         {
             return Err(ReasonCode::PROTOCOL_ERROR);
         }
-        let s = &mut self.session;
-        let mut reasons = Vec::with_capacity(sub.filters.len());
-        let mut actions = Vec::with_capacity(sub.filters.len());
-        for (filter, opts) in sub.filters {
-            let shared = filter.starts_with("$share/");
-            let code = if !valid_filter(&filter) {
+        let code_of = |filter: &ByteString, opts: &SubscriptionOptions| {
+            if !valid_filter(filter) {
                 ReasonCode::TOPIC_FILTER_INVALID
             } else if !l.wildcard_available && filter.contains(['+', '#']) {
                 ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
-            } else if !l.shared_available && shared {
+            } else if !l.shared_available && filter.starts_with("$share/") {
                 ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if !l.sub_ids_available && sub_id.is_some() {
                 ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
             } else if v5 && opts.retain_handling > 2 {
                 ReasonCode::PROTOCOL_ERROR
-            } else if acl.is_some_and(|a| !a.can_subscribe(&filter)) {
+            } else if acl.is_some_and(|a| !a.can_subscribe(filter)) {
                 ReasonCode::NOT_AUTHORIZED
             } else {
                 ReasonCode::SUCCESS
-            };
+            }
+        };
+        if self.session.version == ProtocolVersion::V31 {
+            // MQTT 3.1 SUBACK has no failure code (section 3.9: granted QoS only), and granting
+            // a refused filter would lie: a refused filter closes the connection, nothing of
+            // this SUBSCRIBE applied (as 3.1 brokers did).
+            if let Some(code) = sub
+                .filters
+                .iter()
+                .map(|(f, o)| code_of(f, o))
+                .find(|c| c.is_error())
+            {
+                return Err(code);
+            }
+        }
+        let s = &mut self.session;
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        let mut actions = Vec::with_capacity(sub.filters.len());
+        for (filter, opts) in sub.filters {
+            let code = code_of(&filter, &opts);
             if code.is_error() {
                 reasons.push(if v5 {
                     code
@@ -1024,6 +1181,13 @@ impl Connected {
         let mut reasons = Vec::new();
         let mut actions = Vec::with_capacity(u.filters.len());
         for filter in u.filters {
+            if !valid_filter(&filter) {
+                // MQTT 5 section 3.11.3: 0x8F for that filter (3.1.1: no per-filter answer).
+                if v5 {
+                    reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                }
+                continue;
+            }
             let existed = s.subscriptions.remove(&filter).is_some();
             if v5 {
                 reasons.push(if existed {
@@ -1333,32 +1497,45 @@ fn connack(session_present: bool, code: ReasonCode, properties: ConnAckPropertie
     })
 }
 
+/// Whether `p` fits `max` bytes in `version` once its Reason String and User Properties are
+/// dropped if it did not fit with them [MQTT-3.1.2-25] (they are the only optional parts; the
+/// rest of a packet is what the protocol needs).
+pub(crate) fn fit_packet(p: &mut Packet, version: ProtocolVersion, max: u32) -> bool {
+    let fits = |p: &Packet| crate::protocol::encoded_len(p, version) <= max as usize;
+    if fits(p) {
+        return true;
+    }
+    match p {
+        Packet::ConnAck(c) => {
+            c.properties.reason_string = None;
+            c.properties.user_properties.clear();
+        }
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+            r.properties = AckProperties::default();
+        }
+        Packet::SubAck(a) => a.properties = AckProperties::default(),
+        Packet::UnsubAck(a) => a.properties = AckProperties::default(),
+        Packet::Disconnect(d) => {
+            d.properties.reason_string = None;
+            d.properties.user_properties.clear();
+        }
+        Packet::Auth(a) => {
+            a.properties.reason_string = None;
+            a.properties.user_properties.clear();
+        }
+        _ => return false,
+    }
+    fits(p)
+}
+
 fn send_disconnect(code: ReasonCode) -> Action {
     Action::Send(Packet::Disconnect(Disconnect::new(code)))
 }
 
-/// Topic filter rules (the decoder checks these too; this keeps the state machine safe alone).
+/// Topic filter rules (MQTT 5 section 4.7.1, shared form 4.8.2). The decoder leaves them to the
+/// session: a well-formed but invalid filter gets its own SUBACK / UNSUBACK 0x8F.
 fn valid_filter(f: &str) -> bool {
-    let f = match f.strip_prefix("$share/") {
-        Some(rest) => match rest.split_once('/') {
-            Some((group, filter)) if !group.is_empty() && !group.contains(['+', '#']) => filter,
-            _ => return false,
-        },
-        None => f,
-    };
-    if f.is_empty() || f.contains('\0') {
-        return false;
-    }
-    let mut levels = f.split('/').peekable();
-    while let Some(level) = levels.next() {
-        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
-            return false;
-        }
-        if level.contains('+') && level != "+" {
-            return false;
-        }
-    }
-    true
+    crate::protocol::topic::validate_topic_filter(f).is_ok()
 }
 
 /// Message Expiry Interval to send: the whole seconds left (rounded up, at least 1).

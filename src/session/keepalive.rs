@@ -52,17 +52,19 @@ pub fn negotiate(version: ProtocolVersion, client: u16, limits: &ProtocolLimits)
             effective: wanted,
             server_keep_alive: Some(wanted),
         },
-        ProtocolVersion::V311 => match limits.v311_keep_alive_out_of_policy {
-            V311KeepAlivePolicy::Accept => KeepAlive::Use {
-                effective: client,
-                server_keep_alive: None,
-            },
-            V311KeepAlivePolicy::Clamp => KeepAlive::Use {
-                effective: wanted,
-                server_keep_alive: None,
-            },
-            V311KeepAlivePolicy::Refuse => KeepAlive::Refuse,
-        },
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+            match limits.v311_keep_alive_out_of_policy {
+                V311KeepAlivePolicy::Accept => KeepAlive::Use {
+                    effective: client,
+                    server_keep_alive: None,
+                },
+                V311KeepAlivePolicy::Clamp => KeepAlive::Use {
+                    effective: wanted,
+                    server_keep_alive: None,
+                },
+                V311KeepAlivePolicy::Refuse => KeepAlive::Refuse,
+            }
+        }
     }
 }
 

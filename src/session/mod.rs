@@ -7,7 +7,7 @@
 //!                 keep_alive_when_zero, v311_keep_alive_out_of_policy, receive_maximum,
 //!                 max_packet_size, topic_alias_maximum, max_qos, retain_available,
 //!                 wildcard_available, shared_available, sub_ids_available, max_session_expiry,
-//!                 v311_persistent_session_expiry, max_inflight_out, max_queued_messages,
+//!                 v311_persistent_session_expiry, v31_strict_client_id, max_inflight_out, max_queued_messages,
 //!                 max_queued_bytes, queue_qos0_offline, max_outbound_topic_aliases,
 //!                 max_pending_before_connack }                      (Default = documented values)
 //!               V311KeepAlivePolicy { Accept (default: client value kept) | Clamp | Refuse
@@ -81,6 +81,10 @@
 //!   (using `existed`) and No Local (using `Message::publisher`).
 //! - Enhanced authentication is not supported: a CONNECT with an Authentication Method gets
 //!   CONNACK 0x8C, and any AUTH packet is a protocol error (DISCONNECT 0x82).
+//! - MQTT 3.1 (`ProtocolVersion::V31`, `MQIsdp` level 3) behaves as 3.1.1 except: the client
+//!   id must not be empty (longer than 23 bytes only refused with `v31_strict_client_id`),
+//!   Session Present is always 0, and a refused SUBSCRIBE filter closes the connection (3.1
+//!   SUBACK has no failure code). Encode its packets with `V31` (CONNACK byte 0).
 //! - An unsupported protocol level (decoder error before CONNECT) gets CONNACK 0x84 with
 //!   `version() == None`: encode it as 3.1.1 (return code 0x01).
 

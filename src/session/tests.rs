@@ -332,6 +332,90 @@ fn connack_v311_has_no_properties() {
     assert_eq!(connack_of(&out).properties, ConnAckProperties::default());
 }
 
+// ----------------------------------------------------------------------------------------------
+// MQTT 3.1 (MQIsdp, level 3)
+// ----------------------------------------------------------------------------------------------
+
+const V31: ProtocolVersion = ProtocolVersion::V31;
+
+#[test]
+fn v31_connect_accepted_as_v311() {
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(connect(V31, "c31", true, 10));
+    assert!(matches!(&out[..], [Action::Connect(r)] if r.version == V31));
+    let out = h.accept(None, None);
+    assert_eq!(connack_of(&out).code, ReasonCode::SUCCESS);
+    assert_eq!(connack_of(&out).properties, ConnAckProperties::default());
+    assert_eq!(h.c.version(), Some(V31));
+}
+
+#[test]
+fn v31_empty_client_id_refused_0x02_section_3_1() {
+    // Even with Clean Session = 1 (3.1 has no server-assigned ids).
+    for clean in [true, false] {
+        let mut h = H::new(ProtocolLimits::default());
+        let out = h.connect(connect(V31, "", clean, 10));
+        assert_eq!(
+            connack_of(&out).code,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+        );
+        assert_eq!(connack_of(&out).code.to_v311_connack(), 0x02);
+        assert!(has_close(&out));
+    }
+}
+
+#[test]
+fn v31_client_id_over_23_bytes_relaxed_by_default_refused_when_strict() {
+    let long = "abcdefghijklmnopqrstuvwxyz0123";
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(connect(V31, long, true, 10));
+    assert!(matches!(&out[..], [Action::Connect(_)]), "{out:?}");
+    let strict = ProtocolLimits {
+        v31_strict_client_id: true,
+        ..Default::default()
+    };
+    let mut h = H::new(strict.clone());
+    let out = h.connect(connect(V31, long, true, 10));
+    assert_eq!(
+        connack_of(&out).code,
+        ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+    );
+    // 23 bytes pass, and 3.1.1 is not affected.
+    let mut h = H::new(strict.clone());
+    let out = h.connect(connect(V31, &long[..23], true, 10));
+    assert!(matches!(&out[..], [Action::Connect(_)]), "{out:?}");
+    let mut h = H::new(strict);
+    let out = h.connect(connect(ProtocolVersion::V311, long, true, 10));
+    assert!(matches!(&out[..], [Action::Connect(_)]), "{out:?}");
+}
+
+#[test]
+fn v31_connack_has_no_session_present() {
+    let mut h = H::new(ProtocolLimits::default());
+    h.connect(connect(V31, "c", false, 10));
+    let out = h.accept(Some(Session::new(bs("c"), V31)), None);
+    assert!(!connack_of(&out).session_present);
+    // The session is resumed all the same.
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn v31_refused_filter_closes_nothing_applied_section_3_9() {
+    let mut h = connected(ProtocolLimits::default(), connect(V31, "c", true, 10));
+    let out = h.handle(
+        subscribe(1, &[("ok", QoS::AtLeastOnce), ("a/#/b", QoS::AtMostOnce)]),
+        1,
+    );
+    assert!(sent(&out).is_empty(), "no SUBACK, no DISCONNECT: {out:?}");
+    assert!(!out.iter().any(|a| matches!(a, Action::Subscribe { .. })));
+    assert_eq!(close_of(&out).0, Some(ReasonCode::TOPIC_FILTER_INVALID));
+    assert_eq!(h.c.session().map(|s| s.subscriptions().count()), Some(0));
+    // All granted: a normal SUBACK.
+    let mut h = connected(ProtocolLimits::default(), connect(V31, "c", true, 10));
+    let out = h.handle(subscribe(1, &[("ok", QoS::AtLeastOnce)]), 1);
+    assert_eq!(suback_of(&out).reasons, vec![ReasonCode(1)]);
+}
+
 #[test]
 fn second_connect_is_protocol_error_v5() {
     let mut h = connected(
@@ -1706,9 +1790,6 @@ fn outbound_qos2_flow_frees_slot_on_pubcomp() {
     let out = h.handle(Packet::PubRec(ack(id)), 2);
     assert_eq!(sent(&out), vec![&Packet::PubRel(ack(id))]);
     assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(1));
-    // A PUBACK for a QoS 2 message is ignored.
-    h.handle(Packet::PubAck(ack(id)), 3);
-    assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(1));
     h.handle(Packet::PubComp(ack(id)), 3);
     assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(0));
 }
@@ -1730,6 +1811,92 @@ fn outbound_pubrec_with_error_frees_slot() {
     assert_eq!(h.c.session().map(|s| s.inflight_len()), Some(0));
 }
 
+/// A connected v5 or 3.1.1 client with one outbound message in flight at `qos`; its id.
+fn with_inflight(v: ProtocolVersion, qos: QoS) -> (H, u16) {
+    let mut h = if v.is_v5() { v5(10) } else { v3(10) };
+    let out = h.deliver(&msg("t", qos), &delivery(qos), 1, true);
+    let id = publishes_sent(&out)[0].packet_id;
+    (h, id)
+}
+
+/// The ack closes the connection as a protocol error: MQTT 5 DISCONNECT 0x82, 3.1.1 a plain
+/// close (section 4.13).
+fn assert_ack_protocol_error(v: ProtocolVersion, out: &[Action]) {
+    let (reason, _) = close_of(out);
+    assert_eq!(reason, Some(ReasonCode::PROTOCOL_ERROR), "{out:?}");
+    if v.is_v5() {
+        assert_eq!(disconnect_sent(out), Some(ReasonCode::PROTOCOL_ERROR));
+    } else {
+        assert!(sent(out).is_empty(), "3.1.1: close only: {out:?}");
+    }
+}
+
+#[test]
+fn pubrec_for_qos1_id_is_protocol_error_4_13() {
+    for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let (mut h, id) = with_inflight(v, QoS::AtLeastOnce);
+        let out = h.handle(Packet::PubRec(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+    }
+}
+
+#[test]
+fn puback_for_qos2_id_is_protocol_error_4_13() {
+    for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        // Awaiting PUBREC.
+        let (mut h, id) = with_inflight(v, QoS::ExactlyOnce);
+        let out = h.handle(Packet::PubAck(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+        // Awaiting PUBCOMP.
+        let (mut h, id) = with_inflight(v, QoS::ExactlyOnce);
+        h.handle(Packet::PubRec(ack(id)), 2);
+        let out = h.handle(Packet::PubAck(ack(id)), 3);
+        assert_ack_protocol_error(v, &out);
+    }
+}
+
+#[test]
+fn pubcomp_before_pubrel_is_protocol_error_4_13() {
+    for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
+        let (mut h, id) = with_inflight(v, QoS::ExactlyOnce);
+        let out = h.handle(Packet::PubComp(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+        // A PUBCOMP for a QoS 1 id fits no state either.
+        let (mut h, id) = with_inflight(v, QoS::AtLeastOnce);
+        let out = h.handle(Packet::PubComp(ack(id)), 2);
+        assert_ack_protocol_error(v, &out);
+    }
+}
+
+#[test]
+fn duplicate_pubrec_after_pubrel_resends_pubrel_4_3_3() {
+    let (mut h, id) = with_inflight(ProtocolVersion::V5, QoS::ExactlyOnce);
+    h.handle(Packet::PubRec(ack(id)), 2);
+    let out = h.handle(Packet::PubRec(ack(id)), 3);
+    assert_eq!(sent(&out), vec![&Packet::PubRel(ack(id))]);
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn pubrel_for_completed_or_unknown_id_answered_pubcomp_not_closed() {
+    // A duplicate PUBREL for a completed exchange cannot be told from a PUBREL for an id that
+    // never got a PUBREC (no record is kept of completed ids): both get PUBCOMP (0x92 in MQTT
+    // 5), the connection stays (section 4.3.3, [MQTT-4.3.3-11]).
+    let mut h = v5(10);
+    h.handle(Packet::Publish(publish("t", QoS::ExactlyOnce, 9)), 1);
+    let out = h.handle(Packet::PubRel(ack(9)), 2);
+    assert_eq!(sent(&out), vec![&Packet::PubComp(ack(9))]);
+    let out = h.handle(Packet::PubRel(ack(9)), 3);
+    assert!(matches!(sent(&out)[..], [Packet::PubComp(r)]
+        if r.packet_id == 9 && r.reason == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+    let out = h.handle(Packet::PubRel(ack(77)), 4);
+    assert!(matches!(sent(&out)[..], [Packet::PubComp(r)]
+        if r.packet_id == 77 && r.reason == ReasonCode::PACKET_IDENTIFIER_NOT_FOUND));
+    assert!(h.c.is_connected());
+}
+
+/// Acks for ids not in flight (never used, or acknowledged already: clients resend acks after
+/// a reconnect) are ignored, never an error.
 #[test]
 fn unknown_ack_ids_ignored() {
     let mut h = v5(10);
@@ -1765,6 +1932,150 @@ fn client_maximum_packet_size_drops_message() {
     let s = h.c.session().expect("session");
     assert_eq!(s.stats().dropped_too_large, 1);
     assert_eq!(s.inflight_len(), 1, "a dropped message takes no packet id");
+}
+
+/// CONNECT with the client's Maximum Packet Size `max` and, accepted, what the broker did.
+fn accept_with_max(max: Option<u32>, id: &str) -> (H, Vec<Action>) {
+    let mut c = connect(ProtocolVersion::V5, id, true, 10);
+    c.properties.maximum_packet_size = max;
+    let mut h = H::new(ProtocolLimits::default());
+    h.connect(c);
+    let out = h.accept(None, Some("an-assigned-client-id"));
+    (h, out)
+}
+
+#[test]
+fn connack_bound_by_client_maximum_packet_size_3_1_2_24() {
+    for id in ["c", ""] {
+        // Its size with an Assigned Client Identifier (empty id) or without.
+        let (_, out) = accept_with_max(None, id);
+        let n = encoded_len(
+            &Packet::ConnAck(connack_of(&out).clone()),
+            ProtocolVersion::V5,
+        );
+        let n = u32::try_from(n).unwrap();
+        let (h, out) = accept_with_max(Some(n), id);
+        assert_eq!(connack_of(&out).code, ReasonCode::SUCCESS);
+        assert!(h.c.is_connected());
+        // One byte less: nothing fits without the protocol's own properties, so nothing is
+        // sent and the connection closes.
+        let (h, out) = accept_with_max(Some(n - 1), id);
+        assert_eq!(out.len(), 1, "only Close: {out:?}");
+        assert_eq!(close_of(&out).0, Some(ReasonCode::PACKET_TOO_LARGE));
+        assert!(h.c.is_closed());
+    }
+}
+
+#[test]
+fn refused_connack_too_large_is_not_sent_3_1_2_24() {
+    // The smallest MQTT 5 CONNACK is 5 bytes.
+    let mut c = connect(ProtocolVersion::V5, "c", true, 10);
+    c.properties.maximum_packet_size = Some(4);
+    c.properties.authentication_method = Some(bs("SCRAM"));
+    let mut h = H::new(ProtocolLimits::default());
+    let out = h.connect(c);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert!(has_close(&out));
+}
+
+#[test]
+fn suback_and_unsuback_too_large_close_without_sending_3_1_2_24() {
+    let (_, out) = accept_with_max(None, "c");
+    let n = encoded_len(
+        &Packet::ConnAck(connack_of(&out).clone()),
+        ProtocolVersion::V5,
+    );
+    let max = u32::try_from(n).unwrap();
+    let filters: Vec<String> = (0..2 * n).map(|i| format!("f{i}")).collect();
+    let many: Vec<(&str, QoS)> = filters
+        .iter()
+        .map(|f| (f.as_str(), QoS::AtMostOnce))
+        .collect();
+
+    let (mut h, _) = accept_with_max(Some(max), "c");
+    // A small SUBACK fits.
+    let out = h.handle(subscribe(1, &many[..2]), 1);
+    assert_eq!(suback_of(&out).reasons.len(), 2);
+    // One reason code per filter: more filters than the limit has bytes.
+    let out = h.handle(subscribe(2, &many), 2);
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert_eq!(close_of(&out).0, Some(ReasonCode::PACKET_TOO_LARGE));
+    let indexed = out
+        .iter()
+        .filter(|a| matches!(a, Action::Subscribe { .. }))
+        .count();
+    assert_eq!(
+        indexed,
+        many.len(),
+        "the index stays in step with the session"
+    );
+
+    let (mut h, _) = accept_with_max(Some(max), "c");
+    let out = h.handle(
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 3,
+            filters: filters.iter().map(|f| bs(f)).collect(),
+            user_properties: vec![],
+        }),
+        1,
+    );
+    assert!(sent(&out).is_empty(), "{out:?}");
+    assert_eq!(close_of(&out).0, Some(ReasonCode::PACKET_TOO_LARGE));
+}
+
+#[test]
+fn reason_string_and_user_properties_dropped_first_3_1_2_25() {
+    use super::connection::fit_packet;
+    let v = ProtocolVersion::V5;
+    let mut d = Disconnect::new(ReasonCode::PROTOCOL_ERROR);
+    d.properties.reason_string = Some(bs(&"r".repeat(40)));
+    d.properties
+        .user_properties
+        .push((bs("k"), bs(&"v".repeat(40))));
+    let mut p = Packet::Disconnect(d);
+    let min = Packet::Disconnect(Disconnect::new(ReasonCode::PROTOCOL_ERROR));
+    let min_len = u32::try_from(encoded_len(&min, v)).unwrap();
+    assert!(fit_packet(&mut p, v, min_len));
+    assert_eq!(
+        p,
+        Packet::Disconnect(Disconnect::new(ReasonCode::PROTOCOL_ERROR))
+    );
+    assert!(!fit_packet(&mut p, v, min_len - 1));
+    // Kept when it fits with them.
+    let mut d = Disconnect::new(ReasonCode::PROTOCOL_ERROR);
+    d.properties.reason_string = Some(bs("why"));
+    let mut p = Packet::Disconnect(d.clone());
+    assert!(fit_packet(&mut p, v, 100));
+    assert_eq!(p, Packet::Disconnect(d));
+    // CONNACK: the Reason String goes, the Assigned Client Identifier stays.
+    let props = ConnAckProperties {
+        assigned_client_identifier: Some(bs("id-1")),
+        ..Default::default()
+    };
+    let minimal = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::SUCCESS,
+        properties: props.clone(),
+    });
+    let mut p = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::SUCCESS,
+        properties: ConnAckProperties {
+            reason_string: Some(bs(&"r".repeat(40))),
+            ..props
+        },
+    });
+    let n = u32::try_from(encoded_len(&minimal, v)).unwrap();
+    assert!(fit_packet(&mut p, v, n));
+    assert_eq!(p, minimal);
+    assert!(!fit_packet(&mut p, v, n - 1));
+    // Acks.
+    let mut r = PubResp::new(1);
+    r.reason = ReasonCode::NOT_AUTHORIZED;
+    r.properties.reason_string = Some(bs(&"r".repeat(40)));
+    let mut p = Packet::PubAck(r);
+    assert!(fit_packet(&mut p, v, 5));
+    assert!(matches!(&p, Packet::PubAck(r) if r.reason == ReasonCode::NOT_AUTHORIZED));
 }
 
 #[test]
@@ -2145,6 +2456,87 @@ fn unsuback_v5_reports_no_subscription_existed() {
     assert_eq!(out.len(), 2);
     assert!(matches!(&out[1], Action::Unsubscribe { filter } if filter == "a"));
     assert_eq!(h.c.session().map(|s| s.subscriptions().count()), Some(0));
+}
+
+#[test]
+fn unsubscribe_invalid_filter_unsuback_0x8f_3_11_3() {
+    let mut h = v5(10);
+    h.handle(subscribe(1, &[("a", QoS::AtMostOnce)]), 1);
+    let out = h.handle(
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 2,
+            filters: vec![bs("a/#/b"), bs("a"), bs(""), bs("$share/g")],
+            user_properties: vec![],
+        }),
+        2,
+    );
+    match &out[0] {
+        Action::Send(Packet::UnsubAck(u)) => assert_eq!(
+            u.reasons,
+            vec![
+                ReasonCode::TOPIC_FILTER_INVALID,
+                ReasonCode::SUCCESS,
+                ReasonCode::TOPIC_FILTER_INVALID,
+                ReasonCode::TOPIC_FILTER_INVALID
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn invalid_filters_each_get_0x8f_others_granted_4_7_1() {
+    // `#x`, `a+`, `a/#/b`, the empty filter and bad `$share` syntax: one reason each, the
+    // valid filters of the same SUBSCRIBE unaffected, the connection stays.
+    let mut h = v5(10);
+    let out = h.handle(
+        subscribe(
+            1,
+            &[
+                ("#x", QoS::AtMostOnce),
+                ("ok/+", QoS::AtLeastOnce),
+                ("", QoS::AtMostOnce),
+                ("$share/g", QoS::AtMostOnce),
+                ("$share/g+/a", QoS::AtMostOnce),
+                ("$share/g/a", QoS::AtMostOnce),
+            ],
+        ),
+        1,
+    );
+    let bad = ReasonCode::TOPIC_FILTER_INVALID;
+    assert_eq!(
+        suback_of(&out).reasons,
+        vec![bad, ReasonCode(1), bad, bad, bad, ReasonCode(0)]
+    );
+    assert_eq!(out.len(), 3, "SUBACK and the two valid filters: {out:?}");
+    assert!(h.c.is_connected());
+}
+
+#[test]
+fn shared_syntax_error_0x8f_before_shared_unavailable_0x9e() {
+    let limits = ProtocolLimits {
+        shared_available: false,
+        ..Default::default()
+    };
+    let mut h = connected(limits, connect(ProtocolVersion::V5, "c", true, 10));
+    let out = h.handle(
+        subscribe(
+            1,
+            &[
+                ("$share//a", QoS::AtMostOnce),
+                ("$share/g/a", QoS::AtMostOnce),
+            ],
+        ),
+        1,
+    );
+    assert_eq!(
+        suback_of(&out).reasons,
+        vec![
+            ReasonCode::TOPIC_FILTER_INVALID,
+            ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+        ]
+    );
 }
 
 #[test]

@@ -88,11 +88,7 @@ pub fn on_takeover(
     old_session_expiry: u32,
     will_delay: u32,
 ) -> WillDecision {
-    if version == ProtocolVersion::V311
-        || new_clean_start
-        || old_session_expiry == 0
-        || will_delay == 0
-    {
+    if !version.is_v5() || new_clean_start || old_session_expiry == 0 || will_delay == 0 {
         WillDecision::PublishNow
     } else {
         WillDecision::Discard

@@ -5,9 +5,9 @@
 //! take-over and session move; wills exactly per the rules; nothing left behind). Long runs:
 //! `scripts/simulate.sh SECONDS [SEED]`.
 
-/// Seed 2 with 200 steps lost 74 of 89 acknowledged messages before the double-move fix (and
-/// with the present simulation, which also runs shared-subscription groups; an earlier version
-/// lost 6 of 25 on the same seed). The subscriber's session was taken over on one worker while
+/// Seed 2 with 200 steps lost 7 of 22 acknowledged messages before the double-move fix (with
+/// the present simulation and broker; earlier versions of either lost 6 of 25 and 74 of 89 on
+/// the same seed). The subscriber's session was taken over on one worker while
 /// its hand-off from another was still on the way, and taken over again: the middle slot
 /// passed the session on without a cut-over and told the first owner to stop forwarding, so
 /// messages the first owner matched for the moving session were forwarded to a slot that no

@@ -1,6 +1,6 @@
 //! Sessions and the per-connection protocol state machine (sans-IO: no socket, no clock).
 //!
-//! # API summary (for the broker worker)
+//! # API summary (for the broker core, `broker::Core`)
 //!
 //! ```text
 //! config.rs     ProtocolLimits { connect_timeout, max_keep_alive, server_keep_alive,
@@ -42,7 +42,7 @@
 //!   .on_writable(now, out)
 //!   .take_over(new_clean_start, now, out)          v5 DISCONNECT 0x8E, Close (will per on_takeover)
 //!   .shutdown(now, out)                            v5 DISCONNECT 0x8B, Close (will now)
-//!   .take_session() -> Option<Session>;  .session() -> Option<&Session>
+//!   .take_session() -> Option<Session> (after Close; None before);  .session() -> Option<&Session>
 //!   .version() -> Option<ProtocolVersion>;  .client_id() -> Option<&ByteString>
 //!   .keep_alive() -> u16 (effective);  .is_connected();  .is_closed()
 //! generate_client_id(worker: u32, counter: u64) -> ByteString   "ringmq-{worker}-{counter}"

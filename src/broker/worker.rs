@@ -66,6 +66,9 @@ impl Worker {
     fn execute(&mut self, io: &mut Io<'_>) {
         while let Some(effect) = self.core.poll_effect() {
             match effect {
+                Effect::Send { conn, bytes } if self.tls.is_empty() => {
+                    io.send_past_limit(conn, bytes);
+                }
                 Effect::Send { conn, bytes } => match self.tls.get_mut(&conn.slot) {
                     Some(t) if t.id == conn => {
                         self.tls_out.clear();
@@ -216,7 +219,7 @@ impl Handler for Worker {
     }
 
     fn on_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
-        if self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
+        if !self.tls.is_empty() && self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
             // Any bytes from the client reset keep-alive, even a TLS record that decrypts to
             // nothing yet.
             self.input(io, Input::Bytes { conn, data: &[] });

@@ -988,8 +988,18 @@ impl Connected {
         out.push(Action::Send(Packet::PubComp(resp)));
     }
 
+    /// An outbound delivery is over (acknowledged, or refused by the client's PUBREC): its
+    /// packet id is free, it is not resent, and the window may take queued messages.
+    fn complete(&mut self, l: &ProtocolLimits, id: u16, now: Instant, out: &mut Vec<Action>) {
+        self.session.inflight.remove(&id);
+        if !self.resend.is_empty() {
+            self.resend.retain(|&x| x != id);
+        }
+        self.drain(l, now, out);
+    }
+
     /// PUBACK: completes a QoS 1 delivery. For an id in flight as QoS 2 it does not fit the
-    /// state: a protocol error (MQTT 5 section 4.13, [MQTT-4.3.3-x]: QoS 2 is acknowledged by
+    /// state: a protocol error (MQTT 5 section 4.13: QoS 2 is acknowledged by
     /// PUBREC/PUBCOMP). An unknown id is ignored (a duplicate after reconnect, or a message
     /// dropped meanwhile).
     fn on_puback(
@@ -999,14 +1009,9 @@ impl Connected {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(), ReasonCode> {
-        let s = &mut self.session;
-        match s.inflight.get(&r.packet_id).map(|e| &e.state) {
+        match self.session.inflight.get(&r.packet_id).map(|e| &e.state) {
             None => {}
-            Some(InflightState::Qos1(_)) => {
-                s.inflight.remove(&r.packet_id);
-                self.resend.retain(|&id| id != r.packet_id);
-                self.drain(l, now, out);
-            }
+            Some(InflightState::Qos1(_)) => self.complete(l, r.packet_id, now, out),
             Some(InflightState::Qos2(_) | InflightState::Released) => {
                 return Err(ReasonCode::PROTOCOL_ERROR)
             }
@@ -1029,14 +1034,13 @@ impl Connected {
         let s = &mut self.session;
         match s.inflight.get_mut(&id).map(|e| &mut e.state) {
             Some(state @ InflightState::Qos2(_)) => {
-                if !self.resend.is_empty() {
-                    self.resend.retain(|&x| x != id);
-                }
                 if r.reason.is_error() {
-                    s.inflight.remove(&id);
-                    self.drain(l, now, out);
+                    self.complete(l, id, now, out);
                 } else {
                     *state = InflightState::Released;
+                    if !self.resend.is_empty() {
+                        self.resend.retain(|&x| x != id);
+                    }
                     out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
                 }
             }
@@ -1065,13 +1069,9 @@ impl Connected {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(), ReasonCode> {
-        let s = &mut self.session;
-        match s.inflight.get(&r.packet_id).map(|e| &e.state) {
+        match self.session.inflight.get(&r.packet_id).map(|e| &e.state) {
             None => {}
-            Some(InflightState::Released) => {
-                s.inflight.remove(&r.packet_id);
-                self.drain(l, now, out);
-            }
+            Some(InflightState::Released) => self.complete(l, r.packet_id, now, out),
             Some(InflightState::Qos1(_) | InflightState::Qos2(_)) => {
                 return Err(ReasonCode::PROTOCOL_ERROR)
             }

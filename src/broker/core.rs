@@ -802,14 +802,14 @@ impl Core {
     ) {
         let mut actions = std::mem::take(&mut self.scratch);
         f(&mut self.clients[idx].conn, &mut actions);
-        // What the call changed in a durable session is logged before anything it sends.
-        self.collect_client(idx);
         self.dispatch(idx, now, &mut actions);
         self.scratch = actions;
     }
 
     /// Leading sends now, the rest into the work queue (see `drive`); empties `actions`.
     fn dispatch(&mut self, idx: usize, now: Instant, actions: &mut Vec<Action>) {
+        // What the call changed in a durable session is logged before anything it sends.
+        self.collect_client(idx);
         let suback = self.shared_suback(actions);
         let mut deferring = false;
         for (i, a) in actions.drain(..).enumerate() {
@@ -915,6 +915,7 @@ impl Core {
             "send queue over its limit: closing slow consumer");
         let mut lost = Vec::new();
         self.clients[idx].conn.connection_lost(now, &mut lost);
+        self.collect_client(idx);
         self.work.extend(lost.into_iter().map(|a| (idx, a)));
     }
 

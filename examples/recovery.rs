@@ -11,6 +11,10 @@ use ringmq::protocol::{ProtocolVersion, QoS, SubscriptionOptions};
 use ringmq::session::{Session, Subscription};
 use ringmq::storage::{log, record};
 
+// The broker binary's allocator, so the figures are the broker's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let _ = tracing_subscriber::fmt().with_ansi(false).try_init();
     let args: Vec<String> = std::env::args().collect();

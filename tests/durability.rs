@@ -513,7 +513,8 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Messages queued for `client` after recovering `dir` (None: no such session).
+/// Messages kept for `client` (queued or in flight) after recovering `dir` (None: no such
+/// session).
 fn queued_after_recovery(
     dir: &Path,
     client: &str,
@@ -525,7 +526,7 @@ fn queued_after_recovery(
         .iter()
         .flatten()
         .find(|r| r.client_id == client)
-        .map(|r| r.session.queued_len()))
+        .map(|r| r.session.queued_len() + r.session.inflight_len()))
 }
 
 #[test]

@@ -211,6 +211,60 @@ pub(super) struct Hold {
     pub in2: Vec<u16>,
 }
 
+// --- durability: the state behind `persist.rs` ---------------------------------------
+
+/// Drop records written this long before a snapshot are repeated in it (see `recover.rs`).
+pub(super) const KEEP_DROPS: Duration = Duration::from_secs(60);
+
+pub(super) struct Persist {
+    pub mode: crate::storage::Durability,
+    /// Records since the shell last took them.
+    pub log: Vec<u8>,
+    /// The batch those records belong to.
+    pub batch: u64,
+    /// The highest batch on disk.
+    pub committed: u64,
+    pub barrier_open: bool,
+    /// Images of sessions handed to another owner that has not confirmed it stored them.
+    pub unconfirmed: hashbrown::HashMap<u64, (ByteString, Vec<u8>)>,
+    pub recent_drops: VecDeque<(Instant, ByteString, u64)>,
+    pub last_snapshot: Instant,
+    pub snapshot_interval: Duration,
+    /// Log bytes since the last snapshot (a snapshot also bounds the log's size).
+    pub since_snapshot: u64,
+    pub scratch: Vec<u8>,
+}
+
+/// Log bytes after which a snapshot is taken whatever the interval.
+pub(super) const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
+
+impl Persist {
+    pub fn new(
+        mode: crate::storage::Durability,
+        snapshot_interval: Duration,
+        now: Instant,
+    ) -> Persist {
+        Persist {
+            mode,
+            log: Vec::new(),
+            batch: 1,
+            committed: 0,
+            barrier_open: false,
+            unconfirmed: hashbrown::HashMap::new(),
+            recent_drops: VecDeque::new(),
+            last_snapshot: now,
+            snapshot_interval,
+            since_snapshot: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Records go to the log (`sync` and `batched`; `none` only snapshots).
+    pub fn logs(&self) -> bool {
+        self.mode != crate::storage::Durability::None
+    }
+}
+
 /// A live network connection on this worker.
 pub(super) struct Client {
     pub id: ConnId,
@@ -374,7 +428,7 @@ pub struct Core {
     /// The batch of the last barrier `poll_effect` passed (effects after it wait for it).
     gate: u64,
     /// Durability (`--data-dir`): the log and the commit barrier.
-    pub(super) persist: Option<super::persist::Persist>,
+    pub(super) persist: Option<Persist>,
     shutting_down: bool,
     started: Instant,
     pub(super) last_sys: Instant,

@@ -35,7 +35,6 @@ use crate::runtime::engine::{Engine, EngineConfig, Remote};
 
 pub use self::core::{Core, Effect, Input};
 pub use mail::Mail;
-pub use persist::Restored;
 pub use shared::Shared;
 pub use worker::slot_bytes_per_connection;
 

@@ -33,74 +33,15 @@
 //! behind its barrier. Recovery keeps, per client id, the copy with the highest ownership
 //! epoch, so at every moment exactly one copy wins.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
-use hashbrown::HashMap;
 
-use super::core::{Core, Fx, SessionState};
+use super::core::{Core, Fx, Persist, SessionState, KEEP_DROPS, SNAPSHOT_LOG_BYTES};
 use crate::ownership::SessionKey;
 use crate::session::{Message, Session};
+use crate::storage::recover::Restored;
 use crate::storage::{record, Durability};
-
-/// Drop records written this long before a snapshot are repeated in it (see `recover.rs`).
-const KEEP_DROPS: Duration = Duration::from_secs(60);
-
-pub(super) struct Persist {
-    pub mode: Durability,
-    /// Records since the shell last took them.
-    pub log: Vec<u8>,
-    /// The batch those records belong to.
-    pub batch: u64,
-    /// The highest batch on disk.
-    pub committed: u64,
-    barrier_open: bool,
-    /// Images of sessions handed to another owner that has not confirmed it stored them.
-    pub unconfirmed: HashMap<u64, (ByteString, Vec<u8>)>,
-    recent_drops: VecDeque<(Instant, ByteString, u64)>,
-    pub last_snapshot: Instant,
-    pub snapshot_interval: Duration,
-    /// Log bytes since the last snapshot (a snapshot also bounds the log's size).
-    pub since_snapshot: u64,
-    scratch: Vec<u8>,
-}
-
-/// Log bytes after which a snapshot is taken whatever the interval.
-const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
-
-impl Persist {
-    pub fn new(mode: Durability, snapshot_interval: Duration, now: Instant) -> Persist {
-        Persist {
-            mode,
-            log: Vec::new(),
-            batch: 1,
-            committed: 0,
-            barrier_open: false,
-            unconfirmed: HashMap::new(),
-            recent_drops: VecDeque::new(),
-            last_snapshot: now,
-            snapshot_interval,
-            since_snapshot: 0,
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Records go to the log (`sync` and `batched`; `none` only snapshots).
-    pub fn logs(&self) -> bool {
-        self.mode != Durability::None
-    }
-}
-
-/// A session restored at start, for the worker that will hold it.
-pub struct Restored {
-    pub client_id: ByteString,
-    pub epoch: u64,
-    pub username: Option<ByteString>,
-    pub session: Session,
-    pub expires_at: Option<Instant>,
-    pub delayed_will: Option<(Message, Instant)>,
-}
 
 impl Core {
     /// Turn durability on (before the first input): sessions that outlive their
@@ -425,7 +366,7 @@ impl Core {
             p.last_snapshot = now;
             p.since_snapshot = 0;
         }
-        crate::storage::retained_image(&self.shared, &mut out);
+        retained_image(&self.shared, &mut out);
         record::marker_frame(&mut out, record::END, 0);
         out
     }
@@ -455,4 +396,14 @@ impl Core {
             let _ = now;
         }
     }
+}
+
+/// Append the whole retained store as of its current version to a snapshot.
+fn retained_image(shared: &super::Shared, out: &mut Vec<u8>) {
+    let store = shared.retained.lock();
+    let version = shared
+        .retain_version
+        .load(std::sync::atomic::Ordering::Relaxed);
+    record::marker_frame(out, record::RETAINED_IMAGE, version);
+    store.for_each(|msg| record::retain_frame(out, version, &msg.topic, Some(msg)));
 }

@@ -1015,7 +1015,7 @@ impl Connected {
         if self.session.inbound_qos2.remove(&r.packet_id) {
             let id = r.packet_id;
             self.session
-                .jot(|b| crate::storage::record::put_id(b, crate::storage::record::IN2_DONE, id));
+                .jot(|b| super::journal::put_id(b, super::journal::IN2_DONE, id));
         } else if v5 {
             resp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
@@ -1027,7 +1027,7 @@ impl Connected {
     fn complete(&mut self, l: &ProtocolLimits, id: u16, now: Instant, out: &mut Vec<Action>) {
         if self.session.inflight.remove(&id).is_some() {
             self.session
-                .jot(|b| crate::storage::record::put_id(b, crate::storage::record::DONE, id));
+                .jot(|b| super::journal::put_id(b, super::journal::DONE, id));
         }
         if !self.resend.is_empty() {
             self.resend.retain(|&x| x != id);
@@ -1075,9 +1075,7 @@ impl Connected {
                     self.complete(l, id, now, out);
                 } else {
                     *state = InflightState::Released;
-                    s.jot(|b| {
-                        crate::storage::record::put_id(b, crate::storage::record::RELEASED, id)
-                    });
+                    s.jot(|b| super::journal::put_id(b, super::journal::RELEASED, id));
                     if !self.resend.is_empty() {
                         self.resend.retain(|&x| x != id);
                     }
@@ -1192,7 +1190,7 @@ impl Connected {
                 options,
                 subscription_id: sub_id,
             };
-            s.jot(|b| crate::storage::record::put_sub(b, &filter, &entry));
+            s.jot(|b| super::journal::put_sub(b, &filter, &entry.options, entry.subscription_id));
             let existed = s.subscriptions.insert(filter.clone(), entry).is_some();
             reasons.push(ReasonCode(granted as u8));
             actions.push(Action::Subscribe {
@@ -1226,7 +1224,7 @@ impl Connected {
             }
             let existed = s.subscriptions.remove(&filter).is_some();
             if existed {
-                s.jot(|b| crate::storage::record::put_unsub(b, &filter));
+                s.jot(|b| super::journal::put_unsub(b, &filter));
             }
             if v5 {
                 reasons.push(if existed {
@@ -1257,8 +1255,8 @@ impl Connected {
             let e = new.min(l.max_session_expiry);
             if e != self.session.session_expiry && e > 0 {
                 self.session.jot(|b| {
-                    b.push(crate::storage::record::EXPIRY);
-                    crate::storage::record::put_u32(b, e);
+                    b.push(super::journal::EXPIRY);
+                    super::journal::put_u32(b, e);
                 });
             }
             self.session.session_expiry = e;
@@ -1424,7 +1422,13 @@ impl Connected {
                 state,
                 expires_at: q.msg.expires_at,
             };
-            s.jot(|b| crate::storage::record::put_inflight(b, id, &e));
+            s.jot(|b| {
+                let p = match &e.state {
+                    InflightState::Qos1(p) | InflightState::Qos2(p) => Some(p),
+                    InflightState::Released => None,
+                };
+                super::journal::put_inflight(b, id, e.seq, e.expires_at, p)
+            });
             s.inflight.insert(id, e);
         }
         out.push(Action::Send(Packet::Publish(wire)));
@@ -1481,7 +1485,7 @@ impl Connected {
         }
         if publish_len(&p, v5) > max {
             s.inflight.remove(&id);
-            s.jot(|b| crate::storage::record::put_id(b, crate::storage::record::DONE, id));
+            s.jot(|b| super::journal::put_id(b, super::journal::DONE, id));
             s.stats.dropped_too_large += 1;
             return false;
         }

@@ -90,13 +90,17 @@
 
 pub mod config;
 pub mod connection;
+pub mod journal;
 pub mod keepalive;
+pub mod message;
 pub mod state;
+pub mod wallclock;
 pub mod will;
 
 pub use config::{ProtocolLimits, V311KeepAlivePolicy};
 pub use connection::{generate_client_id, Action, ConnectRequest, Connection, PendingWill};
-pub use state::{Delivery, Message, MessageData, Session, SessionStats, Subscription};
+pub use message::{Message, MessageData};
+pub use state::{Delivery, Session, SessionStats, Subscription};
 pub use will::WillDecision;
 
 #[cfg(test)]

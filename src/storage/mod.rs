@@ -6,7 +6,7 @@
 //! | `record.rs` | the bytes on disk: frames with a CRC, session and retained records |
 //! | `log.rs` | the storage thread: group commit, fdatasync, snapshot rotation, write errors |
 //! | `recover.rs` | reading a data dir back: torn tails, corruption, which copy of a session wins |
-//! | `clock.rs` | wall-clock times for deadlines that must survive a restart |
+//! | `session/journal.rs`, `session/wallclock.rs` | the encoders a session uses to note its changes, and wall-clock times |
 //!
 //! What the broker core writes and when an acknowledgement may leave is in
 //! `broker/persist.rs`.
@@ -18,16 +18,17 @@
 //! DIR/w{N}/log-{seq}.log            worker N's log since that snapshot
 //! ```
 
-pub mod clock;
 pub mod log;
 pub mod record;
 pub mod recover;
 
+/// Wall-clock times for what is written to disk (kept with the session types, which note
+/// their changes themselves).
+pub use crate::session::wallclock as clock;
+
 use std::path::PathBuf;
 
 use serde::Deserialize;
-
-use crate::broker::Shared;
 
 /// When an acknowledged change is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -52,14 +53,4 @@ pub struct StorageConfig {
     pub snapshot_interval_secs: u64,
     /// Go on from the last good record when a log is damaged before its end.
     pub recover_truncate: bool,
-}
-
-/// Append the whole retained store as of its current version to a snapshot.
-pub fn retained_image(shared: &Shared, out: &mut Vec<u8>) {
-    let store = shared.retained.lock();
-    let version = shared
-        .retain_version
-        .load(std::sync::atomic::Ordering::Relaxed);
-    record::marker_frame(out, record::RETAINED_IMAGE, version);
-    store.for_each(|msg| record::retain_frame(out, version, &msg.topic, Some(msg)));
 }

@@ -29,7 +29,8 @@
 use bytes::Bytes;
 use bytestring::ByteString;
 
-use crate::protocol::{Publish, PublishProperties, QoS, SubscriptionOptions, Will, WillProperties};
+use crate::protocol::{Publish, PublishProperties, QoS, Will, WillProperties};
+pub use crate::session::journal::*;
 use crate::session::state::{Inflight, InflightState, Queued};
 use crate::session::{Message, MessageData, Session, Subscription};
 
@@ -39,20 +40,6 @@ pub const SESSION: u8 = 1;
 pub const RETAIN: u8 = 2;
 pub const RETAINED_IMAGE: u8 = 3;
 pub const END: u8 = 4;
-
-pub const IMAGE: u8 = 1;
-pub const DROP: u8 = 2;
-pub const SUB: u8 = 3;
-pub const UNSUB: u8 = 4;
-pub const QUEUE: u8 = 5;
-pub const POP: u8 = 6;
-pub const INFLIGHT: u8 = 7;
-pub const RELEASED: u8 = 8;
-pub const DONE: u8 = 9;
-pub const IN2: u8 = 10;
-pub const IN2_DONE: u8 = 11;
-pub const OFFLINE: u8 = 12;
-pub const EXPIRY: u8 = 13;
 
 /// Frame header bytes.
 pub const HEADER: usize = 8;
@@ -75,188 +62,6 @@ pub fn end_frame(out: &mut [u8], start: usize) {
     let crc = crc32fast::hash(body);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-pub fn put_u8(out: &mut Vec<u8>, v: u8) {
-    out.push(v);
-}
-pub fn put_u16(out: &mut Vec<u8>, v: u16) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-pub fn put_u32(out: &mut Vec<u8>, v: u32) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-pub fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_u32(out, b.len() as u32);
-    out.extend_from_slice(b);
-}
-fn put_opt<T>(out: &mut Vec<u8>, v: Option<T>, f: impl FnOnce(&mut Vec<u8>, T)) {
-    match v {
-        None => out.push(0),
-        Some(v) => {
-            out.push(1);
-            f(out, v);
-        }
-    }
-}
-fn put_opt_str(out: &mut Vec<u8>, v: Option<&ByteString>) {
-    put_opt(out, v, |o, s| put_bytes(o, s.as_bytes()));
-}
-fn put_opt_time(out: &mut Vec<u8>, t: Option<std::time::Instant>) {
-    put_opt(out, t, |o, t| put_u64(o, clock::wall_ms(t)));
-}
-
-fn put_props(out: &mut Vec<u8>, p: &PublishProperties) {
-    put_opt(out, p.payload_format_indicator, put_u8);
-    put_opt(out, p.message_expiry_interval, put_u32);
-    put_opt_str(out, p.response_topic.as_ref());
-    put_opt(out, p.correlation_data.as_ref(), |o, b| put_bytes(o, b));
-    put_u32(out, p.user_properties.len() as u32);
-    for (k, v) in &p.user_properties {
-        put_bytes(out, k.as_bytes());
-        put_bytes(out, v.as_bytes());
-    }
-    put_u32(out, p.subscription_identifiers.len() as u32);
-    for &id in &p.subscription_identifiers {
-        put_u32(out, id);
-    }
-    put_opt_str(out, p.content_type.as_ref());
-}
-
-pub fn put_message(out: &mut Vec<u8>, m: &Message) {
-    put_bytes(out, m.topic.as_bytes());
-    put_bytes(out, &m.payload);
-    put_u8(out, m.qos as u8);
-    put_u8(out, m.retain as u8);
-    put_props(out, &m.properties);
-    put_opt_time(out, m.expires_at);
-    put_opt_str(out, m.publisher.as_ref());
-}
-
-fn put_publish(out: &mut Vec<u8>, p: &Publish) {
-    put_u8(out, p.qos as u8);
-    put_u8(out, p.retain as u8);
-    put_bytes(out, p.topic.as_bytes());
-    put_bytes(out, &p.payload);
-    put_props(out, &p.properties);
-}
-
-fn put_will(out: &mut Vec<u8>, w: &Will) {
-    put_bytes(out, w.topic.as_bytes());
-    put_bytes(out, &w.payload);
-    put_u8(out, w.qos as u8);
-    put_u8(out, w.retain as u8);
-    let p = &w.properties;
-    put_opt(out, p.will_delay_interval, put_u32);
-    put_opt(out, p.payload_format_indicator, put_u8);
-    put_opt(out, p.message_expiry_interval, put_u32);
-    put_opt_str(out, p.content_type.as_ref());
-    put_opt_str(out, p.response_topic.as_ref());
-    put_opt(out, p.correlation_data.as_ref(), |o, b| put_bytes(o, b));
-    put_u32(out, p.user_properties.len() as u32);
-    for (k, v) in &p.user_properties {
-        put_bytes(out, k.as_bytes());
-        put_bytes(out, v.as_bytes());
-    }
-}
-
-fn options_byte(o: &SubscriptionOptions) -> u8 {
-    (o.qos as u8)
-        | (o.no_local as u8) << 2
-        | (o.retain_as_published as u8) << 3
-        | o.retain_handling << 4
-}
-
-fn options_of(b: u8) -> Result<SubscriptionOptions, Bad> {
-    Ok(SubscriptionOptions {
-        qos: QoS::from_u8(b & 3).ok_or(Bad)?,
-        no_local: b & 4 != 0,
-        retain_as_published: b & 8 != 0,
-        retain_handling: (b >> 4) & 3,
-    })
-}
-
-pub fn put_sub(out: &mut Vec<u8>, filter: &str, s: &Subscription) {
-    put_u8(out, SUB);
-    put_bytes(out, filter.as_bytes());
-    put_u8(out, options_byte(&s.options));
-    put_opt(out, s.subscription_id, put_u32);
-}
-
-pub fn put_unsub(out: &mut Vec<u8>, filter: &str) {
-    put_u8(out, UNSUB);
-    put_bytes(out, filter.as_bytes());
-}
-
-pub(crate) fn put_queued(out: &mut Vec<u8>, q: &Queued) {
-    put_u8(out, QUEUE);
-    put_u8(out, q.qos as u8);
-    put_u8(out, q.retain as u8);
-    put_u32(out, q.subscription_ids.len() as u32);
-    for &id in &q.subscription_ids {
-        put_u32(out, id);
-    }
-    put_message(out, &q.msg);
-}
-
-pub(crate) fn put_inflight(out: &mut Vec<u8>, id: u16, e: &Inflight) {
-    put_u8(out, INFLIGHT);
-    put_u16(out, id);
-    put_u64(out, e.seq);
-    put_opt_time(out, e.expires_at);
-    match &e.state {
-        InflightState::Qos1(p) | InflightState::Qos2(p) => {
-            put_u8(out, 0);
-            put_publish(out, p);
-        }
-        InflightState::Released => put_u8(out, 1),
-    }
-}
-
-pub fn put_id(out: &mut Vec<u8>, kind: u8, id: u16) {
-    put_u8(out, kind);
-    put_u16(out, id);
-}
-
-/// The connection ended and the session stays: when it expires and when its will is due.
-pub fn put_offline(
-    out: &mut Vec<u8>,
-    expires_at: Option<std::time::Instant>,
-    will_due: Option<std::time::Instant>,
-) {
-    put_u8(out, OFFLINE);
-    put_opt_time(out, expires_at);
-    put_opt_time(out, will_due);
-}
-
-/// The whole session (what a CONNECT accepted, a hand-off brought, or a snapshot holds).
-pub fn put_image(out: &mut Vec<u8>, s: &Session, username: Option<&ByteString>) {
-    put_u8(out, IMAGE);
-    put_opt_str(out, username);
-    put_u8(out, s.version.level());
-    put_u32(out, s.session_expiry);
-    put_opt(out, s.will.as_deref(), put_will);
-    put_u16(out, s.next_packet_id);
-    put_u64(out, s.next_seq);
-    put_u32(out, s.subscriptions.len() as u32);
-    for (f, sub) in &s.subscriptions {
-        put_sub(out, f, sub);
-    }
-    put_u32(out, s.inflight.len() as u32);
-    for (&id, e) in s.inflight.iter() {
-        put_inflight(out, id, e);
-    }
-    put_u32(out, s.queue.len() as u32);
-    for q in s.queue.iter() {
-        put_queued(out, q);
-    }
-    put_u32(out, s.inbound_qos2.len() as u32);
-    for &id in s.inbound_qos2.iter() {
-        put_u16(out, id);
-    }
 }
 
 /// A `SESSION` frame for `client_id`/`epoch` holding the already encoded sub-records `subs`.
@@ -283,6 +88,47 @@ pub fn marker_frame(out: &mut Vec<u8>, kind: u8, version: u64) {
     put_u8(out, kind);
     put_u64(out, version);
     end_frame(out, f);
+}
+
+/// The whole session (what a CONNECT accepted, a hand-off brought, or a snapshot holds).
+pub fn put_image(out: &mut Vec<u8>, s: &Session, username: Option<&ByteString>) {
+    put_u8(out, IMAGE);
+    put_opt_str(out, username);
+    put_u8(out, s.version.level());
+    put_u32(out, s.session_expiry);
+    put_opt(out, s.will.as_deref(), put_will);
+    put_u16(out, s.next_packet_id);
+    put_u64(out, s.next_seq);
+    put_u32(out, s.subscriptions.len() as u32);
+    for (f, sub) in &s.subscriptions {
+        put_sub(out, f, &sub.options, sub.subscription_id);
+    }
+    put_u32(out, s.inflight.len() as u32);
+    for (&id, e) in s.inflight.iter() {
+        put_inflight_of(out, id, e);
+    }
+    put_u32(out, s.queue.len() as u32);
+    for q in s.queue.iter() {
+        put_queued_of(out, q);
+    }
+    put_u32(out, s.inbound_qos2.len() as u32);
+    for &id in s.inbound_qos2.iter() {
+        put_u16(out, id);
+    }
+}
+
+/// `put_inflight` of an in-flight entry.
+pub(crate) fn put_inflight_of(out: &mut Vec<u8>, id: u16, e: &Inflight) {
+    let p = match &e.state {
+        InflightState::Qos1(p) | InflightState::Qos2(p) => Some(p),
+        InflightState::Released => None,
+    };
+    put_inflight(out, id, e.seq, e.expires_at, p);
+}
+
+/// `put_queued` of a queue entry.
+pub(crate) fn put_queued_of(out: &mut Vec<u8>, q: &Queued) {
+    put_queued(out, q.qos, q.retain, &q.subscription_ids, &q.msg);
 }
 
 // --- reading -----------------------------------------------------------------------------
@@ -485,7 +331,7 @@ impl<'a> Rd<'a> {
     }
     fn sub(&mut self) -> Result<(ByteString, Subscription), Bad> {
         let filter = self.string()?;
-        let options = options_of(self.u8()?)?;
+        let options = options_of(self.u8()?).ok_or(Bad)?;
         let subscription_id = self.opt(|r| r.u32())?;
         Ok((
             filter,
@@ -703,7 +549,7 @@ fn read_image(r: &mut Rd<'_>, client_id: &ByteString) -> Result<SessionImage, Ba
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ProtocolVersion;
+    use crate::protocol::{ProtocolVersion, SubscriptionOptions};
 
     fn msg(topic: &str, payload: &str, qos: QoS) -> Message {
         Message::new(MessageData {
@@ -746,8 +592,8 @@ mod tests {
             retain: false,
             subscription_ids: vec![7],
         };
-        put_queued(&mut subs, &q);
-        put_queued(&mut subs, &q);
+        put_queued_of(&mut subs, &q);
+        put_queued_of(&mut subs, &q);
         put_u8(&mut subs, POP);
         put_id(&mut subs, IN2_DONE, 9);
         put_id(&mut subs, IN2, 10);

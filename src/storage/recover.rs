@@ -29,8 +29,17 @@ use hashbrown::HashMap;
 
 use super::log::parse_name;
 use super::record::{self, Frame, Rd, SessionImage};
-use crate::broker::Restored;
-use crate::session::{keepalive, Message};
+use crate::session::{keepalive, Message, Session};
+
+/// A session restored at start, for the worker that will hold it.
+pub struct Restored {
+    pub client_id: ByteString,
+    pub epoch: u64,
+    pub username: Option<ByteString>,
+    pub session: Session,
+    pub expires_at: Option<Instant>,
+    pub delayed_will: Option<(Message, Instant)>,
+}
 
 /// What a data dir held.
 #[derive(Default)]

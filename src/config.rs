@@ -550,6 +550,72 @@ mod tests {
     }
 
     #[test]
+    fn websocket_settings() {
+        let c = Config::from_toml_str(
+            "ws_listen = [\"127.0.0.1:8080\", \"[::1]:8080\"]\nws_path = \"/ws\"\n\
+             ws_trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ws_listen.len(), 2);
+        assert_eq!(c.ws_path, "/ws");
+        assert_eq!(Config::default().ws_path, "/mqtt");
+        let p = &c.ws_trusted_proxies;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p[0].contains(ip("10.1.2.3")) && !p[0].contains(ip("11.0.0.1")));
+        assert!(p[1].contains(ip("192.0.2.7")) && !p[1].contains(ip("192.0.2.8")));
+        assert!(p[2].contains(ip("fd12::1")) && !p[2].contains(ip("fe80::1")));
+        assert!(
+            p[0].contains(ip("::ffff:10.0.0.1")),
+            "IPv4-mapped counts as IPv4"
+        );
+        assert!(!p[2].contains(ip("10.0.0.1")));
+        assert!("0.0.0.0/0"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x", ""] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
+        }
+        let c = Config {
+            wss_listen: vec!["127.0.0.1:8084".parse().unwrap()],
+            ..Config::default()
+        };
+        assert_eq!(
+            c.check().unwrap_err().key,
+            "wss_listen",
+            "WSS without a certificate"
+        );
+        let c = Config {
+            ws_path: "mqtt".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.check().unwrap_err().key, "ws_path");
+        let c = Config {
+            listen: vec![],
+            ws_listen: vec!["127.0.0.1:8080".parse().unwrap()],
+            ..Config::default()
+        };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_and_key() {
+        let e = Config::from_toml_str("workers = 1\n\nbogus = 2\n").unwrap_err();
+        assert_eq!(e, "line 3: key `bogus`: unknown field `bogus`");
+        let e = Config::from_toml_str("[tcp_keepalive]\nidle_secs = \"x\"\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2: key `tcp_keepalive.idle_secs`: "),
+            "{e}"
+        );
+        assert_eq!(
+            line_of_key("a = 1\n  max_inflight= 0\n[t]\nb = 1\n", "max_inflight"),
+            Some(2)
+        );
+        assert_eq!(line_of_key("[t]\nmax_inflight = 0\n", "max_inflight"), None);
+    }
+
+    #[test]
     fn allow_anonymous_defaults_on_the_password_file() {
         let c = Config::default();
         assert!(c.allow_anonymous());

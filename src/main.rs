@@ -496,6 +496,41 @@ mod tests {
     }
 
     #[test]
+    fn websocket_and_operator_flags() {
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--ws-listen",
+            "127.0.0.1:8080",
+            "--ws-listen",
+            "[::1]:8080",
+            "--wss-listen",
+            "127.0.0.1:8084",
+            "--tls-cert",
+            "s.pem",
+            "--tls-key",
+            "k.pem",
+            "--ws-path",
+            "/ws",
+            "--ws-trusted-proxy",
+            "10.0.0.0/8",
+            "--log-format",
+            "json",
+            "--check-config",
+        ]);
+        assert!(cli.check_config);
+        let cfg = build_config(cli).unwrap();
+        assert_eq!(cfg.ws_listen.len(), 2);
+        assert_eq!(cfg.wss_listen, vec!["127.0.0.1:8084".parse().unwrap()]);
+        assert_eq!(cfg.ws_path, "/ws");
+        assert_eq!(cfg.ws_trusted_proxies.len(), 1);
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        let cli = Cli::parse_from(["ringmq", "--wss-listen", "127.0.0.1:8084"]);
+        let e = build_config(cli).unwrap_err();
+        assert!(e.contains("key `wss_listen`"), "{e}");
+        assert!(Cli::try_parse_from(["ringmq", "--ws-trusted-proxy", "10.0.0.0/40"]).is_err());
+    }
+
+    #[test]
     fn bad_keepalive_flag_is_an_error() {
         let cli = Cli::parse_from(["ringmq", "--tcp-keepalive", "30,5"]);
         assert!(build_config(cli).is_err());

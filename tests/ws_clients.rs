@@ -35,7 +35,10 @@ fn have(tool: &str, probe: &mut Command, install: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(!in_ci(), "{tool} is missing in CI ({install}; .ci/run installs it)");
+        assert!(
+            !in_ci(),
+            "{tool} is missing in CI ({install}; .ci/run installs it)"
+        );
         eprintln!("SKIP: {tool} not available ({install})");
     }
     ok
@@ -203,7 +206,8 @@ fn pki() -> &'static Path {
         let ca_key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, "ringmq ws test CA");
+        p.distinguished_name
+            .push(DnType::CommonName, "ringmq ws test CA");
         p.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
             rcgen::KeyUsagePurpose::CrlSign,
@@ -330,8 +334,7 @@ fn serve_page(listener: TcpListener, stop: Arc<AtomicBool>, result: mpsc::Sender
         };
         let target = head.split(' ').nth(1).unwrap_or("").to_owned();
         let path = target.split('?').next().unwrap_or("");
-        let (status, ctype, content): (&str, &str, &[u8]) = match (head.split(' ').next(), path)
-        {
+        let (status, ctype, content): (&str, &str, &[u8]) = match (head.split(' ').next(), path) {
             (Some("GET"), "/index.html") => ("200 OK", "text/html; charset=utf-8", &page),
             (Some("GET"), "/mqtt.min.js") => ("200 OK", "text/javascript", &bundle),
             (Some("POST"), "/result") => {

@@ -256,8 +256,7 @@ fn mqtt_over_websocket_subscribe_publish_qos0_qos1() {
     for v in [ProtocolVersion::V5, ProtocolVersion::V311] {
         let mut sub = WsClient::open(addr, "");
         assert_eq!(
-            sub.connect(connect_packet(v, "ws-sub", 60, true))
-                .code,
+            sub.connect(connect_packet(v, "ws-sub", 60, true)).code,
             ReasonCode::SUCCESS
         );
         sub.send(&Packet::Subscribe(Subscribe {
@@ -282,7 +281,10 @@ fn mqtt_over_websocket_subscribe_publish_qos0_qos1() {
         ] {
             match sub.recv() {
                 Packet::Publish(p) => {
-                    assert_eq!((&p.topic[..], &p.payload[..], p.qos), (topic, payload.as_bytes(), qos));
+                    assert_eq!(
+                        (&p.topic[..], &p.payload[..], p.qos),
+                        (topic, payload.as_bytes(), qos)
+                    );
                     if p.qos == QoS::AtLeastOnce {
                         sub.send(&Packet::PubAck(PubResp::new(p.packet_id)));
                     }
@@ -316,7 +318,12 @@ fn packets_span_frames_and_frames_carry_several_packets() {
     let (_b, addr) = ws_broker(|_| {});
     let mut c = WsClient::open(addr, "");
     let connect = encode(
-        &Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "frag", 60, true))),
+        &Packet::Connect(Box::new(connect_packet(
+            ProtocolVersion::V5,
+            "frag",
+            60,
+            true,
+        ))),
         ProtocolVersion::V5,
     );
     // The CONNECT in a fragmented message of three frames, a ping between two of them.
@@ -385,7 +392,11 @@ fn hostile_inputs_end_with_the_right_status_and_never_hang_the_broker() {
             ),
             400,
         ),
-        ("binary garbage", vec![0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'], 400),
+        (
+            "binary garbage",
+            vec![0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n'],
+            400,
+        ),
         (
             "a plain HTTP GET",
             b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
@@ -410,7 +421,9 @@ fn hostile_inputs_end_with_the_right_status_and_never_hang_the_broker() {
     for (what, bytes, want) in cases {
         let mut c = WsClient::tcp(addr);
         c.write(&bytes);
-        let head = c.http_head().unwrap_or_else(|| panic!("{what}: no HTTP answer"));
+        let head = c
+            .http_head()
+            .unwrap_or_else(|| panic!("{what}: no HTTP answer"));
         assert_eq!(status(&head), want, "{what}: {head}");
         assert!(head.contains("Connection: close\r\n"), "{what}: {head}");
         c.expect_eof();
@@ -432,7 +445,11 @@ fn hostile_inputs_end_with_the_right_status_and_never_hang_the_broker() {
     oversize.extend_from_slice(&(1024u64 + 4096 + 1).to_be_bytes());
     oversize.extend_from_slice(&[1, 2, 3, 4]);
     let frame_cases: [(&str, Vec<u8>, u16); 5] = [
-        ("an unmasked frame", frame(true, 0x2, b"\xc0\x00", false), 1002),
+        (
+            "an unmasked frame",
+            frame(true, 0x2, b"\xc0\x00", false),
+            1002,
+        ),
         ("a text frame", frame(true, 0x1, b"hello", true), 1003),
         ("a length of 2^63", len63, 1009),
         ("a frame over the size limit", oversize, 1009),
@@ -489,7 +506,10 @@ fn broker_close_sends_disconnect_then_close_frame() {
 #[test]
 fn client_close_frame_is_answered_and_publishes_the_will() {
     let (b, addr) = ws_broker(|_| {});
-    let (mut sub, _) = connect(b.addr, connect_packet(ProtocolVersion::V5, "w-sub", 60, true));
+    let (mut sub, _) = connect(
+        b.addr,
+        connect_packet(ProtocolVersion::V5, "w-sub", 60, true),
+    );
     subscribe(&mut sub, 1, "will/#", QoS::AtLeastOnce);
     let mut c = WsClient::open(addr, "");
     let mut cp = connect_packet(ProtocolVersion::V5, "w-ws", 60, true);
@@ -515,7 +535,10 @@ fn client_close_frame_is_answered_and_publishes_the_will() {
     c.write(&bytes);
     assert_eq!(c.close_code(), 1000);
     c.expect_eof();
-    let (mut m, _) = connect(b.addr, connect_packet(ProtocolVersion::V5, "marker", 60, true));
+    let (mut m, _) = connect(
+        b.addr,
+        connect_packet(ProtocolVersion::V5, "marker", 60, true),
+    );
     m.send(&publish("will/marker", "after", QoS::AtLeastOnce, 1));
     let p = recv_publish(&mut sub, T).expect("the marker");
     assert_eq!(&p.payload[..], b"after", "no will after DISCONNECT");
@@ -541,7 +564,11 @@ fn websocket_pings_count_for_keep_alive() {
     }
     assert!(pongs >= 4);
     c.send(&Packet::PingReq);
-    assert_eq!(c.recv(), Packet::PingResp, "still open after 4 s of pings only");
+    assert_eq!(
+        c.recv(),
+        Packet::PingResp,
+        "still open after 4 s of pings only"
+    );
     assert_eq!(b.metric("keepalive_expired"), 0);
     drop(c);
     // The control: silence is closed by keep-alive.
@@ -598,7 +625,10 @@ fn forwarded_for_is_the_peer_only_from_a_trusted_proxy() {
     let dir = tmpdir("xff-trusted");
     let (b, addr) = limited_broker(&dir, &["127.0.0.0/8"]);
     // 192.0.2.1 (behind the trusted proxy 127.0.0.1) fails once: blocked.
-    assert_eq!(ws_login(addr, "192.0.2.1", "wrong"), ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    assert_eq!(
+        ws_login(addr, "192.0.2.1", "wrong"),
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    );
     assert_eq!(
         ws_login(addr, "192.0.2.1, 127.0.0.1", "right"),
         ReasonCode::CONNECTION_RATE_EXCEEDED
@@ -612,7 +642,10 @@ fn forwarded_for_is_the_peer_only_from_a_trusted_proxy() {
     // Untrusted: the header is ignored, the failure counts against 127.0.0.1.
     let dir = tmpdir("xff-untrusted");
     let (b, addr) = limited_broker(&dir, &["10.0.0.0/8"]);
-    assert_eq!(ws_login(addr, "192.0.2.1", "wrong"), ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    assert_eq!(
+        ws_login(addr, "192.0.2.1", "wrong"),
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    );
     assert_eq!(
         ws_login(addr, "192.0.2.2", "right"),
         ReasonCode::CONNECTION_RATE_EXCEEDED

@@ -231,7 +231,7 @@ impl Worker {
             }
             if !plain.is_empty() {
                 if self.ws.contains_key(&conn.slot) {
-                    self.on_ws_data(io, conn, &plain);
+                    self.on_ws_data(io, conn, &plain, true);
                 } else {
                     self.input(io, Input::Bytes { conn, data: &plain });
                 }
@@ -249,8 +249,10 @@ impl Worker {
 
     /// Bytes from a WebSocket connection (after TLS, if any): answer the upgrade, decode the
     /// frames, give the MQTT bytes to the core; on a refusal, a bad frame or the client's
-    /// close, send the answer and close.
-    fn on_ws_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
+    /// close, send the answer and close. `counted`: the read was already reported to the
+    /// core as activity (by the TLS layer); otherwise it is now, with the MQTT bytes or, if
+    /// the read carried none, with an empty input.
+    fn on_ws_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8], counted: bool) {
         let metrics = self.shared.metrics[self.core.id() as usize].clone();
         let Some(w) = self.ws.get_mut(&conn.slot).filter(|w| w.id == conn) else {
             return;
@@ -296,6 +298,9 @@ impl Worker {
         if !plain.is_empty() {
             // Also before a close: a DISCONNECT right before it must suppress the will.
             self.input(io, Input::Bytes { conn, data: &plain });
+        } else if !counted {
+            // A ping, a partial frame or the upgrade request: still activity for keep-alive.
+            self.input(io, Input::Bytes { conn, data: &[] });
         }
         if end {
             io.close(conn);
@@ -369,9 +374,8 @@ impl Handler for Worker {
             self.input(io, Input::Bytes { conn, data: &[] });
             self.on_tls_data(io, conn, data);
         } else if self.ws.get(&conn.slot).is_some_and(|w| w.id == conn) {
-            // Likewise a WebSocket ping or a partial frame.
-            self.input(io, Input::Bytes { conn, data: &[] });
-            self.on_ws_data(io, conn, data);
+            // Likewise a WebSocket ping or a partial frame (reported by on_ws_data).
+            self.on_ws_data(io, conn, data, false);
         } else {
             self.input(io, Input::Bytes { conn, data });
         }

@@ -217,6 +217,20 @@ pub struct Config {
     pub auth_threads: usize,
     /// Log lines as `text` or `json` (the level comes from `RUST_LOG`, default `info`).
     pub log_format: LogFormat,
+    /// Persistence: sessions, subscriptions, in-flight and queued messages and retained
+    /// messages are kept in this directory and survive a restart or a crash (see README
+    /// "Durability"). None: in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// With `data_dir`: `sync` (acknowledged = on disk, the default), `batched` (fdatasync
+    /// every `commit_interval_ms`) or `none` (snapshots only).
+    pub durability: crate::storage::Durability,
+    /// `batched`: milliseconds between fdatasyncs.
+    pub commit_interval_ms: u64,
+    /// Seconds between snapshots (each bounds the log and the recovery time).
+    pub snapshot_interval_secs: u64,
+    /// Start from the last good record when a log is damaged before its end (what follows
+    /// is lost) instead of refusing to start.
+    pub recover_truncate: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -283,6 +297,11 @@ impl Default for Config {
             auth_fail_refill_secs: 12,
             auth_threads: 1,
             log_format: LogFormat::Text,
+            data_dir: None,
+            durability: crate::storage::Durability::Sync,
+            commit_interval_ms: 100,
+            snapshot_interval_secs: 300,
+            recover_truncate: false,
         }
     }
 }
@@ -380,6 +399,18 @@ impl Config {
             return bad(
                 "max_packet_size",
                 "max_packet_size must be at least 16 bytes".into(),
+            );
+        }
+        if self.commit_interval_ms == 0 {
+            return bad(
+                "commit_interval_ms",
+                "commit_interval_ms and snapshot_interval_secs must be at least 1".into(),
+            );
+        }
+        if self.snapshot_interval_secs == 0 {
+            return bad(
+                "snapshot_interval_secs",
+                "commit_interval_ms and snapshot_interval_secs must be at least 1".into(),
             );
         }
         if !self.recv_buffers.is_power_of_two() {

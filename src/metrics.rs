@@ -56,6 +56,20 @@ counters! {
     ws_handshakes: "counter", "WebSocket upgrades accepted";
     ws_handshake_failures: "counter", "WebSocket upgrade requests refused with an HTTP error";
     ws_errors: "counter", "WebSocket connections closed for a bad frame (close 1002, 1003, 1007 or 1009)";
+    storage_commits: "counter", "Log commits (one write and, in sync and batched mode, one fdatasync for every group of records)";
+    storage_bytes_written: "counter", "Bytes written to the log";
+    storage_commit_micros: "counter", "Total time of log commits (write plus fdatasync), microseconds";
+    storage_commit_le_1ms: "counter", "Log commits that took at most 1 ms";
+    storage_commit_le_10ms: "counter", "Log commits that took more than 1 ms and at most 10 ms";
+    storage_commit_le_100ms: "counter", "Log commits that took more than 10 ms and at most 100 ms";
+    storage_commit_gt_100ms: "counter", "Log commits that took more than 100 ms";
+    storage_errors: "counter", "Log or snapshot writes that failed (disk full, I/O error); retried";
+    storage_refused: "counter", "QoS 1/2 PUBLISHes and persistent CONNECTs refused while the log could not be written";
+    snapshots: "counter", "Snapshots written";
+    snapshot_last_micros: "gauge", "Duration of the last snapshot (serialise plus write), microseconds";
+    snapshot_last_bytes: "gauge", "Size of the last snapshot in bytes";
+    recovery_micros: "gauge", "Duration of the recovery at start (read and replay), microseconds";
+    recovery_records: "gauge", "Records read at start (snapshots and logs)";
 }
 
 pub type Metrics = Arc<Vec<Arc<WorkerMetrics>>>;

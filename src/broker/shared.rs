@@ -40,6 +40,8 @@ pub struct Shared {
     /// Subscriptions held by each worker (so a publisher skips workers with none).
     pub sub_counts: Vec<AtomicUsize>,
     pub retained: Mutex<RetainedStore<Message>>,
+    /// Version of the last change of `retained` (taken under its lock; logged with it).
+    pub retain_version: AtomicU64,
     pub metrics: Metrics,
     pub shutdown: AtomicBool,
     pub next_assigned_id: AtomicU64,
@@ -64,6 +66,7 @@ impl Shared {
             remotes: OnceLock::new(),
             sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             retained: Mutex::new(RetainedStore::new()),
+            retain_version: AtomicU64::new(0),
             metrics,
             shutdown: AtomicBool::new(false),
             next_assigned_id: AtomicU64::new(1),
@@ -100,6 +103,7 @@ fn limits_from(cfg: &Config) -> ProtocolLimits {
         max_queued_messages: cfg.max_queued_messages,
         max_queued_bytes: cfg.max_queued_bytes,
         queue_qos0_offline: cfg.queue_qos0_offline,
+        durable: cfg.data_dir.is_some(),
         ..ProtocolLimits::default()
     }
 }

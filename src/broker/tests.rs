@@ -76,6 +76,8 @@ fn kind(m: &Mail) -> &'static str {
         Mail::AuthResult(_) => "AuthResult",
         Mail::Shared { .. } => "Shared",
         Mail::SharedApplied { .. } => "SharedApplied",
+        Mail::PublishAcked { .. } => "PublishAcked",
+        Mail::Stored { .. } => "Stored",
     }
 }
 

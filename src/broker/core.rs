@@ -210,6 +210,8 @@ pub(super) struct Hold {
     /// early; reading from the client pauses instead while the hold is over its bound.
     pub durable: bool,
     pub paused: bool,
+    /// Inbound QoS 2 ids whose PUBREC is among the held bytes: logged at release.
+    pub in2: Vec<u16>,
 }
 
 /// A live network connection on this worker.
@@ -367,6 +369,13 @@ pub struct Core {
     /// The client whose PUBLISH is being routed (`route_publish` holds its acknowledgement
     /// for other workers' commits in durability `sync`).
     pub(super) publisher: Option<usize>,
+    /// Effects waiting for log batch `.0` to be committed, in order (`persist.rs`), the
+    /// connections they are for (count), and how many are mail or wakes.
+    held: VecDeque<(u64, Fx)>,
+    held_conns: hashbrown::HashMap<ConnId, usize>,
+    held_posts: usize,
+    /// The batch of the last barrier `poll_effect` passed (effects after it wait for it).
+    gate: u64,
     /// Durability (`--data-dir`): the log and the commit barrier.
     pub(super) persist: Option<super::persist::Persist>,
     shutting_down: bool,
@@ -412,6 +421,10 @@ impl Core {
             out: BytesMut::with_capacity(4096),
             out_base: 0,
             publisher: None,
+            held: VecDeque::new(),
+            held_conns: hashbrown::HashMap::new(),
+            held_posts: 0,
+            gate: 0,
             persist: None,
             shutting_down: false,
             started: now,
@@ -508,33 +521,56 @@ impl Core {
         }
     }
 
-    /// The next effect for the shell, in order. `None` when none is left, or when the next
-    /// one waits behind a commit barrier (`Input::Committed` releases it).
+    /// The next effect for the shell, in order. `None` when none is left; effects that wait
+    /// for a log commit (`persist.rs`) stay behind until `Input::Committed` releases them.
     pub fn poll_effect(&mut self) -> Option<Effect<'_>> {
-        loop {
-            match self.effects.front() {
+        let fx = loop {
+            if self
+                .held
+                .front()
+                .is_some_and(|(b, _)| *b <= self.committed())
+            {
+                let (_, fx) = self.held.pop_front().expect("front exists");
+                self.unhold(&fx);
+                break fx;
+            }
+            match self.effects.pop_front() {
                 None => {
-                    // Everything was executed: the output buffer starts over (keeping its
-                    // capacity, but not a huge one left by a burst).
-                    self.out_base += self.out.len();
-                    if self.out.capacity() > 1 << 20 {
-                        self.out = BytesMut::with_capacity(4096);
+                    self.gate = 0;
+                    if self.held.is_empty() {
+                        // Everything was executed: the output buffer starts over (keeping
+                        // its capacity, but not a huge one left by a burst).
+                        self.out_base += self.out.len();
+                        if self.out.capacity() > 1 << 20 {
+                            self.out = BytesMut::with_capacity(4096);
+                        } else {
+                            self.out.clear();
+                        }
                     } else {
-                        self.out.clear();
+                        self.compact_out();
                     }
                     return None;
                 }
-                Some(Fx::Barrier(b)) => {
-                    if *b > self.committed() {
-                        self.compact_out();
-                        return None;
+                Some(Fx::Barrier(b)) => self.gate = b,
+                Some(fx) => {
+                    let committed = self.committed();
+                    let wait = if self.gate > committed {
+                        Some(self.gate)
+                    } else if self.follows_held(&fx) {
+                        self.held.back().map(|(b, _)| *b)
+                    } else {
+                        None
+                    };
+                    match wait {
+                        Some(b) => {
+                            self.note_held(&fx);
+                            self.held.push_back((b, fx));
+                        }
+                        None => break fx,
                     }
-                    self.effects.pop_front();
                 }
-                Some(_) => break,
             }
-        }
-        let fx = self.effects.pop_front()?;
+        };
         Some(match fx {
             Fx::Send { conn, start, end } => Effect::Send {
                 conn,
@@ -545,16 +581,62 @@ impl Core {
             Fx::ResumeRecv(c) => Effect::ResumeRecv(c),
             Fx::Post { worker, mail } => Effect::Post { worker, mail },
             Fx::Wake(w) => Effect::Wake(w),
-            Fx::Barrier(_) => unreachable!("barriers are passed above"),
+            Fx::Barrier(_) => unreachable!("barriers are never held"),
         })
     }
 
-    /// While effects wait behind a barrier, drop the output bytes already executed (the
-    /// stream keeps its offsets), so a long wait does not keep every byte sent before it.
+    /// The connection an effect is for (its order with that connection's other effects).
+    fn fx_conn(fx: &Fx) -> Option<ConnId> {
+        match fx {
+            Fx::Send { conn, .. }
+            | Fx::Close(conn)
+            | Fx::PauseRecv(conn)
+            | Fx::ResumeRecv(conn) => Some(*conn),
+            _ => None,
+        }
+    }
+
+    /// An effect that must stay behind a held one: same connection, or mail (mail between
+    /// two workers keeps its order).
+    fn follows_held(&self, fx: &Fx) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        match Self::fx_conn(fx) {
+            Some(c) => self.held_conns.get(&c).is_some_and(|&n| n > 0),
+            None => self.held_posts > 0,
+        }
+    }
+
+    fn note_held(&mut self, fx: &Fx) {
+        match Self::fx_conn(fx) {
+            Some(c) => *self.held_conns.entry(c).or_default() += 1,
+            None => self.held_posts += 1,
+        }
+    }
+
+    fn unhold(&mut self, fx: &Fx) {
+        match Self::fx_conn(fx) {
+            Some(c) => {
+                if let Some(n) = self.held_conns.get_mut(&c) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.held_conns.remove(&c);
+                    }
+                }
+            }
+            None => self.held_posts -= 1,
+        }
+    }
+
+    /// While effects wait for a commit, drop the output bytes already executed (the stream
+    /// keeps its offsets), so a long wait does not keep every byte sent before it.
     fn compact_out(&mut self) {
         let first = self
-            .effects
+            .held
             .iter()
+            .map(|(_, f)| f)
+            .chain(self.effects.iter())
             .find_map(|f| match f {
                 Fx::Send { start, .. } => Some(*start),
                 _ => None,
@@ -719,6 +801,23 @@ impl Core {
         if client.link != Link::Open {
             return true;
         }
+        // A PUBREC makes the broker the owner of a QoS 2 message: its id is logged when the
+        // PUBREC leaves (after the hold of copies on other workers, if any), so a restart
+        // never routes it twice and never keeps an id whose copies are not on disk.
+        if let Packet::PubRec(r) = packet {
+            if self.persist.is_some()
+                && client
+                    .conn
+                    .session()
+                    .is_some_and(|s| s.is_durable() && s.inbound_qos2.contains(&r.packet_id))
+            {
+                match client.extra.as_mut().and_then(|e| e.hold.as_mut()) {
+                    Some(h) => h.in2.push(r.packet_id),
+                    None => self.persist_in2(idx, &[r.packet_id]),
+                }
+            }
+        }
+        let client = &mut self.clients[idx];
         let version = client.conn.version().unwrap_or(ProtocolVersion::V311);
         let start = self.out.len();
         protocol::encode_packet(packet, version, &mut self.out);
@@ -787,6 +886,9 @@ impl Core {
         let conn = c.id;
         if hold.paused && !self.paused.contains(&conn) {
             self.effects.push_back(Fx::ResumeRecv(conn));
+        }
+        if !hold.in2.is_empty() {
+            self.persist_in2(idx, &hold.in2);
         }
         if hold.bytes.is_empty() {
             return;
@@ -865,6 +967,7 @@ impl Core {
             bytes: Vec::new(),
             durable: false,
             paused: false,
+            in2: Vec::new(),
         });
         self.holds.insert(token, conn);
     }
@@ -888,6 +991,7 @@ impl Core {
             bytes: Vec::new(),
             durable: true,
             paused: false,
+            in2: Vec::new(),
         });
         self.holds.insert(token, conn);
         token

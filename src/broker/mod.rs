@@ -166,6 +166,7 @@ fn open_storage(
     let interval = std::time::Duration::from_secs(cfg.snapshot_interval_secs);
     let mut logs = Vec::with_capacity(n);
     let mut sessions = 0;
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (w, core) in cores.iter_mut().enumerate() {
         let core = core.as_mut().expect("cores are built");
         let wdir = log::worker_dir(dir, w);
@@ -183,6 +184,7 @@ fn open_storage(
             std::time::Duration::from_millis(cfg.commit_interval_ms),
             shared.metrics[w].clone(),
             notify,
+            failed.clone(),
         )?;
         core.enable_persist(cfg.durability, interval, l.failed_flag(), now);
         let restored = std::mem::take(&mut rec.sessions[w]);
@@ -196,8 +198,11 @@ fn open_storage(
     // Each worker's first snapshot holds what it restored; then the old files can go.
     for (w, core) in cores.iter_mut().enumerate() {
         let core = core.as_mut().expect("cores are built");
+        // What restoring logged (wills routed to offline sessions) is in the snapshot.
         let mut buf = Vec::new();
-        let _ = core.take_log(&mut buf);
+        if let Some(batch) = core.take_log(&mut buf) {
+            core.handle(Input::Committed(batch), now);
+        }
         let snap = core.snapshot(now);
         log::write_snapshot(&log::worker_dir(dir, w), rec.next_seq, &snap)?;
     }

@@ -11,12 +11,15 @@
 //! input (`Core::take_log`) and gives them to the storage thread.
 //!
 //! # The commit barrier (`durability = sync`)
-//! The first record of a batch puts a barrier into the effect queue: every effect queued
-//! after it (acks, deliveries, mail to other workers) waits until the shell reports the
-//! batch committed (`Input::Committed`). One barrier per batch, so a pass that acknowledges a
-//! thousand PUBLISHes waits for one fdatasync. Mail waits too, which gives the logs of all
-//! workers a causal order: anything another worker does because of this worker's change is
-//! logged after that change is on disk.
+//! The first record of a batch puts a barrier into the effect queue: the effects queued
+//! after it in that input (acks, deliveries, mail to other workers) wait until the shell
+//! reports the batch committed (`Input::Committed`). One barrier per batch, so a pass that
+//! acknowledges a thousand PUBLISHes waits for one fdatasync. Later effects wait too when
+//! they are for a connection that has effects waiting, or are mail while mail waits (order
+//! per connection and per pair of workers); anything else goes at once, so a refusal, a
+//! PINGRESP or QoS 0 traffic of other clients does not wait for the disk. Mail waiting for
+//! the commit gives the logs of all workers a causal order: anything another worker does
+//! because of this worker's change is logged after that change is on disk.
 //!
 //! A QoS 1/2 PUBLISH routed to other workers: its PUBACK/PUBREC is held (the hold of
 //! `router.rs`) until every one of them answers that it has routed it, and they answer
@@ -260,6 +263,26 @@ impl Core {
         self.append(&id, epoch, &subs);
     }
 
+    /// Inbound QoS 2 ids of client `idx`'s durable session whose PUBREC is about to leave.
+    pub(super) fn persist_in2(&mut self, idx: usize, ids: &[u16]) {
+        let Some(key) = self.clients[idx].session else {
+            return;
+        };
+        let Some(e) = self
+            .sessions
+            .get(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+        else {
+            return;
+        };
+        let (id, epoch) = (e.client_id.clone(), e.epoch);
+        let mut subs = Vec::with_capacity(3 * ids.len());
+        for &pid in ids {
+            record::put_id(&mut subs, record::IN2, pid);
+        }
+        self.append(&id, epoch, &subs);
+    }
+
     /// This worker's copy of a session ends (expired, ended with its connection, taken over
     /// by a clean start, or stored by its new owner).
     pub(super) fn persist_drop(&mut self, client_id: &ByteString, epoch: u64, now: Instant) {
@@ -346,10 +369,19 @@ impl Core {
 
     /// A snapshot is due (interval, or the log grew past its bound).
     pub fn snapshot_due(&self, now: Instant) -> bool {
-        self.persist.as_ref().is_some_and(|p| {
-            now.saturating_duration_since(p.last_snapshot) >= p.snapshot_interval
-                || p.since_snapshot >= SNAPSHOT_LOG_BYTES
-        })
+        // Not while an acknowledgement waits for other workers: the images would hold
+        // inbound QoS 2 ids whose copies may not be on disk yet.
+        let waiting = self.holds.values().any(|&c| {
+            self.client_index(c)
+                .and_then(|i| self.clients[i].extra.as_ref())
+                .and_then(|e| e.hold.as_ref())
+                .is_some_and(|h| h.durable)
+        });
+        !waiting
+            && self.persist.as_ref().is_some_and(|p| {
+                now.saturating_duration_since(p.last_snapshot) >= p.snapshot_interval
+                    || p.since_snapshot >= SNAPSHOT_LOG_BYTES
+            })
     }
 
     /// This worker's state as a snapshot: every durable session it holds (online ones as

@@ -952,9 +952,6 @@ impl Connected {
                     if !v5 {
                         // The PUBREL that follows gets its PUBCOMP.
                         s.inbound_qos2.insert(id);
-                        s.jot(|b| {
-                            crate::storage::record::put_id(b, crate::storage::record::IN2, id)
-                        });
                     }
                     out.push(Action::Send(Packet::PubRec(r)));
                 }
@@ -991,7 +988,6 @@ impl Connected {
             QoS::AtLeastOnce => out.push(Action::Send(Packet::PubAck(PubResp::new(id)))),
             QoS::ExactlyOnce => {
                 s.inbound_qos2.insert(id);
-                s.jot(|b| crate::storage::record::put_id(b, crate::storage::record::IN2, id));
                 out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
             }
         }

@@ -124,7 +124,8 @@ pub fn remove_older(dir: &Path, seq: u64) {
 }
 
 impl Log {
-    /// Start the storage thread of `worker`, appending to `log-{seq}` in `dir`.
+    /// Start the storage thread of `worker`, appending to `log-{seq}` in `dir`. `failed` is
+    /// set while a write fails (one flag for every worker of a data dir: they share a disk).
     pub fn start(
         dir: PathBuf,
         seq: u64,
@@ -132,12 +133,13 @@ impl Log {
         commit_interval: Duration,
         metrics: Arc<WorkerMetrics>,
         notify: Notify,
+        failed: Arc<AtomicBool>,
     ) -> std::io::Result<Log> {
         let inner = Arc::new(Inner {
             queue: Mutex::new(Queue::default()),
             cv: Condvar::new(),
             committed: AtomicU64::new(0),
-            failed: Arc::new(AtomicBool::new(false)),
+            failed,
         });
         let path = dir.join(log_name(seq));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -155,6 +157,7 @@ impl Log {
             notify,
             unsynced: false,
             last_sync: Instant::now(),
+            failing: false,
         };
         let t = std::thread::Builder::new()
             .name("ringmq-log".into())
@@ -225,6 +228,8 @@ struct Writer {
     notify: Notify,
     unsynced: bool,
     last_sync: Instant,
+    /// This writer's last write failed.
+    failing: bool,
 }
 
 impl Writer {
@@ -329,7 +334,9 @@ impl Writer {
                 if self.mode != Durability::Batched || !self.unsynced {
                     self.inner.committed.store(batch, Ordering::Release);
                 }
-                if self.inner.failed.swap(false, Ordering::Relaxed) {
+                if self.failing {
+                    self.failing = false;
+                    self.inner.failed.store(false, Ordering::Relaxed);
                     tracing::warn!(dir = %self.dir.display(), "log writes succeed again");
                 }
                 (self.notify)();
@@ -338,7 +345,9 @@ impl Writer {
                 add(&self.metrics.storage_errors, 1);
                 // Cut a partial write off so the retry appends whole records.
                 let _ = self.file.set_len(self.len);
-                if !self.inner.failed.swap(true, Ordering::Relaxed) {
+                self.inner.failed.store(true, Ordering::Relaxed);
+                if !self.failing {
+                    self.failing = true;
                     tracing::error!(dir = %self.dir.display(), error = %e,
                         "cannot write the log: refusing QoS 1/2 PUBLISH and persistent CONNECT until it works again");
                 }

@@ -301,7 +301,7 @@ fn crash_round(dir: &Path, kill_after: usize, pace: &mut u64) {
         let q = qos_of(i);
         let unacked = match q {
             QoS::AtLeastOnce => !acks.puback.contains(&pid),
-            _ => q == QoS::ExactlyOnce && !acks.pubrec.contains(&pid),
+            _ => !acks.pubrec.contains(&pid),
         };
         if unacked {
             p.send(&publish("load/x", &format!("m{i}"), q, pid, true, false));

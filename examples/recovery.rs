@@ -14,12 +14,18 @@ use ringmq::storage::{log, record};
 fn main() {
     let _ = tracing_subscriber::fmt().with_ansi(false).try_init();
     let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let subs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let keep = args.get(3).is_some();
-    let dir = args.get(3).map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("ringmq-recovery-{}", std::process::id()))
-    });
+    let dir = args
+        .get(3)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("ringmq-recovery-{}", std::process::id()))
+        });
     let _ = std::fs::remove_dir_all(&dir);
     let workers = 2;
     let t0 = Instant::now();

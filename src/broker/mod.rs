@@ -225,7 +225,10 @@ fn open_storage(
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("snapshot thread"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("snapshot thread")))
+            })
             .collect()
     });
     for r in written {

@@ -101,7 +101,10 @@ pub fn recover(dir: &Path, n: usize, truncate: bool, now: Instant) -> Result<Rec
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("recovery thread failed".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("recovery thread failed".into()))
+            })
             .collect()
     });
     let mut st = State::default();

@@ -3,7 +3,7 @@
 //! Precedence: defaults < `--config FILE` < flags. Every field has a default so
 //! `ringmq` with no arguments runs a usable broker on 0.0.0.0:1883.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +26,80 @@ pub enum CertUsername {
     San,
 }
 
+/// An address or a network in CIDR notation (`10.0.0.0/8`, `::1`, `fd00::/8`), as given in
+/// `ws_trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IpNet, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl TryFrom<String> for IpNet {
+    type Error = String;
+    fn try_from(s: String) -> Result<IpNet, String> {
+        s.parse()
+    }
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`).
+    Json,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -42,6 +116,16 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     /// Take the MQTT username from the client certificate: "cn", "san" or "none".
     pub tls_cert_username: CertUsername,
+    /// MQTT over WebSocket listen addresses (usually port 8080 or 80). Each worker gets its
+    /// own SO_REUSEPORT socket per address, beside the plain ones.
+    pub ws_listen: Vec<SocketAddr>,
+    /// MQTT over WebSocket over TLS (usually port 8084 or 443), with the `tls_*` settings.
+    pub wss_listen: Vec<SocketAddr>,
+    /// The HTTP path WebSocket listeners upgrade (others get 404); the query is ignored.
+    pub ws_path: String,
+    /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` header is believed: the
+    /// header's first address becomes the client's address (failed-login limit, logs).
+    pub ws_trusted_proxies: Vec<IpNet>,
     /// Worker threads; 0 = one per online CPU.
     pub workers: usize,
     /// Pin worker i to CPU i % ncpu.
@@ -131,6 +215,8 @@ pub struct Config {
     pub auth_fail_refill_secs: u64,
     /// Threads that verify passwords (off the workers' event loops).
     pub auth_threads: usize,
+    /// Log lines as `text` or `json` (the level comes from `RUST_LOG`, default `info`).
+    pub log_format: LogFormat,
     /// Persistence: sessions, subscriptions, in-flight and queued messages and retained
     /// messages are kept in this directory and survive a restart or a crash (see README
     /// "Durability"). None: in memory only.
@@ -164,6 +250,10 @@ impl Default for Config {
             tls_key: None,
             tls_client_ca: None,
             tls_cert_username: CertUsername::None,
+            ws_listen: Vec::new(),
+            wss_listen: Vec::new(),
+            ws_path: crate::ws::DEFAULT_PATH.to_owned(),
+            ws_trusted_proxies: Vec::new(),
             workers: 0,
             pin_workers: true,
             worker_port_base: None,
@@ -206,6 +296,7 @@ impl Default for Config {
             auth_fail_burst: 5,
             auth_fail_refill_secs: 12,
             auth_threads: 1,
+            log_format: LogFormat::Text,
             data_dir: None,
             durability: crate::storage::Durability::Sync,
             commit_interval_ms: 100,
@@ -216,8 +307,10 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Parse a TOML configuration; an error names the line and the key
+    /// ([`describe_toml_error`]).
     pub fn from_toml_str(s: &str) -> Result<Config, String> {
-        toml::from_str(s).map_err(|e| e.to_string())
+        toml::from_str(s).map_err(|e| describe_toml_error(s, &e))
     }
 
     pub fn from_file(path: &Path) -> Result<Config, String> {
@@ -248,48 +341,183 @@ impl Config {
 
     /// Check values that serde cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.listen.is_empty() && self.tls_listen.is_empty() {
-            return Err("at least one listen or tls_listen address is needed".into());
+        self.check().map_err(|e| e.message)
+    }
+
+    /// [`Config::validate`], naming the key at fault.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: String| Err(ConfigError { key, message });
+        if self.listen.is_empty()
+            && self.tls_listen.is_empty()
+            && self.ws_listen.is_empty()
+            && self.wss_listen.is_empty()
+        {
+            return bad(
+                "listen",
+                "at least one listen, tls_listen, ws_listen or wss_listen address is needed".into(),
+            );
         }
         if self.listen.is_empty() && self.worker_port_base.is_some() {
-            return Err("worker_port_base needs a plain listen address".into());
+            return bad(
+                "worker_port_base",
+                "worker_port_base needs a plain listen address".into(),
+            );
         }
         if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return Err("tls_listen needs tls_cert and tls_key".into());
+            return bad("tls_listen", "tls_listen needs tls_cert and tls_key".into());
+        }
+        if !self.wss_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return bad("wss_listen", "wss_listen needs tls_cert and tls_key".into());
+        }
+        if !self.ws_path.starts_with('/') || self.ws_path.contains(['?', ' ']) {
+            return bad(
+                "ws_path",
+                format!(
+                    "ws_path must start with / and hold no query or space, got {:?}",
+                    self.ws_path
+                ),
+            );
         }
         if self.tls_cert_username != CertUsername::None && self.tls_client_ca.is_none() {
             // Without required client certificates a client could choose to send none and
             // keep the username of its CONNECT.
-            return Err("tls_cert_username needs tls_client_ca (client certificates)".into());
+            return bad(
+                "tls_cert_username",
+                "tls_cert_username needs tls_client_ca (client certificates)".into(),
+            );
         }
         if self.receive_maximum == 0 {
-            return Err("receive_maximum must be at least 1".into());
+            return bad(
+                "receive_maximum",
+                "receive_maximum must be at least 1".into(),
+            );
         }
         if self.max_inflight == 0 {
-            return Err("max_inflight must be at least 1".into());
+            return bad("max_inflight", "max_inflight must be at least 1".into());
         }
         if self.max_packet_size < 16 {
-            return Err("max_packet_size must be at least 16 bytes".into());
+            return bad(
+                "max_packet_size",
+                "max_packet_size must be at least 16 bytes".into(),
+            );
         }
-        if self.commit_interval_ms == 0 || self.snapshot_interval_secs == 0 {
-            return Err("commit_interval_ms and snapshot_interval_secs must be at least 1".into());
+        if self.commit_interval_ms == 0 {
+            return bad(
+                "commit_interval_ms",
+                "commit_interval_ms and snapshot_interval_secs must be at least 1".into(),
+            );
+        }
+        if self.snapshot_interval_secs == 0 {
+            return bad(
+                "snapshot_interval_secs",
+                "commit_interval_ms and snapshot_interval_secs must be at least 1".into(),
+            );
         }
         if !self.recv_buffers.is_power_of_two() {
-            return Err("recv_buffers must be a power of two".into());
+            return bad("recv_buffers", "recv_buffers must be a power of two".into());
         }
         if !self.allow_anonymous() && self.password_file.is_none() {
-            return Err(
+            return bad(
+                "allow_anonymous",
                 "allow_anonymous = false needs a password_file (nobody could log in)".into(),
             );
         }
         if self.auth_threads == 0 {
-            return Err("auth_threads must be at least 1".into());
+            return bad("auth_threads", "auth_threads must be at least 1".into());
         }
         if self.max_connections_per_worker == 0 {
-            return Err("max_connections_per_worker must be at least 1".into());
+            return bad(
+                "max_connections_per_worker",
+                "max_connections_per_worker must be at least 1".into(),
+            );
         }
         Ok(())
     }
+}
+
+/// A value [`Config::check`] refuses: the key and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "key `{}`: {}", self.key, self.message)
+    }
+}
+
+/// The 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The key a line of TOML sets (`a = 1` -> `a`, `[t]` -> `t`), prefixed by its table.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        let header = l
+            .strip_prefix('[')
+            .and_then(|h| h.split(']').next())
+            .map(|h| h.trim_matches(['[', ' ']).to_owned());
+        if i + 1 == line {
+            return match (header, l.split_once('=')) {
+                (Some(h), _) => Some(h),
+                (None, Some((k, _))) => {
+                    let k = k.trim().trim_matches(['"', '\'']);
+                    Some(if table.is_empty() {
+                        k.to_owned()
+                    } else {
+                        format!("{table}.{k}")
+                    })
+                }
+                (None, None) => None,
+            };
+        }
+        if let Some(h) = header {
+            table = h;
+        }
+    }
+    None
+}
+
+/// A TOML error as `line N: key `K`: what` (the key and line from the error's span).
+pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut what = e.message().trim().replace('\n', "; ");
+    // serde lists every field after an unknown one: too long to be of use.
+    if let Some(i) = what.find(", expected one of") {
+        what.truncate(i);
+    }
+    let Some(span) = e.span() else {
+        return what;
+    };
+    let line = line_of(text, span.start);
+    match key_on_line(text, line) {
+        Some(key) => format!("line {line}: key `{key}`: {what}"),
+        None => format!("line {line}: {what}"),
+    }
+}
+
+/// The line where the top-level `key` is set in `text` (before any table header).
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.starts_with('[') {
+            return None;
+        }
+        if let Some((k, _)) = l.split_once('=') {
+            if k.trim().trim_matches(['"', '\'']) == key {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -350,6 +578,72 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err(), "cert username without client CA");
+    }
+
+    #[test]
+    fn websocket_settings() {
+        let c = Config::from_toml_str(
+            "ws_listen = [\"127.0.0.1:8080\", \"[::1]:8080\"]\nws_path = \"/ws\"\n\
+             ws_trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ws_listen.len(), 2);
+        assert_eq!(c.ws_path, "/ws");
+        assert_eq!(Config::default().ws_path, "/mqtt");
+        let p = &c.ws_trusted_proxies;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p[0].contains(ip("10.1.2.3")) && !p[0].contains(ip("11.0.0.1")));
+        assert!(p[1].contains(ip("192.0.2.7")) && !p[1].contains(ip("192.0.2.8")));
+        assert!(p[2].contains(ip("fd12::1")) && !p[2].contains(ip("fe80::1")));
+        assert!(
+            p[0].contains(ip("::ffff:10.0.0.1")),
+            "IPv4-mapped counts as IPv4"
+        );
+        assert!(!p[2].contains(ip("10.0.0.1")));
+        assert!("0.0.0.0/0"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "::/129", "nonsense", "10.0.0.0/x", ""] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
+        }
+        let c = Config {
+            wss_listen: vec!["127.0.0.1:8084".parse().unwrap()],
+            ..Config::default()
+        };
+        assert_eq!(
+            c.check().unwrap_err().key,
+            "wss_listen",
+            "WSS without a certificate"
+        );
+        let c = Config {
+            ws_path: "mqtt".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.check().unwrap_err().key, "ws_path");
+        let c = Config {
+            listen: vec![],
+            ws_listen: vec!["127.0.0.1:8080".parse().unwrap()],
+            ..Config::default()
+        };
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_and_key() {
+        let e = Config::from_toml_str("workers = 1\n\nbogus = 2\n").unwrap_err();
+        assert_eq!(e, "line 3: key `bogus`: unknown field `bogus`");
+        let e = Config::from_toml_str("[tcp_keepalive]\nidle_secs = \"x\"\n").unwrap_err();
+        assert!(
+            e.starts_with("line 2: key `tcp_keepalive.idle_secs`: "),
+            "{e}"
+        );
+        assert_eq!(
+            line_of_key("a = 1\n  max_inflight= 0\n[t]\nb = 1\n", "max_inflight"),
+            Some(2)
+        );
+        assert_eq!(line_of_key("[t]\nmax_inflight = 0\n", "max_inflight"), None);
     }
 
     #[test]

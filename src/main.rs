@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use ringmq::config::{CertUsername, Config, TcpKeepalive, V311KeepAlivePolicy};
+use ringmq::config::{CertUsername, Config, IpNet, LogFormat, TcpKeepalive, V311KeepAlivePolicy};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,6 +35,26 @@ struct Cli {
     /// Use the client certificate's CN or first DNS SAN as the MQTT username.
     #[arg(long, value_enum)]
     tls_cert_username: Option<CertUsername>,
+    /// MQTT over WebSocket listen address, repeatable (e.g. 0.0.0.0:8080).
+    #[arg(long = "ws-listen", value_name = "ADDR:PORT")]
+    ws_listen: Vec<SocketAddr>,
+    /// MQTT over WebSocket over TLS listen address, repeatable (e.g. 0.0.0.0:8084); uses
+    /// --tls-cert and --tls-key.
+    #[arg(long = "wss-listen", value_name = "ADDR:PORT")]
+    wss_listen: Vec<SocketAddr>,
+    /// HTTP path the WebSocket listeners upgrade (default /mqtt); other paths get 404.
+    #[arg(long, value_name = "PATH")]
+    ws_path: Option<String>,
+    /// Proxy address or CIDR network whose X-Forwarded-For header is believed, repeatable.
+    #[arg(long = "ws-trusted-proxy", value_name = "ADDR|CIDR")]
+    ws_trusted_proxies: Vec<IpNet>,
+    /// Log lines as text (the default) or json.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Check the configuration (file and flags, and the files it names), print a summary
+    /// and exit: 0 when it is fine, 2 with the key (and its line) at fault otherwise.
+    #[arg(long)]
+    check_config: bool,
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
@@ -131,10 +151,30 @@ fn parse_keepalive(s: &str) -> Result<TcpKeepalive, String> {
 }
 
 fn build_config(cli: Cli) -> Result<Config, String> {
-    let mut cfg = match &cli.config {
-        Some(p) => Config::from_file(p)?,
-        None => Config::default(),
+    let (mut cfg, text) = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let cfg = Config::from_toml_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            (cfg, Some(text))
+        }
+        None => (Config::default(), None),
     };
+    if !cli.ws_listen.is_empty() {
+        cfg.ws_listen = cli.ws_listen;
+    }
+    if !cli.wss_listen.is_empty() {
+        cfg.wss_listen = cli.wss_listen;
+    }
+    if let Some(p) = cli.ws_path {
+        cfg.ws_path = p;
+    }
+    if !cli.ws_trusted_proxies.is_empty() {
+        cfg.ws_trusted_proxies = cli.ws_trusted_proxies;
+    }
+    if let Some(v) = cli.log_format {
+        cfg.log_format = v;
+    }
     if !cli.listen.is_empty() {
         cfg.listen = cli.listen;
     }
@@ -219,8 +259,86 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     if cli.recover_truncate {
         cfg.recover_truncate = true;
     }
-    cfg.validate()?;
+    if let Err(e) = cfg.check() {
+        // Name the line when the bad value came from the file.
+        let at = match (&cli.config, &text) {
+            (Some(p), Some(t)) => ringmq::config::line_of_key(t, e.key)
+                .map(|l| format!("{}: line {l}: ", p.display())),
+            _ => None,
+        };
+        return Err(format!("{}{e}", at.unwrap_or_default()));
+    }
     Ok(cfg)
+}
+
+/// `--check-config`: also load the files the configuration names (TLS certificate and key,
+/// password and ACL files), which a start would refuse; print a summary.
+fn check_config(cfg: &Config, file: Option<&std::path::Path>) -> Result<String, String> {
+    if !cfg.tls_listen.is_empty() || !cfg.wss_listen.is_empty() {
+        ringmq::tls::TlsSetup::from_config(cfg)?;
+    }
+    ringmq::auth::Auth::from_config(cfg)?;
+    let list = |a: &[SocketAddr]| {
+        a.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = format!(
+        "configuration OK ({})\n",
+        file.map_or("defaults and flags".into(), |f| f.display().to_string())
+    );
+    for (kind, addrs) in [
+        ("listen", &cfg.listen),
+        ("tls_listen", &cfg.tls_listen),
+        ("ws_listen", &cfg.ws_listen),
+        ("wss_listen", &cfg.wss_listen),
+    ] {
+        if !addrs.is_empty() {
+            out += &format!("  {kind}: {}\n", list(addrs));
+        }
+    }
+    if !cfg.ws_listen.is_empty() || !cfg.wss_listen.is_empty() {
+        out += &format!(
+            "  ws_path: {}, trusted proxies: {}\n",
+            cfg.ws_path,
+            cfg.ws_trusted_proxies.len()
+        );
+    }
+    if let Some(d) = &cfg.data_dir {
+        out += &format!(
+            "  data_dir: {}, durability: {:?}\n",
+            d.display(),
+            cfg.durability
+        );
+    }
+    out += &format!(
+        "  workers: {}, max_packet_size: {}, password file: {}, ACL file: {}\n",
+        cfg.worker_count(),
+        cfg.max_packet_size,
+        cfg.password_file
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string()),
+        cfg.acl_file
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string()),
+    );
+    Ok(out)
+}
+
+/// Logs to stderr, in the configured format; colour codes only when stderr is a terminal.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 /// `ringmq passwd FILE USERNAME`: the password comes from stdin.
@@ -250,17 +368,12 @@ fn passwd(file: &std::path::Path, username: &str) -> i32 {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut cli = Cli::parse();
     if let Some(Command::Passwd { file, username }) = cli.command.take() {
         std::process::exit(passwd(&file, &username));
     }
+    let checking = cli.check_config;
+    let file = cli.config.clone();
     let cfg = match build_config(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -268,6 +381,19 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if checking {
+        match check_config(&cfg, file.as_deref()) {
+            Ok(summary) => {
+                print!("{summary}");
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("ringmq: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    init_logging(cfg.log_format);
     let term = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, term.clone()) {
@@ -293,6 +419,12 @@ fn main() {
     }
     for a in broker.tls_addrs() {
         tracing::info!("listening on {a} (TLS)");
+    }
+    for a in broker.ws_addrs() {
+        tracing::info!("listening on {a} (WebSocket)");
+    }
+    for a in broker.wss_addrs() {
+        tracing::info!("listening on {a} (WebSocket over TLS)");
     }
     if let Some(a) = broker.metrics_addr() {
         tracing::info!("metrics on http://{a}/metrics");
@@ -400,6 +532,41 @@ mod tests {
         assert_eq!(cfg.tls_cert_username, CertUsername::San);
         let cli = Cli::parse_from(["ringmq", "--tls-listen", "127.0.0.1:8883"]);
         assert!(build_config(cli).is_err(), "no certificate");
+    }
+
+    #[test]
+    fn websocket_and_operator_flags() {
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--ws-listen",
+            "127.0.0.1:8080",
+            "--ws-listen",
+            "[::1]:8080",
+            "--wss-listen",
+            "127.0.0.1:8084",
+            "--tls-cert",
+            "s.pem",
+            "--tls-key",
+            "k.pem",
+            "--ws-path",
+            "/ws",
+            "--ws-trusted-proxy",
+            "10.0.0.0/8",
+            "--log-format",
+            "json",
+            "--check-config",
+        ]);
+        assert!(cli.check_config);
+        let cfg = build_config(cli).unwrap();
+        assert_eq!(cfg.ws_listen.len(), 2);
+        assert_eq!(cfg.wss_listen, vec!["127.0.0.1:8084".parse().unwrap()]);
+        assert_eq!(cfg.ws_path, "/ws");
+        assert_eq!(cfg.ws_trusted_proxies.len(), 1);
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        let cli = Cli::parse_from(["ringmq", "--wss-listen", "127.0.0.1:8084"]);
+        let e = build_config(cli).unwrap_err();
+        assert!(e.contains("key `wss_listen`"), "{e}");
+        assert!(Cli::try_parse_from(["ringmq", "--ws-trusted-proxy", "10.0.0.0/40"]).is_err());
     }
 
     #[test]

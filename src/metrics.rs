@@ -53,6 +53,9 @@ counters! {
     tls_handshakes: "counter", "TLS handshakes completed";
     tls_handshake_failures: "counter", "TLS connections closed by a failed handshake (bad record, alert, certificate refused)";
     tls_errors: "counter", "TLS connections closed by a TLS error after the handshake";
+    ws_handshakes: "counter", "WebSocket upgrades accepted";
+    ws_handshake_failures: "counter", "WebSocket upgrade requests refused with an HTTP error";
+    ws_errors: "counter", "WebSocket connections closed for a bad frame (close 1002, 1003, 1007 or 1009)";
     storage_commits: "counter", "Log commits (one write and, in sync and batched mode, one fdatasync for every group of records)";
     storage_bytes_written: "counter", "Bytes written to the log";
     storage_commit_micros: "counter", "Total time of log commits (write plus fdatasync), microseconds";

@@ -71,6 +71,9 @@ pub enum Input<'a> {
     /// The transport verified a client certificate that names the MQTT user
     /// (`tls_cert_username`): its CONNECT's User Name is replaced, no password asked.
     CertIdentity { conn: ConnId, username: ByteString },
+    /// The transport learned the client's address from a proxy it trusts (WebSocket
+    /// `X-Forwarded-For`): it replaces the socket's peer.
+    Peer { conn: ConnId, peer: SocketAddr },
     /// The connection is gone: our close completed, the peer left, or an I/O error. Once per
     /// opened connection.
     Closed { conn: ConnId },
@@ -714,6 +717,11 @@ impl Core {
             Input::CertIdentity { conn, username } => {
                 if let Some(idx) = self.client_index(conn) {
                     self.clients[idx].extra().cert_username = Some(username);
+                }
+            }
+            Input::Peer { conn, peer } => {
+                if let Some(idx) = self.client_index(conn) {
+                    self.clients[idx].extra().peer = Some(peer);
                 }
             }
             Input::Closed { conn } => self.on_closed(conn, now),

@@ -9,7 +9,7 @@
 //! | `auth.rs` | CONNECT authentication and the verification threads |
 //! | `mail.rs` | the messages between workers and threads |
 //! | `shared.rs` | what all workers share, and why |
-//! | `worker.rs` | the io_uring shell (and TLS) around one core |
+//! | `worker.rs` | the io_uring shell (and the TLS and WebSocket layers) around one core |
 
 mod auth;
 mod core;
@@ -46,6 +46,8 @@ pub struct BrokerHandle {
     threads: Vec<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
+    wss_addrs: Vec<SocketAddr>,
     worker_addrs: Vec<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
 }
@@ -58,6 +60,14 @@ impl BrokerHandle {
     /// The bound TLS listen addresses (port 0 resolved).
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.tls_addrs
+    }
+    /// The bound WebSocket listen addresses (port 0 resolved).
+    pub fn ws_addrs(&self) -> &[SocketAddr] {
+        &self.ws_addrs
+    }
+    /// The bound WebSocket-over-TLS listen addresses (port 0 resolved).
+    pub fn wss_addrs(&self) -> &[SocketAddr] {
+        &self.wss_addrs
     }
     /// With `worker_port_base`: the address that lands on worker i.
     pub fn worker_addrs(&self) -> &[SocketAddr] {
@@ -272,6 +282,31 @@ fn make_listener(addr: SocketAddr, cfg: &Config, reuse_port: bool) -> std::io::R
     Ok(s.into())
 }
 
+/// Bind `addrs` once per worker (SO_REUSEPORT; port 0 is resolved by the first bind), each
+/// with the layers `kind`. Returns the bound addresses.
+fn bind_all(
+    per_worker: &mut [Vec<TcpListener>],
+    layers: &mut Vec<worker::Layers>,
+    cfg: &Config,
+    addrs: &[SocketAddr],
+    kind: &worker::Layers,
+) -> std::io::Result<Vec<SocketAddr>> {
+    let mut bound_addrs = Vec::new();
+    for &addr in addrs {
+        let mut bound = addr;
+        for (w, slot) in per_worker.iter_mut().enumerate() {
+            let l = make_listener(bound, cfg, true)?;
+            if w == 0 {
+                bound = l.local_addr()?;
+                bound_addrs.push(bound);
+            }
+            slot.push(l);
+        }
+        layers.push(kind.clone());
+    }
+    Ok(bound_addrs)
+}
+
 /// Start the broker: bind every listener, spawn the workers, return once all are running.
 pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     cfg.validate()
@@ -284,22 +319,17 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         ));
     }
 
-    // One SO_REUSEPORT listener per worker per address. Port 0 is resolved by the first bind.
+    // One SO_REUSEPORT listener per worker per address; `layers` gets each engine listener's
+    // layers, in `Engine::listen` order (the same on every worker).
     let mut per_worker: Vec<Vec<TcpListener>> = (0..n).map(|_| Vec::new()).collect();
-    let mut addrs = Vec::new();
-    for &addr in &cfg.listen {
-        let mut bound = addr;
-        for (w, slot) in per_worker.iter_mut().enumerate() {
-            let l = make_listener(bound, &cfg, true)?;
-            if w == 0 {
-                bound = l.local_addr()?;
-                addrs.push(bound);
-            }
-            slot.push(l);
-        }
-    }
-    // Engine listener index -> TLS or not (the same on every worker).
-    let mut listener_tls: Vec<Option<Arc<crate::tls::TlsSetup>>> = vec![None; cfg.listen.len()];
+    let mut layers: Vec<worker::Layers> = Vec::new();
+    let addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        &cfg,
+        &cfg.listen,
+        &worker::Layers::default(),
+    )?;
     let mut worker_addrs = Vec::new();
     if let Some(base) = cfg.worker_port_base {
         let ip = cfg.listen[0].ip();
@@ -309,27 +339,49 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
             worker_addrs.push(l.local_addr()?);
             slot.push(l);
         }
-        listener_tls.push(None);
+        layers.push(worker::Layers::default());
     }
-    let mut tls_addrs = Vec::new();
-    if !cfg.tls_listen.is_empty() {
-        let setup = Arc::new(
-            crate::tls::TlsSetup::from_config(&cfg)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-        );
-        for &addr in &cfg.tls_listen {
-            let mut bound = addr;
-            for (w, slot) in per_worker.iter_mut().enumerate() {
-                let l = make_listener(bound, &cfg, true)?;
-                if w == 0 {
-                    bound = l.local_addr()?;
-                    tls_addrs.push(bound);
-                }
-                slot.push(l);
-            }
-            listener_tls.push(Some(setup.clone()));
-        }
-    }
+    let tls_setup = if cfg.tls_listen.is_empty() && cfg.wss_listen.is_empty() {
+        None
+    } else {
+        Some(Arc::new(crate::tls::TlsSetup::from_config(&cfg).map_err(
+            |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        )?))
+    };
+    let ws_config = Arc::new(crate::ws::WsConfig {
+        path: cfg.ws_path.clone(),
+        ..crate::ws::WsConfig::new(cfg.max_packet_size)
+    });
+    let tls_addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        &cfg,
+        &cfg.tls_listen,
+        &worker::Layers {
+            tls: tls_setup.clone(),
+            ws: None,
+        },
+    )?;
+    let ws_addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        &cfg,
+        &cfg.ws_listen,
+        &worker::Layers {
+            tls: None,
+            ws: Some(ws_config.clone()),
+        },
+    )?;
+    let wss_addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        &cfg,
+        &cfg.wss_listen,
+        &worker::Layers {
+            tls: tls_setup,
+            ws: Some(ws_config),
+        },
+    )?;
 
     let auth_state = crate::auth::Auth::from_config(&cfg)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -341,7 +393,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     };
     let shared = Arc::new(Shared::new(cfg, n, auth_state, auth_jobs));
     let metrics = shared.metrics.clone();
-    let listener_tls = Arc::new(listener_tls);
+    let layers = Arc::new(layers);
     if let Some(rx) = auth_rx {
         auth::spawn_verifiers(shared.cfg.auth_threads, Arc::downgrade(&shared), rx)?;
     }
@@ -386,7 +438,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         let tx = tx.clone();
         let barrier = barrier.clone();
         let engine_cfg = engine_cfg.clone();
-        let listener_tls = listener_tls.clone();
+        let layers = layers.clone();
         let core = if shared.cfg.pin_workers && !cpus.is_empty() {
             Some(cpus[w % cpus.len()])
         } else {
@@ -421,7 +473,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
                 if shared.remotes.get().is_none() {
                     return; // start failed on another worker
                 }
-                let mut worker = worker::Worker::new(broker_core, shared, listener_tls, log);
+                let mut worker = worker::Worker::new(broker_core, shared, layers, log);
                 if let Err(e) = engine.run(&mut worker) {
                     tracing::error!(worker = w, error = %e, "worker loop failed");
                 }
@@ -450,13 +502,16 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         }
         return Err(e);
     }
-    tracing::info!(workers = n, listen = ?addrs, tls_listen = ?tls_addrs, "ringmq started");
+    tracing::info!(workers = n, listen = ?addrs, tls_listen = ?tls_addrs, ws_listen = ?ws_addrs,
+        wss_listen = ?wss_addrs, "ringmq started");
     Ok(BrokerHandle {
         shared,
         _data_lock: data_lock,
         threads,
         addrs,
         tls_addrs,
+        ws_addrs,
+        wss_addrs,
         worker_addrs,
         metrics_addr,
     })

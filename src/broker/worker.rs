@@ -2,11 +2,22 @@
 //! [`Input`]s for the worker's [`Core`] and carries out the [`Effect`]s it returns, in
 //! [`Worker::execute`], the one place they are executed.
 //!
-//! TLS lives here, between the engine and the core: connections accepted on a TLS listener
-//! get a `TlsConn`; their bytes are decrypted before `Input::Bytes` and every `Effect::Send` is
-//! encrypted before it is queued. A handshake failure closes the socket at once (the core
-//! learns of it as a lost connection). Plain connections pay nothing for it (the TLS states
-//! are in a map keyed by slot, consulted only for TLS listeners).
+//! The listener layers live here, between the engine and the core, as [`Layers`] per engine
+//! listener:
+//! - TLS: connections accepted on a TLS listener get a `TlsConn`; their bytes are decrypted
+//!   before `Input::Bytes` and every `Effect::Send` is encrypted before it is queued. A
+//!   handshake failure closes the socket at once (the core learns of it as a lost
+//!   connection).
+//! - WebSocket (`crate::ws`): connections accepted on a WebSocket listener get a `WsConn`;
+//!   their bytes (after TLS on a `wss_listen` listener) go through the HTTP upgrade and the
+//!   frame decoder before `Input::Bytes`, every `Effect::Send` becomes one binary frame
+//!   (then TLS), and `Effect::Close` sends a close frame first. A refused upgrade gets its
+//!   HTTP status, a bad frame its close code, then the socket is closed.
+//!
+//! Any bytes from the client count as activity for keep-alive, also those that carry no MQTT
+//! byte yet (a TLS record, a WebSocket ping or partial frame): an empty `Input::Bytes` says so.
+//! Plain connections pay nothing for the layers (their states are in maps keyed by slot,
+//! consulted only while some connection of that kind is open).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -22,6 +33,15 @@ use crate::metrics::add;
 use crate::runtime::engine::{ConnId, Handler, Io};
 use crate::storage::log::Log;
 use crate::tls::{TlsConn, TlsSetup};
+use crate::ws::{WsConfig, WsConn, WsError, WsRead};
+
+/// What one engine listener puts between the socket and the MQTT bytes (the same on every
+/// worker): nothing for a plain listener, TLS, WebSocket, or TLS then WebSocket.
+#[derive(Clone, Default)]
+pub struct Layers {
+    pub tls: Option<Arc<TlsSetup>>,
+    pub ws: Option<Arc<WsConfig>>,
+}
 
 struct Tls {
     id: ConnId,
@@ -30,15 +50,27 @@ struct Tls {
     failed: bool,
 }
 
+struct Ws {
+    id: ConnId,
+    conn: Box<WsConn>,
+    /// The socket's peer, when the engine collects addresses: its `X-Forwarded-For` is
+    /// believed only if it is a trusted proxy.
+    peer: Option<SocketAddr>,
+}
+
 pub struct Worker {
     core: Core,
     shared: Arc<Shared>,
-    /// Per engine listener index: the TLS setup of a TLS listener, None for a plain one.
-    listener_tls: Arc<Vec<Option<Arc<TlsSetup>>>>,
+    /// Per engine listener index: its layers.
+    listeners: Arc<Vec<Layers>>,
     tls: HashMap<u32, Tls>,
+    ws: HashMap<u32, Ws>,
     /// Scratch for TLS: decrypted bytes of one read, and records to send.
     tls_plain: Vec<u8>,
     tls_out: Vec<u8>,
+    /// Scratch for WebSocket: MQTT bytes of one read, and frames / HTTP answers to send.
+    ws_plain: Vec<u8>,
+    ws_out: Vec<u8>,
     /// The storage thread's end (`--data-dir`), the records being handed over, and the
     /// last commit given to the core.
     log: Option<Log>,
@@ -46,21 +78,51 @@ pub struct Worker {
     committed: u64,
 }
 
+/// Queue `bytes` on `conn`, encrypted first if it is a TLS connection.
+fn transmit(
+    tls: &mut HashMap<u32, Tls>,
+    tls_out: &mut Vec<u8>,
+    io: &mut Io<'_>,
+    conn: ConnId,
+    bytes: &[u8],
+) {
+    match tls.get_mut(&conn.slot) {
+        Some(t) if t.id == conn => {
+            if t.failed {
+                return;
+            }
+            tls_out.clear();
+            if let Err(e) = t.conn.encrypt(bytes, tls_out) {
+                // Only after close_notify: the connection is closing anyway.
+                tracing::debug!(error = %e, "tls write after close");
+                return;
+            }
+            io.send_past_limit(conn, tls_out);
+        }
+        _ => {
+            io.send_past_limit(conn, bytes);
+        }
+    }
+}
+
 impl Worker {
     /// The shell around `core` (built, and with a data dir restored, by `broker::start`).
     pub fn new(
         core: Core,
         shared: Arc<Shared>,
-        listener_tls: Arc<Vec<Option<Arc<TlsSetup>>>>,
+        listeners: Arc<Vec<Layers>>,
         log: Option<Log>,
     ) -> Worker {
         Worker {
             core,
             shared,
-            listener_tls,
+            listeners,
             tls: HashMap::new(),
+            ws: HashMap::new(),
             tls_plain: Vec::new(),
             tls_out: Vec::new(),
+            ws_plain: Vec::new(),
+            ws_out: Vec::new(),
             log,
             log_buf: Vec::new(),
             committed: 0,
@@ -118,24 +180,32 @@ impl Worker {
     fn execute(&mut self, io: &mut Io<'_>) {
         while let Some(effect) = self.core.poll_effect() {
             match effect {
-                Effect::Send { conn, bytes } if self.tls.is_empty() => {
+                Effect::Send { conn, bytes } if self.tls.is_empty() && self.ws.is_empty() => {
                     io.send_past_limit(conn, bytes);
                 }
-                Effect::Send { conn, bytes } => match self.tls.get_mut(&conn.slot) {
-                    Some(t) if t.id == conn => {
-                        self.tls_out.clear();
-                        if let Err(e) = t.conn.encrypt(bytes, &mut self.tls_out) {
-                            // Only after close_notify: the connection is closing anyway.
-                            tracing::debug!(error = %e, "tls write after close");
-                            continue;
+                Effect::Send { conn, bytes } => {
+                    let bytes = match self.ws.get(&conn.slot) {
+                        Some(w) if w.id == conn => {
+                            if !w.conn.is_open() {
+                                // Refused or closed (the answer is sent): nothing more goes out.
+                                continue;
+                            }
+                            self.ws_out.clear();
+                            w.conn.encode(bytes, &mut self.ws_out);
+                            &self.ws_out[..]
                         }
-                        io.send_past_limit(conn, &self.tls_out);
-                    }
-                    _ => {
-                        io.send_past_limit(conn, bytes);
-                    }
-                },
+                        _ => bytes,
+                    };
+                    transmit(&mut self.tls, &mut self.tls_out, io, conn, bytes);
+                }
                 Effect::Close(conn) => {
+                    if let Some(w) = self.ws.get_mut(&conn.slot).filter(|w| w.id == conn) {
+                        self.ws_out.clear();
+                        w.conn.close(crate::ws::CLOSE_NORMAL, &mut self.ws_out);
+                        if !self.ws_out.is_empty() {
+                            transmit(&mut self.tls, &mut self.tls_out, io, conn, &self.ws_out);
+                        }
+                    }
                     if let Some(t) = self.tls.get_mut(&conn.slot) {
                         if t.id == conn && !t.failed && !t.conn.is_handshaking() {
                             self.tls_out.clear();
@@ -155,9 +225,12 @@ impl Worker {
                 }
             }
         }
-        // Keep the TLS scratch capacity, but not a huge one left by a burst.
+        // Keep the scratch capacity, but not a huge one left by a burst.
         if self.tls_out.capacity() > 1 << 20 {
             self.tls_out = Vec::new();
+        }
+        if self.ws_out.capacity() > 1 << 20 {
+            self.ws_out = Vec::new();
         }
     }
 
@@ -213,7 +286,11 @@ impl Worker {
                 self.input(io, Input::CertIdentity { conn, username });
             }
             if !plain.is_empty() {
-                self.input(io, Input::Bytes { conn, data: &plain });
+                if self.ws.contains_key(&conn.slot) {
+                    self.on_ws_data(io, conn, &plain, true);
+                } else {
+                    self.input(io, Input::Bytes { conn, data: &plain });
+                }
             }
         } else {
             // No close_notify after the alert; the core learns of the end at on_close.
@@ -224,6 +301,70 @@ impl Worker {
             plain = Vec::new();
         }
         self.tls_plain = plain;
+    }
+
+    /// Bytes from a WebSocket connection (after TLS, if any): answer the upgrade, decode the
+    /// frames, give the MQTT bytes to the core; on a refusal, a bad frame or the client's
+    /// close, send the answer and close. `counted`: the read was already reported to the
+    /// core as activity (by the TLS layer); otherwise it is now, with the MQTT bytes or, if
+    /// the read carried none, with an empty input.
+    fn on_ws_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8], counted: bool) {
+        let metrics = self.shared.metrics[self.core.id() as usize].clone();
+        let Some(w) = self.ws.get_mut(&conn.slot).filter(|w| w.id == conn) else {
+            return;
+        };
+        // `plain` stays out of `self` while the core reads it.
+        let mut plain = std::mem::take(&mut self.ws_plain);
+        plain.clear();
+        self.ws_out.clear();
+        let was_handshaking = w.conn.is_handshaking();
+        let res = w.conn.read(data, &mut plain, &mut self.ws_out);
+        let mut forwarded = None;
+        if was_handshaking && !w.conn.is_handshaking() && w.conn.subprotocol().is_some() {
+            add(&metrics.ws_handshakes, 1);
+            // Only where addresses are collected, and only from a proxy we trust.
+            if let (Some(from), Some(peer)) = (w.conn.forwarded_for(), w.peer) {
+                let trusted = &self.shared.cfg.ws_trusted_proxies;
+                if trusted.iter().any(|n| n.contains(peer.ip())) {
+                    forwarded = Some(SocketAddr::new(from, 0));
+                } else {
+                    tracing::debug!(%peer, "X-Forwarded-For from an untrusted peer ignored");
+                }
+            }
+        }
+        let end = match res {
+            Ok(WsRead::Continue) => false,
+            Ok(WsRead::Close) => true,
+            Err(e) => {
+                match e {
+                    WsError::Handshake { .. } => add(&metrics.ws_handshake_failures, 1),
+                    WsError::Protocol { .. } => add(&metrics.ws_errors, 1),
+                }
+                tracing::debug!(error = %e, "websocket");
+                true
+            }
+        };
+        if !self.ws_out.is_empty() {
+            // The upgrade answer, pongs, close frames: never refused for the queue limit.
+            transmit(&mut self.tls, &mut self.tls_out, io, conn, &self.ws_out);
+        }
+        if let Some(peer) = forwarded {
+            self.input(io, Input::Peer { conn, peer });
+        }
+        if !plain.is_empty() {
+            // Also before a close: a DISCONNECT right before it must suppress the will.
+            self.input(io, Input::Bytes { conn, data: &plain });
+        } else if !counted {
+            // A ping, a partial frame or the upgrade request: still activity for keep-alive.
+            self.input(io, Input::Bytes { conn, data: &[] });
+        }
+        if end {
+            io.close(conn);
+        }
+        if plain.capacity() > 1 << 20 {
+            plain = Vec::new();
+        }
+        self.ws_plain = plain;
     }
 
     /// Pop this worker's mailbox (bounded per call so one flooded mailbox cannot starve the
@@ -241,12 +382,11 @@ impl Worker {
 
 impl Handler for Worker {
     fn on_open(&mut self, io: &mut Io<'_>, conn: ConnId, peer: Option<SocketAddr>) {
-        let setup = io
-            .listener(conn)
-            .and_then(|l| self.listener_tls.get(l))
-            .and_then(|s| s.clone());
+        let layers = io.listener(conn).and_then(|l| self.listeners.get(l));
+        let tls = layers.and_then(|l| l.tls.clone());
+        let ws = layers.and_then(|l| l.ws.clone());
         self.input(io, Input::Opened { conn, peer });
-        if let Some(setup) = setup {
+        if let Some(setup) = tls {
             match TlsConn::new(&setup) {
                 Ok(t) => {
                     self.tls.insert(
@@ -265,17 +405,33 @@ impl Handler for Worker {
                         1,
                     );
                     io.close(conn);
+                    return;
                 }
             }
+        }
+        if let Some(config) = ws {
+            self.ws.insert(
+                conn.slot,
+                Ws {
+                    id: conn,
+                    conn: Box::new(WsConn::new(&config)),
+                    peer,
+                },
+            );
         }
     }
 
     fn on_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
-        if !self.tls.is_empty() && self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
+        if self.tls.is_empty() && self.ws.is_empty() {
+            self.input(io, Input::Bytes { conn, data });
+        } else if self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
             // Any bytes from the client reset keep-alive, even a TLS record that decrypts to
             // nothing yet.
             self.input(io, Input::Bytes { conn, data: &[] });
             self.on_tls_data(io, conn, data);
+        } else if self.ws.get(&conn.slot).is_some_and(|w| w.id == conn) {
+            // Likewise a WebSocket ping or a partial frame (reported by on_ws_data).
+            self.on_ws_data(io, conn, data, false);
         } else {
             self.input(io, Input::Bytes { conn, data });
         }
@@ -287,6 +443,9 @@ impl Handler for Worker {
         }
         if self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
             self.tls.remove(&conn.slot);
+        }
+        if self.ws.get(&conn.slot).is_some_and(|w| w.id == conn) {
+            self.ws.remove(&conn.slot);
         }
         self.input(io, Input::Closed { conn });
     }
@@ -319,7 +478,7 @@ impl Handler for Worker {
 }
 
 /// Bytes of the fixed-size slots one live connection occupies in a worker (engine slot, core
-/// client and session slots, slot index). Plain connections have no TLS entry.
+/// client and session slots, slot index). Plain connections have no TLS or WebSocket entry.
 pub fn slot_bytes_per_connection() -> usize {
     crate::runtime::engine::conn_state_size() + super::core::slot_bytes()
 }

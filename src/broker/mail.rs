@@ -54,6 +54,14 @@ pub enum Mail {
     },
     /// The change with this token is in the sender's view.
     SharedApplied { token: u64 },
+    /// A (non-shared) subscription of a session of worker `from` was added (`add`) or removed
+    /// there: for every other worker's view of the filters subscribed anywhere (PUBACK 0x10,
+    /// `router.rs`). Sent only with `no_matching_subscribers_reason` and more than one worker.
+    Filter {
+        from: u16,
+        filter: ByteString,
+        add: bool,
+    },
 }
 
 /// A change to the shared-subscription views.

@@ -255,6 +255,34 @@ impl Connection {
         }
     }
 
+    /// The broker routed the message of `ack` (this connection's PUBACK / PUBREC, not sent
+    /// yet) and no subscription matched it: say so with reason 0x10 No matching subscribers
+    /// (MQTT 5 sections 3.4.2.1 and 3.5.2.1; a success code, so a QoS 2 flow goes on with
+    /// PUBREL / PUBCOMP). Only an MQTT 5 connection, with `no_matching_subscribers_reason`
+    /// on, and a success ack that still fits the client's Maximum Packet Size with the reason
+    /// byte [MQTT-3.1.2-24] (otherwise it stays 0x00, which is never wrong). Returns whether
+    /// the ack changed. The broker decides "no subscription"; see `broker::router`.
+    pub fn no_matching_subscribers(&self, ack: &mut Packet) -> bool {
+        let (Some(version), true) = (self.version, self.limits.no_matching_subscribers_reason)
+        else {
+            return false;
+        };
+        let (Packet::PubAck(r) | Packet::PubRec(r)) = ack else {
+            return false;
+        };
+        if !version.is_v5() || r.reason != ReasonCode::SUCCESS {
+            return false;
+        }
+        r.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+        if crate::protocol::encoded_len(ack, version) > self.client_max_packet as usize {
+            if let Packet::PubAck(r) | Packet::PubRec(r) = ack {
+                r.reason = ReasonCode::SUCCESS;
+            }
+            return false;
+        }
+        true
+    }
+
     // --- time ---------------------------------------------------------------------------
 
     /// Any bytes from the client (even a partial packet) reset the keep-alive timer.

@@ -259,28 +259,23 @@ impl Connection {
     /// yet) and no subscription matched it: say so with reason 0x10 No matching subscribers
     /// (MQTT 5 sections 3.4.2.1 and 3.5.2.1; a success code, so a QoS 2 flow goes on with
     /// PUBREL / PUBCOMP). Only an MQTT 5 connection, with `no_matching_subscribers_reason`
-    /// on, and a success ack that still fits the client's Maximum Packet Size with the reason
-    /// byte [MQTT-3.1.2-24] (otherwise it stays 0x00, which is never wrong). Returns whether
-    /// the ack changed. The broker decides "no subscription"; see `broker::router`.
+    /// on, and only a success ack. Returns whether the ack changed. The ack is then 5 bytes,
+    /// never more than the smallest MQTT 5 CONNACK the client accepted, so it fits the
+    /// client's Maximum Packet Size. The broker decides "no subscription"; see
+    /// `broker::router`.
     pub fn no_matching_subscribers(&self, ack: &mut Packet) -> bool {
-        let (Some(version), true) = (self.version, self.limits.no_matching_subscribers_reason)
-        else {
-            return false;
-        };
-        let (Packet::PubAck(r) | Packet::PubRec(r)) = ack else {
-            return false;
-        };
-        if !version.is_v5() || r.reason != ReasonCode::SUCCESS {
+        if !self.limits.no_matching_subscribers_reason
+            || !self.version.is_some_and(|v| v.is_v5())
+        {
             return false;
         }
-        r.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
-        if crate::protocol::encoded_len(ack, version) > self.client_max_packet as usize {
-            if let Packet::PubAck(r) | Packet::PubRec(r) = ack {
-                r.reason = ReasonCode::SUCCESS;
+        match ack {
+            Packet::PubAck(r) | Packet::PubRec(r) if r.reason == ReasonCode::SUCCESS => {
+                r.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+                true
             }
-            return false;
+            _ => false,
         }
-        true
     }
 
     // --- time ---------------------------------------------------------------------------

@@ -109,7 +109,9 @@ impl Link {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: visibility SUB_ADDR PUB_ADDR TRIALS [DELAY_US] [v5|v311] [keep|unsubscribe]");
+        eprintln!(
+            "usage: visibility SUB_ADDR PUB_ADDR TRIALS [DELAY_US] [v5|v311] [keep|unsubscribe]"
+        );
         std::process::exit(2);
     }
     let trials: u32 = args[3].parse().expect("TRIALS");

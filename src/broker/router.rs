@@ -73,7 +73,6 @@ impl RemoteFilters {
             applied: vec![0; workers],
         }
     }
-
 }
 
 impl Core {
@@ -100,10 +99,7 @@ impl Core {
     pub(super) fn route_client_publish(&mut self, idx: usize, msg: Message, now: Instant) {
         let ask = msg.qos != QoS::AtMostOnce
             && self.limits.no_matching_subscribers_reason
-            && self.clients[idx]
-                .conn
-                .version()
-                .is_some_and(|v| v.is_v5());
+            && self.clients[idx].conn.version().is_some_and(|v| v.is_v5());
         if self.route(msg, now, ask) || !ask {
             return;
         }
@@ -188,7 +184,9 @@ impl Core {
         if behind {
             return true;
         }
-        self.remote_filters.filters.matches(topic, |_, _| found = true);
+        self.remote_filters
+            .filters
+            .matches(topic, |_, _| found = true);
         found
     }
 
@@ -223,7 +221,11 @@ impl Core {
         let view = &mut self.remote_filters;
         view.applied[from as usize] += 1;
         let count = view.filters.remove(filter, from).unwrap_or(0);
-        let count = if add { count + 1 } else { count.saturating_sub(1) };
+        let count = if add {
+            count + 1
+        } else {
+            count.saturating_sub(1)
+        };
         if count > 0 && view.filters.insert(filter, from, count).is_err() {
             // Not indexed on `from` either (`add_subscription`): nothing to match.
             tracing::warn!(%filter, "filter too deep, not in the view");

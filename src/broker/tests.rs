@@ -1723,14 +1723,23 @@ fn puback_and_pubrec_0x10_when_no_subscription_matches_on_one_worker() {
     assert_eq!(net.ack_of(p, "x/y", QoS::ExactlyOnce, 2), NO_MATCH);
     let (s, _) = net.online(0, conn(V5, "s"));
     net.subscribe(s, 1, "x/+", QoS::AtLeastOnce);
-    assert_eq!(net.ack_of(p, "x/y", QoS::AtLeastOnce, 3), ReasonCode::SUCCESS);
-    assert_eq!(net.ack_of(p, "x/y", QoS::ExactlyOnce, 4), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p, "x/y", QoS::AtLeastOnce, 3),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        net.ack_of(p, "x/y", QoS::ExactlyOnce, 4),
+        ReasonCode::SUCCESS
+    );
     assert_eq!(net.ack_of(p, "x/y/z", QoS::AtLeastOnce, 5), NO_MATCH);
     assert_eq!(net.publishes(s).len(), 2);
     // A shared subscription is a subscriber too.
     let (m, _) = net.online(0, conn(V5, "m"));
     net.subscribe(m, 1, "$share/g/sh/#", QoS::AtLeastOnce);
-    assert_eq!(net.ack_of(p, "sh/1", QoS::AtLeastOnce, 6), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p, "sh/1", QoS::AtLeastOnce, 6),
+        ReasonCode::SUCCESS
+    );
     assert_eq!(payloads(&net.publishes(m)), ["m"]);
     // The publisher's own No Local subscription matches (0x00 is never wrong).
     let nl = SubscriptionOptions {
@@ -1739,11 +1748,20 @@ fn puback_and_pubrec_0x10_when_no_subscription_matches_on_one_worker() {
         ..Default::default()
     };
     net.sub_with(p, 10, &[("own/#", nl)], None);
-    assert_eq!(net.ack_of(p, "own/1", QoS::AtLeastOnce, 7), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p, "own/1", QoS::AtLeastOnce, 7),
+        ReasonCode::SUCCESS
+    );
     // MQTT 3.1.1 has no reason code.
     let (p3, _) = net.online(0, conn(V3, "p3"));
-    assert_eq!(net.ack_of(p3, "x/y/z", QoS::AtLeastOnce, 1), ReasonCode::SUCCESS);
-    assert_eq!(net.ack_of(p3, "x/y/z", QoS::ExactlyOnce, 2), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p3, "x/y/z", QoS::AtLeastOnce, 1),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        net.ack_of(p3, "x/y/z", QoS::ExactlyOnce, 2),
+        ReasonCode::SUCCESS
+    );
     // The unsubscribed and gone leave no match behind.
     net.unsubscribe(s, 2, "x/+");
     assert_eq!(net.ack_of(p, "x/y", QoS::AtLeastOnce, 8), NO_MATCH);
@@ -1773,7 +1791,10 @@ fn puback_0x10_across_workers_follows_subscribe_unsubscribe_and_session_end() {
     let (p, _) = net.online(0, conn(V5, "p"));
     let (s, _) = net.online(1, v5("s", true, 300));
     net.subscribe(s, 1, "a/+", QoS::AtLeastOnce);
-    assert_eq!(net.ack_of(p, "a/b", QoS::AtLeastOnce, 1), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p, "a/b", QoS::AtLeastOnce, 1),
+        ReasonCode::SUCCESS
+    );
     assert_eq!(payloads(&net.publishes(s)), ["m"]);
     let before = net.posts_of("Publish").len();
     assert_eq!(net.ack_of(p, "b/c", QoS::AtLeastOnce, 2), NO_MATCH);
@@ -1786,14 +1807,20 @@ fn puback_0x10_across_workers_follows_subscribe_unsubscribe_and_session_end() {
     // A shared member on worker 2.
     let (m, _) = net.online(2, conn(V5, "m"));
     net.subscribe(m, 1, "$share/g/b/#", QoS::AtLeastOnce);
-    assert_eq!(net.ack_of(p, "b/c", QoS::AtLeastOnce, 4), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p, "b/c", QoS::AtLeastOnce, 4),
+        ReasonCode::SUCCESS
+    );
     assert_eq!(payloads(&net.publishes(m)), ["m"]);
     net.unsubscribe(m, 2, "$share/g/b/#");
     assert_eq!(net.ack_of(p, "b/c", QoS::AtLeastOnce, 5), NO_MATCH);
     // An offline session's subscription still matches (its queue gets the message).
     net.closed(s);
     net.settle();
-    assert_eq!(net.ack_of(p, "a/b", QoS::AtLeastOnce, 6), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p, "a/b", QoS::AtLeastOnce, 6),
+        ReasonCode::SUCCESS
+    );
     // Two subscriptions to one filter on one worker: counted, one left still matches.
     let (s2, _) = net.online(1, conn(V5, "s2"));
     net.subscribe(s2, 1, "a/+", QoS::AtLeastOnce);
@@ -1807,7 +1834,10 @@ fn puback_0x10_across_workers_follows_subscribe_unsubscribe_and_session_end() {
         &Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)),
     );
     net.settle();
-    assert_eq!(net.ack_of(p, "a/b", QoS::AtLeastOnce, 7), ReasonCode::SUCCESS);
+    assert_eq!(
+        net.ack_of(p, "a/b", QoS::AtLeastOnce, 7),
+        ReasonCode::SUCCESS
+    );
     net.unsubscribe(s3, 2, "a/+");
     assert_eq!(net.ack_of(p, "a/b", QoS::AtLeastOnce, 8), NO_MATCH);
     for (w, core) in net.cores.iter().enumerate() {
@@ -1843,12 +1873,32 @@ fn subscription_visibility_publish_after_suback_reaches_a_subscriber_on_another_
                         }),
                     );
                     assert!(matches!(net.next(s), Packet::SubAck(_)), "{case}");
-                    net.send(p, &Packet::Publish(msg("v/1", b"q1", QoS::AtLeastOnce, 1, false)));
-                    net.send(p, &Packet::Publish(msg("v/2", b"q2", QoS::ExactlyOnce, 2, false)));
-                    net.send(p, &Packet::Publish(msg("v/3", b"q0", QoS::AtMostOnce, 0, false)));
-                    net.send(p3, &Packet::Publish(msg("v/4", b"v3", QoS::AtLeastOnce, 1, false)));
-                    assert_eq!(net.ack_reason(p, QoS::AtLeastOnce, 1), ReasonCode::SUCCESS, "{case}");
-                    assert_eq!(net.ack_reason(p, QoS::ExactlyOnce, 2), ReasonCode::SUCCESS, "{case}");
+                    net.send(
+                        p,
+                        &Packet::Publish(msg("v/1", b"q1", QoS::AtLeastOnce, 1, false)),
+                    );
+                    net.send(
+                        p,
+                        &Packet::Publish(msg("v/2", b"q2", QoS::ExactlyOnce, 2, false)),
+                    );
+                    net.send(
+                        p,
+                        &Packet::Publish(msg("v/3", b"q0", QoS::AtMostOnce, 0, false)),
+                    );
+                    net.send(
+                        p3,
+                        &Packet::Publish(msg("v/4", b"v3", QoS::AtLeastOnce, 1, false)),
+                    );
+                    assert_eq!(
+                        net.ack_reason(p, QoS::AtLeastOnce, 1),
+                        ReasonCode::SUCCESS,
+                        "{case}"
+                    );
+                    assert_eq!(
+                        net.ack_reason(p, QoS::ExactlyOnce, 2),
+                        ReasonCode::SUCCESS,
+                        "{case}"
+                    );
                     net.settle();
                     assert_eq!(
                         payloads(&net.until_marker_or_all(s)),
@@ -1879,7 +1929,10 @@ fn subscription_visibility_publish_after_shared_suback_reaches_the_member() {
             }),
         );
         net.until_suback(m);
-        net.send(p, &Packet::Publish(msg("v/1", b"q1", QoS::AtLeastOnce, 1, false)));
+        net.send(
+            p,
+            &Packet::Publish(msg("v/1", b"q1", QoS::AtLeastOnce, 1, false)),
+        );
         assert_eq!(net.ack_reason(p, QoS::AtLeastOnce, 1), ReasonCode::SUCCESS);
         net.settle();
         assert_eq!(payloads(&net.until_marker_or_all(m)), ["q1"], "pub {w_pub}");
@@ -1921,10 +1974,16 @@ fn subscription_visibility_before_the_suback_follows_the_subscribe_input() {
     let mut net = Net::new(2);
     let (p, _) = net.online(0, conn(V5, "p"));
     let (s, _) = net.online(1, conn(V5, "s"));
-    net.send(p, &Packet::Publish(msg("v/1", b"before", QoS::AtLeastOnce, 1, false)));
+    net.send(
+        p,
+        &Packet::Publish(msg("v/1", b"before", QoS::AtLeastOnce, 1, false)),
+    );
     net.subscribe(s, 1, "v/#", QoS::AtLeastOnce);
     assert_eq!(net.ack_reason(p, QoS::AtLeastOnce, 1), NO_MATCH);
-    net.send(p, &Packet::Publish(msg("v/2", b"after", QoS::AtLeastOnce, 2, false)));
+    net.send(
+        p,
+        &Packet::Publish(msg("v/2", b"after", QoS::AtLeastOnce, 2, false)),
+    );
     assert_eq!(net.ack_reason(p, QoS::AtLeastOnce, 2), ReasonCode::SUCCESS);
     net.settle();
     assert_eq!(payloads(&net.publishes(s)), ["after"]);

@@ -264,9 +264,7 @@ impl Connection {
     /// client's Maximum Packet Size. The broker decides "no subscription"; see
     /// `broker::router`.
     pub fn no_matching_subscribers(&self, ack: &mut Packet) -> bool {
-        if !self.limits.no_matching_subscribers_reason
-            || !self.version.is_some_and(|v| v.is_v5())
-        {
+        if !self.limits.no_matching_subscribers_reason || !self.version.is_some_and(|v| v.is_v5()) {
             return false;
         }
         match ack {

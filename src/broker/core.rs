@@ -331,7 +331,7 @@ pub struct Core {
     pub(super) shared_view: SharedSubscriptions<(u16, SessionKey), Subscription>,
     /// This worker's view of the filters the other workers' sessions subscribe to (PUBACK
     /// 0x10), kept in step by `Mail::Filter`.
-    pub(super) remote_filters: super::router::RemoteFilters,
+    pub(super) remote_filters: crate::routing::remote::RemoteFilters,
     /// Clients whose output is held, by hold token.
     pub(super) holds: hashbrown::HashMap<u64, ConnId>,
     pub(super) next_token: u64,
@@ -381,7 +381,7 @@ impl Core {
             shared_groups: Vec::new(),
             shared_picks: Vec::new(),
             shared_view: SharedSubscriptions::new(),
-            remote_filters: super::router::RemoteFilters::new(n),
+            remote_filters: crate::routing::remote::RemoteFilters::new(n),
             holds: hashbrown::HashMap::new(),
             next_token: 1,
             mailbox_full: false,

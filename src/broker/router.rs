@@ -17,17 +17,18 @@
 //! its trie has the filter. (The chain SUBACK sent -> client -> PUBLISH received goes
 //! through system calls, which order the increment before the publisher worker's load.)
 //! Shared subscriptions get the same guarantee by holding the SUBACK (see `change_shared`).
-//! Before its SUBACK there is no promise: a PUBLISH routed on another worker before the
-//! SUBSCRIBE's input ran is not delivered, as on one worker a PUBLISH handled before the
-//! SUBSCRIBE is not (`tests::subscription_visibility_*`; README, design section, measures how
-//! often this happens).
+//! Before its SUBACK there is no promise: a PUBLISH routed on another worker while the
+//! SUBSCRIBE is being handled may miss it (routed while the count is still 0; answered 0x10
+//! below; or its mail handled by the subscriber's worker before the SUBSCRIBE's bytes), where
+//! one worker handles the two in the order it reads them (`tests::subscription_visibility_*`;
+//! the README's design section measures how often).
 //!
 //! # PUBACK / PUBREC 0x10 No matching subscribers (MQTT 5)
 //! The publisher's worker answers from its own memory, no lock and no shared-memory write:
-//! its trie, its view of the shared groups, and [`RemoteFilters`], its view of the filters
-//! the other workers' sessions subscribe to (per worker and filter, a count), kept in step by
-//! `Mail::Filter` from the subscribing worker on every change of its trie. Each worker counts
-//! the changes it posts (`Shared::filter_changes`, raised before the mail is posted, in the
+//! its trie, its view of the shared groups, and its view of the filters the other workers'
+//! sessions subscribe to (`Core::remote_filters`, a `crate::routing::remote::RemoteFilters`:
+//! per worker and filter, a count), kept in step by `Mail::Filter` from the subscribing
+//! worker on every change of its trie. Each worker counts the changes it posts (`Shared::filter_changes`, raised before the mail is posted, in the
 //! input that changes its trie); the view counts the changes it applied per worker. A view
 //! that applied fewer changes of some worker than that worker has counted is behind: the
 //! answer is then 0x00 (a missed 0x10, never a false one).
@@ -53,27 +54,7 @@ use crate::metrics::add;
 use crate::ownership::SessionKey;
 use crate::protocol::topic::parse_shared;
 use crate::protocol::{Packet, QoS, SubscriptionOptions};
-use crate::routing::trie::SubscriptionTrie;
 use crate::session::{Action, Delivery, Message, MessageData, Subscription};
-
-/// A worker's view of the (non-shared) filters subscribed on the other workers, for PUBACK
-/// 0x10 (see the module header). Memory: one trie path per distinct filter of the other
-/// workers, nothing per subscriber.
-pub(crate) struct RemoteFilters {
-    /// (filter, worker) -> that worker's number of (session, filter) subscriptions.
-    filters: SubscriptionTrie<u16, u32>,
-    /// Per worker: its changes (`Mail::Filter` and `Mail::Shared`) applied here.
-    applied: Vec<u64>,
-}
-
-impl RemoteFilters {
-    pub(super) fn new(workers: usize) -> RemoteFilters {
-        RemoteFilters {
-            filters: SubscriptionTrie::new(),
-            applied: vec![0; workers],
-        }
-    }
-}
 
 impl Core {
     /// This worker's view of the other workers' filters: (filter, worker) entries held, and
@@ -84,9 +65,9 @@ impl Core {
         let in_step = (0..self.shared.workers()).all(|w| {
             w == self.id as usize
                 || self.shared.filter_changes[w].load(Ordering::Acquire)
-                    == self.remote_filters.applied[w]
+                    == self.remote_filters.applied(w)
         });
-        (self.remote_filters.filters.len(), in_step)
+        (self.remote_filters.len(), in_step)
     }
 
     /// Route a PUBLISH that entered the broker on this worker (or a will, or a $SYS message).
@@ -179,15 +160,9 @@ impl Core {
         let behind = (0..self.shared.workers()).any(|w| {
             w != self.id as usize
                 && self.shared.filter_changes[w].load(Ordering::Acquire)
-                    != self.remote_filters.applied[w]
+                    != self.remote_filters.applied(w)
         });
-        if behind {
-            return true;
-        }
-        self.remote_filters
-            .filters
-            .matches(topic, |_, _| found = true);
-        found
+        behind || self.remote_filters.matches(topic)
     }
 
     /// Whether this worker keeps the other workers' views of its filters (`Mail::Filter`).
@@ -218,18 +193,7 @@ impl Core {
 
     /// `Mail::Filter`: apply worker `from`'s change to this worker's view of its filters.
     pub(super) fn apply_filter(&mut self, from: u16, filter: &str, add: bool) {
-        let view = &mut self.remote_filters;
-        view.applied[from as usize] += 1;
-        let count = view.filters.remove(filter, from).unwrap_or(0);
-        let count = if add {
-            count + 1
-        } else {
-            count.saturating_sub(1)
-        };
-        if count > 0 && view.filters.insert(filter, from, count).is_err() {
-            // Not indexed on `from` either (`add_subscription`): nothing to match.
-            tracing::warn!(%filter, "filter too deep, not in the view");
-        }
+        self.remote_filters.apply(from, filter, add);
     }
 
     /// Deliver to every matching (non-shared) subscription of this worker's sessions: one copy
@@ -460,7 +424,7 @@ impl Core {
         };
         if from != self.id && self.posts_filter_changes() {
             // Counted by `from` in `change_shared` (the member's worker posts its changes).
-            self.remote_filters.applied[from as usize] += 1;
+            self.remote_filters.count(from);
         }
         match change {
             SharedChange::Subscribe {

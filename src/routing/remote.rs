@@ -81,6 +81,6 @@ mod tests {
         v.apply(1, "a/+", false);
         assert!(!v.matches("a/b") && v.is_empty());
         v.count(2);
-        assert_eq!((v.applied(0), v.applied(1), v.applied(2)), (0, 3, 3));
+        assert_eq!((v.applied(0), v.applied(1), v.applied(2)), (0, 4, 3));
     }
 }

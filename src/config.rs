@@ -135,6 +135,20 @@ pub struct Config {
     pub auth_fail_refill_secs: u64,
     /// Threads that verify passwords (off the workers' event loops).
     pub auth_threads: usize,
+    /// Persistence: sessions, subscriptions, in-flight and queued messages and retained
+    /// messages are kept in this directory and survive a restart or a crash (see README
+    /// "Durability"). None: in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// With `data_dir`: `sync` (acknowledged = on disk, the default), `batched` (fdatasync
+    /// every `commit_interval_ms`) or `none` (snapshots only).
+    pub durability: crate::storage::Durability,
+    /// `batched`: milliseconds between fdatasyncs.
+    pub commit_interval_ms: u64,
+    /// Seconds between snapshots (each bounds the log and the recovery time).
+    pub snapshot_interval_secs: u64,
+    /// Start from the last good record when a log is damaged before its end (what follows
+    /// is lost) instead of refusing to start.
+    pub recover_truncate: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -197,6 +211,11 @@ impl Default for Config {
             auth_fail_burst: 5,
             auth_fail_refill_secs: 12,
             auth_threads: 1,
+            data_dir: None,
+            durability: crate::storage::Durability::Sync,
+            commit_interval_ms: 100,
+            snapshot_interval_secs: 300,
+            recover_truncate: false,
         }
     }
 }
@@ -256,6 +275,9 @@ impl Config {
         }
         if self.max_packet_size < 16 {
             return Err("max_packet_size must be at least 16 bytes".into());
+        }
+        if self.commit_interval_ms == 0 || self.snapshot_interval_secs == 0 {
+            return Err("commit_interval_ms and snapshot_interval_secs must be at least 1".into());
         }
         if !self.recv_buffers.is_power_of_two() {
             return Err("recv_buffers must be a power of two".into());

@@ -10,5 +10,6 @@ pub mod runtime;
 pub mod session;
 #[doc(hidden)]
 pub mod sim;
+pub mod storage;
 pub mod tls;
 pub mod ws;

@@ -94,6 +94,23 @@ struct Cli {
     /// Accept clients without a user name (default: only when no password file is given).
     #[arg(long, value_name = "BOOL")]
     allow_anonymous: Option<bool>,
+    /// Keep sessions, in-flight and queued messages and retained messages in DIR across
+    /// restarts and crashes (default: in memory only).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: sync (an acknowledgement means on disk), batched (fdatasync every
+    /// --commit-interval-ms) or none (snapshots only).
+    #[arg(long, value_enum)]
+    durability: Option<ringmq::storage::Durability>,
+    /// batched durability: milliseconds between fdatasyncs (default 100).
+    #[arg(long, value_name = "MS")]
+    commit_interval_ms: Option<u64>,
+    /// Seconds between snapshots (default 300).
+    #[arg(long, value_name = "SECS")]
+    snapshot_interval_secs: Option<u64>,
+    /// Start even if a log is damaged before its end, from its last good record.
+    #[arg(long)]
+    recover_truncate: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -192,6 +209,21 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     }
     if cli.allow_anonymous.is_some() {
         cfg.allow_anonymous = cli.allow_anonymous;
+    }
+    if cli.data_dir.is_some() {
+        cfg.data_dir = cli.data_dir;
+    }
+    if let Some(v) = cli.durability {
+        cfg.durability = v;
+    }
+    if let Some(v) = cli.commit_interval_ms {
+        cfg.commit_interval_ms = v;
+    }
+    if let Some(v) = cli.snapshot_interval_secs {
+        cfg.snapshot_interval_secs = v;
+    }
+    if cli.recover_truncate {
+        cfg.recover_truncate = true;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -53,6 +53,20 @@ counters! {
     tls_handshakes: "counter", "TLS handshakes completed";
     tls_handshake_failures: "counter", "TLS connections closed by a failed handshake (bad record, alert, certificate refused)";
     tls_errors: "counter", "TLS connections closed by a TLS error after the handshake";
+    storage_commits: "counter", "Log commits (one write and, in sync and batched mode, one fdatasync for every group of records)";
+    storage_bytes_written: "counter", "Bytes written to the log";
+    storage_commit_micros: "counter", "Total time of log commits (write plus fdatasync), microseconds";
+    storage_commit_le_1ms: "counter", "Log commits that took at most 1 ms";
+    storage_commit_le_10ms: "counter", "Log commits that took more than 1 ms and at most 10 ms";
+    storage_commit_le_100ms: "counter", "Log commits that took more than 10 ms and at most 100 ms";
+    storage_commit_gt_100ms: "counter", "Log commits that took more than 100 ms";
+    storage_errors: "counter", "Log or snapshot writes that failed (disk full, I/O error); retried";
+    storage_refused: "counter", "QoS 1/2 PUBLISHes and persistent CONNECTs refused while the log could not be written";
+    snapshots: "counter", "Snapshots written";
+    snapshot_last_micros: "gauge", "Duration of the last snapshot (serialise plus write), microseconds";
+    snapshot_last_bytes: "gauge", "Size of the last snapshot in bytes";
+    recovery_micros: "gauge", "Duration of the recovery at start (read and replay), microseconds";
+    recovery_records: "gauge", "Records read at start (snapshots and logs)";
 }
 
 pub type Metrics = Arc<Vec<Arc<WorkerMetrics>>>;

@@ -60,6 +60,11 @@ impl OwnershipTable {
         &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 
+    /// Epochs from now on are above `min` (after a restart: above every recovered one).
+    pub fn seed_epoch(&self, min: u64) {
+        self.next_epoch.fetch_max(min, Ordering::Relaxed);
+    }
+
     /// A fresh epoch for a claim.
     pub fn new_epoch(&self) -> u64 {
         self.next_epoch.fetch_add(1, Ordering::Relaxed)

@@ -78,6 +78,8 @@ pub enum Input<'a> {
     Sent { conn: ConnId, queued: usize },
     /// Mail from another worker or a verification thread.
     Mail(Mail),
+    /// The storage thread has every log batch up to this one on disk (`take_log`).
+    Committed(u64),
     /// Time passed: timers, shutdown request, ACL reload, paused publishers, `$SYS`.
     Tick,
 }
@@ -136,12 +138,17 @@ impl std::fmt::Debug for Mail {
             Mail::Shared { ack, .. } => write!(f, "Shared(ack {ack:?})"),
             Mail::SharedApplied { token } => write!(f, "SharedApplied({token})"),
             Mail::Filter { from, filter, add } => write!(f, "Filter({from}, {filter}, {add})"),
+            Mail::PublishAcked { msg, ack } => {
+                write!(f, "PublishAcked({:?}, {ack:?})", msg.payload)
+            }
+            Mail::Stored { client_id, epoch } => write!(f, "Stored({client_id}, {epoch})"),
         }
     }
 }
 
-/// Effects as queued: a `Send` is a span of the output buffer.
-enum Fx {
+/// Effects as queued: a `Send` is a span of the output stream (offsets from the start of
+/// the stream; `out` holds it from `out_base` on).
+pub(super) enum Fx {
     Send {
         conn: ConnId,
         start: usize,
@@ -155,6 +162,8 @@ enum Fx {
         mail: Mail,
     },
     Wake(u16),
+    /// Everything after this waits until log batch `.0` is committed (`persist.rs`).
+    Barrier(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +204,12 @@ pub(super) struct Hold {
     pub token: u64,
     pub waiting: usize,
     pub bytes: Vec<u8>,
+    /// Acknowledgements wait for other workers' commits (`persist.rs`): never released
+    /// early; reading from the client pauses instead while the hold is over its bound.
+    pub durable: bool,
+    pub paused: bool,
+    /// Inbound QoS 2 ids whose PUBREC is among the held bytes: logged at release.
+    pub in2: Vec<u16>,
 }
 
 /// A live network connection on this worker.
@@ -348,9 +363,22 @@ pub struct Core {
     local_mail: VecDeque<Mail>,
     /// Workers whose mailbox we posted to since the last wake.
     to_wake: Vec<bool>,
-    effects: VecDeque<Fx>,
-    /// Bytes of the queued `Send` effects.
+    pub(super) effects: VecDeque<Fx>,
+    /// Bytes of the queued `Send` effects, from stream offset `out_base` on.
     out: BytesMut,
+    out_base: usize,
+    /// The client whose PUBLISH is being routed (`route_publish` holds its acknowledgement
+    /// for other workers' commits in durability `sync`).
+    pub(super) publisher: Option<usize>,
+    /// Effects waiting for log batch `.0` to be committed, in order (`persist.rs`), the
+    /// connections they are for (count), and how many are mail or wakes.
+    held: VecDeque<(u64, Fx)>,
+    held_conns: hashbrown::HashMap<ConnId, usize>,
+    held_posts: usize,
+    /// The batch of the last barrier `poll_effect` passed (effects after it wait for it).
+    gate: u64,
+    /// Durability (`--data-dir`): the log and the commit barrier.
+    pub(super) persist: Option<super::persist::Persist>,
     shutting_down: bool,
     started: Instant,
     pub(super) last_sys: Instant,
@@ -393,6 +421,13 @@ impl Core {
             to_wake: vec![false; n],
             effects: VecDeque::new(),
             out: BytesMut::with_capacity(4096),
+            out_base: 0,
+            publisher: None,
+            held: VecDeque::new(),
+            held_conns: hashbrown::HashMap::new(),
+            held_posts: 0,
+            gate: 0,
+            persist: None,
             shutting_down: false,
             started: now,
             last_sys: now,
@@ -488,29 +523,132 @@ impl Core {
         }
     }
 
-    /// The next effect for the shell, in order.
+    /// The next effect for the shell, in order. `None` when none is left; effects that wait
+    /// for a log commit (`persist.rs`) stay behind until `Input::Committed` releases them.
     pub fn poll_effect(&mut self) -> Option<Effect<'_>> {
-        let Some(fx) = self.effects.pop_front() else {
-            // Everything was executed: the output buffer starts over (keeping its capacity,
-            // but not a huge one left by a burst).
-            if self.out.capacity() > 1 << 20 {
-                self.out = BytesMut::with_capacity(4096);
-            } else {
-                self.out.clear();
+        let fx = loop {
+            if self
+                .held
+                .front()
+                .is_some_and(|(b, _)| *b <= self.committed())
+            {
+                let (_, fx) = self.held.pop_front().expect("front exists");
+                self.unhold(&fx);
+                break fx;
             }
-            return None;
+            match self.effects.pop_front() {
+                None => {
+                    self.gate = 0;
+                    if self.held.is_empty() {
+                        // Everything was executed: the output buffer starts over (keeping
+                        // its capacity, but not a huge one left by a burst).
+                        self.out_base += self.out.len();
+                        if self.out.capacity() > 1 << 20 {
+                            self.out = BytesMut::with_capacity(4096);
+                        } else {
+                            self.out.clear();
+                        }
+                    } else {
+                        self.compact_out();
+                    }
+                    return None;
+                }
+                Some(Fx::Barrier(b)) => self.gate = b,
+                Some(fx) => {
+                    let committed = self.committed();
+                    let wait = if self.gate > committed {
+                        Some(self.gate)
+                    } else if self.follows_held(&fx) {
+                        self.held.back().map(|(b, _)| *b)
+                    } else {
+                        None
+                    };
+                    match wait {
+                        Some(b) => {
+                            self.note_held(&fx);
+                            self.held.push_back((b, fx));
+                        }
+                        None => break fx,
+                    }
+                }
+            }
         };
         Some(match fx {
             Fx::Send { conn, start, end } => Effect::Send {
                 conn,
-                bytes: &self.out[start..end],
+                bytes: &self.out[start - self.out_base..end - self.out_base],
             },
             Fx::Close(c) => Effect::Close(c),
             Fx::PauseRecv(c) => Effect::PauseRecv(c),
             Fx::ResumeRecv(c) => Effect::ResumeRecv(c),
             Fx::Post { worker, mail } => Effect::Post { worker, mail },
             Fx::Wake(w) => Effect::Wake(w),
+            Fx::Barrier(_) => unreachable!("barriers are never held"),
         })
+    }
+
+    /// The connection an effect is for (its order with that connection's other effects).
+    fn fx_conn(fx: &Fx) -> Option<ConnId> {
+        match fx {
+            Fx::Send { conn, .. }
+            | Fx::Close(conn)
+            | Fx::PauseRecv(conn)
+            | Fx::ResumeRecv(conn) => Some(*conn),
+            _ => None,
+        }
+    }
+
+    /// An effect that must stay behind a held one: same connection, or mail (mail between
+    /// two workers keeps its order).
+    fn follows_held(&self, fx: &Fx) -> bool {
+        if self.held.is_empty() {
+            return false;
+        }
+        match Self::fx_conn(fx) {
+            Some(c) => self.held_conns.get(&c).is_some_and(|&n| n > 0),
+            None => self.held_posts > 0,
+        }
+    }
+
+    fn note_held(&mut self, fx: &Fx) {
+        match Self::fx_conn(fx) {
+            Some(c) => *self.held_conns.entry(c).or_default() += 1,
+            None => self.held_posts += 1,
+        }
+    }
+
+    fn unhold(&mut self, fx: &Fx) {
+        match Self::fx_conn(fx) {
+            Some(c) => {
+                if let Some(n) = self.held_conns.get_mut(&c) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.held_conns.remove(&c);
+                    }
+                }
+            }
+            None => self.held_posts -= 1,
+        }
+    }
+
+    /// While effects wait for a commit, drop the output bytes already executed (the stream
+    /// keeps its offsets), so a long wait does not keep every byte sent before it.
+    fn compact_out(&mut self) {
+        let first = self
+            .held
+            .iter()
+            .map(|(_, f)| f)
+            .chain(self.effects.iter())
+            .find_map(|f| match f {
+                Fx::Send { start, .. } => Some(*start),
+                _ => None,
+            })
+            .unwrap_or(self.out_base + self.out.len());
+        let done = first - self.out_base;
+        if done > 64 * 1024 && done * 2 > self.out.len() {
+            bytes::Buf::advance(&mut self.out, done);
+            self.out_base += done;
+        }
     }
 
     /// Take one input. Effects wait in `poll_effect`.
@@ -533,14 +671,20 @@ impl Core {
             Input::Sent { conn, queued } => self.on_sent(conn, queued, now),
             Input::Mail(mail) => self.on_mail(mail, now),
             Input::Tick => self.on_tick(now),
+            Input::Committed(batch) => self.on_committed(batch),
         }
+        self.run_pending(now);
+        self.release_idle_holds();
+        self.flush_wakes();
+    }
+
+    /// The work queue, then mail this worker posted to itself, until both are empty.
+    pub(super) fn run_pending(&mut self, now: Instant) {
         self.run_work(now);
         while let Some(mail) = self.local_mail.pop_front() {
             self.on_mail(mail, now);
             self.run_work(now);
         }
-        self.release_idle_holds();
-        self.flush_wakes();
     }
 
     // --- tables -------------------------------------------------------------------------
@@ -654,6 +798,23 @@ impl Core {
         if client.link != Link::Open {
             return true;
         }
+        // A PUBREC makes the broker the owner of a QoS 2 message: its id is logged when the
+        // PUBREC leaves (after the hold of copies on other workers, if any), so a restart
+        // never routes it twice and never keeps an id whose copies are not on disk.
+        if let Packet::PubRec(r) = packet {
+            if self.persist.is_some()
+                && client
+                    .conn
+                    .session()
+                    .is_some_and(|s| s.is_durable() && s.inbound_qos2.contains(&r.packet_id))
+            {
+                match client.extra.as_mut().and_then(|e| e.hold.as_mut()) {
+                    Some(h) => h.in2.push(r.packet_id),
+                    None => self.persist_in2(idx, &[r.packet_id]),
+                }
+            }
+        }
+        let client = &mut self.clients[idx];
         let version = client.conn.version().unwrap_or(ProtocolVersion::V311);
         let start = self.out.len();
         protocol::encode_packet(packet, version, &mut self.out);
@@ -673,10 +834,19 @@ impl Core {
             hold.bytes.extend_from_slice(&self.out[start..end]);
             self.out.truncate(start);
             // Bounded: a hold lasts one mail round trip; if the other workers are so slow
-            // that it fills a send queue, the output goes out without waiting for them.
+            // that it fills a send queue, the output goes out without waiting for them
+            // (shared subscriptions), or the client is not read until it went (durability).
             if hold.bytes.len() > self.shared.cfg.send_queue_limit {
-                add(&self.metrics.shared_holds_expired, 1);
-                self.release_hold(idx);
+                if hold.durable {
+                    if !hold.paused {
+                        hold.paused = true;
+                        let conn = client.id;
+                        self.effects.push_back(Fx::PauseRecv(conn));
+                    }
+                } else {
+                    add(&self.metrics.shared_holds_expired, 1);
+                    self.release_hold(idx);
+                }
             }
             return true;
         }
@@ -687,6 +857,7 @@ impl Core {
 
     /// Queue `out[start..end]` for `conn`; consecutive sends to one connection are one span.
     fn queue_send(&mut self, conn: ConnId, start: usize, end: usize) {
+        let (start, end) = (start + self.out_base, end + self.out_base);
         if let Some(Fx::Send {
             conn: c, end: e, ..
         }) = self.effects.back_mut()
@@ -706,10 +877,19 @@ impl Core {
             return;
         };
         self.holds.remove(&hold.token);
-        if c.link != Link::Open || hold.bytes.is_empty() {
+        if c.link != Link::Open {
             return;
         }
         let conn = c.id;
+        if hold.paused && !self.paused.contains(&conn) {
+            self.effects.push_back(Fx::ResumeRecv(conn));
+        }
+        if !hold.in2.is_empty() {
+            self.persist_in2(idx, &hold.in2);
+        }
+        if hold.bytes.is_empty() {
+            return;
+        }
         let start = self.out.len();
         self.out.extend_from_slice(&hold.bytes);
         let end = self.out.len();
@@ -735,6 +915,8 @@ impl Core {
 
     /// Leading sends now, the rest into the work queue (see `drive`); empties `actions`.
     fn dispatch(&mut self, idx: usize, now: Instant, actions: &mut Vec<Action>) {
+        // What the call changed in a durable session is logged before anything it sends.
+        self.collect_client(idx);
         let suback = self.shared_suback(actions);
         let mut deferring = false;
         for (i, a) in actions.drain(..).enumerate() {
@@ -780,8 +962,36 @@ impl Core {
             token,
             waiting: 0,
             bytes: Vec::new(),
+            durable: false,
+            paused: false,
+            in2: Vec::new(),
         });
         self.holds.insert(token, conn);
+    }
+
+    /// Hold client `idx`'s output from here on until `n` more `SharedApplied` answers for
+    /// the returned token arrive (durability: other workers committed a message it
+    /// published). Joins a hold already open.
+    pub(super) fn hold_for(&mut self, idx: usize, n: usize) -> u64 {
+        let c = &mut self.clients[idx];
+        if let Some(h) = c.extra.as_mut().and_then(|e| e.hold.as_mut()) {
+            h.waiting += n;
+            h.durable = true;
+            return h.token;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let conn = c.id;
+        c.extra().hold = Some(Hold {
+            token,
+            waiting: n,
+            bytes: Vec::new(),
+            durable: true,
+            paused: false,
+            in2: Vec::new(),
+        });
+        self.holds.insert(token, conn);
+        token
     }
 
     /// Holds no worker is waiting for any more (their changes went out, or none could).
@@ -814,6 +1024,7 @@ impl Core {
             "send queue over its limit: closing slow consumer");
         let mut lost = Vec::new();
         self.clients[idx].conn.connection_lost(now, &mut lost);
+        self.collect_client(idx);
         self.work.extend(lost.into_iter().map(|a| (idx, a)));
     }
 
@@ -850,7 +1061,9 @@ impl Core {
                 }
                 Action::Publish(msg) => {
                     add(&self.metrics.publish_in, 1);
+                    self.publisher = Some(idx);
                     self.route_client_publish(idx, msg, now);
+                    self.publisher = None;
                 }
                 Action::Subscribe {
                     filter,
@@ -960,6 +1173,9 @@ impl Core {
             other => {
                 if let Some(s) = &other {
                     self.unindex_session(key, s);
+                    if s.is_durable() {
+                        self.persist_drop(&client_id, epoch, now);
+                    }
                 }
                 if let Some((m, _)) = delayed {
                     debug_assert_eq!(will::on_session_end(), will::WillDecision::PublishNow);
@@ -980,6 +1196,19 @@ impl Core {
         now: Instant,
     ) {
         let expires_at = keepalive::session_deadline(now, session.session_expiry());
+        self.keep_offline(key, session, expires_at, delayed_will, true);
+    }
+
+    /// Hold `session` offline in slot `key` until `expires_at`, with a will due later;
+    /// `log`: write the change (not when it comes from the log itself, at restore).
+    pub(super) fn keep_offline(
+        &mut self,
+        key: SessionKey,
+        session: crate::session::Session,
+        expires_at: Option<Instant>,
+        delayed_will: Option<(Message, Instant)>,
+        log: bool,
+    ) {
         let will_due = delayed_will.as_ref().map(|w| w.1);
         self.mark_shared_offline(key, &session, true);
         let Some(e) = self.session_mut(key) else {
@@ -993,6 +1222,11 @@ impl Core {
         }
         if let Some(t) = will_due {
             self.wheel.insert(TimerKey::Session(key), t);
+        }
+        if log {
+            // A session that came whole (hand-off) writes its image first.
+            self.collect_offline(key);
+            self.persist_offline(key, expires_at, will_due);
         }
     }
 
@@ -1183,7 +1417,13 @@ impl Core {
                 session,
                 msg,
                 delivery,
-            } => self.deliver_to(session, &msg, &delivery, now),
+                ack,
+            } => {
+                self.deliver_to(session, &msg, &delivery, now);
+                if let Some((w, token)) = ack {
+                    self.post(w, Mail::SharedApplied { token });
+                }
+            }
             Mail::TakeOver(t) => self.on_takeover(t, now),
             Mail::Handoff(h) => self.on_handoff(h, now),
             Mail::Forward {
@@ -1203,6 +1443,12 @@ impl Core {
             }
             Mail::SharedApplied { token } => self.on_shared_applied(token),
             Mail::Filter { from, filter, add } => self.apply_filter(from, &filter, add),
+            Mail::PublishAcked { msg, ack } => {
+                self.route_local(&msg, now);
+                // Behind the barrier of what the routing logged, if anything.
+                self.post(ack.0, Mail::SharedApplied { token: ack.1 });
+            }
+            Mail::Stored { client_id, epoch } => self.on_stored(client_id, epoch, now),
         }
     }
 
@@ -1296,9 +1542,12 @@ impl Core {
             .as_ref()
             .is_some_and(|(_, due)| *due <= now);
         let expired = entry.expires_at.is_some_and(|t| t <= now);
+        let deadline = entry.expires_at;
+        let mut will_went = false;
         if will_due || expired {
             if let Some((w, _)) = entry.delayed_will.take() {
                 self.publish_will(w, now);
+                will_went = true;
             }
         }
         if expired {
@@ -1307,9 +1556,15 @@ impl Core {
                 if let SessionState::Offline(s) = e.state {
                     self.mark_shared_offline(key, &s, false);
                     self.unindex_session(key, &s);
+                    if s.is_durable() {
+                        self.persist_drop(&client_id, epoch, now);
+                    }
                 }
             }
             self.release_ownership(&client_id, key, epoch);
+        } else if will_went {
+            // The will went: after a restart it must not go again.
+            self.persist_offline(key, deadline, None);
         }
     }
 

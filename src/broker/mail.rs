@@ -24,6 +24,8 @@ pub enum Mail {
         session: SessionKey,
         msg: Message,
         delivery: Delivery,
+        /// As in `PublishAcked`.
+        ack: Option<(u16, u64)>,
     },
     /// Take-over step 2: take over the session `target` held here, for `claimant`.
     TakeOver(TakeOver),
@@ -52,7 +54,8 @@ pub enum Mail {
         change: SharedChange,
         ack: Option<(u16, u64)>,
     },
-    /// The change with this token is in the sender's view.
+    /// The change with this token is in the sender's view (also: a `PublishAcked` was
+    /// routed there and what it changed is on disk).
     SharedApplied { token: u64 },
     /// A (non-shared) subscription of a session of worker `from` was added (`add`) or removed
     /// there: for every other worker's view of the filters subscribed anywhere (PUBACK 0x10,
@@ -62,6 +65,13 @@ pub enum Mail {
         filter: ByteString,
         add: bool,
     },
+    /// Durability `sync`: a QoS 1/2 PUBLISH whose acknowledgement waits for this worker to
+    /// route it and commit what that changed; answer `SharedApplied { token }` to `ack.0`
+    /// (behind this worker's commit barrier).
+    PublishAcked { msg: Message, ack: (u16, u64) },
+    /// The new owner of a session stored it (or let it end): the sender's durable copy
+    /// (`client_id`, `epoch`) can go (`persist.rs`).
+    Stored { client_id: ByteString, epoch: u64 },
 }
 
 /// A change to the shared-subscription views.
@@ -89,7 +99,9 @@ impl Mail {
     /// The message counted against `worker_mailbox_limit`, if this is one.
     pub fn counted_message(&self) -> Option<&Message> {
         match self {
-            Mail::Publish(m) | Mail::Deliver { msg: m, .. } => Some(m),
+            Mail::Publish(m) | Mail::Deliver { msg: m, .. } | Mail::PublishAcked { msg: m, .. } => {
+                Some(m)
+            }
             _ => None,
         }
     }
@@ -133,6 +145,9 @@ pub struct Handoff {
     /// cancelled once a connection resumes the session, published if the session ends or its
     /// delay elapses first (`session::will::carried_on_takeover`).
     pub will: Option<(Message, std::time::Instant)>,
+    /// The worker and epoch of the durable copy of this session on disk: told `Stored` once
+    /// the claimant has written its own (or the session ended).
+    pub origin: Option<(u16, u64)>,
 }
 
 impl Handoff {
@@ -144,6 +159,7 @@ impl Handoff {
             from: None,
             delivered: Vec::new(),
             will: None,
+            origin: None,
         }
     }
 }

@@ -14,6 +14,7 @@
 mod auth;
 mod core;
 mod mail;
+mod persist;
 mod router;
 mod shared;
 mod takeover;
@@ -34,12 +35,15 @@ use crate::runtime::engine::{Engine, EngineConfig, Remote};
 
 pub use self::core::{Core, Effect, Input};
 pub use mail::Mail;
+pub use persist::Restored;
 pub use shared::Shared;
 pub use worker::slot_bytes_per_connection;
 
 /// A running broker.
 pub struct BrokerHandle {
     shared: Arc<Shared>,
+    /// The data dir's lock (held while the broker runs).
+    _data_lock: Option<std::fs::File>,
     threads: Vec<JoinHandle<()>>,
     addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
@@ -108,6 +112,106 @@ impl Drop for BrokerHandle {
             }
         }
     }
+}
+
+/// Recover the data dir into the cores, write each worker's first snapshot, delete what it
+/// replaces, and start the storage threads.
+fn open_storage(
+    dir: &std::path::Path,
+    shared: &Arc<Shared>,
+    cores: &mut [Option<Core>],
+    now: std::time::Instant,
+) -> std::io::Result<(Vec<Option<crate::storage::log::Log>>, std::fs::File)> {
+    use crate::storage::{log, recover};
+    use std::os::fd::AsRawFd;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let n = cores.len();
+    std::fs::create_dir_all(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(invalid(format!(
+            "{}: the data dir is in use by another broker",
+            dir.display()
+        )));
+    }
+    let t0 = std::time::Instant::now();
+    let cfg = &shared.cfg;
+    let mut rec = recover::recover(dir, n, cfg.recover_truncate, now).map_err(invalid)?;
+    shared.owners.seed_epoch(rec.max_epoch + 1);
+    {
+        let mut store = shared.retained.lock();
+        for m in rec.retained.drain(..) {
+            let topic = m.topic.clone();
+            let _ = store.set(&topic, m);
+        }
+    }
+    shared
+        .retain_version
+        .store(rec.retain_version, Ordering::Relaxed);
+    let interval = std::time::Duration::from_secs(cfg.snapshot_interval_secs);
+    let mut logs = Vec::with_capacity(n);
+    let mut sessions = 0;
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (w, core) in cores.iter_mut().enumerate() {
+        let core = core.as_mut().expect("cores are built");
+        let wdir = log::worker_dir(dir, w);
+        std::fs::create_dir_all(&wdir)?;
+        let shared2 = shared.clone();
+        let notify: log::Notify = Box::new(move || {
+            if let Some(r) = shared2.remotes.get() {
+                r[w].wake();
+            }
+        });
+        let l = log::Log::start(
+            wdir,
+            rec.next_seq,
+            cfg.durability,
+            std::time::Duration::from_millis(cfg.commit_interval_ms),
+            shared.metrics[w].clone(),
+            notify,
+            failed.clone(),
+        )?;
+        core.enable_persist(cfg.durability, interval, l.failed_flag(), now);
+        let restored = std::mem::take(&mut rec.sessions[w]);
+        sessions += restored.len();
+        core.restore(restored, now);
+        logs.push(Some(l));
+    }
+    if let Some(c) = cores[0].as_mut() {
+        c.publish_recovered_wills(std::mem::take(&mut rec.wills), now);
+    }
+    // Each worker's first snapshot holds what it restored; then the old files can go.
+    for (w, core) in cores.iter_mut().enumerate() {
+        let core = core.as_mut().expect("cores are built");
+        // What restoring logged (wills routed to offline sessions) is in the snapshot.
+        let mut buf = Vec::new();
+        if let Some(batch) = core.take_log(&mut buf) {
+            core.handle(Input::Committed(batch), now);
+        }
+        let snap = core.snapshot(now);
+        log::write_snapshot(&log::worker_dir(dir, w), rec.next_seq, &snap)?;
+    }
+    for (w, wdir) in recover::worker_dirs(dir)? {
+        if w < n {
+            log::remove_older(&wdir, rec.next_seq);
+        } else {
+            std::fs::remove_dir_all(&wdir)?;
+        }
+    }
+    log::fsync_dir(dir)?;
+    let m = &shared.metrics[0];
+    m.recovery_micros
+        .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+    m.recovery_records.store(rec.records, Ordering::Relaxed);
+    tracing::info!(dir = %dir.display(), sessions, retained = shared.retained.lock().len(),
+        records = rec.records, torn_bytes = rec.torn_bytes,
+        millis = t0.elapsed().as_millis() as u64, durability = ?cfg.durability, "data dir recovered");
+    Ok((logs, lock))
 }
 
 fn make_listener(addr: SocketAddr, cfg: &Config, reuse_port: bool) -> std::io::Result<TcpListener> {
@@ -233,9 +337,22 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         peer_addrs: shared.auth.has_passwords() && shared.cfg.auth_fail_burst > 0,
     };
 
+    let now = std::time::Instant::now();
+    let mut cores: Vec<Option<Core>> = (0..n)
+        .map(|w| Some(Core::new(w as u16, shared.clone(), now)))
+        .collect();
+    let (logs, data_lock) = match &shared.cfg.data_dir {
+        Some(dir) => {
+            let (logs, lock) = open_storage(dir, &shared, &mut cores, now)?;
+            (logs, Some(lock))
+        }
+        None => ((0..n).map(|_| None).collect(), None),
+    };
+    let mut logs = logs;
+
     let (tx, rx) = std::sync::mpsc::channel::<(usize, std::io::Result<Remote>)>();
     let barrier = Arc::new(Barrier::new(n + 1));
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
     let mut threads = Vec::new();
     for (w, listeners) in per_worker.into_iter().enumerate() {
         let shared = shared.clone();
@@ -243,11 +360,13 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         let barrier = barrier.clone();
         let engine_cfg = engine_cfg.clone();
         let listener_tls = listener_tls.clone();
-        let core = if shared.cfg.pin_workers && !cores.is_empty() {
-            Some(cores[w % cores.len()])
+        let core = if shared.cfg.pin_workers && !cpus.is_empty() {
+            Some(cpus[w % cpus.len()])
         } else {
             None
         };
+        let broker_core = cores[w].take().expect("one core per worker");
+        let log = logs[w].take();
         let t = std::thread::Builder::new()
             .name(format!("ringmq-w{w}"))
             .spawn(move || {
@@ -275,10 +394,11 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
                 if shared.remotes.get().is_none() {
                     return; // start failed on another worker
                 }
-                let mut worker = worker::Worker::new(w as u16, shared, listener_tls);
+                let mut worker = worker::Worker::new(broker_core, shared, listener_tls, log);
                 if let Err(e) = engine.run(&mut worker) {
                     tracing::error!(worker = w, error = %e, "worker loop failed");
                 }
+                worker.finish();
             })?;
         threads.push(t);
     }
@@ -306,6 +426,7 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     tracing::info!(workers = n, listen = ?addrs, tls_listen = ?tls_addrs, "ringmq started");
     Ok(BrokerHandle {
         shared,
+        _data_lock: data_lock,
         threads,
         addrs,
         tls_addrs,

@@ -95,19 +95,49 @@ impl Core {
     fn route(&mut self, msg: Message, now: Instant, ask: bool) -> bool {
         if msg.retain && self.shared.cfg.retain_available {
             let mut store = self.shared.retained.lock();
-            if msg.payload.is_empty() {
+            let stored = if msg.payload.is_empty() {
                 store.remove(&msg.topic);
+                true
             } else if store.set(&msg.topic, msg.clone()).is_err() {
                 tracing::warn!(topic = %msg.topic, "retained topic too deep, not stored");
+                false
+            } else {
+                true
+            };
+            // The version is taken under the store's lock: versions order the changes.
+            let version =
+                stored.then(|| self.shared.retain_version.fetch_add(1, Ordering::Relaxed) + 1);
+            drop(store);
+            if let Some(v) = version {
+                let m = (!msg.payload.is_empty()).then_some(&msg);
+                self.persist_retain(v, &msg.topic, m);
             }
         }
         let local = self.route_local(&msg, now);
         if ask && !local && !self.may_match_elsewhere(&msg.topic) {
             return false;
         }
+        // Durability `sync`: the publisher's acknowledgement (held from here) waits for
+        // every worker this message goes to (`persist.rs`).
+        let acked = self
+            .publisher
+            .filter(|_| msg.qos != QoS::AtMostOnce && self.acks_wait_for_commit());
         for w in 0..self.shared.mailboxes.len() {
             if w != self.id as usize && self.shared.sub_counts[w].load(Ordering::Relaxed) > 0 {
-                self.post(w as u16, Mail::Publish(msg.clone()));
+                match acked {
+                    Some(idx) => {
+                        let token = self.hold_for(idx, 1);
+                        let ack = (self.id, token);
+                        self.post(
+                            w as u16,
+                            Mail::PublishAcked {
+                                msg: msg.clone(),
+                                ack,
+                            },
+                        );
+                    }
+                    None => self.post(w as u16, Mail::Publish(msg.clone())),
+                }
             }
         }
         if !self.shared_view.is_empty() {
@@ -130,12 +160,14 @@ impl Core {
                 if worker == self.id {
                     self.deliver_to(key, &msg, &delivery, now);
                 } else {
+                    let ack = acked.map(|idx| (self.id, self.hold_for(idx, 1)));
                     self.post(
                         worker,
                         Mail::Deliver {
                             session: key,
                             msg: msg.clone(),
                             delivery,
+                            ack,
                         },
                     );
                 }
@@ -308,6 +340,7 @@ impl Core {
                     &self.metrics.queue_drops,
                     s.stats().dropped_queue_full - before,
                 );
+                self.collect_offline(key);
             }
             SessionState::Moved(_) => self.relay(key, msg, delivery.clone(), false),
             SessionState::Pending { .. } => {}

@@ -47,6 +47,8 @@ pub struct Shared {
     /// subscribe path only; the publish path reads it.
     pub filter_changes: Vec<AtomicU64>,
     pub retained: Mutex<RetainedStore<Message>>,
+    /// Version of the last change of `retained` (taken under its lock; logged with it).
+    pub retain_version: AtomicU64,
     pub metrics: Metrics,
     pub shutdown: AtomicBool,
     pub next_assigned_id: AtomicU64,
@@ -72,6 +74,7 @@ impl Shared {
             sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             filter_changes: (0..n).map(|_| AtomicU64::new(0)).collect(),
             retained: Mutex::new(RetainedStore::new()),
+            retain_version: AtomicU64::new(0),
             metrics,
             shutdown: AtomicBool::new(false),
             next_assigned_id: AtomicU64::new(1),
@@ -109,6 +112,7 @@ fn limits_from(cfg: &Config) -> ProtocolLimits {
         max_queued_messages: cfg.max_queued_messages,
         max_queued_bytes: cfg.max_queued_bytes,
         queue_qos0_offline: cfg.queue_qos0_offline,
+        durable: cfg.data_dir.is_some(),
         ..ProtocolLimits::default()
     }
 }

@@ -80,6 +80,14 @@ impl Core {
 
     /// Step 1: an authenticated CONNECT.
     pub(super) fn on_connect_request(&mut self, idx: usize, mut req: ConnectRequest, now: Instant) {
+        if req.session_expiry > 0 && self.limits.storage_failed() {
+            // The log cannot be written: a persistent session could not be kept.
+            add(&self.metrics.storage_refused, 1);
+            self.drive(idx, now, |c, out| {
+                c.refuse_connect(ReasonCode::QUOTA_EXCEEDED, now, out)
+            });
+            return;
+        }
         if self.sessions.len() >= self.shared.cfg.max_sessions_per_worker {
             self.drive(idx, now, |c, out| {
                 c.refuse_connect(ReasonCode::QUOTA_EXCEEDED, now, out)
@@ -244,6 +252,19 @@ impl Core {
             // The session ends here: a will waiting for its delay goes now.
             self.publish_carried(will.take(), now);
         }
+        // Durability: the copy on disk stays until the claimant stored its own (`persist.rs`).
+        let mut origin = None;
+        if let (Some(s), Some(e)) = (&session, self.session(t.target)) {
+            if s.is_durable() {
+                let (id, epoch) = (e.client_id.clone(), e.epoch);
+                if continues {
+                    self.handed_off(&id, epoch, s);
+                    origin = Some((self.id, epoch));
+                } else {
+                    self.persist_drop(&id, epoch, now);
+                }
+            }
+        }
         let mut from = None;
         let mut delivered = Vec::new();
         match &session {
@@ -283,6 +304,7 @@ impl Core {
                 from,
                 delivered,
                 will,
+                origin,
             },
             now,
         );
@@ -290,6 +312,23 @@ impl Core {
 
     /// Step 4, on the claimant's worker.
     pub(super) fn on_handoff(&mut self, h: Handoff, now: Instant) {
+        let origin = h.origin;
+        let client = self
+            .session(h.claimant.session)
+            .map(|e| e.client_id.clone());
+        let passed = self
+            .session(h.claimant.session)
+            .is_some_and(|e| e.forward.is_some());
+        self.take_handoff(h, now);
+        // The durable copy the session came from can go: ours is logged (behind the barrier
+        // of its image), or the session ended. A hand-off passed on carries it further.
+        if let (Some((w, epoch)), false) = (origin, passed) {
+            let client_id = client.unwrap_or_default();
+            self.post(w, Mail::Stored { client_id, epoch });
+        }
+    }
+
+    fn take_handoff(&mut self, h: Handoff, now: Instant) {
         let key = h.claimant.session;
         let Some(entry) = self.session_mut(key) else {
             // Our slot is gone: nothing waits for this session here (it ends). Let the
@@ -344,8 +383,9 @@ impl Core {
                 });
             }
             // The connection went away while waiting. Keep a continuing session offline.
-            (None, Some(s)) if s.session_expiry() > 0 => {
+            (None, Some(mut s)) if s.session_expiry() > 0 => {
                 self.index_session(key, &s);
+                self.adopt(&mut s);
                 // Nobody resumed it: a travelling will keeps waiting for its delay.
                 self.store_offline(key, *s, h.will, now);
                 let cutover = h.from.map(|f| Box::new(Cutover::resuming(f, h.delivered)));
@@ -371,9 +411,15 @@ impl Core {
         let session = if clean_start { None } else { h.session };
         let session = session.filter(|_| !next.clean_start);
         let mut will = h.will;
+        let mut origin = h.origin;
         if session.is_none() {
-            // The session ends with this pass: a will waiting for its delay goes now.
+            // The session ends with this pass: a will waiting for its delay goes now, and the
+            // durable copy it came from can go.
             self.publish_carried(will.take(), now);
+            if let Some((w, epoch)) = origin.take() {
+                let client_id = next.client_id.clone();
+                self.post(w, Mail::Stored { client_id, epoch });
+            }
         }
         let mut from = None;
         match (h.from, &session) {
@@ -403,6 +449,7 @@ impl Core {
                 from,
                 delivered: h.delivered,
                 will,
+                origin,
             },
             now,
         );
@@ -613,7 +660,7 @@ impl Core {
     }
 
     /// Put a session's subscriptions into this worker's index.
-    fn index_session(&mut self, key: SessionKey, session: &Session) {
+    pub(super) fn index_session(&mut self, key: SessionKey, session: &Session) {
         for (filter, sub) in session.subscriptions() {
             self.add_subscription(key, filter.clone(), *sub, None);
         }

@@ -79,6 +79,8 @@ fn kind(m: &Mail) -> &'static str {
         Mail::Shared { .. } => "Shared",
         Mail::SharedApplied { .. } => "SharedApplied",
         Mail::Filter { .. } => "Filter",
+        Mail::PublishAcked { .. } => "PublishAcked",
+        Mail::Stored { .. } => "Stored",
     }
 }
 

@@ -20,6 +20,7 @@ use super::core::{Core, Effect, Input};
 use super::shared::Shared;
 use crate::metrics::add;
 use crate::runtime::engine::{ConnId, Handler, Io};
+use crate::storage::log::Log;
 use crate::tls::{TlsConn, TlsSetup};
 
 struct Tls {
@@ -38,28 +39,79 @@ pub struct Worker {
     /// Scratch for TLS: decrypted bytes of one read, and records to send.
     tls_plain: Vec<u8>,
     tls_out: Vec<u8>,
+    /// The storage thread's end (`--data-dir`), the records being handed over, and the
+    /// last commit given to the core.
+    log: Option<Log>,
+    log_buf: Vec<u8>,
+    committed: u64,
 }
 
 impl Worker {
+    /// The shell around `core` (built, and with a data dir restored, by `broker::start`).
     pub fn new(
-        id: u16,
+        core: Core,
         shared: Arc<Shared>,
         listener_tls: Arc<Vec<Option<Arc<TlsSetup>>>>,
+        log: Option<Log>,
     ) -> Worker {
         Worker {
-            core: Core::new(id, shared.clone(), Instant::now()),
+            core,
             shared,
             listener_tls,
             tls: HashMap::new(),
             tls_plain: Vec::new(),
             tls_out: Vec::new(),
+            log,
+            log_buf: Vec::new(),
+            committed: 0,
         }
     }
 
     fn input(&mut self, io: &mut Io<'_>, input: Input<'_>) {
         let now = io.now();
         self.core.handle(input, now);
+        self.flush_log();
         self.execute(io);
+    }
+
+    /// Hand the records of the last input to the storage thread.
+    fn flush_log(&mut self) {
+        if let Some(log) = &self.log {
+            if let Some(batch) = self.core.take_log(&mut self.log_buf) {
+                log.submit(&mut self.log_buf, batch);
+            }
+        }
+    }
+
+    /// Tell the core about commits that completed.
+    fn check_commits(&mut self, io: &mut Io<'_>) {
+        let Some(c) = self.log.as_ref().map(|l| l.committed()) else {
+            return;
+        };
+        if c > self.committed {
+            self.committed = c;
+            self.input(io, Input::Committed(c));
+        }
+    }
+
+    /// A snapshot when one is due (the log is handed over first: the snapshot covers it).
+    fn maybe_snapshot(&mut self, now: Instant, force: bool) {
+        if self.log.is_none() || !(force || self.core.snapshot_due(now)) {
+            return;
+        }
+        self.flush_log();
+        let snap = self.core.snapshot(now);
+        if let Some(log) = &self.log {
+            log.snapshot(snap);
+        }
+    }
+
+    /// After the loop ended (clean stop): a last snapshot, then the storage thread ends.
+    pub fn finish(&mut self) {
+        self.maybe_snapshot(Instant::now(), true);
+        if let Some(log) = &self.log {
+            log.stop();
+        }
     }
 
     /// Carry out every effect the core has queued, in order.
@@ -244,12 +296,15 @@ impl Handler for Worker {
     }
 
     fn on_wake(&mut self, io: &mut Io<'_>) {
+        self.check_commits(io);
         self.drain_mailbox(io);
     }
 
-    fn on_tick(&mut self, io: &mut Io<'_>, _now: Instant) {
+    fn on_tick(&mut self, io: &mut Io<'_>, now: Instant) {
+        self.check_commits(io);
         self.drain_mailbox(io);
         self.input(io, Input::Tick);
+        self.maybe_snapshot(now, false);
         let st = io.stats();
         let m = &self.shared.metrics[self.core.id() as usize];
         m.recv_enobufs.store(st.recv_enobufs, Ordering::Relaxed);

@@ -158,6 +158,11 @@ impl<M> RetainedStore<M> {
         }
     }
 
+    /// Calls `f` for every retained message, `$` topics included (snapshots).
+    pub fn for_each(&self, mut f: impl FnMut(&M)) {
+        self.root.subtree(&mut f);
+    }
+
     /// Number of retained messages.
     pub fn len(&self) -> usize {
         self.len

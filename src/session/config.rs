@@ -86,6 +86,36 @@ pub struct ProtocolLimits {
     /// Packets a client may pipeline after CONNECT before the broker answers it; beyond this
     /// the connection is closed. Default 64.
     pub max_pending_before_connack: usize,
+    /// Sessions that outlive their connection are written to the log (`--data-dir`).
+    pub durable: bool,
+    /// Set while this worker's log cannot be written (disk full, I/O error): QoS 1/2
+    /// PUBLISHes are refused (MQTT 5: 0x97 Quota exceeded; 3.1.1: the connection is
+    /// closed) instead of acknowledging what cannot be kept.
+    pub storage_failed: StorageFlag,
+}
+
+/// A flag set by the storage thread (compared by identity).
+#[derive(Debug, Clone, Default)]
+pub struct StorageFlag(pub Option<std::sync::Arc<std::sync::atomic::AtomicBool>>);
+
+impl PartialEq for StorageFlag {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+impl Eq for StorageFlag {}
+
+impl ProtocolLimits {
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed
+            .0
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Default for ProtocolLimits {
@@ -114,6 +144,8 @@ impl Default for ProtocolLimits {
             queue_qos0_offline: false,
             max_outbound_topic_aliases: 0,
             max_pending_before_connack: 64,
+            durable: false,
+            storage_failed: StorageFlag(None),
         }
     }
 }

@@ -246,6 +246,14 @@ impl Connection {
             Phase::AwaitConnect | Phase::AwaitBroker(_) => None,
         }
     }
+    /// The session, to collect its journal (`Session::jot`) for the log.
+    pub(crate) fn session_mut(&mut self) -> Option<&mut Session> {
+        match &mut self.phase {
+            Phase::Connected(c) => Some(&mut c.session),
+            Phase::Closed(s) => s.as_mut(),
+            Phase::AwaitConnect | Phase::AwaitBroker(_) => None,
+        }
+    }
     /// Move the session out (after `Close`, for the broker to keep, hand over or drop).
     /// `None` before `Close` (a live connection keeps its session) and once taken.
     pub fn take_session(&mut self) -> Option<Session> {
@@ -445,6 +453,14 @@ impl Connection {
         s.version = version;
         s.session_expiry = session_expiry;
         s.will = will.map(Box::new);
+        // A session that outlives its connection is written whole to the log before the
+        // CONNACK leaves (the core collects the image), then change by change.
+        s.journal = (self.limits.durable && session_expiry > 0).then(|| {
+            Box::new(super::state::Journal {
+                buf: Vec::new(),
+                image: true,
+            })
+        });
 
         let mut props = ConnAckProperties::default();
         if v5 {
@@ -929,6 +945,20 @@ impl Connected {
             }
             return Ok(());
         }
+        if p.qos != QoS::AtMostOnce && l.storage_failed() {
+            // The log cannot be written: no acknowledgement for what cannot be kept.
+            if !v5 {
+                return Err(ReasonCode::UNSPECIFIED_ERROR);
+            }
+            let mut r = PubResp::new(id);
+            r.reason = ReasonCode::QUOTA_EXCEEDED;
+            out.push(Action::Send(if p.qos == QoS::AtLeastOnce {
+                Packet::PubAck(r)
+            } else {
+                Packet::PubRec(r)
+            }));
+            return Ok(());
+        }
         if acl.is_some_and(|a| !a.can_publish(&topic)) {
             // Not forwarded. MQTT 5 says why; 3.1.1 acknowledges as for a message the server
             // chose not to forward (3.1.1 has no negative PUBACK).
@@ -1003,7 +1033,11 @@ impl Connected {
     fn on_pubrel(&mut self, r: PubResp, out: &mut Vec<Action>) {
         let v5 = self.is_v5();
         let mut resp = PubResp::new(r.packet_id);
-        if !self.session.inbound_qos2.remove(&r.packet_id) && v5 {
+        if self.session.inbound_qos2.remove(&r.packet_id) {
+            let id = r.packet_id;
+            self.session
+                .jot(|b| crate::storage::record::put_id(b, crate::storage::record::IN2_DONE, id));
+        } else if v5 {
             resp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
         out.push(Action::Send(Packet::PubComp(resp)));
@@ -1012,7 +1046,10 @@ impl Connected {
     /// An outbound delivery is over (acknowledged, or refused by the client's PUBREC): its
     /// packet id is free, it is not resent, and the window may take queued messages.
     fn complete(&mut self, l: &ProtocolLimits, id: u16, now: Instant, out: &mut Vec<Action>) {
-        self.session.inflight.remove(&id);
+        if self.session.inflight.remove(&id).is_some() {
+            self.session
+                .jot(|b| crate::storage::record::put_id(b, crate::storage::record::DONE, id));
+        }
         if !self.resend.is_empty() {
             self.resend.retain(|&x| x != id);
         }
@@ -1059,6 +1096,9 @@ impl Connected {
                     self.complete(l, id, now, out);
                 } else {
                     *state = InflightState::Released;
+                    s.jot(|b| {
+                        crate::storage::record::put_id(b, crate::storage::record::RELEASED, id)
+                    });
                     if !self.resend.is_empty() {
                         self.resend.retain(|&x| x != id);
                     }
@@ -1169,16 +1209,12 @@ impl Connected {
                 qos: granted,
                 ..opts
             };
-            let existed = s
-                .subscriptions
-                .insert(
-                    filter.clone(),
-                    Subscription {
-                        options,
-                        subscription_id: sub_id,
-                    },
-                )
-                .is_some();
+            let entry = Subscription {
+                options,
+                subscription_id: sub_id,
+            };
+            s.jot(|b| crate::storage::record::put_sub(b, &filter, &entry));
+            let existed = s.subscriptions.insert(filter.clone(), entry).is_some();
             reasons.push(ReasonCode(granted as u8));
             actions.push(Action::Subscribe {
                 filter,
@@ -1210,6 +1246,9 @@ impl Connected {
                 continue;
             }
             let existed = s.subscriptions.remove(&filter).is_some();
+            if existed {
+                s.jot(|b| crate::storage::record::put_unsub(b, &filter));
+            }
             if v5 {
                 reasons.push(if existed {
                     ReasonCode::SUCCESS
@@ -1236,7 +1275,14 @@ impl Connected {
             if self.connect_expiry_zero && new != 0 {
                 return Stop::Fail(ReasonCode::PROTOCOL_ERROR);
             }
-            self.session.session_expiry = new.min(l.max_session_expiry);
+            let e = new.min(l.max_session_expiry);
+            if e != self.session.session_expiry && e > 0 {
+                self.session.jot(|b| {
+                    b.push(crate::storage::record::EXPIRY);
+                    crate::storage::record::put_u32(b, e);
+                });
+            }
+            self.session.session_expiry = e;
         }
         let end = if d.reason == ReasonCode::NORMAL_DISCONNECTION {
             End::Normal
@@ -1394,14 +1440,13 @@ impl Connected {
             } else {
                 InflightState::Qos2(p)
             };
-            s.inflight.insert(
-                id,
-                super::state::Inflight {
-                    seq,
-                    state,
-                    expires_at: q.msg.expires_at,
-                },
-            );
+            let e = super::state::Inflight {
+                seq,
+                state,
+                expires_at: q.msg.expires_at,
+            };
+            s.jot(|b| crate::storage::record::put_inflight(b, id, &e));
+            s.inflight.insert(id, e);
         }
         out.push(Action::Send(Packet::Publish(wire)));
     }
@@ -1457,6 +1502,7 @@ impl Connected {
         }
         if publish_len(&p, v5) > max {
             s.inflight.remove(&id);
+            s.jot(|b| crate::storage::record::put_id(b, crate::storage::record::DONE, id));
             s.stats.dropped_too_large += 1;
             return false;
         }

@@ -206,6 +206,9 @@ impl<K: std::hash::Hash + Eq> SparseSet<K> {
     pub(crate) fn remove(&mut self, k: &K) -> bool {
         self.0.as_mut().is_some_and(|m| m.remove(k))
     }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &K> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
 }
 
 /// The queue counterpart of [`SparseMap`] (the box is the point: 8 bytes inline instead of a
@@ -229,6 +232,9 @@ impl<T> SparseDeque<T> {
     }
     pub(crate) fn front(&self) -> Option<&T> {
         self.0.as_ref()?.front()
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().flat_map(|q| q.iter())
     }
     pub(crate) fn push_back(&mut self, v: T) {
         self.0.get_or_insert_with(Box::default).push_back(v)
@@ -263,6 +269,18 @@ pub struct Session {
     pub(crate) session_expiry: u32,
     pub(crate) will: Option<Box<Will>>,
     pub(crate) stats: SessionStats,
+    /// Changes not yet collected by the core for the log (`storage::record` sub-records);
+    /// `None` for a session that is not durable.
+    pub(crate) journal: Option<Box<Journal>>,
+}
+
+/// The changes of a durable session since its worker's core last collected them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Journal {
+    pub buf: Vec<u8>,
+    /// The whole session is to be written (it was just accepted or moved here): changes are
+    /// not recorded one by one until then.
+    pub image: bool,
 }
 
 impl Session {
@@ -280,7 +298,23 @@ impl Session {
             session_expiry: 0,
             will: None,
             stats: SessionStats::default(),
+            journal: None,
         }
+    }
+
+    /// Record a change for the log, if this session is durable (and not waiting for its
+    /// image, which will hold the change anyway).
+    pub(crate) fn jot(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(j) = self.journal.as_mut() {
+            if !j.image {
+                f(&mut j.buf);
+            }
+        }
+    }
+
+    /// Whether changes of this session go to the log.
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
     }
 
     pub fn client_id(&self) -> &ByteString {
@@ -359,18 +393,21 @@ impl Session {
             return false;
         }
         self.queued_bytes += size;
-        self.queue.push_back(Queued {
+        let q = Queued {
             msg: msg.clone(),
             qos,
             retain: delivery.retain_as_published && msg.retain,
             subscription_ids: delivery.subscription_ids.clone(),
-        });
+        };
+        self.jot(|b| crate::storage::record::put_queued(b, &q));
+        self.queue.push_back(q);
         true
     }
 
     pub(crate) fn pop_queued(&mut self) -> Option<Queued> {
         let q = self.queue.pop_front()?;
         self.queued_bytes -= q.msg.queued_size();
+        self.jot(|b| b.push(crate::storage::record::POP));
         Some(q)
     }
 

@@ -1,0 +1,458 @@
+//! The core's side of durability (`--data-dir`): what goes into this worker's log, and the
+//! rule that holds acknowledgements back until it is on disk.
+//!
+//! # Records
+//! Durable sessions (those that outlive their connection) note their own changes as they
+//! happen (`Session::jot`, in `session/`); the core collects them after every call into a
+//! connection's state machine (`drive`) and after every offline delivery, and adds what
+//! only it knows: a session's image when a CONNECT accepted it or a hand-off brought it,
+//! `OFFLINE` when its connection ended, `DROP` when this copy ends, `RETAIN` for the
+//! retained store. They are appended to `Persist::log`; the shell takes them after each
+//! input (`Core::take_log`) and gives them to the storage thread.
+//!
+//! # The commit barrier (`durability = sync`)
+//! The first record of a batch puts a barrier into the effect queue: the effects queued
+//! after it in that input (acks, deliveries, mail to other workers) wait until the shell
+//! reports the batch committed (`Input::Committed`). One barrier per batch, so a pass that
+//! acknowledges a thousand PUBLISHes waits for one fdatasync. Later effects wait too when
+//! they are for a connection that has effects waiting, or are mail while mail waits (order
+//! per connection and per pair of workers); anything else goes at once, so a refusal, a
+//! PINGRESP or QoS 0 traffic of other clients does not wait for the disk. Mail waiting for
+//! the commit gives the logs of all workers a causal order: anything another worker does
+//! because of this worker's change is logged after that change is on disk.
+//!
+//! A QoS 1/2 PUBLISH routed to other workers: its PUBACK/PUBREC is held (the hold of
+//! `router.rs`) until every one of them answers that it has routed it, and they answer
+//! behind their own barrier, so the acknowledgement leaves only when every copy the message
+//! made is on disk.
+//!
+//! # A session that moves (take-over)
+//! The old copy stays valid on disk until the new owner has written its image: the old
+//! owner keeps the image it handed off (`unconfirmed`, also written into its snapshots) and
+//! writes `DROP` only when the new owner answers `Mail::Stored`, which the new owner posts
+//! behind its barrier. Recovery keeps, per client id, the copy with the highest ownership
+//! epoch, so at every moment exactly one copy wins.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use hashbrown::HashMap;
+
+use super::core::{Core, Fx, SessionState};
+use crate::ownership::SessionKey;
+use crate::session::{Message, Session};
+use crate::storage::{record, Durability};
+
+/// Drop records written this long before a snapshot are repeated in it (see `recover.rs`).
+const KEEP_DROPS: Duration = Duration::from_secs(60);
+
+pub(super) struct Persist {
+    pub mode: Durability,
+    /// Records since the shell last took them.
+    pub log: Vec<u8>,
+    /// The batch those records belong to.
+    pub batch: u64,
+    /// The highest batch on disk.
+    pub committed: u64,
+    barrier_open: bool,
+    /// Images of sessions handed to another owner that has not confirmed it stored them.
+    pub unconfirmed: HashMap<u64, (ByteString, Vec<u8>)>,
+    recent_drops: VecDeque<(Instant, ByteString, u64)>,
+    pub last_snapshot: Instant,
+    pub snapshot_interval: Duration,
+    /// Log bytes since the last snapshot (a snapshot also bounds the log's size).
+    pub since_snapshot: u64,
+    scratch: Vec<u8>,
+}
+
+/// Log bytes after which a snapshot is taken whatever the interval.
+const SNAPSHOT_LOG_BYTES: u64 = 256 << 20;
+
+impl Persist {
+    pub fn new(mode: Durability, snapshot_interval: Duration, now: Instant) -> Persist {
+        Persist {
+            mode,
+            log: Vec::new(),
+            batch: 1,
+            committed: 0,
+            barrier_open: false,
+            unconfirmed: HashMap::new(),
+            recent_drops: VecDeque::new(),
+            last_snapshot: now,
+            snapshot_interval,
+            since_snapshot: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Records go to the log (`sync` and `batched`; `none` only snapshots).
+    pub fn logs(&self) -> bool {
+        self.mode != Durability::None
+    }
+}
+
+/// A session restored at start, for the worker that will hold it.
+pub struct Restored {
+    pub client_id: ByteString,
+    pub epoch: u64,
+    pub username: Option<ByteString>,
+    pub session: Session,
+    pub expires_at: Option<Instant>,
+    pub delayed_will: Option<(Message, Instant)>,
+}
+
+impl Core {
+    /// Turn durability on (before the first input): sessions that outlive their
+    /// connection are logged; QoS 1/2 PUBLISHes are refused while `failed` is set.
+    pub fn enable_persist(
+        &mut self,
+        mode: Durability,
+        snapshot_interval: Duration,
+        failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        now: Instant,
+    ) {
+        let mut l = (*self.limits).clone();
+        l.durable = true;
+        l.storage_failed = crate::session::config::StorageFlag(Some(failed));
+        self.limits = std::sync::Arc::new(l);
+        self.persist = Some(Persist::new(mode, snapshot_interval, now));
+    }
+
+    /// Publish the wills recovery found due (after every worker restored its sessions).
+    pub fn publish_recovered_wills(&mut self, wills: Vec<Message>, now: Instant) {
+        for w in wills {
+            self.publish_will(w, now);
+        }
+        self.run_pending(now);
+    }
+
+    /// A record was appended: in `sync` mode, what follows waits for its batch.
+    fn opened(&mut self) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        if p.mode == Durability::Sync && !p.barrier_open {
+            p.barrier_open = true;
+            let b = p.batch;
+            self.effects.push_back(Fx::Barrier(b));
+        }
+    }
+
+    /// Append a `SESSION` frame with `subs` for the copy (`client_id`, `epoch`).
+    fn append(&mut self, client_id: &str, epoch: u64, subs: &[u8]) {
+        let Some(p) = self.persist.as_mut().filter(|p| p.logs()) else {
+            return;
+        };
+        if subs.is_empty() {
+            return;
+        }
+        record::session_frame(&mut p.log, client_id, epoch, subs);
+        self.opened();
+    }
+
+    /// Append what `s` noted (or its image, if it asks for one) as a frame of the copy
+    /// (`client_id`, `epoch`) to `p.log`; true if anything was appended.
+    fn gather(
+        p: &mut Persist,
+        s: &mut Session,
+        client_id: &str,
+        epoch: u64,
+        username: Option<&ByteString>,
+    ) -> bool {
+        let Some(j) = s.journal.as_mut() else {
+            return false;
+        };
+        if !p.logs() {
+            j.image = false;
+            j.buf.clear();
+            return false;
+        }
+        if j.image {
+            j.image = false;
+            j.buf.clear();
+            let mut subs = std::mem::take(&mut p.scratch);
+            subs.clear();
+            record::put_image(&mut subs, s, username);
+            record::session_frame(&mut p.log, client_id, epoch, &subs);
+            p.scratch = subs;
+            return true;
+        }
+        if j.buf.is_empty() {
+            return false;
+        }
+        record::session_frame(&mut p.log, client_id, epoch, &j.buf);
+        j.buf.clear();
+        true
+    }
+
+    /// After a call into client `idx`'s state machine.
+    pub(super) fn collect_client(&mut self, idx: usize) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some(key) = self.clients[idx].session else {
+            return;
+        };
+        let Some(e) = self
+            .sessions
+            .get(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+        else {
+            return;
+        };
+        let Some(s) = self.clients[idx].conn.session_mut() else {
+            return;
+        };
+        if Self::gather(p, s, &e.client_id, e.epoch, e.username.as_ref()) {
+            self.opened();
+        }
+    }
+
+    /// After a change of an offline session held in slot `key`.
+    pub(super) fn collect_offline(&mut self, key: SessionKey) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some(e) = self
+            .sessions
+            .get_mut(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+        else {
+            return;
+        };
+        let SessionState::Offline(s) = &mut e.state else {
+            return;
+        };
+        if Self::gather(p, s, &e.client_id, e.epoch, e.username.as_ref()) {
+            self.opened();
+        }
+    }
+
+    /// A session just came to slot `key` whole (a hand-off nobody resumed): make it durable
+    /// here if it outlives connections; its image is written by `collect_offline`.
+    pub(super) fn adopt(&self, s: &mut Session) {
+        s.journal = (self.persist.is_some() && s.session_expiry() > 0).then(|| {
+            Box::new(crate::session::state::Journal {
+                buf: Vec::new(),
+                image: true,
+            })
+        });
+    }
+
+    /// The connection of a durable session ended and the session stays offline.
+    pub(super) fn persist_offline(
+        &mut self,
+        key: SessionKey,
+        expires_at: Option<Instant>,
+        will_due: Option<Instant>,
+    ) {
+        let Some(e) = self.sessions.get(key.index as usize) else {
+            return;
+        };
+        let durable = match &e.state {
+            SessionState::Offline(s) => s.is_durable(),
+            _ => false,
+        };
+        if !durable {
+            return;
+        }
+        let (id, epoch) = (e.client_id.clone(), e.epoch);
+        let mut subs = Vec::new();
+        record::put_offline(&mut subs, expires_at, will_due);
+        self.append(&id, epoch, &subs);
+    }
+
+    /// Inbound QoS 2 ids of client `idx`'s durable session whose PUBREC is about to leave.
+    pub(super) fn persist_in2(&mut self, idx: usize, ids: &[u16]) {
+        let Some(key) = self.clients[idx].session else {
+            return;
+        };
+        let Some(e) = self
+            .sessions
+            .get(key.index as usize)
+            .filter(|e| e.generation == key.generation)
+        else {
+            return;
+        };
+        let (id, epoch) = (e.client_id.clone(), e.epoch);
+        let mut subs = Vec::with_capacity(3 * ids.len());
+        for &pid in ids {
+            record::put_id(&mut subs, record::IN2, pid);
+        }
+        self.append(&id, epoch, &subs);
+    }
+
+    /// This worker's copy of a session ends (expired, ended with its connection, taken over
+    /// by a clean start, or stored by its new owner).
+    pub(super) fn persist_drop(&mut self, client_id: &ByteString, epoch: u64, now: Instant) {
+        let Some(p) = self.persist.as_mut().filter(|p| p.logs()) else {
+            return;
+        };
+        p.recent_drops.push_back((now, client_id.clone(), epoch));
+        while p
+            .recent_drops
+            .front()
+            .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > KEEP_DROPS)
+        {
+            p.recent_drops.pop_front();
+        }
+        self.append(client_id, epoch, &[record::DROP]);
+    }
+
+    /// A session handed to another owner: keep its image until the owner stored it.
+    pub(super) fn handed_off(&mut self, client_id: &ByteString, epoch: u64, s: &Session) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        if !s.is_durable() {
+            return;
+        }
+        let mut subs = Vec::new();
+        record::put_image(&mut subs, s, None);
+        p.unconfirmed.insert(epoch, (client_id.clone(), subs));
+    }
+
+    /// The new owner stored the session we handed off (or let it end): our copy goes.
+    pub(super) fn on_stored(&mut self, client_id: ByteString, epoch: u64, now: Instant) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let _ = client_id;
+        if let Some((id, _)) = p.unconfirmed.remove(&epoch) {
+            self.persist_drop(&id, epoch, now);
+        }
+    }
+
+    /// A change of the retained store (`msg` None: deleted), with its broker-wide version.
+    pub(super) fn persist_retain(&mut self, version: u64, topic: &str, msg: Option<&Message>) {
+        let Some(p) = self.persist.as_mut().filter(|p| p.logs()) else {
+            return;
+        };
+        record::retain_frame(&mut p.log, version, topic, msg);
+        self.opened();
+    }
+
+    /// In `sync` mode a QoS 1/2 PUBLISH waits for the commit of every worker it reaches.
+    pub(super) fn acks_wait_for_commit(&self) -> bool {
+        self.persist
+            .as_ref()
+            .is_some_and(|p| p.mode == Durability::Sync)
+    }
+
+    /// The records since the last call and their batch, for the storage thread (the shell
+    /// calls it after every input; `buf` is given back empty for reuse).
+    pub fn take_log(&mut self, buf: &mut Vec<u8>) -> Option<u64> {
+        let p = self.persist.as_mut()?;
+        if p.log.is_empty() {
+            return None;
+        }
+        buf.clear();
+        std::mem::swap(buf, &mut p.log);
+        p.since_snapshot += buf.len() as u64;
+        let b = p.batch;
+        p.batch += 1;
+        p.barrier_open = false;
+        Some(b)
+    }
+
+    pub(super) fn on_committed(&mut self, batch: u64) {
+        if let Some(p) = self.persist.as_mut() {
+            p.committed = p.committed.max(batch);
+        }
+    }
+
+    /// The highest batch on disk, as last reported.
+    pub(super) fn committed(&self) -> u64 {
+        self.persist.as_ref().map_or(u64::MAX, |p| p.committed)
+    }
+
+    /// A snapshot is due (interval, or the log grew past its bound).
+    pub fn snapshot_due(&self, now: Instant) -> bool {
+        // Not while an acknowledgement waits for other workers: the images would hold
+        // inbound QoS 2 ids whose copies may not be on disk yet.
+        let waiting = self.holds.values().any(|&c| {
+            self.client_index(c)
+                .and_then(|i| self.clients[i].extra.as_ref())
+                .and_then(|e| e.hold.as_ref())
+                .is_some_and(|h| h.durable)
+        });
+        !waiting
+            && self.persist.as_ref().is_some_and(|p| {
+                now.saturating_duration_since(p.last_snapshot) >= p.snapshot_interval
+                    || p.since_snapshot >= SNAPSHOT_LOG_BYTES
+            })
+    }
+
+    /// This worker's state as a snapshot: every durable session it holds (online ones as
+    /// they are; offline ones with their deadlines), the images it handed off that were not
+    /// confirmed yet, recent drops, the retained store, and the END frame. The caller must
+    /// have taken the log first (the snapshot covers everything logged before it).
+    pub fn snapshot(&mut self, now: Instant) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut subs = Vec::new();
+        for (i, e) in self.sessions.iter() {
+            let s: &Session = match &e.state {
+                SessionState::Offline(s) => s,
+                SessionState::Online { conn } => match self
+                    .client_index(*conn)
+                    .and_then(|idx| self.clients[idx].conn.session())
+                {
+                    Some(s) => s,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if !s.is_durable() {
+                continue;
+            }
+            subs.clear();
+            record::put_image(&mut subs, s, e.username.as_ref());
+            if matches!(e.state, SessionState::Offline(_)) {
+                let will_due = e.delayed_will.as_ref().map(|w| w.1);
+                record::put_offline(&mut subs, e.expires_at, will_due);
+            }
+            let _ = i;
+            record::session_frame(&mut out, &e.client_id, e.epoch, &subs);
+        }
+        if let Some(p) = self.persist.as_mut() {
+            for (epoch, (id, img)) in &p.unconfirmed {
+                record::session_frame(&mut out, id, *epoch, img);
+            }
+            for (_, id, epoch) in &p.recent_drops {
+                record::session_frame(&mut out, id, *epoch, &[record::DROP]);
+            }
+            p.last_snapshot = now;
+            p.since_snapshot = 0;
+        }
+        crate::storage::retained_image(&self.shared, &mut out);
+        record::marker_frame(&mut out, record::END, 0);
+        out
+    }
+
+    /// Install the sessions recovered for this worker (before its first input).
+    pub fn restore(&mut self, restored: Vec<Restored>, now: Instant) {
+        for r in restored {
+            let key = self.new_session_entry(
+                r.client_id.clone(),
+                r.epoch,
+                SessionState::Pending { conn: None },
+                false,
+            );
+            let owner = crate::ownership::Owner {
+                worker: self.id,
+                session: key,
+                epoch: r.epoch,
+            };
+            self.shared.owners.claim(&r.client_id, owner);
+            let mut s = r.session;
+            s.journal = Some(Box::default());
+            if let Some(e) = self.session_mut(key) {
+                e.username = r.username;
+            }
+            self.index_session(key, &s);
+            self.keep_offline(key, s, r.expires_at, r.delayed_will, false);
+            let _ = now;
+        }
+    }
+}

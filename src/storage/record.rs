@@ -1,0 +1,793 @@
+//! The on-disk records of the log and the snapshots, and their codec.
+//!
+//! # Framing
+//! Every record is a frame: `len: u32 LE | crc32(body): u32 LE | body[len]`. Logs and
+//! snapshots are sequences of frames; a snapshot ends with an `END` frame, so a snapshot
+//! without one is incomplete (never renamed into place, or damaged).
+//!
+//! # Bodies
+//! - `SESSION`: `client_id, epoch, sub-records...`: the changes of one durable copy of a
+//!   session, the copy that worker holds under ownership `epoch` (see `recover.rs` for how
+//!   copies of one client id on different workers are resolved).
+//! - `RETAIN`: `version, topic, message?` (none: deleted). `version` is broker-wide and
+//!   increases with every change of the retained store.
+//! - `RETAINED_IMAGE`: `version` (the snapshot holds the whole retained store as of it,
+//!   followed by one `RETAIN` frame per message).
+//! - `END`: the snapshot is complete.
+//!
+//! Sub-records of a `SESSION` body (`kind: u8`, then its fields):
+//! `IMAGE` (the whole session), `DROP` (this copy is gone: ended, expired or handed on),
+//! `SUB`, `UNSUB`, `QUEUE` (message appended to the queue), `POP` (queue front removed),
+//! `INFLIGHT` (a PUBLISH in flight with its packet id), `RELEASED` (PUBREC received, PUBREL
+//! state), `DONE` (delivery over), `IN2` / `IN2_DONE` (inbound QoS 2 id held / released),
+//! `OFFLINE` (connection ended: expiry deadline and delayed will), `EXPIRY` (new Session
+//! Expiry Interval from DISCONNECT).
+//!
+//! Times are wall-clock milliseconds since the Unix epoch (`clock`), so deadlines survive a
+//! restart. Strings and byte strings are `u32 length | bytes`; options are `u8 tag | value`.
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::protocol::{Publish, PublishProperties, QoS, SubscriptionOptions, Will, WillProperties};
+use crate::session::state::{Inflight, InflightState, Queued};
+use crate::session::{Message, MessageData, Session, Subscription};
+
+use super::clock;
+
+pub const SESSION: u8 = 1;
+pub const RETAIN: u8 = 2;
+pub const RETAINED_IMAGE: u8 = 3;
+pub const END: u8 = 4;
+
+pub const IMAGE: u8 = 1;
+pub const DROP: u8 = 2;
+pub const SUB: u8 = 3;
+pub const UNSUB: u8 = 4;
+pub const QUEUE: u8 = 5;
+pub const POP: u8 = 6;
+pub const INFLIGHT: u8 = 7;
+pub const RELEASED: u8 = 8;
+pub const DONE: u8 = 9;
+pub const IN2: u8 = 10;
+pub const IN2_DONE: u8 = 11;
+pub const OFFLINE: u8 = 12;
+pub const EXPIRY: u8 = 13;
+
+/// Frame header bytes.
+pub const HEADER: usize = 8;
+/// Largest body accepted when reading (a length beyond it is damage, not a record).
+pub const MAX_BODY: usize = 1 << 30;
+
+// --- writing -----------------------------------------------------------------------------
+
+/// Start a frame in `out`; returns its start for [`end_frame`].
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    start
+}
+
+/// Fill in the length and CRC of the frame begun at `start`.
+pub fn end_frame(out: &mut [u8], start: usize) {
+    let body = &out[start + HEADER..];
+    let len = body.len() as u32;
+    let crc = crc32fast::hash(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+pub fn put_u8(out: &mut Vec<u8>, v: u8) {
+    out.push(v);
+}
+pub fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+pub fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_u32(out, b.len() as u32);
+    out.extend_from_slice(b);
+}
+fn put_opt<T>(out: &mut Vec<u8>, v: Option<T>, f: impl FnOnce(&mut Vec<u8>, T)) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            f(out, v);
+        }
+    }
+}
+fn put_opt_str(out: &mut Vec<u8>, v: Option<&ByteString>) {
+    put_opt(out, v, |o, s| put_bytes(o, s.as_bytes()));
+}
+fn put_opt_time(out: &mut Vec<u8>, t: Option<std::time::Instant>) {
+    put_opt(out, t, |o, t| put_u64(o, clock::wall_ms(t)));
+}
+
+fn put_props(out: &mut Vec<u8>, p: &PublishProperties) {
+    put_opt(out, p.payload_format_indicator, put_u8);
+    put_opt(out, p.message_expiry_interval, put_u32);
+    put_opt_str(out, p.response_topic.as_ref());
+    put_opt(out, p.correlation_data.as_ref(), |o, b| put_bytes(o, b));
+    put_u32(out, p.user_properties.len() as u32);
+    for (k, v) in &p.user_properties {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+    put_u32(out, p.subscription_identifiers.len() as u32);
+    for &id in &p.subscription_identifiers {
+        put_u32(out, id);
+    }
+    put_opt_str(out, p.content_type.as_ref());
+}
+
+pub fn put_message(out: &mut Vec<u8>, m: &Message) {
+    put_bytes(out, m.topic.as_bytes());
+    put_bytes(out, &m.payload);
+    put_u8(out, m.qos as u8);
+    put_u8(out, m.retain as u8);
+    put_props(out, &m.properties);
+    put_opt_time(out, m.expires_at);
+    put_opt_str(out, m.publisher.as_ref());
+}
+
+fn put_publish(out: &mut Vec<u8>, p: &Publish) {
+    put_u8(out, p.qos as u8);
+    put_u8(out, p.retain as u8);
+    put_bytes(out, p.topic.as_bytes());
+    put_bytes(out, &p.payload);
+    put_props(out, &p.properties);
+}
+
+fn put_will(out: &mut Vec<u8>, w: &Will) {
+    put_bytes(out, w.topic.as_bytes());
+    put_bytes(out, &w.payload);
+    put_u8(out, w.qos as u8);
+    put_u8(out, w.retain as u8);
+    let p = &w.properties;
+    put_opt(out, p.will_delay_interval, put_u32);
+    put_opt(out, p.payload_format_indicator, put_u8);
+    put_opt(out, p.message_expiry_interval, put_u32);
+    put_opt_str(out, p.content_type.as_ref());
+    put_opt_str(out, p.response_topic.as_ref());
+    put_opt(out, p.correlation_data.as_ref(), |o, b| put_bytes(o, b));
+    put_u32(out, p.user_properties.len() as u32);
+    for (k, v) in &p.user_properties {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
+fn options_byte(o: &SubscriptionOptions) -> u8 {
+    (o.qos as u8)
+        | (o.no_local as u8) << 2
+        | (o.retain_as_published as u8) << 3
+        | o.retain_handling << 4
+}
+
+fn options_of(b: u8) -> Result<SubscriptionOptions, Bad> {
+    Ok(SubscriptionOptions {
+        qos: QoS::from_u8(b & 3).ok_or(Bad)?,
+        no_local: b & 4 != 0,
+        retain_as_published: b & 8 != 0,
+        retain_handling: (b >> 4) & 3,
+    })
+}
+
+pub fn put_sub(out: &mut Vec<u8>, filter: &str, s: &Subscription) {
+    put_u8(out, SUB);
+    put_bytes(out, filter.as_bytes());
+    put_u8(out, options_byte(&s.options));
+    put_opt(out, s.subscription_id, put_u32);
+}
+
+pub fn put_unsub(out: &mut Vec<u8>, filter: &str) {
+    put_u8(out, UNSUB);
+    put_bytes(out, filter.as_bytes());
+}
+
+pub(crate) fn put_queued(out: &mut Vec<u8>, q: &Queued) {
+    put_u8(out, QUEUE);
+    put_u8(out, q.qos as u8);
+    put_u8(out, q.retain as u8);
+    put_u32(out, q.subscription_ids.len() as u32);
+    for &id in &q.subscription_ids {
+        put_u32(out, id);
+    }
+    put_message(out, &q.msg);
+}
+
+pub(crate) fn put_inflight(out: &mut Vec<u8>, id: u16, e: &Inflight) {
+    put_u8(out, INFLIGHT);
+    put_u16(out, id);
+    put_u64(out, e.seq);
+    put_opt_time(out, e.expires_at);
+    match &e.state {
+        InflightState::Qos1(p) | InflightState::Qos2(p) => {
+            put_u8(out, 0);
+            put_publish(out, p);
+        }
+        InflightState::Released => put_u8(out, 1),
+    }
+}
+
+pub fn put_id(out: &mut Vec<u8>, kind: u8, id: u16) {
+    put_u8(out, kind);
+    put_u16(out, id);
+}
+
+/// The connection ended and the session stays: when it expires and when its will is due.
+pub fn put_offline(
+    out: &mut Vec<u8>,
+    expires_at: Option<std::time::Instant>,
+    will_due: Option<std::time::Instant>,
+) {
+    put_u8(out, OFFLINE);
+    put_opt_time(out, expires_at);
+    put_opt_time(out, will_due);
+}
+
+/// The whole session (what a CONNECT accepted, a hand-off brought, or a snapshot holds).
+pub fn put_image(out: &mut Vec<u8>, s: &Session, username: Option<&ByteString>) {
+    put_u8(out, IMAGE);
+    put_opt_str(out, username);
+    put_u8(out, s.version.level());
+    put_u32(out, s.session_expiry);
+    put_opt(out, s.will.as_deref(), put_will);
+    put_u16(out, s.next_packet_id);
+    put_u64(out, s.next_seq);
+    put_u32(out, s.subscriptions.len() as u32);
+    for (f, sub) in &s.subscriptions {
+        put_sub(out, f, sub);
+    }
+    put_u32(out, s.inflight.len() as u32);
+    for (&id, e) in s.inflight.iter() {
+        put_inflight(out, id, e);
+    }
+    put_u32(out, s.queue.len() as u32);
+    for q in s.queue.iter() {
+        put_queued(out, q);
+    }
+    put_u32(out, s.inbound_qos2.len() as u32);
+    for &id in s.inbound_qos2.iter() {
+        put_u16(out, id);
+    }
+}
+
+/// A `SESSION` frame for `client_id`/`epoch` holding the already encoded sub-records `subs`.
+pub fn session_frame(out: &mut Vec<u8>, client_id: &str, epoch: u64, subs: &[u8]) {
+    let f = begin_frame(out);
+    put_u8(out, SESSION);
+    put_bytes(out, client_id.as_bytes());
+    put_u64(out, epoch);
+    out.extend_from_slice(subs);
+    end_frame(out, f);
+}
+
+pub fn retain_frame(out: &mut Vec<u8>, version: u64, topic: &str, msg: Option<&Message>) {
+    let f = begin_frame(out);
+    put_u8(out, RETAIN);
+    put_u64(out, version);
+    put_bytes(out, topic.as_bytes());
+    put_opt(out, msg, put_message);
+    end_frame(out, f);
+}
+
+pub fn marker_frame(out: &mut Vec<u8>, kind: u8, version: u64) {
+    let f = begin_frame(out);
+    put_u8(out, kind);
+    put_u64(out, version);
+    end_frame(out, f);
+}
+
+// --- reading -----------------------------------------------------------------------------
+
+/// A body that does not parse (after its CRC matched: a bug or an incompatible file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bad;
+
+/// What one frame at the front of `buf` is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete frame with a matching CRC, and the bytes it takes.
+    Ok(&'a [u8], usize),
+    /// The buffer ends inside the frame (a torn last write, or simply the end).
+    Short,
+    /// Length beyond the limit or CRC mismatch.
+    Damaged,
+}
+
+pub fn read_frame(buf: &[u8]) -> Frame<'_> {
+    if buf.len() < HEADER {
+        return Frame::Short;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+    if len > MAX_BODY {
+        return Frame::Damaged;
+    }
+    if buf.len() < HEADER + len {
+        return Frame::Short;
+    }
+    let body = &buf[HEADER..HEADER + len];
+    if crc32fast::hash(body) != crc {
+        return Frame::Damaged;
+    }
+    Frame::Ok(body, HEADER + len)
+}
+
+/// A reader over one body.
+pub struct Rd<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Rd<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Rd { buf }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        if self.buf.len() < n {
+            return Err(Bad);
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8, Bad> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, Bad> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    pub fn u32(&mut self) -> Result<u32, Bad> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    pub fn u64(&mut self) -> Result<u64, Bad> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], Bad> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    pub fn string(&mut self) -> Result<ByteString, Bad> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b)
+            .map(ByteString::from)
+            .map_err(|_| Bad)
+    }
+    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Bad>) -> Result<Option<T>, Bad> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            _ => Err(Bad),
+        }
+    }
+    fn opt_str(&mut self) -> Result<Option<ByteString>, Bad> {
+        self.opt(|r| r.string())
+    }
+    fn opt_time(&mut self) -> Result<Option<std::time::Instant>, Bad> {
+        self.opt(|r| r.u64().map(clock::instant_of))
+    }
+    fn qos(&mut self) -> Result<QoS, Bad> {
+        QoS::from_u8(self.u8()?).ok_or(Bad)
+    }
+    fn bool(&mut self) -> Result<bool, Bad> {
+        Ok(self.u8()? != 0)
+    }
+    fn count(&mut self) -> Result<usize, Bad> {
+        let n = self.u32()? as usize;
+        // Every element takes at least one byte: a count beyond the rest is damage.
+        if n > self.buf.len() {
+            return Err(Bad);
+        }
+        Ok(n)
+    }
+    fn props(&mut self) -> Result<PublishProperties, Bad> {
+        let payload_format_indicator = self.opt(|r| r.u8())?;
+        let message_expiry_interval = self.opt(|r| r.u32())?;
+        let response_topic = self.opt_str()?;
+        let correlation_data = self.opt(|r| r.bytes().map(Bytes::copy_from_slice))?;
+        let n = self.count()?;
+        let mut user_properties = Vec::with_capacity(n);
+        for _ in 0..n {
+            user_properties.push((self.string()?, self.string()?));
+        }
+        let n = self.count()?;
+        let mut subscription_identifiers = Vec::with_capacity(n);
+        for _ in 0..n {
+            subscription_identifiers.push(self.u32()?);
+        }
+        let content_type = self.opt_str()?;
+        Ok(PublishProperties {
+            payload_format_indicator,
+            message_expiry_interval,
+            topic_alias: None,
+            response_topic,
+            correlation_data,
+            user_properties,
+            subscription_identifiers,
+            content_type,
+        })
+    }
+    pub fn message(&mut self) -> Result<Message, Bad> {
+        let topic = self.string()?;
+        let payload = Bytes::copy_from_slice(self.bytes()?);
+        let qos = self.qos()?;
+        let retain = self.bool()?;
+        let properties = self.props()?;
+        let expires_at = self.opt_time()?;
+        let publisher = self.opt_str()?;
+        Ok(Message::new(MessageData {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            expires_at,
+            publisher,
+        }))
+    }
+    fn publish(&mut self, packet_id: u16) -> Result<Publish, Bad> {
+        let qos = self.qos()?;
+        let retain = self.bool()?;
+        let topic = self.string()?;
+        let payload = Bytes::copy_from_slice(self.bytes()?);
+        let properties = self.props()?;
+        Ok(Publish {
+            dup: true,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            payload,
+            properties,
+        })
+    }
+    fn will(&mut self) -> Result<Will, Bad> {
+        let topic = self.string()?;
+        let payload = Bytes::copy_from_slice(self.bytes()?);
+        let qos = self.qos()?;
+        let retain = self.bool()?;
+        let will_delay_interval = self.opt(|r| r.u32())?;
+        let payload_format_indicator = self.opt(|r| r.u8())?;
+        let message_expiry_interval = self.opt(|r| r.u32())?;
+        let content_type = self.opt_str()?;
+        let response_topic = self.opt_str()?;
+        let correlation_data = self.opt(|r| r.bytes().map(Bytes::copy_from_slice))?;
+        let n = self.count()?;
+        let mut user_properties = Vec::with_capacity(n);
+        for _ in 0..n {
+            user_properties.push((self.string()?, self.string()?));
+        }
+        Ok(Will {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: WillProperties {
+                will_delay_interval,
+                payload_format_indicator,
+                message_expiry_interval,
+                content_type,
+                response_topic,
+                correlation_data,
+                user_properties,
+            },
+        })
+    }
+    fn sub(&mut self) -> Result<(ByteString, Subscription), Bad> {
+        let filter = self.string()?;
+        let options = options_of(self.u8()?)?;
+        let subscription_id = self.opt(|r| r.u32())?;
+        Ok((
+            filter,
+            Subscription {
+                options,
+                subscription_id,
+            },
+        ))
+    }
+    fn queued(&mut self) -> Result<Queued, Bad> {
+        let qos = self.qos()?;
+        let retain = self.bool()?;
+        let n = self.count()?;
+        let mut subscription_ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            subscription_ids.push(self.u32()?);
+        }
+        let msg = self.message()?;
+        Ok(Queued {
+            msg,
+            qos,
+            retain,
+            subscription_ids,
+        })
+    }
+    fn inflight(&mut self) -> Result<(u16, Inflight), Bad> {
+        let id = self.u16()?;
+        let seq = self.u64()?;
+        let expires_at = self.opt_time()?;
+        let state = match self.u8()? {
+            0 => {
+                let p = self.publish(id)?;
+                match p.qos {
+                    QoS::AtLeastOnce => InflightState::Qos1(p),
+                    QoS::ExactlyOnce => InflightState::Qos2(p),
+                    QoS::AtMostOnce => return Err(Bad),
+                }
+            }
+            1 => InflightState::Released,
+            _ => return Err(Bad),
+        };
+        Ok((
+            id,
+            Inflight {
+                seq,
+                state,
+                expires_at,
+            },
+        ))
+    }
+}
+
+/// A session as rebuilt from its records.
+#[derive(Debug, Clone)]
+pub struct SessionImage {
+    pub session: Session,
+    pub username: Option<ByteString>,
+    /// The connection ended before the stop: (expiry deadline, delayed will due). `None`:
+    /// the session was online when the broker stopped.
+    pub offline: Option<(Option<std::time::Instant>, Option<std::time::Instant>)>,
+}
+
+/// The copy a `SESSION` body belongs to.
+pub fn session_header<'a>(r: &mut Rd<'a>) -> Result<(ByteString, u64), Bad> {
+    Ok((r.string()?, r.u64()?))
+}
+
+/// Apply the sub-records in `r` to `copy` (`None`: no image seen yet, `Some(None)`: dropped).
+/// Records before the first image of a copy are ignored (its image was compacted into a
+/// snapshot that also holds them).
+pub fn apply(
+    r: &mut Rd<'_>,
+    client_id: &ByteString,
+    copy: &mut Option<Option<SessionImage>>,
+) -> Result<(), Bad> {
+    while !r.is_empty() {
+        let kind = r.u8()?;
+        if kind == IMAGE {
+            *copy = Some(Some(read_image(r, client_id)?));
+            continue;
+        }
+        if kind == DROP {
+            *copy = Some(None);
+            continue;
+        }
+        // Parse even when there is no live image, to stay in step.
+        let mut img = match copy {
+            Some(Some(img)) => Some(img),
+            _ => None,
+        };
+        match kind {
+            SUB => {
+                let (f, s) = r.sub()?;
+                if let Some(i) = img.as_mut() {
+                    i.session.subscriptions.insert(f, s);
+                }
+            }
+            UNSUB => {
+                let f = r.string()?;
+                if let Some(i) = img.as_mut() {
+                    i.session.subscriptions.remove(&f);
+                }
+            }
+            QUEUE => {
+                let q = r.queued()?;
+                if let Some(i) = img.as_mut() {
+                    let s = &mut i.session;
+                    s.queued_bytes += q.msg.queued_size();
+                    s.queue.push_back(q);
+                }
+            }
+            POP => {
+                if let Some(i) = img.as_mut() {
+                    i.session.pop_queued();
+                }
+            }
+            INFLIGHT => {
+                let (id, e) = r.inflight()?;
+                if let Some(i) = img.as_mut() {
+                    let s = &mut i.session;
+                    s.next_seq = s.next_seq.max(e.seq);
+                    s.inflight.insert(id, e);
+                }
+            }
+            RELEASED => {
+                let id = r.u16()?;
+                if let Some(i) = img.as_mut() {
+                    if let Some(e) = i.session.inflight.get_mut(&id) {
+                        e.state = InflightState::Released;
+                    }
+                }
+            }
+            DONE => {
+                let id = r.u16()?;
+                if let Some(i) = img.as_mut() {
+                    i.session.inflight.remove(&id);
+                }
+            }
+            IN2 => {
+                let id = r.u16()?;
+                if let Some(i) = img.as_mut() {
+                    i.session.inbound_qos2.insert(id);
+                }
+            }
+            IN2_DONE => {
+                let id = r.u16()?;
+                if let Some(i) = img.as_mut() {
+                    i.session.inbound_qos2.remove(&id);
+                }
+            }
+            OFFLINE => {
+                let expires = r.opt_time()?;
+                let will_due = r.opt_time()?;
+                if let Some(i) = img.as_mut() {
+                    i.offline = Some((expires, will_due));
+                }
+            }
+            EXPIRY => {
+                let e = r.u32()?;
+                if let Some(i) = img.as_mut() {
+                    i.session.session_expiry = e;
+                }
+            }
+            _ => return Err(Bad),
+        }
+    }
+    Ok(())
+}
+
+fn read_image(r: &mut Rd<'_>, client_id: &ByteString) -> Result<SessionImage, Bad> {
+    let username = r.opt_str()?;
+    let version = match r.u8()? {
+        3 => crate::protocol::ProtocolVersion::V31,
+        4 => crate::protocol::ProtocolVersion::V311,
+        5 => crate::protocol::ProtocolVersion::V5,
+        _ => return Err(Bad),
+    };
+    let mut s = Session::new(client_id.clone(), version);
+    s.session_expiry = r.u32()?;
+    s.will = r.opt(|r| r.will())?.map(Box::new);
+    s.next_packet_id = r.u16()?.max(1);
+    s.next_seq = r.u64()?;
+    for _ in 0..r.count()? {
+        if r.u8()? != SUB {
+            return Err(Bad);
+        }
+        let (f, sub) = r.sub()?;
+        s.subscriptions.insert(f, sub);
+    }
+    for _ in 0..r.count()? {
+        if r.u8()? != INFLIGHT {
+            return Err(Bad);
+        }
+        let (id, e) = r.inflight()?;
+        s.inflight.insert(id, e);
+    }
+    for _ in 0..r.count()? {
+        if r.u8()? != QUEUE {
+            return Err(Bad);
+        }
+        let q = r.queued()?;
+        s.queued_bytes += q.msg.queued_size();
+        s.queue.push_back(q);
+    }
+    for _ in 0..r.count()? {
+        s.inbound_qos2.insert(r.u16()?);
+    }
+    Ok(SessionImage {
+        session: s,
+        username,
+        offline: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProtocolVersion;
+
+    fn msg(topic: &str, payload: &str, qos: QoS) -> Message {
+        Message::new(MessageData {
+            topic: topic.into(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos,
+            retain: false,
+            properties: PublishProperties {
+                user_properties: vec![("k".into(), "v".into())],
+                content_type: Some("text/plain".into()),
+                ..Default::default()
+            },
+            expires_at: None,
+            publisher: Some("pub".into()),
+        })
+    }
+
+    #[test]
+    fn a_session_survives_image_and_changes() {
+        let mut s = Session::new("c1".into(), ProtocolVersion::V5);
+        s.session_expiry = 300;
+        s.subscriptions.insert(
+            "a/#".into(),
+            Subscription {
+                options: SubscriptionOptions {
+                    qos: QoS::ExactlyOnce,
+                    no_local: true,
+                    retain_as_published: true,
+                    retain_handling: 2,
+                },
+                subscription_id: Some(7),
+            },
+        );
+        s.inbound_qos2.insert(9);
+        let mut subs = Vec::new();
+        put_image(&mut subs, &s, Some(&"user".into()));
+        let q = Queued {
+            msg: msg("a/b", "hello", QoS::AtLeastOnce),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![7],
+        };
+        put_queued(&mut subs, &q);
+        put_queued(&mut subs, &q);
+        put_u8(&mut subs, POP);
+        put_id(&mut subs, IN2_DONE, 9);
+        put_id(&mut subs, IN2, 10);
+        put_unsub(&mut subs, "a/#");
+        put_offline(&mut subs, None, None);
+        let mut out = Vec::new();
+        session_frame(&mut out, "c1", 42, &subs);
+        let Frame::Ok(body, used) = read_frame(&out) else {
+            panic!("frame")
+        };
+        assert_eq!(used, out.len());
+        let mut r = Rd::new(body);
+        assert_eq!(r.u8(), Ok(SESSION));
+        let (id, epoch) = session_header(&mut r).unwrap();
+        assert_eq!((id.as_ref(), epoch), ("c1", 42));
+        let mut copy = None;
+        apply(&mut r, &id, &mut copy).unwrap();
+        let img = copy.unwrap().unwrap();
+        assert_eq!(img.username.as_deref(), Some("user"));
+        assert_eq!(img.session.session_expiry, 300);
+        assert_eq!(img.session.queue.len(), 1);
+        assert_eq!(img.session.queued_bytes, q.msg.queued_size());
+        assert_eq!(img.session.queue.front().unwrap().msg, q.msg);
+        assert!(img.session.inbound_qos2.contains(&10));
+        assert!(!img.session.inbound_qos2.contains(&9));
+        assert!(img.session.subscriptions.is_empty());
+        assert_eq!(img.offline, Some((None, None)));
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_cut_is_seen() {
+        let mut out = Vec::new();
+        retain_frame(&mut out, 3, "t", Some(&msg("t", "x", QoS::AtMostOnce)));
+        for cut in 0..out.len() {
+            assert_eq!(read_frame(&out[..cut]), Frame::Short, "cut at {cut}");
+        }
+        for i in HEADER..out.len() {
+            let mut b = out.clone();
+            b[i] ^= 1;
+            assert_eq!(read_frame(&b), Frame::Damaged, "bit at {i}");
+        }
+    }
+}

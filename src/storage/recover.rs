@@ -1,0 +1,367 @@
+//! Reading a data dir back at start.
+//!
+//! For every worker directory: its newest snapshot, then its logs from that snapshot on, in
+//! order. A log that ends inside a record (a crash during a write) is cut there: the record
+//! was never acknowledged, because its commit never completed. A damaged record anywhere
+//! else stops the start with the file and offset, unless `--recover-truncate` says to go on
+//! from the last good record (what follows it in that worker's logs is then lost).
+//!
+//! # Which copy of a session wins
+//! A session can have copies in several workers' files: a take-over writes the new owner's
+//! image before the old owner writes `DROP` (`broker/persist.rs`). Every copy carries the
+//! ownership epoch under which it was held, and epochs only grow, so per client id the copy
+//! with the highest epoch is the session, unless that copy was dropped (then the session
+//! ended). Snapshots repeat the drops of the last minute, so a drop outlives the old copy it
+//! refers to even when the worker that wrote it compacts its log first.
+//!
+//! # What is pruned
+//! Sessions whose expiry passed while the broker was down (their pending will is published
+//! at start, as it would have been at expiry), queued messages whose Message Expiry passed,
+//! expired retained messages. A session that was online when the broker stopped lost its
+//! connection then: its expiry counts from the start, and its will is published at start
+//! (or after its Will Delay, if it does not reconnect first).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytestring::ByteString;
+use hashbrown::HashMap;
+
+use super::log::parse_name;
+use super::record::{self, Frame, Rd, SessionImage};
+use crate::broker::Restored;
+use crate::session::{keepalive, Message};
+
+/// What a data dir held.
+#[derive(Default)]
+pub struct Recovered {
+    /// The sessions for each of the `n` workers.
+    pub sessions: Vec<Vec<Restored>>,
+    /// Retained messages and the version of the store they make up.
+    pub retained: Vec<Message>,
+    pub retain_version: u64,
+    /// Wills due at start (sessions that expired meanwhile, or were online at the stop).
+    pub wills: Vec<Message>,
+    /// Highest ownership epoch seen (new claims must be above it).
+    pub max_epoch: u64,
+    /// Sequence number for the files written from now on.
+    pub next_seq: u64,
+    /// Records read.
+    pub records: u64,
+    /// Bytes cut off torn log tails.
+    pub torn_bytes: u64,
+}
+
+/// A copy's state while reading: `None` no image seen, `Some(None)` dropped.
+type Copy = (usize, Option<Option<SessionImage>>);
+
+#[derive(Default)]
+struct State {
+    copies: HashMap<(ByteString, u64), Copy>,
+    /// Retained image of the best snapshot: (version, messages).
+    image: Option<(u64, Vec<Message>)>,
+    /// Retained changes in logs: (version, topic, message or deleted).
+    changes: Vec<(u64, ByteString, Option<Message>)>,
+    records: u64,
+    torn_bytes: u64,
+}
+
+fn bad(path: &Path, off: usize, what: &str) -> String {
+    format!(
+        "{}: {what} at offset {off}; start with --recover-truncate to go on from the last good record (what follows it is lost)",
+        path.display()
+    )
+}
+
+/// The worker directories `w{N}` of a data dir.
+pub fn worker_dirs(dir: &Path) -> std::io::Result<Vec<(usize, PathBuf)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name.strip_prefix('w').and_then(|n| n.parse::<usize>().ok()) {
+            if e.file_type()?.is_dir() {
+                v.push((n, e.path()));
+            }
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Read the data dir `dir` for a broker of `n` workers.
+pub fn recover(dir: &Path, n: usize, truncate: bool, now: Instant) -> Result<Recovered, String> {
+    let mut st = State::default();
+    let mut max_seq = 0u64;
+    let dirs = worker_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (w, wdir) in &dirs {
+        let mut snaps = Vec::new();
+        let mut logs = Vec::new();
+        let rd = std::fs::read_dir(wdir).map_err(|e| format!("{}: {e}", wdir.display()))?;
+        for e in rd.flatten() {
+            if let Some((is_snap, seq)) = parse_name(&e.file_name().to_string_lossy()) {
+                max_seq = max_seq.max(seq);
+                if is_snap {
+                    snaps.push(seq);
+                } else {
+                    logs.push(seq);
+                }
+            }
+        }
+        snaps.sort_unstable();
+        logs.sort_unstable();
+        let mut from = 0;
+        while let Some(seq) = snaps.pop() {
+            let path = wdir.join(super::log::snap_name(seq));
+            match read_snapshot(&path, *w, &mut st) {
+                Ok(()) => {
+                    from = seq;
+                    break;
+                }
+                Err(e) if truncate => {
+                    tracing::error!("{e}: trying an older snapshot");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let logs: Vec<u64> = logs.into_iter().filter(|&s| s >= from).collect();
+        for (i, &seq) in logs.iter().enumerate() {
+            let path = wdir.join(super::log::log_name(seq));
+            let last = i + 1 == logs.len();
+            if !read_log(&path, *w, last, truncate, &mut st)? {
+                break;
+            }
+        }
+    }
+    Ok(resolve(st, n, max_seq + 1, now))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<(), String> {
+    let buf = read_file(path)?;
+    let mut off = 0;
+    let mut image: Option<(u64, Vec<Message>)> = None;
+    let mut copies = Vec::new();
+    loop {
+        match record::read_frame(&buf[off..]) {
+            Frame::Ok(body, used) => {
+                let mut r = Rd::new(body);
+                let kind = r.u8().map_err(|_| bad(path, off, "empty record"))?;
+                match kind {
+                    record::END => break,
+                    record::RETAINED_IMAGE => {
+                        let v = r.u64().map_err(|_| bad(path, off, "bad record"))?;
+                        image = Some((v, Vec::new()));
+                    }
+                    record::RETAIN => {
+                        let (_, _, m) =
+                            read_retain(&mut r).map_err(|_| bad(path, off, "bad record"))?;
+                        if let (Some((_, msgs)), Some(m)) = (image.as_mut(), m) {
+                            msgs.push(m);
+                        }
+                    }
+                    record::SESSION => {
+                        let (id, epoch) = record::session_header(&mut r)
+                            .map_err(|_| bad(path, off, "bad record"))?;
+                        let mut copy = None;
+                        record::apply(&mut r, &id, &mut copy)
+                            .map_err(|_| bad(path, off, "bad record"))?;
+                        copies.push(((id, epoch), copy));
+                    }
+                    _ => return Err(bad(path, off, "unknown record")),
+                }
+                st.records += 1;
+                off += used;
+            }
+            Frame::Short => return Err(bad(path, off, "snapshot ends without its END record")),
+            Frame::Damaged => return Err(bad(path, off, "damaged record")),
+        }
+    }
+    for (k, copy) in copies {
+        if copy.is_some() {
+            st.copies.insert(k, (w, copy));
+        }
+    }
+    if let Some(img) = image {
+        if st.image.as_ref().is_none_or(|(v, _)| img.0 > *v) {
+            st.image = Some(img);
+        }
+    }
+    Ok(())
+}
+
+fn read_retain(r: &mut Rd<'_>) -> Result<(u64, ByteString, Option<Message>), record::Bad> {
+    let v = r.u64()?;
+    let topic = r.string()?;
+    let m = match r.u8()? {
+        0 => None,
+        1 => Some(r.message()?),
+        _ => return Err(record::Bad),
+    };
+    Ok((v, topic, m))
+}
+
+/// Replay one log file; false: stop reading this worker's logs (damage, truncating).
+fn read_log(
+    path: &Path,
+    w: usize,
+    last: bool,
+    truncate: bool,
+    st: &mut State,
+) -> Result<bool, String> {
+    let buf = read_file(path)?;
+    let mut off = 0;
+    while off < buf.len() {
+        let frame = record::read_frame(&buf[off..]);
+        let (body, used) = match frame {
+            Frame::Ok(b, u) => (b, u),
+            Frame::Short | Frame::Damaged => {
+                let rest = &buf[off..];
+                // A write cut short by a crash: only at the very end of the newest file.
+                let torn = last
+                    && (frame == Frame::Short || rest.iter().skip(8).all(|&b| b == 0) || {
+                        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
+                        record::HEADER + len >= rest.len()
+                    });
+                if torn {
+                    st.torn_bytes += rest.len() as u64;
+                    tracing::warn!(file = %path.display(), offset = off, bytes = rest.len(),
+                        "log ends inside a record (interrupted write): cut off");
+                    return Ok(true);
+                }
+                let e = bad(path, off, "damaged record");
+                if truncate {
+                    tracing::error!("{e}: going on from the last good record");
+                    return Ok(false);
+                }
+                return Err(e);
+            }
+        };
+        let mut r = Rd::new(body);
+        let ok = (|| -> Result<(), record::Bad> {
+            match r.u8()? {
+                record::SESSION => {
+                    let (id, epoch) = record::session_header(&mut r)?;
+                    let entry = st.copies.entry((id.clone(), epoch)).or_insert((w, None));
+                    entry.0 = w;
+                    record::apply(&mut r, &id, &mut entry.1)?;
+                }
+                record::RETAIN => {
+                    let (v, t, m) = read_retain(&mut r)?;
+                    st.changes.push((v, t, m));
+                }
+                _ => return Err(record::Bad),
+            }
+            Ok(())
+        })();
+        if ok.is_err() {
+            let e = bad(path, off, "record that does not parse");
+            if truncate {
+                tracing::error!("{e}: going on from the last good record");
+                return Ok(false);
+            }
+            return Err(e);
+        }
+        st.records += 1;
+        off += used;
+    }
+    Ok(true)
+}
+
+fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
+    let mut rec = Recovered {
+        sessions: (0..n).map(|_| Vec::new()).collect(),
+        next_seq,
+        records: st.records,
+        torn_bytes: st.torn_bytes,
+        ..Default::default()
+    };
+    // Per client id: the copy with the highest epoch (dropped or not).
+    let mut best: HashMap<ByteString, (u64, usize, Option<SessionImage>)> = HashMap::new();
+    for ((id, epoch), (w, copy)) in st.copies {
+        rec.max_epoch = rec.max_epoch.max(epoch);
+        let Some(img) = copy else { continue };
+        match best.get(&id) {
+            Some((e, _, _)) if *e >= epoch => {}
+            _ => {
+                best.insert(id, (epoch, w, img));
+            }
+        }
+    }
+    for (id, (epoch, w, img)) in best {
+        let Some(img) = img else { continue };
+        let SessionImage {
+            mut session,
+            username,
+            offline,
+        } = img;
+        let will = session.will.as_deref().cloned();
+        let (expires_at, will_due) = match offline {
+            Some(o) => o,
+            None => {
+                // Online at the stop: the connection was lost now.
+                let expiry = keepalive::session_deadline(now, session.session_expiry());
+                let delay = will
+                    .as_ref()
+                    .filter(|_| session.version().is_v5())
+                    .and_then(|w| w.properties.will_delay_interval)
+                    .unwrap_or(0);
+                let due = will
+                    .as_ref()
+                    .map(|_| now + std::time::Duration::from_secs(u64::from(delay)));
+                (expiry, due)
+            }
+        };
+        let will_msg = match (&will, will_due) {
+            (Some(w), Some(due)) => Some((Message::from_will(w, &id, due.max(now)), due)),
+            _ => None,
+        };
+        if expires_at.is_some_and(|t| t <= now) {
+            // Expired while the broker was down: gone, its pending will goes now.
+            if let Some((m, _)) = will_msg {
+                rec.wills.push(m);
+            }
+            continue;
+        }
+        let delayed_will = match will_msg {
+            Some((m, due)) if due <= now => {
+                rec.wills.push(m);
+                None
+            }
+            other => other,
+        };
+        session.queue.retain(|q| !q.msg.is_expired(now));
+        session.queued_bytes = session.queue.iter().map(|q| q.msg.queued_size()).sum();
+        rec.sessions[w % n].push(Restored {
+            client_id: id,
+            epoch,
+            username,
+            session,
+            expires_at,
+            delayed_will,
+        });
+    }
+    // Retained: the newest snapshot image, then every later change in version order.
+    let (base, msgs) = st.image.unwrap_or((0, Vec::new()));
+    let mut map: HashMap<ByteString, Message> =
+        msgs.into_iter().map(|m| (m.topic.clone(), m)).collect();
+    let mut changes = st.changes;
+    changes.sort_by_key(|c| c.0);
+    rec.retain_version = base;
+    for (v, topic, m) in changes {
+        if v <= base {
+            continue;
+        }
+        rec.retain_version = v;
+        match m {
+            Some(m) => map.insert(topic, m),
+            None => map.remove(&topic),
+        };
+    }
+    rec.retained = map.into_values().filter(|m| !m.is_expired(now)).collect();
+    rec
+}

@@ -6,6 +6,7 @@
 #
 # Env: BROKER_CPU (1) GEN_CPU (0) WORKERS (1) PORT_BASE (18850) BROKERS ("ringmq mosquitto")
 #      RINGMQ_BIN LOAD_BIN MOSQUITTO_BIN CARGO_TARGET_DIR RINGMQ_ARGS (extra broker flags)
+#      MOSQUITTO_CONF_EXTRA (lines added to a generated mosquitto.conf, e.g. "persistence true")
 #      RT ("" ; "chrt -f 50" runs broker and generator under SCHED_FIFO, as root, so that other
 #      load on a shared machine does not preempt them; both brokers get the same treatment)
 # The broker runs on core BROKER_CPU, the generator on core GEN_CPU (taskset). Broker CPU
@@ -60,7 +61,12 @@ start_broker() { # name port -> echoes pid, or nothing
             ;;
         mosquitto)
             [[ -x $MOSQUITTO_BIN ]] || { echo "mosquitto not installed" >&2; return 1; }
-            $RT taskset -c "$BROKER_CPU" "$MOSQUITTO_BIN" -p "$port" >"$OUT/mosquitto.log" 2>&1 &
+            if [[ -n ${MOSQUITTO_CONF_EXTRA:-} ]]; then
+                printf 'listener %s 127.0.0.1\nallow_anonymous true\n%b\n' "$port" "$MOSQUITTO_CONF_EXTRA" >"$OUT/mosquitto.conf"
+                $RT taskset -c "$BROKER_CPU" "$MOSQUITTO_BIN" -c "$OUT/mosquitto.conf" >"$OUT/mosquitto.log" 2>&1 &
+            else
+                $RT taskset -c "$BROKER_CPU" "$MOSQUITTO_BIN" -p "$port" >"$OUT/mosquitto.log" 2>&1 &
+            fi
             ;;
     esac
     local pid=$!
@@ -84,6 +90,9 @@ for b in $BROKERS; do
     t1=$(cpu_ticks "$pid")
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
+    # Not our child (started in a subshell): wait for the clean stop to finish.
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    if [[ $b == ringmq ]]; then grep -a "log closed" "$OUT/ringmq.log" | sed 's/\x1b\[[0-9;]*m//g; s/^/   /' >&2; fi
     awk -v a="$t0" -v b="$t1" -v t="$TICK" 'BEGIN{split(a, x, " "); split(b, y, " ");
         u = (y[1] - x[1]) / t; s = (y[2] - x[2]) / t;
         printf "{\"cpu_s\": %s, \"user_cpu_s\": %s, \"sys_cpu_s\": %s}\n", u + s, u, s}' >"$OUT/$b.cpu.json"

@@ -159,7 +159,7 @@ struct Acks {
 }
 
 fn qos_of(i: usize) -> QoS {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         QoS::AtLeastOnce
     } else {
         QoS::ExactlyOnce
@@ -259,7 +259,7 @@ fn crash_round(dir: &Path, kill_after: usize, pace: &mut u64) {
         if !sent {
             break;
         }
-        if next(pace) % 8 == 0 {
+        if next(pace).is_multiple_of(8) {
             std::thread::sleep(Duration::from_micros(next(pace) % 2000));
         }
         if read.load(Ordering::Relaxed) >= kill_after {
@@ -299,9 +299,11 @@ fn crash_round(dir: &Path, kill_after: usize, pace: &mut u64) {
     for i in 0..N {
         let pid = (i + 1) as u16;
         let q = qos_of(i);
-        if q == QoS::AtLeastOnce && !acks.puback.contains(&pid) {
-            p.send(&publish("load/x", &format!("m{i}"), q, pid, true, false));
-        } else if q == QoS::ExactlyOnce && !acks.pubrec.contains(&pid) {
+        let unacked = match q {
+            QoS::AtLeastOnce => !acks.puback.contains(&pid),
+            _ => !acks.pubrec.contains(&pid),
+        };
+        if unacked {
             p.send(&publish("load/x", &format!("m{i}"), q, pid, true, false));
         } else if q == QoS::ExactlyOnce && !acks.pubcomp.contains(&pid) {
             p.send(&Packet::PubRel(PubResp::new(pid)));

@@ -142,6 +142,7 @@ fn open_storage(
     let t0 = std::time::Instant::now();
     let cfg = &shared.cfg;
     let mut rec = recover::recover(dir, n, cfg.recover_truncate, now).map_err(invalid)?;
+    let read_ms = t0.elapsed().as_millis() as u64;
     shared.owners.seed_epoch(rec.max_epoch + 1);
     {
         let mut store = shared.retained.lock();
@@ -157,6 +158,7 @@ fn open_storage(
     let mut logs = Vec::with_capacity(n);
     let mut sessions = 0;
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut restored_all = std::mem::take(&mut rec.sessions);
     for (w, core) in cores.iter_mut().enumerate() {
         let core = core.as_mut().expect("cores are built");
         let wdir = log::worker_dir(dir, w);
@@ -177,24 +179,50 @@ fn open_storage(
             failed.clone(),
         )?;
         core.enable_persist(cfg.durability, interval, l.failed_flag(), now);
-        let restored = std::mem::take(&mut rec.sessions[w]);
-        sessions += restored.len();
-        core.restore(restored, now);
+        sessions += restored_all[w].len();
         logs.push(Some(l));
     }
+    // Each core restores its sessions on a thread of its own.
+    std::thread::scope(|sc| {
+        for (core, restored) in cores.iter_mut().zip(restored_all.iter_mut()) {
+            let core = core.as_mut().expect("cores are built");
+            let restored = std::mem::take(restored);
+            sc.spawn(move || core.restore(restored, now));
+        }
+    });
     if let Some(c) = cores[0].as_mut() {
         c.publish_recovered_wills(std::mem::take(&mut rec.wills), now);
     }
+    let restore_ms = t0.elapsed().as_millis() as u64 - read_ms;
     // Each worker's first snapshot holds what it restored; then the old files can go.
-    for (w, core) in cores.iter_mut().enumerate() {
-        let core = core.as_mut().expect("cores are built");
-        // What restoring logged (wills routed to offline sessions) is in the snapshot.
-        let mut buf = Vec::new();
-        if let Some(batch) = core.take_log(&mut buf) {
-            core.handle(Input::Committed(batch), now);
-        }
-        let snap = core.snapshot(now);
-        log::write_snapshot(&log::worker_dir(dir, w), rec.next_seq, &snap)?;
+    let seq = rec.next_seq;
+    let written: Vec<std::io::Result<()>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = cores
+            .iter_mut()
+            .enumerate()
+            .map(|(w, core)| {
+                let core = core.as_mut().expect("cores are built");
+                sc.spawn(move || {
+                    // What restoring logged (wills routed to offline sessions) is in the
+                    // snapshot.
+                    let mut buf = Vec::new();
+                    if let Some(batch) = core.take_log(&mut buf) {
+                        core.handle(Input::Committed(batch), now);
+                    }
+                    let snap = core.snapshot(now);
+                    log::write_snapshot(&log::worker_dir(dir, w), seq, &snap)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("snapshot thread")))
+            })
+            .collect()
+    });
+    for r in written {
+        r?;
     }
     for (w, wdir) in recover::worker_dirs(dir)? {
         if w < n {
@@ -209,7 +237,7 @@ fn open_storage(
         .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
     m.recovery_records.store(rec.records, Ordering::Relaxed);
     tracing::info!(dir = %dir.display(), sessions, retained = shared.retained.lock().len(),
-        records = rec.records, torn_bytes = rec.torn_bytes,
+        records = rec.records, torn_bytes = rec.torn_bytes, read_ms, restore_ms,
         millis = t0.elapsed().as_millis() as u64, durability = ?cfg.durability, "data dir recovered");
     Ok((logs, lock))
 }

@@ -1990,3 +1990,100 @@ fn subscription_visibility_before_the_suback_follows_the_subscribe_input() {
     net.settle();
     assert_eq!(payloads(&net.publishes(s)), ["after"]);
 }
+
+// ----------------------------------------------------------------------------------------------
+// durability: the commit barrier (`persist.rs`)
+// ----------------------------------------------------------------------------------------------
+
+/// A `Net` whose cores log (durability `sync`); the test plays the storage thread.
+fn durable_net(workers: usize) -> Net {
+    let mut net = Net::with(workers, |c| c.data_dir = Some("/nonexistent".into()));
+    let now = net.now();
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for core in &mut net.cores {
+        core.enable_persist(
+            crate::storage::Durability::Sync,
+            Duration::from_secs(300),
+            flag.clone(),
+            now,
+        );
+    }
+    net
+}
+
+impl Net {
+    /// What worker `w` logged since the last call: its batch, if any.
+    fn take_log(&mut self, w: usize) -> Option<u64> {
+        let mut buf = Vec::new();
+        self.cores[w].take_log(&mut buf)
+    }
+
+    fn commit(&mut self, w: usize, batch: u64) {
+        self.input(w, Input::Committed(batch));
+    }
+}
+
+#[test]
+fn a_durable_ack_waits_for_its_commit_and_nothing_else_does() {
+    let mut net = durable_net(1);
+    // A persistent session's CONNACK waits for the image of the session.
+    let s = net.connect(0, persistent(V5, "s", true));
+    net.settle();
+    let b1 = net.take_log(0).expect("the session is logged");
+    assert!(net.take(s).is_empty(), "CONNACK before its commit");
+    // Meanwhile a clean session is not held up.
+    let q = net.connect(0, conn(V5, "q"));
+    net.settle();
+    assert_eq!(net.connack(q).code, ReasonCode::SUCCESS);
+    assert_eq!(net.take_log(0), None, "a clean session logs nothing");
+    net.commit(0, b1);
+    assert_eq!(net.connack(s).code, ReasonCode::SUCCESS);
+
+    net.send(
+        s,
+        &Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(ByteString::from("t"), opts(QoS::AtLeastOnce))],
+            properties: Default::default(),
+        }),
+    );
+    net.settle();
+    let b2 = net.take_log(0).expect("the subscription is logged");
+    assert!(net.take(s).is_empty(), "SUBACK before its commit");
+    net.commit(0, b2);
+    assert!(matches!(net.next(s), Packet::SubAck(_)));
+    net.send(
+        s,
+        &Packet::Disconnect(Disconnect {
+            reason: ReasonCode::SUCCESS,
+            properties: Default::default(),
+        }),
+    );
+    net.settle();
+    let _ = net.take_log(0).map(|b| net.commit(0, b));
+
+    // A QoS 1 PUBLISH queued for the offline session: its PUBACK waits; a PINGRESP to the
+    // same publisher afterwards keeps the order, one to another client does not wait.
+    let p = net.connect(0, conn(V5, "p"));
+    net.settle();
+    net.connack(p);
+    net.send(
+        p,
+        &Packet::Publish(msg("t", b"m", QoS::AtLeastOnce, 7, false)),
+    );
+    net.send(p, &Packet::PingReq);
+    net.send(q, &Packet::PingReq);
+    net.settle();
+    assert_eq!(net.take(q), vec![Packet::PingResp]);
+    assert!(
+        net.take(p).is_empty(),
+        "PUBACK (or what follows it) before its commit"
+    );
+    let b3 = net.take_log(0).expect("the queued message is logged");
+    net.commit(0, b3);
+    let got = net.take(p);
+    assert!(
+        matches!(&got[..], [Packet::PubAck(a), Packet::PingResp] if a.packet_id == 7),
+        "{got:?}"
+    );
+}

@@ -312,6 +312,19 @@ impl Session {
         }
     }
 
+    /// Add a subscription directly (tools that build a data dir; the broker subscribes
+    /// through the connection's state machine).
+    #[doc(hidden)]
+    pub fn subscribe_for_restore(&mut self, filter: ByteString, sub: Subscription) {
+        self.subscriptions.insert(filter, sub);
+    }
+
+    /// Set the Session Expiry Interval directly (as `subscribe_for_restore`).
+    #[doc(hidden)]
+    pub fn set_expiry_for_restore(&mut self, secs: u32) {
+        self.session_expiry = secs;
+    }
+
     /// Whether changes of this session go to the log.
     pub fn is_durable(&self) -> bool {
         self.journal.is_some()

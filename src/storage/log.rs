@@ -277,6 +277,20 @@ impl Writer {
                 self.commit(&mut pending, pending_batch, true);
             }
             if stop && pending.is_empty() {
+                let m = &self.metrics;
+                let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let commits = get(&m.storage_commits);
+                tracing::info!(
+                    dir = %self.dir.display(),
+                    commits,
+                    bytes = get(&m.storage_bytes_written),
+                    mean_commit_us = get(&m.storage_commit_micros) / commits.max(1),
+                    le_1ms = get(&m.storage_commit_le_1ms),
+                    le_10ms = get(&m.storage_commit_le_10ms),
+                    le_100ms = get(&m.storage_commit_le_100ms),
+                    gt_100ms = get(&m.storage_commit_gt_100ms),
+                    "log closed"
+                );
                 return;
             }
             if stop {

@@ -559,12 +559,12 @@ pub fn session_header<'a>(r: &mut Rd<'a>) -> Result<(ByteString, u64), Bad> {
 pub fn apply(
     r: &mut Rd<'_>,
     client_id: &ByteString,
-    copy: &mut Option<Option<SessionImage>>,
+    copy: &mut Option<Option<Box<SessionImage>>>,
 ) -> Result<(), Bad> {
     while !r.is_empty() {
         let kind = r.u8()?;
         if kind == IMAGE {
-            *copy = Some(Some(read_image(r, client_id)?));
+            *copy = Some(Some(Box::new(read_image(r, client_id)?)));
             continue;
         }
         if kind == DROP {

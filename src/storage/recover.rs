@@ -53,7 +53,7 @@ pub struct Recovered {
 }
 
 /// A copy's state while reading: `None` no image seen, `Some(None)` dropped.
-type Copy = (usize, Option<Option<SessionImage>>);
+type Copy = (usize, Option<Option<Box<SessionImage>>>);
 
 #[derive(Default)]
 struct State {
@@ -92,49 +92,98 @@ pub fn worker_dirs(dir: &Path) -> std::io::Result<Vec<(usize, PathBuf)>> {
 
 /// Read the data dir `dir` for a broker of `n` workers.
 pub fn recover(dir: &Path, n: usize, truncate: bool, now: Instant) -> Result<Recovered, String> {
+    let dirs = worker_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Each worker's files on a thread of their own, then merged.
+    let results: Vec<Result<(State, u64), String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = dirs
+            .iter()
+            .map(|(w, wdir)| sc.spawn(move || read_worker(*w, wdir, truncate)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("recovery thread failed".into()))
+            })
+            .collect()
+    });
     let mut st = State::default();
     let mut max_seq = 0u64;
-    let dirs = worker_dirs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (w, wdir) in &dirs {
-        let mut snaps = Vec::new();
-        let mut logs = Vec::new();
-        let rd = std::fs::read_dir(wdir).map_err(|e| format!("{}: {e}", wdir.display()))?;
-        for e in rd.flatten() {
-            if let Some((is_snap, seq)) = parse_name(&e.file_name().to_string_lossy()) {
-                max_seq = max_seq.max(seq);
-                if is_snap {
-                    snaps.push(seq);
-                } else {
-                    logs.push(seq);
-                }
+    for r in results {
+        let (part, seq) = r?;
+        max_seq = max_seq.max(seq);
+        st.records += part.records;
+        st.torn_bytes += part.torn_bytes;
+        st.changes.extend(part.changes);
+        if let Some(img) = part.image {
+            if st.image.as_ref().is_none_or(|(v, _)| img.0 > *v) {
+                st.image = Some(img);
             }
         }
-        snaps.sort_unstable();
-        logs.sort_unstable();
-        let mut from = 0;
-        while let Some(seq) = snaps.pop() {
-            let path = wdir.join(super::log::snap_name(seq));
-            match read_snapshot(&path, *w, &mut st) {
-                Ok(()) => {
-                    from = seq;
-                    break;
-                }
-                Err(e) if truncate => {
-                    tracing::error!("{e}: trying an older snapshot");
-                }
-                Err(e) => return Err(e),
-            }
+        if st.copies.is_empty() {
+            st.copies = part.copies;
+            continue;
         }
-        let logs: Vec<u64> = logs.into_iter().filter(|&s| s >= from).collect();
-        for (i, &seq) in logs.iter().enumerate() {
-            let path = wdir.join(super::log::log_name(seq));
-            let last = i + 1 == logs.len();
-            if !read_log(&path, *w, last, truncate, &mut st)? {
-                break;
+        for (k, (w, copy)) in part.copies {
+            match st.copies.get_mut(&k) {
+                // The same copy in two workers' files (restarted with another worker
+                // count, or an unconfirmed hand-off): a drop wins.
+                Some(e) => {
+                    if matches!(copy, Some(None)) || e.1.is_none() {
+                        *e = (w, copy);
+                    }
+                }
+                None => {
+                    st.copies.insert(k, (w, copy));
+                }
             }
         }
     }
     Ok(resolve(st, n, max_seq + 1, now))
+}
+
+/// One worker directory: its newest snapshot, then its logs.
+fn read_worker(w: usize, wdir: &Path, truncate: bool) -> Result<(State, u64), String> {
+    let mut st = State::default();
+    let mut max_seq = 0u64;
+    let mut snaps = Vec::new();
+    let mut logs = Vec::new();
+    let rd = std::fs::read_dir(wdir).map_err(|e| format!("{}: {e}", wdir.display()))?;
+    for e in rd.flatten() {
+        if let Some((is_snap, seq)) = parse_name(&e.file_name().to_string_lossy()) {
+            max_seq = max_seq.max(seq);
+            if is_snap {
+                snaps.push(seq);
+            } else {
+                logs.push(seq);
+            }
+        }
+    }
+    snaps.sort_unstable();
+    logs.sort_unstable();
+    let mut from = 0;
+    while let Some(seq) = snaps.pop() {
+        let path = wdir.join(super::log::snap_name(seq));
+        match read_snapshot(&path, w, &mut st) {
+            Ok(()) => {
+                from = seq;
+                break;
+            }
+            Err(e) if truncate => {
+                tracing::error!("{e}: trying an older snapshot");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let logs: Vec<u64> = logs.into_iter().filter(|&s| s >= from).collect();
+    for (i, &seq) in logs.iter().enumerate() {
+        let path = wdir.join(super::log::log_name(seq));
+        let last = i + 1 == logs.len();
+        if !read_log(&path, w, last, truncate, &mut st)? {
+            break;
+        }
+    }
+    Ok((st, max_seq))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
@@ -281,13 +330,15 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
         ..Default::default()
     };
     // Per client id: the copy with the highest epoch (dropped or not).
-    let mut best: HashMap<ByteString, (u64, usize, Option<SessionImage>)> = HashMap::new();
+    let mut best: HashMap<ByteString, (u64, usize, Option<Box<SessionImage>>)> =
+        HashMap::with_capacity(st.copies.len());
     for ((id, epoch), (w, copy)) in st.copies {
         rec.max_epoch = rec.max_epoch.max(epoch);
         let Some(img) = copy else { continue };
-        match best.get(&id) {
-            Some((e, _, _)) if *e >= epoch => {}
-            _ => {
+        match best.get_mut(&id) {
+            Some(b) if b.0 >= epoch => {}
+            Some(b) => *b = (epoch, w, img),
+            None => {
                 best.insert(id, (epoch, w, img));
             }
         }
@@ -298,7 +349,7 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
             mut session,
             username,
             offline,
-        } = img;
+        } = *img;
         let will = session.will.as_deref().cloned();
         let (expires_at, will_due) = match offline {
             Some(o) => o,

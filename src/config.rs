@@ -180,6 +180,10 @@ pub struct Config {
     /// MQTT 3.1 (`MQIsdp`): refuse client ids longer than 23 bytes (CONNACK 0x02), as the 3.1
     /// text says. Default false: accepted, as Mosquitto and EMQX do.
     pub v31_strict_client_id: bool,
+    /// MQTT 5: an accepted QoS 1/2 PUBLISH that matched no subscription on any worker gets
+    /// PUBACK / PUBREC reason 0x10 No matching subscribers (sections 3.4.2.1, 3.5.2.1) instead
+    /// of 0x00. Default true (as Mosquitto and EMQX); see `broker::router` for the guarantee.
+    pub no_matching_subscribers_reason: bool,
     /// Upper bound on stored sessions (online and offline) per worker.
     pub max_sessions_per_worker: usize,
     pub retain_available: bool,
@@ -277,6 +281,7 @@ impl Default for Config {
             max_session_expiry: u32::MAX,
             v311_session_expiry: u32::MAX,
             v31_strict_client_id: false,
+            no_matching_subscribers_reason: true,
             max_sessions_per_worker: 1_000_000,
             retain_available: true,
             wildcard_subscriptions: true,

@@ -82,6 +82,9 @@ struct Cli {
     /// MQTT 3.1 (MQIsdp): refuse client ids longer than 23 bytes (CONNACK 0x02).
     #[arg(long, value_name = "BOOL")]
     v31_strict_client_id: Option<bool>,
+    /// MQTT 5: PUBACK / PUBREC 0x10 for a QoS 1/2 PUBLISH no subscription matched (default true).
+    #[arg(long, value_name = "BOOL")]
+    no_matching_subscribers_reason: Option<bool>,
     /// Largest packet accepted, bytes.
     #[arg(long)]
     max_packet_size: Option<u32>,
@@ -216,6 +219,9 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     }
     if let Some(v) = cli.v31_strict_client_id {
         cfg.v31_strict_client_id = v;
+    }
+    if let Some(v) = cli.no_matching_subscribers_reason {
+        cfg.no_matching_subscribers_reason = v;
     }
     if let Some(v) = cli.max_packet_size {
         cfg.max_packet_size = v;
@@ -509,6 +515,16 @@ mod tests {
         assert!(!build_config(cli).unwrap().v31_strict_client_id);
         let cli = Cli::parse_from(["ringmq", "--v31-strict-client-id", "true"]);
         assert!(build_config(cli).unwrap().v31_strict_client_id);
+    }
+
+    #[test]
+    fn no_matching_subscribers_reason_flag_and_key() {
+        let cli = Cli::parse_from(["ringmq"]);
+        assert!(build_config(cli).unwrap().no_matching_subscribers_reason);
+        let cli = Cli::parse_from(["ringmq", "--no-matching-subscribers-reason", "false"]);
+        assert!(!build_config(cli).unwrap().no_matching_subscribers_reason);
+        let cfg = Config::from_toml_str("no_matching_subscribers_reason = false").unwrap();
+        assert!(!cfg.no_matching_subscribers_reason);
     }
 
     #[test]

@@ -1326,6 +1326,12 @@ impl Sim {
                     "worker {w} left {clients} connections, {sessions} sessions, {timers} timers, {shared} shared-subscription members"
                 ));
             }
+            let (filters, in_step) = self.cores[w].remote_filter_view();
+            if filters > 0 || !in_step {
+                self.fail(format!(
+                    "worker {w}'s view of the other workers' filters: {filters} entries left, in step: {in_step}"
+                ));
+            }
             let bytes = self.shared.mailbox_bytes[w].load(Ordering::Relaxed);
             let subs = self.shared.sub_counts[w].load(Ordering::Relaxed);
             if bytes + subs > 0 {

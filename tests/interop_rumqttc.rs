@@ -362,3 +362,78 @@ fn rumqttc_v311_takeover_session_present_follows_clean_session() {
     assert!(!connack(&rx3), "Clean Session 1 discards it");
     ended(&rx2);
 }
+
+/// PUBACK / PUBREC reason 0x10 No matching subscribers (MQTT 5 sections 3.4.2.1, 3.5.2.1) as
+/// rumqttc sees it, two workers: 0x10 while nobody subscribes (the QoS 2 flow still ends with
+/// PUBCOMP), 0x00 once a client on the other worker has its SUBACK, 0x00 always with the
+/// setting off.
+#[test]
+fn rumqttc_v5_puback_0x10_no_matching_subscribers() {
+    use rumqttc::v5::mqttbytes::v5::{PubAckReason, PubCompReason, PubRecReason};
+    use v5c::*;
+    let ack = |c: &C, topic: &str, qos: QoS| -> (Option<PubAckReason>, Option<PubRecReason>) {
+        c.client.publish(topic, qos, false, "m").unwrap();
+        match qos {
+            QoS::AtLeastOnce => (
+                Some(c.wait(|p| match p {
+                    Packet::PubAck(a) => Some(a.reason),
+                    _ => None,
+                })),
+                None,
+            ),
+            _ => {
+                let rec = c.wait(|p| match p {
+                    Packet::PubRec(r) => Some(r.reason),
+                    _ => None,
+                });
+                let comp = c.wait(|p| match p {
+                    Packet::PubComp(r) => Some(r.reason),
+                    _ => None,
+                });
+                assert_eq!(comp, PubCompReason::Success, "the QoS 2 flow goes on");
+                (None, Some(rec))
+            }
+        }
+    };
+    let b = TestBroker::start(2);
+    let publ = C::new("nm-pub", b.worker_addrs[0], |_| {});
+    publ.wait(|p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    assert_eq!(
+        ack(&publ, "nm/a", QoS::AtLeastOnce),
+        (Some(PubAckReason::NoMatchingSubscribers), None)
+    );
+    assert_eq!(
+        ack(&publ, "nm/a", QoS::ExactlyOnce),
+        (None, Some(PubRecReason::NoMatchingSubscribers))
+    );
+    let sub = C::new("nm-sub", b.worker_addrs[1], |_| {});
+    sub.wait(|p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    sub.client.subscribe("nm/#", QoS::AtLeastOnce).unwrap();
+    sub.wait(|p| matches!(p, Packet::SubAck(_)).then_some(()));
+    assert_eq!(
+        ack(&publ, "nm/a", QoS::AtLeastOnce),
+        (Some(PubAckReason::Success), None)
+    );
+    assert_eq!(
+        ack(&publ, "nm/a", QoS::ExactlyOnce),
+        (None, Some(PubRecReason::Success))
+    );
+    assert_eq!(&sub.publish().payload[..], b"m");
+    assert_eq!(
+        ack(&publ, "other", QoS::AtLeastOnce),
+        (Some(PubAckReason::NoMatchingSubscribers), None)
+    );
+    drop(b);
+
+    let b = TestBroker::start_with(2, |c| c.no_matching_subscribers_reason = false);
+    let publ = C::new("nm-pub-off", b.worker_addrs[0], |_| {});
+    publ.wait(|p| matches!(p, Packet::ConnAck(_)).then_some(()));
+    assert_eq!(
+        ack(&publ, "nm/a", QoS::AtLeastOnce),
+        (Some(PubAckReason::Success), None)
+    );
+    assert_eq!(
+        ack(&publ, "nm/a", QoS::ExactlyOnce),
+        (None, Some(PubRecReason::Success))
+    );
+}

@@ -105,6 +105,7 @@ fn limits(u: &mut Unstructured) -> Result<ProtocolLimits> {
         max_session_expiry: *u.choose(&[0, 10, u32::MAX])?,
         v311_persistent_session_expiry: *u.choose(&[0, 10, u32::MAX])?,
         v31_strict_client_id: u.arbitrary()?,
+        no_matching_subscribers_reason: true,
         max_inflight_out: u.int_in_range(1..=4)?,
         max_queued_messages: u.int_in_range(0..=5)?,
         max_queued_bytes: *u.choose(&[0, 40, 1 << 20])?,

@@ -140,6 +140,7 @@ impl std::fmt::Debug for Mail {
             Mail::AuthResult(_) => f.write_str("AuthResult"),
             Mail::Shared { ack, .. } => write!(f, "Shared(ack {ack:?})"),
             Mail::SharedApplied { token } => write!(f, "SharedApplied({token})"),
+            Mail::Filter { from, filter, add } => write!(f, "Filter({from}, {filter}, {add})"),
             Mail::PublishAcked { msg, ack } => {
                 write!(f, "PublishAcked({:?}, {ack:?})", msg.payload)
             }
@@ -389,7 +390,7 @@ pub struct Core {
     pub(super) subs: SubscriptionTrie<SessionKey, Subscription>,
     pub(super) wheel: TimerWheel<TimerKey>,
     /// The work queue: (client index, action), drained only by `run_work`.
-    work: VecDeque<(usize, Action)>,
+    pub(super) work: VecDeque<(usize, Action)>,
     /// Scratch for one connection call's actions.
     scratch: Vec<Action>,
     /// Scratch list of (session, options, subscription id) matches for `route_local`.
@@ -400,6 +401,9 @@ pub struct Core {
     /// This worker's view of every shared-subscription group, whatever worker the members are
     /// on, kept in step by `Mail::Shared` (no lock on the publish path).
     pub(super) shared_view: SharedSubscriptions<(u16, SessionKey), Subscription>,
+    /// This worker's view of the filters the other workers' sessions subscribe to (PUBACK
+    /// 0x10), kept in step by `Mail::Filter`.
+    pub(super) remote_filters: crate::routing::remote::RemoteFilters,
     /// Clients whose output is held, by hold token.
     pub(super) holds: hashbrown::HashMap<u64, ConnId>,
     pub(super) next_token: u64,
@@ -462,6 +466,7 @@ impl Core {
             shared_groups: Vec::new(),
             shared_picks: Vec::new(),
             shared_view: SharedSubscriptions::new(),
+            remote_filters: crate::routing::remote::RemoteFilters::new(n),
             holds: hashbrown::HashMap::new(),
             next_token: 1,
             mailbox_full: false,
@@ -1119,7 +1124,7 @@ impl Core {
                 Action::Publish(msg) => {
                     add(&self.metrics.publish_in, 1);
                     self.publisher = Some(idx);
-                    self.route_publish(msg, now);
+                    self.route_client_publish(idx, msg, now);
                     self.publisher = None;
                 }
                 Action::Subscribe {
@@ -1467,7 +1472,9 @@ impl Core {
             self.shared.mailbox_bytes[self.id as usize].fetch_sub(bytes, Ordering::Relaxed);
         }
         match mail {
-            Mail::Publish(m) => self.route_local(&m, now),
+            Mail::Publish(m) => {
+                self.route_local(&m, now);
+            }
             Mail::Deliver {
                 session,
                 msg,
@@ -1497,6 +1504,7 @@ impl Core {
                 }
             }
             Mail::SharedApplied { token } => self.on_shared_applied(token),
+            Mail::Filter { from, filter, add } => self.apply_filter(from, &filter, add),
             Mail::PublishAcked { msg, ack } => {
                 self.route_local(&msg, now);
                 // Behind the barrier of what the routing logged, if anything.

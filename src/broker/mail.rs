@@ -57,6 +57,14 @@ pub enum Mail {
     /// The change with this token is in the sender's view (also: a `PublishAcked` was
     /// routed there and what it changed is on disk).
     SharedApplied { token: u64 },
+    /// A (non-shared) subscription of a session of worker `from` was added (`add`) or removed
+    /// there: for every other worker's view of the filters subscribed anywhere (PUBACK 0x10,
+    /// `router.rs`). Sent only with `no_matching_subscribers_reason` and more than one worker.
+    Filter {
+        from: u16,
+        filter: ByteString,
+        add: bool,
+    },
     /// Durability `sync`: a QoS 1/2 PUBLISH whose acknowledgement waits for this worker to
     /// route it and commit what that changed; answer `SharedApplied { token }` to `ack.0`
     /// (behind this worker's commit barrier).

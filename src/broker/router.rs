@@ -3,10 +3,45 @@
 //! Each worker indexes the subscriptions of the sessions it holds. A PUBLISH is matched on the
 //! worker that received it against its own index, then posted (one shared `Arc`, batched wake
 //! per destination) to every other worker that holds at least one subscription; each worker
-//! matches against its own index. Subscribing is therefore purely local (SUBACK never waits on
-//! other workers), and a subscription is visible to every PUBLISH that starts after its SUBACK.
-//! Shared subscriptions (`$share/group/filter`) live in one shared registry so exactly one member
-//! of a group is picked per message, whatever worker the member is on.
+//! matches against its own index. Subscribing is therefore purely local for non-shared filters
+//! (SUBACK never waits on other workers). Shared subscriptions (`$share/group/filter`): every
+//! worker keeps a view of every group and picks one member per group (see `change_shared`).
+//!
+//! # Visibility: a PUBLISH after the SUBACK reaches the subscriber, on any worker
+//! The SUBSCRIBE's input on the subscriber's worker inserts the filter into that worker's
+//! trie and raises its `Shared::sub_counts` entry (`add_subscription`, run from the work
+//! queue before `handle` returns); the SUBACK is only an effect of that input, which the
+//! shell sends afterwards. A PUBLISH that reaches the broker after the SUBACK left is routed
+//! after that increment: its worker sees the worker's count above 0 and posts it a
+//! `Mail::Publish`, which that worker (one thread) handles after the SUBSCRIBE's input, so
+//! its trie has the filter. (The chain SUBACK sent -> client -> PUBLISH received goes
+//! through system calls, which order the increment before the publisher worker's load.)
+//! Shared subscriptions get the same guarantee by holding the SUBACK (see `change_shared`).
+//! Before its SUBACK there is no promise: a PUBLISH routed on another worker while the
+//! SUBSCRIBE is being handled may miss it (routed while the count is still 0; answered 0x10
+//! below; or its mail handled by the subscriber's worker before the SUBSCRIBE's bytes), where
+//! one worker handles the two in the order it reads them (`tests::subscription_visibility_*`;
+//! the README's design section measures how often).
+//!
+//! # PUBACK / PUBREC 0x10 No matching subscribers (MQTT 5)
+//! The publisher's worker answers from its own memory, no lock and no shared-memory write:
+//! its trie, its view of the shared groups, and its view of the filters the other workers'
+//! sessions subscribe to (`Core::remote_filters`, a `crate::routing::remote::RemoteFilters`:
+//! per worker and filter, a count), kept in step by `Mail::Filter` from the subscribing
+//! worker on every change of its trie. Each worker counts the changes it posts (`Shared::filter_changes`, raised before the mail is posted, in the
+//! input that changes its trie); the view counts the changes it applied per worker. A view
+//! that applied fewer changes of some worker than that worker has counted is behind: the
+//! answer is then 0x00 (a missed 0x10, never a false one).
+//!
+//! The guarantee: 0x10 is sent only if, when the PUBLISH was routed, no subscription on any
+//! worker matched its topic, counting every subscription whose SUBSCRIBE input ran before
+//! that (so every one whose SUBACK was sent before the PUBLISH arrived) and was not removed.
+//! Such a PUBLISH is then not posted to any worker: nobody gets a message whose publisher was
+//! told 0x10. A SUBSCRIBE handled on another worker while the PUBLISH is being routed (its
+//! SUBACK not sent yet when the PUBLISH arrived) does not get it, as on one worker. Matching
+//! is by filter: a No Local subscription of the publisher itself, or one whose client the ACL
+//! keeps from reading the topic, counts as a match (0x00). Off (`no_matching_subscribers_reason
+//! = false`) or with one worker, no `Mail::Filter` is sent and the view stays empty.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -18,12 +53,46 @@ use super::mail::{Mail, SharedChange};
 use crate::metrics::add;
 use crate::ownership::SessionKey;
 use crate::protocol::topic::parse_shared;
-use crate::protocol::{QoS, SubscriptionOptions};
-use crate::session::{Delivery, Message, MessageData, Subscription};
+use crate::protocol::{Packet, QoS, SubscriptionOptions};
+use crate::session::{Action, Delivery, Message, MessageData, Subscription};
 
 impl Core {
+    /// This worker's view of the other workers' filters: (filter, worker) entries held, and
+    /// whether it applied every change the other workers counted (true once mail is
+    /// delivered). The simulation checks both at quiescence.
+    #[doc(hidden)]
+    pub fn remote_filter_view(&self) -> (usize, bool) {
+        let in_step = (0..self.shared.workers()).all(|w| {
+            w == self.id as usize
+                || self.shared.filter_changes[w].load(Ordering::Acquire)
+                    == self.remote_filters.applied(w)
+        });
+        (self.remote_filters.len(), in_step)
+    }
+
     /// Route a PUBLISH that entered the broker on this worker (or a will, or a $SYS message).
     pub(super) fn route_publish(&mut self, msg: Message, now: Instant) {
+        self.route(msg, now, false);
+    }
+
+    /// Route a PUBLISH of client `idx`, whose PUBACK / PUBREC (if any) is its next action in
+    /// the work queue: MQTT 5 gets 0x10 there when no subscription matched on any worker.
+    pub(super) fn route_client_publish(&mut self, idx: usize, msg: Message, now: Instant) {
+        let ask = msg.qos != QoS::AtMostOnce
+            && self.limits.no_matching_subscribers_reason
+            && self.clients[idx].conn.version().is_some_and(|v| v.is_v5());
+        if self.route(msg, now, ask) || !ask {
+            return;
+        }
+        let ack = self.work.iter_mut().find(|(i, _)| *i == idx);
+        if let Some((_, Action::Send(p @ (Packet::PubAck(_) | Packet::PubRec(_))))) = ack {
+            self.clients[idx].conn.no_matching_subscribers(p);
+        }
+    }
+
+    /// Route a message; with `ask`, returns false when no subscription matched on any worker
+    /// (the message then goes nowhere; see the module header), true otherwise.
+    fn route(&mut self, msg: Message, now: Instant, ask: bool) -> bool {
         if msg.retain && self.shared.cfg.retain_available {
             let mut store = self.shared.retained.lock();
             let stored = if msg.payload.is_empty() {
@@ -44,7 +113,10 @@ impl Core {
                 self.persist_retain(v, &msg.topic, m);
             }
         }
-        self.route_local(&msg, now);
+        let local = self.route_local(&msg, now);
+        if ask && !local && !self.may_match_elsewhere(&msg.topic) {
+            return false;
+        }
         // Durability `sync`: the publisher's acknowledgement (held from here) waits for
         // every worker this message goes to (`persist.rs`).
         let acked = self
@@ -105,11 +177,61 @@ impl Core {
             self.shared_picks = picks;
             self.shared_groups = groups;
         }
+        true
+    }
+
+    /// Whether a subscription outside this worker's trie may match `topic`: a shared group
+    /// (this worker's view has every group), a filter of another worker's sessions, or a
+    /// change of another worker this worker's views have not applied yet (then: maybe).
+    fn may_match_elsewhere(&self, topic: &str) -> bool {
+        let mut found = false;
+        self.shared_view.matches(topic, |_| found = true);
+        if found {
+            return true;
+        }
+        let behind = (0..self.shared.workers()).any(|w| {
+            w != self.id as usize
+                && self.shared.filter_changes[w].load(Ordering::Acquire)
+                    != self.remote_filters.applied(w)
+        });
+        behind || self.remote_filters.matches(topic)
+    }
+
+    /// Whether this worker keeps the other workers' views of its filters (`Mail::Filter`).
+    fn posts_filter_changes(&self) -> bool {
+        self.limits.no_matching_subscribers_reason && self.shared.workers() > 1
+    }
+
+    /// Count one change of this worker's subscriptions for the other workers' views (before
+    /// the mail carrying it is posted; see the module header).
+    fn count_filter_change(&self) {
+        self.shared.filter_changes[self.id as usize].fetch_add(1, Ordering::Release);
+    }
+
+    /// A (non-shared) filter of a session here was added or removed: tell the other views.
+    fn post_filter_change(&mut self, filter: &str, add: bool) {
+        if !self.posts_filter_changes() {
+            return;
+        }
+        self.count_filter_change();
+        let filter = ByteString::from(filter);
+        for w in 0..self.shared.workers() as u16 {
+            if w != self.id {
+                let (from, filter) = (self.id, filter.clone());
+                self.post(w, Mail::Filter { from, filter, add });
+            }
+        }
+    }
+
+    /// `Mail::Filter`: apply worker `from`'s change to this worker's view of its filters.
+    pub(super) fn apply_filter(&mut self, from: u16, filter: &str, add: bool) {
+        self.remote_filters.apply(from, filter, add);
     }
 
     /// Deliver to every matching (non-shared) subscription of this worker's sessions: one copy
     /// per session, at the highest granted QoS, with every matching subscription identifier.
-    pub(super) fn route_local(&mut self, msg: &Message, now: Instant) {
+    /// Returns whether any subscription's filter matched (delivered or not: No Local, ACL).
+    pub(super) fn route_local(&mut self, msg: &Message, now: Instant) -> bool {
         // The match list is a scratch vector the worker keeps: no allocation per message.
         let mut hits = std::mem::take(&mut self.route_hits);
         hits.clear();
@@ -118,7 +240,7 @@ impl Core {
         });
         if hits.is_empty() {
             self.route_hits = hits;
-            return;
+            return false;
         }
         hits.sort_unstable_by_key(|h| (h.0.index, h.0.generation));
         let mut i = 0;
@@ -158,6 +280,7 @@ impl Core {
             self.deliver_routed(key, msg, delivery, now);
         }
         self.route_hits = hits;
+        true
     }
 
     /// Hand one message to one session of this worker, online or offline.
@@ -264,6 +387,7 @@ impl Core {
         match self.subs.insert(&filter, key, entry) {
             Ok(None) => {
                 self.shared.sub_counts[self.id as usize].fetch_add(1, Ordering::Relaxed);
+                self.post_filter_change(&filter, true);
             }
             Ok(Some(_)) => {}
             Err(_) => tracing::warn!(%filter, "filter too deep, not indexed"),
@@ -282,6 +406,7 @@ impl Core {
         }
         if self.subs.remove(filter, key).is_some() {
             self.shared.sub_counts[self.id as usize].fetch_sub(1, Ordering::Relaxed);
+            self.post_filter_change(filter, false);
         }
     }
 
@@ -294,6 +419,9 @@ impl Core {
     /// view (`SharedApplied`), and only then does the SUBACK go out.
     fn change_shared(&mut self, change: SharedChange, hold: Option<u64>) {
         self.apply_shared(change.clone());
+        if self.posts_filter_changes() {
+            self.count_filter_change();
+        }
         let n = self.shared.workers();
         let ack = hold.map(|token| (self.id, token));
         if let Some(token) = hold {
@@ -322,6 +450,15 @@ impl Core {
 
     /// Apply a change to this worker's view of the shared-subscription groups.
     pub(super) fn apply_shared(&mut self, change: SharedChange) {
+        let from = match &change {
+            SharedChange::Subscribe { member, .. }
+            | SharedChange::Unsubscribe { member, .. }
+            | SharedChange::Offline { member, .. } => member.0,
+        };
+        if from != self.id && self.posts_filter_changes() {
+            // Counted by `from` in `change_shared` (the member's worker posts its changes).
+            self.remote_filters.count(from);
+        }
         match change {
             SharedChange::Subscribe {
                 group,

@@ -2,7 +2,9 @@
 //! - the ClientId [`OwnershipTable`] (connect path only),
 //! - the retained store (behind a lock, touched only by retained publishes and subscribes),
 //! - one lock-free mailbox per worker (the shell pops it and hands each [`Mail`] to its core),
-//! - per-worker metrics (each worker is the only writer of its own counters).
+//! - per-worker metrics (each worker is the only writer of its own counters),
+//! - per-worker counts of subscription changes posted (each worker writes its own; read to
+//!   tell whether a view of the other workers' filters is up to date, `router.rs`).
 //!
 //! Everything else (connections, sessions, the subscription trie of the sessions a worker
 //! holds, its view of the shared-subscription groups, the timing wheel) belongs to one
@@ -39,6 +41,11 @@ pub struct Shared {
     pub remotes: OnceLock<Vec<Remote>>,
     /// Subscriptions held by each worker (so a publisher skips workers with none).
     pub sub_counts: Vec<AtomicUsize>,
+    /// Per worker: how many changes of its subscriptions it has posted to the other workers'
+    /// views (`Mail::Filter`, `Mail::Shared`), counted before it posts them. A worker whose
+    /// view applied fewer knows it is behind (PUBACK 0x10, see `router.rs`). Written on the
+    /// subscribe path only; the publish path reads it.
+    pub filter_changes: Vec<AtomicU64>,
     pub retained: Mutex<RetainedStore<Message>>,
     /// Version of the last change of `retained` (taken under its lock; logged with it).
     pub retain_version: AtomicU64,
@@ -65,6 +72,7 @@ impl Shared {
             mailbox_bytes: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             remotes: OnceLock::new(),
             sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            filter_changes: (0..n).map(|_| AtomicU64::new(0)).collect(),
             retained: Mutex::new(RetainedStore::new()),
             retain_version: AtomicU64::new(0),
             metrics,
@@ -99,6 +107,7 @@ fn limits_from(cfg: &Config) -> ProtocolLimits {
         max_session_expiry: cfg.max_session_expiry,
         v311_persistent_session_expiry: cfg.v311_session_expiry,
         v31_strict_client_id: cfg.v31_strict_client_id,
+        no_matching_subscribers_reason: cfg.no_matching_subscribers_reason,
         max_inflight_out: cfg.max_inflight,
         max_queued_messages: cfg.max_queued_messages,
         max_queued_bytes: cfg.max_queued_bytes,

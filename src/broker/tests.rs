@@ -28,6 +28,8 @@ use crate::runtime::engine::ConnId;
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
+/// The PUBACK / PUBREC reasons of an accepted message.
+const SUCCESSES: [ReasonCode; 2] = [ReasonCode::SUCCESS, ReasonCode::NO_MATCHING_SUBSCRIBERS];
 
 // ----------------------------------------------------------------------------------------------
 // harness
@@ -76,6 +78,7 @@ fn kind(m: &Mail) -> &'static str {
         Mail::AuthResult(_) => "AuthResult",
         Mail::Shared { .. } => "Shared",
         Mail::SharedApplied { .. } => "SharedApplied",
+        Mail::Filter { .. } => "Filter",
         Mail::PublishAcked { .. } => "PublishAcked",
         Mail::Stored { .. } => "Stored",
     }
@@ -411,6 +414,7 @@ impl Net {
 
     /// Send a PUBLISH, complete the publisher's side of its QoS flow, settle. Packets other
     /// than the acknowledgements (messages the publisher receives itself) stay in its inbox.
+    /// The PUBACK / PUBREC must be 0x00 or 0x10 (No matching subscribers).
     fn send_pub(&mut self, c: C, p: Publish) {
         let (qos, id) = (p.qos, p.packet_id);
         self.send(c, &Packet::Publish(p));
@@ -423,7 +427,7 @@ impl Net {
                     _ => None,
                 });
                 assert_eq!(a.packet_id, id);
-                assert_eq!(a.reason, ReasonCode::SUCCESS);
+                assert!(SUCCESSES.contains(&a.reason), "{:?}", a.reason);
             }
             QoS::ExactlyOnce => {
                 let a = self.take_first(c, "PUBREC", |p| match p {
@@ -431,7 +435,7 @@ impl Net {
                     _ => None,
                 });
                 assert_eq!(a.packet_id, id);
-                assert_eq!(a.reason, ReasonCode::SUCCESS);
+                assert!(SUCCESSES.contains(&a.reason), "{:?}", a.reason);
                 self.send(c, &Packet::PubRel(PubResp::new(id)));
                 self.settle();
                 let a = self.take_first(c, "PUBCOMP", |p| match p {
@@ -794,14 +798,15 @@ fn publish_during_session_move_is_delivered_once_to_the_new_connection() {
     net.deliver_next(0);
     assert_eq!(net.pending(1), ["Handoff", "Forward"]);
     assert_eq!(net.deliver_next(1), Some("Handoff"));
-    assert_eq!(net.pending(0), ["Unforward"]);
+    // (Filter: worker 1 indexed the session, for the other workers' views; PUBACK 0x10.)
+    assert_eq!(net.pending(0), ["Filter", "Unforward"]);
 
     // Between Handoff and Unforward: both workers index the session.
     net.send(
         p,
         &Packet::Publish(msg("t", b"m2", QoS::AtLeastOnce, 2, false)),
     );
-    assert_eq!(net.pending(0), ["Unforward", "Publish"]);
+    assert_eq!(net.pending(0), ["Filter", "Unforward", "Publish"]);
     assert_eq!(net.pending(1), ["Forward", "Publish"]);
     net.settle();
     // Once the move is over, only the new owner's worker indexes the session.
@@ -839,7 +844,7 @@ fn publish_matched_by_both_indexes_during_the_cut_over_is_delivered_once() {
     assert_eq!(net.pending(0), ["Publish"]);
     assert_eq!(net.pending(1), ["Publish"]);
     net.execute(1);
-    assert_eq!(net.pending(0), ["Publish", "Unforward"]);
+    assert_eq!(net.pending(0), ["Publish", "Filter", "Unforward"]);
     // The new owner holds its own match first; then the previous owner's forward arrives.
     assert_eq!(net.deliver_next(1), Some("Publish"));
     assert_eq!(net.deliver_next(0), Some("Publish"));
@@ -1639,6 +1644,351 @@ fn delayed_will_is_published_when_the_claimant_dies_before_the_handoff() {
         let expected: &[&str] = if resumed { &[] } else { &["gone"] };
         assert_eq!(payloads(&net.publishes(monitor)), expected, "w_new {w_new}");
     }
+}
+
+// ----------------------------------------------------------------------------------------------
+// PUBACK / PUBREC 0x10 No matching subscribers; subscription visibility across workers
+// ----------------------------------------------------------------------------------------------
+
+const NO_MATCH: ReasonCode = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+
+impl Net {
+    /// Publish at QoS 1 or 2 and settle; the reason of the PUBACK / PUBREC. A QoS 2 flow is
+    /// completed: PUBREL gets PUBCOMP 0x00 whatever the PUBREC said (0x10 is a success code).
+    fn ack_of(&mut self, c: C, topic: &str, qos: QoS, pid: u16) -> ReasonCode {
+        self.send(c, &Packet::Publish(msg(topic, b"m", qos, pid, false)));
+        self.settle();
+        self.ack_reason(c, qos, pid)
+    }
+
+    /// The PUBACK / PUBREC for `pid` (waiting in the inbox); a QoS 2 flow is completed.
+    fn ack_reason(&mut self, c: C, qos: QoS, pid: u16) -> ReasonCode {
+        let r = self.take_first(c, "PUBACK / PUBREC", |p| match p {
+            Packet::PubAck(a) | Packet::PubRec(a) if a.packet_id == pid => Some(a.clone()),
+            _ => None,
+        });
+        if qos == QoS::ExactlyOnce {
+            self.send(c, &Packet::PubRel(PubResp::new(pid)));
+            self.settle();
+            let comp = self.take_first(c, "PUBCOMP", |p| match p {
+                Packet::PubComp(a) => Some(a.clone()),
+                _ => None,
+            });
+            assert_eq!((comp.packet_id, comp.reason), (pid, ReasonCode::SUCCESS));
+        }
+        r.reason
+    }
+
+    fn unsubscribe(&mut self, c: C, pid: u16, filter: &str) {
+        self.send(
+            c,
+            &Packet::Unsubscribe(Unsubscribe {
+                packet_id: pid,
+                filters: vec![ByteString::from(filter)],
+                user_properties: Default::default(),
+            }),
+        );
+        self.settle();
+        let _ = self.take_first(c, "UNSUBACK", |p| match p {
+            Packet::UnsubAck(a) => Some(a.clone()),
+            _ => None,
+        });
+    }
+
+    /// Deliver mail, one piece at a time over the workers, until client `c` has its SUBACK
+    /// (a shared subscription's SUBACK waits for the other workers' views).
+    fn until_suback(&mut self, c: C) {
+        while !self.clients[c]
+            .inbox
+            .iter()
+            .any(|p| matches!(p, Packet::SubAck(_)))
+        {
+            let w = (0..self.cores.len())
+                .find(|&w| !self.mailboxes[w].is_empty())
+                .expect("no SUBACK and no mail left");
+            self.deliver_next(w);
+        }
+        let _ = self.take_first(c, "SUBACK", |p| match p {
+            Packet::SubAck(a) => Some(a.clone()),
+            _ => None,
+        });
+    }
+}
+
+/// One worker: 0x10 exactly when no subscription matches (MQTT 5 sections 3.4.2.1, 3.5.2.1),
+/// a QoS 2 flow goes on after PUBREC 0x10; 3.1.1 never gets it.
+#[test]
+fn puback_and_pubrec_0x10_when_no_subscription_matches_on_one_worker() {
+    let mut net = Net::new(1);
+    let (p, _) = net.online(0, conn(V5, "p"));
+    assert_eq!(net.ack_of(p, "x/y", QoS::AtLeastOnce, 1), NO_MATCH);
+    assert_eq!(net.ack_of(p, "x/y", QoS::ExactlyOnce, 2), NO_MATCH);
+    let (s, _) = net.online(0, conn(V5, "s"));
+    net.subscribe(s, 1, "x/+", QoS::AtLeastOnce);
+    assert_eq!(
+        net.ack_of(p, "x/y", QoS::AtLeastOnce, 3),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        net.ack_of(p, "x/y", QoS::ExactlyOnce, 4),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(net.ack_of(p, "x/y/z", QoS::AtLeastOnce, 5), NO_MATCH);
+    assert_eq!(net.publishes(s).len(), 2);
+    // A shared subscription is a subscriber too.
+    let (m, _) = net.online(0, conn(V5, "m"));
+    net.subscribe(m, 1, "$share/g/sh/#", QoS::AtLeastOnce);
+    assert_eq!(
+        net.ack_of(p, "sh/1", QoS::AtLeastOnce, 6),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(payloads(&net.publishes(m)), ["m"]);
+    // The publisher's own No Local subscription matches (0x00 is never wrong).
+    let nl = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        no_local: true,
+        ..Default::default()
+    };
+    net.sub_with(p, 10, &[("own/#", nl)], None);
+    assert_eq!(
+        net.ack_of(p, "own/1", QoS::AtLeastOnce, 7),
+        ReasonCode::SUCCESS
+    );
+    // MQTT 3.1.1 has no reason code.
+    let (p3, _) = net.online(0, conn(V3, "p3"));
+    assert_eq!(
+        net.ack_of(p3, "x/y/z", QoS::AtLeastOnce, 1),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(
+        net.ack_of(p3, "x/y/z", QoS::ExactlyOnce, 2),
+        ReasonCode::SUCCESS
+    );
+    // The unsubscribed and gone leave no match behind.
+    net.unsubscribe(s, 2, "x/+");
+    assert_eq!(net.ack_of(p, "x/y", QoS::AtLeastOnce, 8), NO_MATCH);
+    net.send(m, &Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)));
+    net.settle();
+    assert_eq!(net.ack_of(p, "sh/1", QoS::AtLeastOnce, 9), NO_MATCH);
+}
+
+#[test]
+fn no_matching_subscribers_reason_off_gives_0x00() {
+    for workers in [1, 2] {
+        let mut net = Net::with(workers, |c| c.no_matching_subscribers_reason = false);
+        let (p, _) = net.online(0, conn(V5, "p"));
+        assert_eq!(net.ack_of(p, "t", QoS::AtLeastOnce, 1), ReasonCode::SUCCESS);
+        assert_eq!(net.ack_of(p, "t", QoS::ExactlyOnce, 2), ReasonCode::SUCCESS);
+        let (s, _) = net.online(workers - 1, conn(V5, "s"));
+        net.subscribe(s, 1, "u", QoS::AtLeastOnce);
+        assert_eq!(net.posts_of("Filter"), [], "no view kept");
+    }
+}
+
+/// Several workers: the publisher's worker answers from its view of the other workers'
+/// filters and of the shared groups; a message answered 0x10 is posted to no worker.
+#[test]
+fn puback_0x10_across_workers_follows_subscribe_unsubscribe_and_session_end() {
+    let mut net = Net::new(3);
+    let (p, _) = net.online(0, conn(V5, "p"));
+    let (s, _) = net.online(1, v5("s", true, 300));
+    net.subscribe(s, 1, "a/+", QoS::AtLeastOnce);
+    assert_eq!(
+        net.ack_of(p, "a/b", QoS::AtLeastOnce, 1),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(payloads(&net.publishes(s)), ["m"]);
+    let before = net.posts_of("Publish").len();
+    assert_eq!(net.ack_of(p, "b/c", QoS::AtLeastOnce, 2), NO_MATCH);
+    assert_eq!(net.ack_of(p, "a/b/c", QoS::ExactlyOnce, 3), NO_MATCH);
+    assert_eq!(
+        net.posts_of("Publish").len(),
+        before,
+        "worker 1 holds subscriptions, but none matches: not posted"
+    );
+    // A shared member on worker 2.
+    let (m, _) = net.online(2, conn(V5, "m"));
+    net.subscribe(m, 1, "$share/g/b/#", QoS::AtLeastOnce);
+    assert_eq!(
+        net.ack_of(p, "b/c", QoS::AtLeastOnce, 4),
+        ReasonCode::SUCCESS
+    );
+    assert_eq!(payloads(&net.publishes(m)), ["m"]);
+    net.unsubscribe(m, 2, "$share/g/b/#");
+    assert_eq!(net.ack_of(p, "b/c", QoS::AtLeastOnce, 5), NO_MATCH);
+    // An offline session's subscription still matches (its queue gets the message).
+    net.closed(s);
+    net.settle();
+    assert_eq!(
+        net.ack_of(p, "a/b", QoS::AtLeastOnce, 6),
+        ReasonCode::SUCCESS
+    );
+    // Two subscriptions to one filter on one worker: counted, one left still matches.
+    let (s2, _) = net.online(1, conn(V5, "s2"));
+    net.subscribe(s2, 1, "a/+", QoS::AtLeastOnce);
+    let (s3, _) = net.online(1, conn(V5, "s3"));
+    net.subscribe(s3, 1, "a/+", QoS::AtLeastOnce);
+    net.unsubscribe(s2, 2, "a/+");
+    // The offline session ends (clean start, no expiry): its filters leave every view.
+    let (s_again, _) = net.online(2, v5("s", true, 0));
+    net.send(
+        s_again,
+        &Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)),
+    );
+    net.settle();
+    assert_eq!(
+        net.ack_of(p, "a/b", QoS::AtLeastOnce, 7),
+        ReasonCode::SUCCESS
+    );
+    net.unsubscribe(s3, 2, "a/+");
+    assert_eq!(net.ack_of(p, "a/b", QoS::AtLeastOnce, 8), NO_MATCH);
+    for (w, core) in net.cores.iter().enumerate() {
+        assert_eq!(core.remote_filter_view(), (0, true), "worker {w}'s view");
+    }
+}
+
+/// The guarantee (README, design section; `router.rs` module header): a PUBLISH that reaches
+/// the broker after the SUBACK was sent is delivered to the subscriber, whatever workers the
+/// two clients are on, and its publisher is not told 0x10. Here the SUBACK has left and none
+/// of the mail the SUBSCRIBE caused has reached another worker when the PUBLISH arrives; the
+/// subscriber's worker held no subscription before. Fails if the subscription count is not
+/// raised in the SUBSCRIBE's own input (nothing is posted to the subscriber's worker), or if
+/// a publisher's worker trusted its view of the filters while it is behind (0x10, not posted).
+#[test]
+fn subscription_visibility_publish_after_suback_reaches_a_subscriber_on_another_worker() {
+    for workers in [2, 3] {
+        for w_pub in 0..workers {
+            for w_sub in (0..workers).filter(|&w| w != w_pub) {
+                for reason_on in [true, false] {
+                    let case = format!("{workers} workers, pub {w_pub}, sub {w_sub}, {reason_on}");
+                    let mut net =
+                        Net::with(workers, |c| c.no_matching_subscribers_reason = reason_on);
+                    let (p, _) = net.online(w_pub, conn(V5, "p"));
+                    let (p3, _) = net.online(w_pub, conn(V3, "p3"));
+                    let (s, _) = net.online(w_sub, conn(V5, "s"));
+                    net.send(
+                        s,
+                        &Packet::Subscribe(Subscribe {
+                            packet_id: 1,
+                            filters: vec![(ByteString::from("v/#"), opts(QoS::AtLeastOnce))],
+                            properties: Default::default(),
+                        }),
+                    );
+                    assert!(matches!(net.next(s), Packet::SubAck(_)), "{case}");
+                    net.send(
+                        p,
+                        &Packet::Publish(msg("v/1", b"q1", QoS::AtLeastOnce, 1, false)),
+                    );
+                    net.send(
+                        p,
+                        &Packet::Publish(msg("v/2", b"q2", QoS::ExactlyOnce, 2, false)),
+                    );
+                    net.send(
+                        p,
+                        &Packet::Publish(msg("v/3", b"q0", QoS::AtMostOnce, 0, false)),
+                    );
+                    net.send(
+                        p3,
+                        &Packet::Publish(msg("v/4", b"v3", QoS::AtLeastOnce, 1, false)),
+                    );
+                    assert_eq!(
+                        net.ack_reason(p, QoS::AtLeastOnce, 1),
+                        ReasonCode::SUCCESS,
+                        "{case}"
+                    );
+                    assert_eq!(
+                        net.ack_reason(p, QoS::ExactlyOnce, 2),
+                        ReasonCode::SUCCESS,
+                        "{case}"
+                    );
+                    net.settle();
+                    assert_eq!(
+                        payloads(&net.until_marker_or_all(s)),
+                        ["q1", "q2", "q0", "v3"],
+                        "{case}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The same for a shared subscription: its SUBACK waits until every other worker's view has
+/// the member; a PUBLISH on another worker right after it reaches the member. Fails without
+/// the hold (`open_hold` / `SharedApplied`).
+#[test]
+fn subscription_visibility_publish_after_shared_suback_reaches_the_member() {
+    for w_pub in [0, 2] {
+        let mut net = Net::new(3);
+        let (p, _) = net.online(w_pub, conn(V5, "p"));
+        let (m, _) = net.online(1, conn(V5, "m"));
+        net.send(
+            m,
+            &Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters: vec![(ByteString::from("$share/g/v/#"), opts(QoS::AtLeastOnce))],
+                properties: Default::default(),
+            }),
+        );
+        net.until_suback(m);
+        net.send(
+            p,
+            &Packet::Publish(msg("v/1", b"q1", QoS::AtLeastOnce, 1, false)),
+        );
+        assert_eq!(net.ack_reason(p, QoS::AtLeastOnce, 1), ReasonCode::SUCCESS);
+        net.settle();
+        assert_eq!(payloads(&net.until_marker_or_all(m)), ["q1"], "pub {w_pub}");
+    }
+}
+
+impl Net {
+    /// Every PUBLISH received so far (QoS 1/2 acknowledged), other packets ignored.
+    fn until_marker_or_all(&mut self, c: C) -> Vec<Publish> {
+        let mut got = Vec::new();
+        for p in self.take(c) {
+            match p {
+                Packet::Publish(p) => {
+                    match p.qos {
+                        QoS::AtLeastOnce => {
+                            self.send(c, &Packet::PubAck(PubResp::new(p.packet_id)))
+                        }
+                        QoS::ExactlyOnce => {
+                            self.send(c, &Packet::PubRec(PubResp::new(p.packet_id)))
+                        }
+                        QoS::AtMostOnce => {}
+                    }
+                    got.push(p);
+                }
+                Packet::PubRel(r) => self.send(c, &Packet::PubComp(PubResp::new(r.packet_id))),
+                _ => {}
+            }
+        }
+        got
+    }
+}
+
+/// Before the SUBACK there is no promise, and the two ways of it are pinned here: a PUBLISH
+/// routed on another worker before the SUBSCRIBE's input ran is not delivered (as on one
+/// worker); one routed after that input but before the subscriber's worker mailed anything is
+/// (the count and the trie changed in the SUBSCRIBE's input).
+#[test]
+fn subscription_visibility_before_the_suback_follows_the_subscribe_input() {
+    let mut net = Net::new(2);
+    let (p, _) = net.online(0, conn(V5, "p"));
+    let (s, _) = net.online(1, conn(V5, "s"));
+    net.send(
+        p,
+        &Packet::Publish(msg("v/1", b"before", QoS::AtLeastOnce, 1, false)),
+    );
+    net.subscribe(s, 1, "v/#", QoS::AtLeastOnce);
+    assert_eq!(net.ack_reason(p, QoS::AtLeastOnce, 1), NO_MATCH);
+    net.send(
+        p,
+        &Packet::Publish(msg("v/2", b"after", QoS::AtLeastOnce, 2, false)),
+    );
+    assert_eq!(net.ack_reason(p, QoS::AtLeastOnce, 2), ReasonCode::SUCCESS);
+    net.settle();
+    assert_eq!(payloads(&net.publishes(s)), ["after"]);
 }
 
 // ----------------------------------------------------------------------------------------------

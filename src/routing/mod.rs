@@ -7,6 +7,7 @@
 //!   allocating.
 //! - [`shared::SharedSubscriptions`]: `$share/{group}/{filter}` groups with round-robin picking.
 //! - [`retained::RetainedStore`]: topic name -> retained message, visited by filter.
+//! - [`remote::RemoteFilters`]: a worker's view of the other workers' filters, with counts.
 //!
 //! Matching rules (MQTT 3.1.1 section 4.7, MQTT 5.0 section 4.7), in one place
 //! ([`filter_matches`] is the reference; the tries implement the same rules):
@@ -20,6 +21,7 @@
 //! any string and treat `+`/`#` as wildcards only when they are a whole level (and `#` only as
 //! the last one); anything else is a literal level.
 pub mod levels;
+pub mod remote;
 pub mod retained;
 pub mod shared;
 pub mod trie;

@@ -66,6 +66,10 @@ pub struct ProtocolLimits {
     /// MQTT 3.1 client ids longer than 23 bytes (the 3.1 text's limit, section 3.1): refused with
     /// return code 0x02 when true; accepted when false (as Mosquitto and EMQX do). Default false.
     pub v31_strict_client_id: bool,
+    /// MQTT 5: a QoS 1/2 PUBLISH the broker found no subscriber for gets PUBACK / PUBREC 0x10
+    /// No matching subscribers (sections 3.4.2.1, 3.5.2.1; see
+    /// [`crate::session::Connection::no_matching_subscribers`]). Default true.
+    pub no_matching_subscribers_reason: bool,
     /// Cap on outbound QoS 1/2 in flight, even if the client's Receive Maximum is larger.
     /// Default 1024.
     pub max_inflight_out: u16,
@@ -133,6 +137,7 @@ impl Default for ProtocolLimits {
             max_session_expiry: u32::MAX,
             v311_persistent_session_expiry: u32::MAX,
             v31_strict_client_id: false,
+            no_matching_subscribers_reason: true,
             max_inflight_out: 1024,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,

@@ -263,6 +263,27 @@ impl Connection {
         }
     }
 
+    /// The broker routed the message of `ack` (this connection's PUBACK / PUBREC, not sent
+    /// yet) and no subscription matched it: say so with reason 0x10 No matching subscribers
+    /// (MQTT 5 sections 3.4.2.1 and 3.5.2.1; a success code, so a QoS 2 flow goes on with
+    /// PUBREL / PUBCOMP). Only an MQTT 5 connection, with `no_matching_subscribers_reason`
+    /// on, and only a success ack. Returns whether the ack changed. The ack is then 5 bytes,
+    /// never more than the smallest MQTT 5 CONNACK the client accepted, so it fits the
+    /// client's Maximum Packet Size. The broker decides "no subscription"; see
+    /// `broker::router`.
+    pub fn no_matching_subscribers(&self, ack: &mut Packet) -> bool {
+        if !self.limits.no_matching_subscribers_reason || !self.version.is_some_and(|v| v.is_v5()) {
+            return false;
+        }
+        match ack {
+            Packet::PubAck(r) | Packet::PubRec(r) if r.reason == ReasonCode::SUCCESS => {
+                r.reason = ReasonCode::NO_MATCHING_SUBSCRIBERS;
+                true
+            }
+            _ => false,
+        }
+    }
+
     // --- time ---------------------------------------------------------------------------
 
     /// Any bytes from the client (even a partial packet) reset the keep-alive timer.

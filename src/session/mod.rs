@@ -7,7 +7,8 @@
 //!                 keep_alive_when_zero, v311_keep_alive_out_of_policy, receive_maximum,
 //!                 max_packet_size, topic_alias_maximum, max_qos, retain_available,
 //!                 wildcard_available, shared_available, sub_ids_available, max_session_expiry,
-//!                 v311_persistent_session_expiry, v31_strict_client_id, max_inflight_out, max_queued_messages,
+//!                 v311_persistent_session_expiry, v31_strict_client_id,
+//!                 no_matching_subscribers_reason, max_inflight_out, max_queued_messages,
 //!                 max_queued_bytes, queue_qos0_offline, max_outbound_topic_aliases,
 //!                 max_pending_before_connack }                      (Default = documented values)
 //!               V311KeepAlivePolicy { Accept (default: client value kept) | Clamp | Refuse
@@ -43,6 +44,8 @@
 //!   .take_over(new_clean_start, now, out)          v5 DISCONNECT 0x8E, Close (will per on_takeover)
 //!   .shutdown(now, out)                            v5 DISCONNECT 0x8B, Close (will now)
 //!   .take_session() -> Option<Session> (after Close; None before);  .session() -> Option<&Session>
+//!   .no_matching_subscribers(&mut Packet) -> bool  the broker matched no subscription for the
+//!                                                  PUBLISH of this queued PUBACK / PUBREC: 0x10
 //!   .version() -> Option<ProtocolVersion>;  .client_id() -> Option<&ByteString>
 //!   .keep_alive() -> u16 (effective);  .is_connected();  .is_closed()
 //! generate_client_id(worker: u32, counter: u64) -> ByteString   "ringmq-{worker}-{counter}"

@@ -6,6 +6,7 @@
 # latency buckets) are the storage threads' "log closed" lines at the end of each run.
 #
 #   RT="chrt -f 50" scripts/durability.sh [DURATION=10s] [CLIENTS=100] [RATE=200000]
+# ONLY_RESTART=1: only the restart comparison; RECOVERY_SESSIONS (100000) sessions for it.
 # Recovery time of 1M sessions x 10 subscriptions: cargo run --release --example recovery
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,11 @@ run() { # title, env...
     env "$@" scripts/bench.sh "${ARGS[@]}" 2>&1 | grep -aE "log closed|^metric|msgs/s|p50 us|p99 us|broker CPU s|msgs / broker CPU s|lost" | grep -v "user CPU"
     echo
 }
+if [[ -z ${ONLY_RESTART:-} ]]; then
 echo "ringmq-load ${ARGS[*]}"
 echo
 mkdir -p "$DATA/mosq"
+chmod 755 "$DATA"; chmod 777 "$DATA/mosq"
 run "in memory: ringmq vs Mosquitto (persistence true, autosave_interval 1800)" \
     BROKERS="ringmq mosquitto" MOSQUITTO_CONF_EXTRA="persistence true\npersistence_location $DATA/mosq/" RINGMQ_ARGS=""
 run "ringmq --durability sync" BROKERS=ringmq RINGMQ_ARGS="--data-dir $DATA/sync --durability sync"
@@ -30,6 +33,7 @@ run "ringmq --durability batched (commit_interval_ms 100)" BROKERS=ringmq RINGMQ
 run "ringmq --durability none (snapshots only)" BROKERS=ringmq RINGMQ_ARGS="--data-dir $DATA/none --durability none"
 du -sh "$DATA"/* 2>/dev/null
 rm -rf "$DATA"
+fi
 
 # Restart with N persistent sessions x 10 subscriptions (scripts/persist-sessions.py): the
 # time from start until the port accepts connections, ringmq and Mosquitto, and whether the
@@ -39,10 +43,16 @@ MOSQ=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 RBIN=${RINGMQ_BIN:-target/release/ringmq}
 DATA=$(mktemp -d /tmp/ringmq-durability.XXXXXX)
 wait_port() { for _ in $(seq 1 6000); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.01; done; return 1; }
-present() { # port -> Session Present of dev-00000000 (3.1.1, clean session 0)
+present() { # port -> Session Present of dev-00000000 (3.1.1, clean session 0), retrying the
+    # connection until the broker answers (the time to the first CONNACK)
     python3 - "$1" <<'PY'
-import socket, struct, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+import socket, struct, sys, time
+for _ in range(60000):
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+        break
+    except OSError:
+        time.sleep(0.001)
 cid = b"dev-00000000"
 body = struct.pack("!H", 4) + b"MQTT" + bytes([4, 0]) + struct.pack("!H", 60) + struct.pack("!H", len(cid)) + cid
 s.sendall(bytes([0x10, len(body)]) + body)
@@ -67,16 +77,18 @@ restart_cmp() { # name start-command...
     t1=$(date +%s.%N)
     "$@" >>"$DATA/$name.log" 2>&1 &
     pid=$!
-    wait_port 18899
+    local p
+    p=$(present 18899)
     local t2
     t2=$(date +%s.%N)
-    echo "$name: RSS with the sessions ${rss} kB; clean stop $(echo "$t1 - $t0" | bc) s; start until listening $(echo "$t2 - $t1" | bc) s; $(present 18899)"
+    echo "$name: RSS with the sessions ${rss} kB; clean stop $(echo "$t1 - $t0" | bc) s; start to first CONNACK $(echo "$t2 - $t1" | bc) s; $p"
     kill "$pid"
     wait "$pid" 2>/dev/null
 }
 echo "### restart with $N persistent sessions x 10 subscriptions"
 printf 'listener 18899 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/mosq/\nmax_queued_messages 1000\n' "$DATA" >"$DATA/mosquitto.conf"
 mkdir -p "$DATA/mosq"
+chmod 755 "$DATA"; chmod 777 "$DATA/mosq" # Mosquitto started as root drops to its own user
 restart_cmp mosquitto "$MOSQ" -c "$DATA/mosquitto.conf"
 restart_cmp ringmq "$RBIN" --listen 127.0.0.1:18899 --workers 2 --data-dir "$DATA/ringmq" --durability sync
 du -sh "$DATA/mosq" "$DATA/ringmq"

@@ -308,6 +308,93 @@ fn bind_all(
 }
 
 /// Start the broker: bind every listener, spawn the workers, return once all are running.
+/// The listeners of every worker, bound and listening.
+struct Bound {
+    per_worker: Vec<Vec<TcpListener>>,
+    layers: Vec<worker::Layers>,
+    addrs: Vec<SocketAddr>,
+    worker_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    ws_addrs: Vec<SocketAddr>,
+    wss_addrs: Vec<SocketAddr>,
+}
+
+fn bind_listeners(cfg: &Config, n: usize) -> std::io::Result<Bound> {
+    // One SO_REUSEPORT listener per worker per address; `layers` gets each engine listener's
+    // layers, in `Engine::listen` order (the same on every worker).
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    let mut layers: Vec<worker::Layers> = Vec::new();
+    let addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        cfg,
+        &cfg.listen,
+        &worker::Layers::default(),
+    )?;
+    let mut worker_addrs = Vec::new();
+    if let Some(base) = cfg.worker_port_base {
+        let ip = cfg.listen[0].ip();
+        for (w, slot) in per_worker.iter_mut().enumerate() {
+            let port = if base == 0 { 0 } else { base + w as u16 };
+            let l = make_listener(SocketAddr::new(ip, port), cfg, false)?;
+            worker_addrs.push(l.local_addr()?);
+            slot.push(l);
+        }
+        layers.push(worker::Layers::default());
+    }
+    let tls_setup = if cfg.tls_listen.is_empty() && cfg.wss_listen.is_empty() {
+        None
+    } else {
+        Some(Arc::new(crate::tls::TlsSetup::from_config(cfg).map_err(
+            |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+        )?))
+    };
+    let ws_config = Arc::new(crate::ws::WsConfig {
+        path: cfg.ws_path.clone(),
+        ..crate::ws::WsConfig::new(cfg.max_packet_size)
+    });
+    let tls_addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        cfg,
+        &cfg.tls_listen,
+        &worker::Layers {
+            tls: tls_setup.clone(),
+            ws: None,
+        },
+    )?;
+    let ws_addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        cfg,
+        &cfg.ws_listen,
+        &worker::Layers {
+            tls: None,
+            ws: Some(ws_config.clone()),
+        },
+    )?;
+    let wss_addrs = bind_all(
+        &mut per_worker,
+        &mut layers,
+        cfg,
+        &cfg.wss_listen,
+        &worker::Layers {
+            tls: tls_setup,
+            ws: Some(ws_config),
+        },
+    )?;
+
+    Ok(Bound {
+        per_worker,
+        layers,
+        addrs,
+        worker_addrs,
+        tls_addrs,
+        ws_addrs,
+        wss_addrs,
+    })
+}
+
 pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     cfg.validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -319,70 +406,6 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         ));
     }
 
-    // One SO_REUSEPORT listener per worker per address; `layers` gets each engine listener's
-    // layers, in `Engine::listen` order (the same on every worker).
-    let mut per_worker: Vec<Vec<TcpListener>> = (0..n).map(|_| Vec::new()).collect();
-    let mut layers: Vec<worker::Layers> = Vec::new();
-    let addrs = bind_all(
-        &mut per_worker,
-        &mut layers,
-        &cfg,
-        &cfg.listen,
-        &worker::Layers::default(),
-    )?;
-    let mut worker_addrs = Vec::new();
-    if let Some(base) = cfg.worker_port_base {
-        let ip = cfg.listen[0].ip();
-        for (w, slot) in per_worker.iter_mut().enumerate() {
-            let port = if base == 0 { 0 } else { base + w as u16 };
-            let l = make_listener(SocketAddr::new(ip, port), &cfg, false)?;
-            worker_addrs.push(l.local_addr()?);
-            slot.push(l);
-        }
-        layers.push(worker::Layers::default());
-    }
-    let tls_setup = if cfg.tls_listen.is_empty() && cfg.wss_listen.is_empty() {
-        None
-    } else {
-        Some(Arc::new(crate::tls::TlsSetup::from_config(&cfg).map_err(
-            |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-        )?))
-    };
-    let ws_config = Arc::new(crate::ws::WsConfig {
-        path: cfg.ws_path.clone(),
-        ..crate::ws::WsConfig::new(cfg.max_packet_size)
-    });
-    let tls_addrs = bind_all(
-        &mut per_worker,
-        &mut layers,
-        &cfg,
-        &cfg.tls_listen,
-        &worker::Layers {
-            tls: tls_setup.clone(),
-            ws: None,
-        },
-    )?;
-    let ws_addrs = bind_all(
-        &mut per_worker,
-        &mut layers,
-        &cfg,
-        &cfg.ws_listen,
-        &worker::Layers {
-            tls: None,
-            ws: Some(ws_config.clone()),
-        },
-    )?;
-    let wss_addrs = bind_all(
-        &mut per_worker,
-        &mut layers,
-        &cfg,
-        &cfg.wss_listen,
-        &worker::Layers {
-            tls: tls_setup,
-            ws: Some(ws_config),
-        },
-    )?;
-
     let auth_state = crate::auth::Auth::from_config(&cfg)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let (auth_jobs, auth_rx) = if auth_state.has_passwords() {
@@ -393,7 +416,6 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
     };
     let shared = Arc::new(Shared::new(cfg, n, auth_state, auth_jobs));
     let metrics = shared.metrics.clone();
-    let layers = Arc::new(layers);
     if let Some(rx) = auth_rx {
         auth::spawn_verifiers(shared.cfg.auth_threads, Arc::downgrade(&shared), rx)?;
     }
@@ -428,6 +450,26 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         None => ((0..n).map(|_| None).collect(), None),
     };
     let mut logs = logs;
+    // Listening only once the data dir is restored: a client that connects is served with
+    // its session, and a health check does not see the port before the broker is ready.
+    let Bound {
+        per_worker,
+        layers,
+        addrs,
+        worker_addrs,
+        tls_addrs,
+        ws_addrs,
+        wss_addrs,
+    } = match bind_listeners(&shared.cfg, n) {
+        Ok(b) => b,
+        Err(e) => {
+            for l in logs.iter().flatten() {
+                l.stop();
+            }
+            return Err(e);
+        }
+    };
+    let layers = Arc::new(layers);
 
     let (tx, rx) = std::sync::mpsc::channel::<(usize, std::io::Result<Remote>)>();
     let barrier = Arc::new(Barrier::new(n + 1));

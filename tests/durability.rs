@@ -781,3 +781,45 @@ fn a_full_disk_refuses_what_it_cannot_keep_and_recovers_by_itself() {
     );
     drop(b);
 }
+
+#[test]
+fn a_restored_subscription_on_one_worker_is_seen_by_a_publisher_on_the_other() {
+    let dir = temp_dir("views");
+    let base = free_port();
+    let w = |i: u16| -> SocketAddr { format!("127.0.0.1:{}", base + i).parse().unwrap() };
+    let args = ["--worker-port-base", &base.to_string()];
+    let mut b = Broker::start(&dir, &args);
+    let (mut s, _) = connect(w(0), v5_connect("view-sub", true, 3600));
+    subscribe(&mut s, 1, "v/#", QoS::AtLeastOnce);
+    drop(s);
+    b.kill();
+    drop(b);
+    let b = Broker::start(&dir, &args);
+    // PUBACK 0x10 would say nobody subscribes: the view of worker 0's restored filters must
+    // be in place on worker 1.
+    let (mut p, _) = connect(w(1), v5_connect("view-pub", true, 0));
+    p.send(&publish("v/x", "seen", QoS::AtLeastOnce, 1, false, false));
+    match p.recv(Duration::from_secs(5)) {
+        Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::SUCCESS),
+        other => panic!("{other:?}"),
+    }
+    // And the views are in step: a topic nobody subscribes to still gets 0x10.
+    p.send(&publish(
+        "nobody/x",
+        "lost",
+        QoS::AtLeastOnce,
+        2,
+        false,
+        false,
+    ));
+    match p.recv(Duration::from_secs(5)) {
+        Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS),
+        other => panic!("{other:?}"),
+    }
+    let (mut s, a) = connect(w(0), v5_connect("view-sub", false, 3600));
+    assert!(a.session_present);
+    let got = drain(&mut s, Duration::from_secs(1));
+    assert!(got.iter().any(|(m, _)| m == "seen"), "{got:?}");
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -404,6 +404,9 @@ pub struct Core {
     /// This worker's view of the filters the other workers' sessions subscribe to (PUBACK
     /// 0x10), kept in step by `Mail::Filter`.
     pub(super) remote_filters: crate::routing::remote::RemoteFilters,
+    /// While restoring a data dir: the filters added, for the other workers' views (instead
+    /// of one `Mail::Filter` each).
+    pub(super) restored_filters: Option<Vec<ByteString>>,
     /// Clients whose output is held, by hold token.
     pub(super) holds: hashbrown::HashMap<u64, ConnId>,
     pub(super) next_token: u64,
@@ -467,6 +470,7 @@ impl Core {
             shared_picks: Vec::new(),
             shared_view: SharedSubscriptions::new(),
             remote_filters: crate::routing::remote::RemoteFilters::new(n),
+            restored_filters: None,
             holds: hashbrown::HashMap::new(),
             next_token: 1,
             mailbox_full: false,

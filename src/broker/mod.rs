@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
+use bytestring::ByteString;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::config::Config;
@@ -199,6 +200,29 @@ fn open_storage(
             sc.spawn(move || core.restore(restored, now));
         }
     });
+    // The other workers' views of each worker's restored filters (PUBACK 0x10), in one go.
+    let filters: Vec<Vec<ByteString>> = cores
+        .iter_mut()
+        .map(|c| {
+            c.as_mut()
+                .map(|c| c.take_restored_filters())
+                .unwrap_or_default()
+        })
+        .collect();
+    std::thread::scope(|sc| {
+        for (v, core) in cores.iter_mut().enumerate() {
+            let core = core.as_mut().expect("cores are built");
+            let filters = &filters;
+            sc.spawn(move || {
+                for (w, list) in filters.iter().enumerate() {
+                    if w != v {
+                        core.apply_restored_filters(w as u16, list);
+                    }
+                }
+            });
+        }
+    });
+    drop(filters);
     if let Some(c) = cores[0].as_mut() {
         c.publish_recovered_wills(std::mem::take(&mut rec.wills), now);
     }

@@ -60,6 +60,19 @@ impl Core {
         self.persist = Some(Persist::new(mode, snapshot_interval, now));
     }
 
+    /// The filters `restore` indexed, each counted as one change for the other workers'
+    /// views, which `apply_restored_filters` then fills; restoring is over.
+    pub fn take_restored_filters(&mut self) -> Vec<ByteString> {
+        self.restored_filters.take().unwrap_or_default()
+    }
+
+    /// Worker `from`'s restored filters into this worker's view (see `take_restored_filters`).
+    pub fn apply_restored_filters(&mut self, from: u16, filters: &[ByteString]) {
+        for f in filters {
+            self.apply_filter(from, f, true);
+        }
+    }
+
     /// Publish the wills recovery found due (after every worker restored its sessions).
     pub fn publish_recovered_wills(&mut self, wills: Vec<Message>, now: Instant) {
         for w in wills {
@@ -373,6 +386,7 @@ impl Core {
 
     /// Install the sessions recovered for this worker (before its first input).
     pub fn restore(&mut self, restored: Vec<Restored>, now: Instant) {
+        self.restored_filters.get_or_insert_with(Vec::new);
         for r in restored {
             let key = self.new_session_entry(
                 r.client_id.clone(),

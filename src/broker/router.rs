@@ -215,6 +215,11 @@ impl Core {
         }
         self.count_filter_change();
         let filter = ByteString::from(filter);
+        if let Some(restored) = self.restored_filters.as_mut() {
+            // At start: the views are filled from these lists in one go (`persist.rs`).
+            restored.push(filter);
+            return;
+        }
         for w in 0..self.shared.workers() as u16 {
             if w != self.id {
                 let (from, filter) = (self.id, filter.clone());

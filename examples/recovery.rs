@@ -2,7 +2,8 @@
 //! each as two workers' snapshots (the format the broker writes), then starts a broker on it
 //! and reports how long reading, restoring and writing the first snapshots took.
 //!
-//! `cargo run --release --example recovery -- [SESSIONS] [SUBS] [DIR]`
+//! `cargo run --release --example recovery -- [SESSIONS] [SUBS] [DIR]` (env RINGMQ_NO_0X10=1:
+//! `no_matching_subscribers_reason = false`)
 //! (defaults 1000000, 10, a temp dir; the dir is removed afterwards unless given).
 
 use std::time::{Duration, Instant};
@@ -80,6 +81,8 @@ fn main() {
         data_dir: Some(dir.clone()),
         max_sessions_per_worker: n,
         sys_interval_secs: 0,
+        // RINGMQ_NO_0X10=1: without the other workers' filter views (PUBACK 0x10).
+        no_matching_subscribers_reason: std::env::var("RINGMQ_NO_0X10").is_err(),
         ..Default::default()
     };
     let t1 = Instant::now();

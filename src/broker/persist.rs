@@ -68,9 +68,7 @@ impl Core {
 
     /// Worker `from`'s restored filters into this worker's view (see `take_restored_filters`).
     pub fn apply_restored_filters(&mut self, from: u16, filters: &[ByteString]) {
-        for f in filters {
-            self.apply_filter(from, f, true);
-        }
+        self.remote_filters.add_restored(from, filters);
     }
 
     /// Publish the wills recovery found due (after every worker restored its sessions).

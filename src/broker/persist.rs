@@ -10,10 +10,12 @@
 //! retained store. They are appended to `Persist::log`; the shell takes them after each
 //! input (`Core::take_log`) and gives them to the storage thread.
 //!
-//! # The commit barrier (`durability = sync`)
+//! # The commit barrier (`durability = sync` and `batched`)
 //! The first record of a batch puts a barrier into the effect queue: the effects queued
 //! after it in that input (acks, deliveries, mail to other workers) wait until the shell
-//! reports the batch committed (`Input::Committed`). One barrier per batch, so a pass that
+//! reports the batch committed (`Input::Committed`): on disk (`sync`, after fdatasync) or
+//! written to the kernel (`batched`, which syncs every `commit_interval_ms`; a crash of the
+//! broker alone then loses nothing acknowledged, a crash of the machine up to that interval). One barrier per batch, so a pass that
 //! acknowledges a thousand PUBLISHes waits for one fdatasync. Later effects wait too when
 //! they are for a connection that has effects waiting, or are mail while mail waits (order
 //! per connection and per pair of workers); anything else goes at once, so a refusal, a
@@ -84,7 +86,7 @@ impl Core {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        if p.mode == Durability::Sync && !p.barrier_open {
+        if p.mode != Durability::None && !p.barrier_open {
             p.barrier_open = true;
             let b = p.batch;
             self.effects.push_back(Fx::Barrier(b));
@@ -285,11 +287,11 @@ impl Core {
         self.opened();
     }
 
-    /// In `sync` mode a QoS 1/2 PUBLISH waits for the commit of every worker it reaches.
+    /// With a log, a QoS 1/2 PUBLISH's ack waits for the commit of every worker it reaches.
     pub(super) fn acks_wait_for_commit(&self) -> bool {
         self.persist
             .as_ref()
-            .is_some_and(|p| p.mode == Durability::Sync)
+            .is_some_and(|p| p.mode != Durability::None)
     }
 
     /// The records since the last call and their batch, for the storage thread (the shell

@@ -345,9 +345,8 @@ impl Writer {
                     1,
                 );
                 pending.clear();
-                if self.mode != Durability::Batched || !self.unsynced {
-                    self.inner.committed.store(batch, Ordering::Release);
-                }
+                // sync: on disk; batched: written (synced within commit_interval).
+                self.inner.committed.store(batch, Ordering::Release);
                 if self.failing {
                     self.failing = false;
                     self.inner.failed.store(false, Ordering::Relaxed);

@@ -37,8 +37,9 @@ pub enum Durability {
     /// Before the acknowledgement leaves (fdatasync; one commit per loop pass and worker).
     #[default]
     Sync,
-    /// Written at once, fdatasync every `commit_interval_ms`: a crash of the machine can
-    /// lose that much; a crash of the broker alone loses nothing written.
+    /// Acknowledged once written to the kernel, fdatasync every `commit_interval_ms`: a
+    /// crash of the machine can lose that much; a crash of the broker alone loses nothing
+    /// acknowledged.
     Batched,
     /// No log: a snapshot every `snapshot_interval_secs` and at a clean stop.
     None,

@@ -229,6 +229,9 @@ struct Link {
     /// Bytes the transport holds (not yet reported by `Input::Sent`).
     transport: usize,
     connack: Option<ReasonCode>,
+    /// The core held the session on this connection at some point (its CONNECT was
+    /// accepted, even if the CONNACK waited for a commit and never arrived).
+    accepted: bool,
     end: Option<End>,
     /// Will token (storm connections).
     will: Option<u32>,
@@ -242,6 +245,13 @@ struct Link {
 struct Sim {
     rng: Rng,
     seed: u64,
+    /// Odd seeds run the cores with a log (durability `sync`): the simulation plays the
+    /// storage thread, committing each worker's batches in order at random moments, so
+    /// every acknowledgement, delivery and mail that waits for a commit is exercised.
+    durable: bool,
+    /// Per worker: batches taken from its core and not yet reported committed.
+    uncommitted: Vec<VecDeque<u64>>,
+    log_buf: Vec<u8>,
     step: u64,
     base: Instant,
     clock: Duration,
@@ -318,8 +328,21 @@ impl Sim {
         let auth = crate::auth::Auth::from_config(&cfg).expect("open broker");
         let shared = Arc::new(Shared::new(cfg, n, auth, None));
         let base = Instant::now();
+        let durable = seed % 2 == 1;
         let cores = (0..n)
-            .map(|w| Core::new(w as u16, shared.clone(), base))
+            .map(|w| {
+                let mut c = Core::new(w as u16, shared.clone(), base);
+                if durable {
+                    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    c.enable_persist(
+                        crate::storage::Durability::Sync,
+                        Duration::from_secs(300),
+                        flag,
+                        base,
+                    );
+                }
+                c
+            })
             .collect();
         let qos = if rng.chance(50) {
             QoS::AtLeastOnce
@@ -334,6 +357,9 @@ impl Sim {
         Sim {
             rng,
             seed,
+            durable,
+            uncommitted: (0..n).map(|_| VecDeque::new()).collect(),
+            log_buf: Vec::new(),
             step: 0,
             base,
             clock: Duration::ZERO,
@@ -448,6 +474,7 @@ impl Sim {
             from_broker: BytesMut::new(),
             transport: 0,
             connack: None,
+            accepted: false,
             end: None,
             will: None,
             next_pid: 1,
@@ -474,7 +501,39 @@ impl Sim {
     fn input(&mut self, worker: usize, input: Input<'_>) {
         let now = self.now();
         self.cores[worker].handle(input, now);
+        if let Some(b) = self.cores[worker].take_log(&mut self.log_buf) {
+            self.uncommitted[worker].push_back(b);
+        }
+        if self.durable {
+            // Note acceptance when it happens (the CONNACK may wait for a commit).
+            for &l in &self.active {
+                let k = &mut self.links[l];
+                if k.worker == worker && !k.accepted && k.will.is_some() {
+                    k.accepted = self.cores[worker].holds_session(k.id);
+                }
+            }
+        }
         self.execute(worker);
+    }
+
+    /// The storage thread of a worker reports its oldest batch on disk.
+    fn commit_one(&mut self) -> bool {
+        let ready: Vec<usize> = (0..self.n())
+            .filter(|&w| !self.uncommitted[w].is_empty())
+            .collect();
+        if ready.is_empty() {
+            return false;
+        }
+        let w = ready[self.rng.below(ready.len())];
+        // A commit covers every batch handed over before it (group commit).
+        let upto = 1 + self.rng.below(self.uncommitted[w].len());
+        let mut b = 0;
+        for _ in 0..upto {
+            b = self.uncommitted[w].pop_front().expect("counted");
+        }
+        trace!(self, "worker {w} committed batch {b}");
+        self.input(w, Input::Committed(b));
+        true
     }
 
     fn execute(&mut self, worker: usize) {
@@ -872,6 +931,7 @@ impl Sim {
             70..=84 => self.deliver_mail(),
             85..=89 => self.report_sent(),
             90..=94 => self.report_closed(),
+            _ if self.durable && self.rng.chance(60) && self.commit_one() => {}
             _ => self.tick(),
         }
     }
@@ -980,15 +1040,18 @@ impl Sim {
     }
 
     fn deliver_bytes_on(&mut self, l: usize, take: usize) {
+        let (w, id) = (self.links[l].worker, self.links[l].id);
+        // A core that already decided to close (its Close may wait for a commit) does not
+        // read a DISCONNECT that arrives now: the end is the broker's close, not the client's.
+        let read = self.cores[w].reads_from(id);
         let link = &mut self.links[l];
         let data: Vec<u8> = link.to_broker.drain(..take).collect();
         link.sent_total += take;
         if let Some((at, normal)) = link.disconnect_at {
-            if link.sent_total >= at && link.end.is_none() {
+            if link.sent_total >= at && link.end.is_none() && read {
                 link.end = Some(if normal { End::Normal } else { End::Abnormal });
             }
         }
-        let (w, id) = (link.worker, link.id);
         trace!(
             self,
             "deliver {take} bytes on link {l} (end {:?})",
@@ -1059,9 +1122,13 @@ impl Sim {
         link.to_broker.clear();
         let (w, id) = (link.worker, link.id);
         let (link_end, link_connack, link_will) = (link.end, link.connack, link.will);
+        // Accepted but its CONNACK still waits for a commit (durable seeds): the broker
+        // holds the session on this connection, so the will is armed all the same.
+        let accepted = self.links[l].accepted || self.cores[w].holds_session(id);
+        let link = &self.links[l];
         // A storm connection's will is decided by how it ended.
         if let (Some(t), Some(End::Abnormal)) = (link.will, link.end) {
-            if link.connack == Some(ReasonCode::SUCCESS) {
+            if link.connack == Some(ReasonCode::SUCCESS) || accepted {
                 self.wills_expected.insert(t);
             }
         }
@@ -1146,13 +1213,22 @@ impl Sim {
                 .iter()
                 .any(|k| k.paused && k.state == LinkState::Open);
             if bytes.is_empty() && mails.is_empty() && sent.is_empty() && closed.is_empty() {
+                if self.commit_one() {
+                    continue;
+                }
                 if !paused {
                     return Ok(());
                 }
                 self.tick_all(Duration::from_millis(50));
                 continue;
             }
-            match self.rng.below(4) {
+            let pick = if self.durable {
+                self.rng.below(5)
+            } else {
+                self.rng.below(4)
+            };
+            match pick {
+                4 if self.commit_one() => {}
                 0 if !bytes.is_empty() => {
                     let l = bytes[self.rng.below(bytes.len())];
                     let len = self.links[l].to_broker.len();

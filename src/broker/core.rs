@@ -163,6 +163,9 @@ pub(super) enum Fx {
     Post {
         worker: u16,
         mail: Mail,
+        /// Waits for the commit of what this input logged (`post_after_commit`); any other
+        /// mail goes at once, so mail between workers keeps the order of the decisions.
+        after_commit: bool,
     },
     Wake(u16),
     /// Everything after this waits until log batch `.0` is committed (`persist.rs`).
@@ -213,6 +216,9 @@ pub(super) struct Hold {
     pub paused: bool,
     /// Inbound QoS 2 ids whose PUBREC is among the held bytes: logged at release.
     pub in2: Vec<u16>,
+    /// The log batch of the input that opened a durable hold: its local copies must be on
+    /// disk too before the held acknowledgements go.
+    pub batch: u64,
 }
 
 // --- durability: the state behind `persist.rs` ---------------------------------------
@@ -437,6 +443,8 @@ pub struct Core {
     held_posts: usize,
     /// The batch of the last barrier `poll_effect` passed (effects after it wait for it).
     gate: u64,
+    /// A held post was just released: its wake follows.
+    wake_after_held: Option<u16>,
     /// Durability (`--data-dir`): the log and the commit barrier.
     pub(super) persist: Option<Persist>,
     shutting_down: bool,
@@ -488,6 +496,7 @@ impl Core {
             held_conns: hashbrown::HashMap::new(),
             held_posts: 0,
             gate: 0,
+            wake_after_held: None,
             persist: None,
             shutting_down: false,
             started: now,
@@ -530,6 +539,29 @@ impl Core {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether the core still reads from this connection (it has not decided to close it;
+    /// the `Close` effect may wait for a commit). The simulation needs it to know whether a
+    /// client's DISCONNECT arriving now is read.
+    #[doc(hidden)]
+    pub fn reads_from(&self, conn: ConnId) -> bool {
+        self.client_index(conn)
+            .is_some_and(|i| self.clients[i].link == Link::Open)
+    }
+
+    /// Whether this connection holds its session (its CONNECT was accepted; the CONNACK may
+    /// still wait for a commit).
+    #[doc(hidden)]
+    pub fn holds_session(&self, conn: ConnId) -> bool {
+        let Some(i) = self.client_index(conn) else {
+            return false;
+        };
+        let Some(key) = self.clients[i].session else {
+            return false;
+        };
+        self.session(key)
+            .is_some_and(|e| matches!(e.state, SessionState::Online { conn: c } if c == conn))
     }
 
     /// Slots that moved and relay to another slot: (slot, to worker, to slot).
@@ -587,6 +619,9 @@ impl Core {
     /// The next effect for the shell, in order. `None` when none is left; effects that wait
     /// for a log commit (`persist.rs`) stay behind until `Input::Committed` releases them.
     pub fn poll_effect(&mut self) -> Option<Effect<'_>> {
+        if let Some(w) = self.wake_after_held.take() {
+            return Some(Effect::Wake(w));
+        }
         let fx = loop {
             if self
                 .held
@@ -595,6 +630,10 @@ impl Core {
             {
                 let (_, fx) = self.held.pop_front().expect("front exists");
                 self.unhold(&fx);
+                if let Fx::Post { worker, .. } = fx {
+                    // Its wake went long ago.
+                    self.wake_after_held = Some(worker);
+                }
                 break fx;
             }
             match self.effects.pop_front() {
@@ -615,6 +654,14 @@ impl Core {
                     return None;
                 }
                 Some(Fx::Barrier(b)) => self.gate = b,
+                // Only acknowledgements wait; wakes and mail that announces nothing go.
+                Some(
+                    fx @ (Fx::Wake(_)
+                    | Fx::Post {
+                        after_commit: false,
+                        ..
+                    }),
+                ) => break fx,
                 Some(fx) => {
                     let committed = self.committed();
                     let wait = if self.gate > committed {
@@ -642,7 +689,7 @@ impl Core {
             Fx::Close(c) => Effect::Close(c),
             Fx::PauseRecv(c) => Effect::PauseRecv(c),
             Fx::ResumeRecv(c) => Effect::ResumeRecv(c),
-            Fx::Post { worker, mail } => Effect::Post { worker, mail },
+            Fx::Post { worker, mail, .. } => Effect::Post { worker, mail },
             Fx::Wake(w) => Effect::Wake(w),
             Fx::Barrier(_) => unreachable!("barriers are never held"),
         })
@@ -689,6 +736,31 @@ impl Core {
                 }
             }
             None => self.held_posts -= 1,
+        }
+    }
+
+    /// Forget the output of `conn` that waits for a commit (`sends_only`: keep its pause,
+    /// resume and close). For a connection that is gone, or whose session was taken over:
+    /// what waits there was decided for a session that lives on elsewhere now (its new
+    /// connection resends what is not acknowledged), and sending it after the take-over
+    /// would show the client a message again without DUP.
+    pub(super) fn drop_held(&mut self, conn: ConnId, sends_only: bool) {
+        if !self.held_conns.contains_key(&conn) {
+            return;
+        }
+        let mut left = 0;
+        self.held.retain(|(_, fx)| {
+            if Self::fx_conn(fx) != Some(conn) {
+                return true;
+            }
+            let keep = sends_only && !matches!(fx, Fx::Send { .. });
+            left += keep as usize;
+            keep
+        });
+        if left == 0 {
+            self.held_conns.remove(&conn);
+        } else {
+            self.held_conns.insert(conn, left);
         }
     }
 
@@ -836,8 +908,27 @@ impl Core {
             }
             self.shared.mailbox_bytes[w].fetch_add(bytes, Ordering::Relaxed);
         }
-        self.effects.push_back(Fx::Post { worker, mail });
+        self.effects.push_back(Fx::Post {
+            worker,
+            mail,
+            after_commit: false,
+        });
         self.to_wake[w] = true;
+    }
+
+    /// Mail that announces something this input logged (a stored session, a committed
+    /// copy): it leaves once that is on disk (`persist.rs`). To this worker itself it is
+    /// handled in this input (its records follow in the same batch).
+    pub(super) fn post_after_commit(&mut self, worker: u16, mail: Mail) {
+        if worker == self.id || self.persist.is_none() {
+            return self.post(worker, mail);
+        }
+        self.effects.push_back(Fx::Post {
+            worker,
+            mail,
+            after_commit: true,
+        });
+        self.to_wake[worker as usize] = true;
     }
 
     fn flush_wakes(&mut self) {
@@ -950,6 +1041,10 @@ impl Core {
         if hold.paused && !self.paused.contains(&conn) {
             self.effects.push_back(Fx::ResumeRecv(conn));
         }
+        if hold.durable && hold.batch > self.committed() {
+            // Released in a later input: still after the commit of the input that held it.
+            self.effects.push_back(Fx::Barrier(hold.batch));
+        }
         if !hold.in2.is_empty() {
             self.persist_in2(idx, &hold.in2);
         }
@@ -1031,6 +1126,7 @@ impl Core {
             durable: false,
             paused: false,
             in2: Vec::new(),
+            batch: 0,
         });
         self.holds.insert(token, conn);
     }
@@ -1040,14 +1136,21 @@ impl Core {
     /// published). Joins a hold already open.
     pub(super) fn hold_for(&mut self, idx: usize, n: usize) -> u64 {
         let c = &mut self.clients[idx];
+        // The batch this input's records so far belong to, or the last one handed over.
+        let open_batch =
+            self.persist
+                .as_ref()
+                .map_or(0, |p| if p.barrier_open { p.batch } else { p.batch - 1 });
         if let Some(h) = c.extra.as_mut().and_then(|e| e.hold.as_mut()) {
             h.waiting += n;
             h.durable = true;
+            h.batch = h.batch.max(open_batch);
             return h.token;
         }
         let token = self.next_token;
         self.next_token += 1;
         let conn = c.id;
+        let batch = open_batch;
         c.extra().hold = Some(Hold {
             token,
             waiting: n,
@@ -1055,6 +1158,7 @@ impl Core {
             durable: true,
             paused: false,
             in2: Vec::new(),
+            batch,
         });
         self.holds.insert(token, conn);
         token
@@ -1194,6 +1298,8 @@ impl Core {
             self.run_work(now);
         }
         self.by_slot[conn.slot as usize] = NO_CLIENT;
+        // Output waiting for a commit has nowhere to go now.
+        self.drop_held(conn, false);
         let client = self.clients.remove(idx);
         if let Some(h) = client.extra.as_ref().and_then(|e| e.hold.as_ref()) {
             self.holds.remove(&h.token);
@@ -1487,7 +1593,7 @@ impl Core {
             } => {
                 self.deliver_to(session, &msg, &delivery, now);
                 if let Some((w, token)) = ack {
-                    self.post(w, Mail::SharedApplied { token });
+                    self.post_after_commit(w, Mail::SharedApplied { token });
                 }
             }
             Mail::TakeOver(t) => self.on_takeover(t, now),
@@ -1512,7 +1618,7 @@ impl Core {
             Mail::PublishAcked { msg, ack } => {
                 self.route_local(&msg, now);
                 // Behind the barrier of what the routing logged, if anything.
-                self.post(ack.0, Mail::SharedApplied { token: ack.1 });
+                self.post_after_commit(ack.0, Mail::SharedApplied { token: ack.1 });
             }
             Mail::Stored { client_id, epoch } => self.on_stored(client_id, epoch, now),
         }

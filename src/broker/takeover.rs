@@ -196,6 +196,7 @@ impl Core {
                     // or, when the session continues and the will has a delay, travels with
                     // the session until a connection resumes it.
                     self.clients[idx].session = None;
+                    self.drop_held(conn, true);
                     let clean_start = t.clean_start;
                     if let Some(s) = self.clients[idx].conn.session() {
                         if let Some(w) = s.will() {
@@ -324,7 +325,7 @@ impl Core {
         // of its image), or the session ended. A hand-off passed on carries it further.
         if let (Some((w, epoch)), false) = (origin, passed) {
             let client_id = client.unwrap_or_default();
-            self.post(w, Mail::Stored { client_id, epoch });
+            self.post_after_commit(w, Mail::Stored { client_id, epoch });
         }
     }
 
@@ -418,7 +419,7 @@ impl Core {
             self.publish_carried(will.take(), now);
             if let Some((w, epoch)) = origin.take() {
                 let client_id = next.client_id.clone();
-                self.post(w, Mail::Stored { client_id, epoch });
+                self.post_after_commit(w, Mail::Stored { client_id, epoch });
             }
         }
         let mut from = None;

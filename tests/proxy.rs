@@ -370,3 +370,63 @@ fn websocket_listener_with_proxy_header_then_upgrade() {
     assert_eq!(b.metric("ws_handshakes"), 1);
     assert_eq!(b.metric("proxy_errors"), 0);
 }
+
+/// Over a WebSocket listener with PROXY: the header, an upgrade with `X-Forwarded-For: xff`,
+/// then a 3.1.1 CONNECT in one frame; the CONNACK's return code byte.
+fn ws_login(addr: SocketAddr, header: &[u8], xff: &str, pw: &str) -> u8 {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(T)).unwrap();
+    let upgrade = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\
+         X-Forwarded-For: {xff}\r\n\r\n"
+    );
+    let connect = connect_bytes(login(ProtocolVersion::V311, "x", "alice", pw));
+    let mut frame = vec![0x82, 0x80 | connect.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(&connect);
+    tcp.write_all(&[header, upgrade.as_bytes(), &frame].concat())
+        .unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let body = &got[end + 4..];
+            if body.len() >= 6 {
+                assert_eq!(body[..4], [0x82, 0x04, 0x20, 0x02], "a CONNACK frame");
+                return body[5];
+            }
+        }
+        let n = tcp.read(&mut tmp).expect("an answer");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+}
+
+/// Load balancer (PROXY) in front of an HTTP proxy (X-Forwarded-For): the forwarded address
+/// is believed because the PROXY header's source is a trusted proxy (the socket's own
+/// address, 127.0.0.1, is not), and the failed-login limit counts it.
+#[test]
+fn websocket_forwarded_for_is_trusted_by_the_proxy_header_source() {
+    let f = PasswordFile::new("xff");
+    let pw = f.0.join("passwd");
+    let b = TestBroker::start_with(1, |c| {
+        c.ws_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.proxy_protocol_listeners = c.ws_listen.clone();
+        c.ws_trusted_proxies = vec!["198.51.100.7".parse().unwrap()];
+        c.password_file = Some(pw);
+        c.auth_fail_burst = 1;
+        c.auth_fail_refill_secs = 3600;
+    });
+    let ws = b.handle.as_ref().unwrap().ws_addrs()[0];
+    let http_proxy = v1("198.51.100.7", 1000);
+    // 3.1.1 return codes: 0 accepted, 3 server unavailable (rate limited), 4 bad password.
+    assert_eq!(ws_login(ws, &http_proxy, "203.0.113.1", "wrong"), 4);
+    assert_eq!(ws_login(ws, &http_proxy, "203.0.113.1", "apw"), 3);
+    assert_eq!(ws_login(ws, &http_proxy, "203.0.113.2", "apw"), 0);
+    // From an untrusted source, X-Forwarded-For is ignored: the header's source counts.
+    let other = v2_tcp("198.51.100.99", 1000);
+    assert_eq!(ws_login(ws, &other, "203.0.113.3", "wrong"), 4);
+    assert_eq!(ws_login(ws, &other, "203.0.113.4", "apw"), 3);
+    assert_eq!(b.metric("auth_rate_limited"), 2);
+}

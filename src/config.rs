@@ -381,9 +381,14 @@ impl Config {
             return bad("wss_listen", "wss_listen needs tls_cert and tls_key".into());
         }
         if let Some(a) = self.proxy_protocol_listeners.iter().find(|a| {
-            ![&self.listen, &self.tls_listen, &self.ws_listen, &self.wss_listen]
-                .iter()
-                .any(|l| l.contains(a))
+            ![
+                &self.listen,
+                &self.tls_listen,
+                &self.ws_listen,
+                &self.wss_listen,
+            ]
+            .iter()
+            .any(|l| l.contains(a))
         }) {
             return bad(
                 "proxy_protocol_listeners",

@@ -102,7 +102,11 @@ fn closed_without_answer(addr: SocketAddr, bytes: &[u8]) {
     // The write may fail once the broker closed: that is the outcome expected.
     let _ = raw.send_bytes(bytes);
     let (seen, end) = raw.wait_closed(T);
-    assert!(end.is_some(), "not closed: {:?}", String::from_utf8_lossy(bytes));
+    assert!(
+        end.is_some(),
+        "not closed: {:?}",
+        String::from_utf8_lossy(bytes)
+    );
     assert!(seen.is_empty(), "answered {seen:?}");
 }
 
@@ -157,15 +161,21 @@ fn v1_and_v2_headers_then_connect_get_connack() {
 fn header_split_over_several_writes() {
     let b = proxy_broker(|_| {});
     for h in [v1("198.51.100.7", 40000), v2_tcp("2001:db8::9", 5)] {
-        let bytes = [&h[..], &connect_bytes(connect_packet(ProtocolVersion::V311, "s", 30, true))]
-            .concat();
+        let bytes = [
+            &h[..],
+            &connect_bytes(connect_packet(ProtocolVersion::V311, "s", 30, true)),
+        ]
+        .concat();
         // Byte by byte (the socket may still coalesce some; the broker must not care).
         let mut raw = Raw::connect_tcp(b.addr, ProtocolVersion::V311);
         for byte in &bytes {
             raw.send_bytes(std::slice::from_ref(byte)).unwrap();
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(matches!(raw.recv(T), Some(Packet::ConnAck(_))), "byte by byte");
+        assert!(
+            matches!(raw.recv(T), Some(Packet::ConnAck(_))),
+            "byte by byte"
+        );
         // The header's end and the CONNECT's start in one write.
         let mut raw = Raw::connect_tcp(b.addr, ProtocolVersion::V311);
         let cut = h.len() - 3;
@@ -174,7 +184,10 @@ fn header_split_over_several_writes() {
         raw.send_bytes(&bytes[cut..h.len() + 4]).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         raw.send_bytes(&bytes[h.len() + 4..]).unwrap();
-        assert!(matches!(raw.recv(T), Some(Packet::ConnAck(_))), "in 3 writes");
+        assert!(
+            matches!(raw.recv(T), Some(Packet::ConnAck(_))),
+            "in 3 writes"
+        );
     }
     assert_eq!(b.metric("proxy_errors"), 0);
 }
@@ -191,7 +204,10 @@ fn garbage_or_a_bad_header_is_closed_and_counted() {
         ("MQTT without a header", connect.clone()),
         ("HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("binary garbage", vec![0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3]),
-        ("v1 bad address", b"PROXY TCP4 1.2.3 4.5.6.7 1 2\r\n".to_vec()),
+        (
+            "v1 bad address",
+            b"PROXY TCP4 1.2.3 4.5.6.7 1 2\r\n".to_vec(),
+        ),
         ("v1 too long", too_long),
         ("v2 bad signature", [&bad_sig[..], &connect].concat()),
         ("v2 length over the bound", {
@@ -232,7 +248,11 @@ fn a_listener_without_proxy_treats_a_proxy_line_as_a_bad_packet() {
     closed_without_answer(plain, &h);
     // And MQTT there works as ever.
     assert_eq!(
-        connect_via(plain, b"", connect_packet(ProtocolVersion::V5, "n", 30, true)),
+        connect_via(
+            plain,
+            b"",
+            connect_packet(ProtocolVersion::V5, "n", 30, true)
+        ),
         Ok(ReasonCode::SUCCESS)
     );
     assert_eq!(b.metric("proxy_errors"), 0);
@@ -272,16 +292,34 @@ fn failed_login_limit_applies_to_the_header_source() {
     let mallory = v1("198.51.100.66", 5000);
     let mallory_v2 = v2_tcp("198.51.100.66", 5001);
     let carol = v2_tcp("203.0.113.5", 5000);
-    assert_eq!(connect_via(b.addr, &mallory, bad()), Ok(ReasonCode::BAD_USER_NAME_OR_PASSWORD));
-    assert_eq!(connect_via(b.addr, &mallory_v2, bad()), Ok(ReasonCode::BAD_USER_NAME_OR_PASSWORD));
+    assert_eq!(
+        connect_via(b.addr, &mallory, bad()),
+        Ok(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    );
+    assert_eq!(
+        connect_via(b.addr, &mallory_v2, bad()),
+        Ok(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+    );
     // Out of tokens: refused even with the right password, whichever header version.
-    assert_eq!(connect_via(b.addr, &mallory, good()), Ok(ReasonCode::CONNECTION_RATE_EXCEEDED));
-    assert_eq!(connect_via(b.addr, &mallory_v2, good()), Ok(ReasonCode::CONNECTION_RATE_EXCEEDED));
+    assert_eq!(
+        connect_via(b.addr, &mallory, good()),
+        Ok(ReasonCode::CONNECTION_RATE_EXCEEDED)
+    );
+    assert_eq!(
+        connect_via(b.addr, &mallory_v2, good()),
+        Ok(ReasonCode::CONNECTION_RATE_EXCEEDED)
+    );
     // Another client behind the same proxy is not affected, nor the proxy's own address
     // (a LOCAL header, and the plain per-worker port).
     assert_eq!(connect_via(b.addr, &carol, good()), Ok(ReasonCode::SUCCESS));
-    assert_eq!(connect_via(b.addr, &v2(0x20, 0x00, &[]), good()), Ok(ReasonCode::SUCCESS));
-    assert_eq!(connect_via(b.worker_addrs[1], b"", good()), Ok(ReasonCode::SUCCESS));
+    assert_eq!(
+        connect_via(b.addr, &v2(0x20, 0x00, &[]), good()),
+        Ok(ReasonCode::SUCCESS)
+    );
+    assert_eq!(
+        connect_via(b.worker_addrs[1], b"", good()),
+        Ok(ReasonCode::SUCCESS)
+    );
     assert_eq!(b.metric("auth_failures"), 2);
     assert_eq!(b.metric("auth_rate_limited"), 2);
 }
@@ -327,8 +365,13 @@ fn tls_listener_with_proxy_header_then_handshake() {
         )
         .unwrap();
         let mut s = rustls::StreamOwned::new(conn, tcp);
-        s.write_all(&connect_bytes(connect_packet(ProtocolVersion::V311, "t", 30, true)))
-            .unwrap();
+        s.write_all(&connect_bytes(connect_packet(
+            ProtocolVersion::V311,
+            "t",
+            30,
+            true,
+        )))
+        .unwrap();
         let mut ack = [0u8; 4];
         s.read_exact(&mut ack).unwrap();
         assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted over TLS");
@@ -366,7 +409,11 @@ fn websocket_listener_with_proxy_header_then_upgrade() {
         assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&tmp[..n]);
     }
-    assert!(got.starts_with(b"HTTP/1.1 101"), "{:?}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
     assert_eq!(b.metric("ws_handshakes"), 1);
     assert_eq!(b.metric("proxy_errors"), 0);
 }

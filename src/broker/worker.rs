@@ -227,7 +227,10 @@ impl Worker {
                             // The connect timeout (or a shutdown) before the header was
                             // complete.
                             p.failed = true;
-                            add(&self.shared.metrics[self.core.id() as usize].proxy_errors, 1);
+                            add(
+                                &self.shared.metrics[self.core.id() as usize].proxy_errors,
+                                1,
+                            );
                             tracing::debug!("no complete PROXY header in time: closing");
                         }
                     }
@@ -431,7 +434,10 @@ impl Worker {
             }
             Err(e) => {
                 p.failed = true;
-                add(&self.shared.metrics[self.core.id() as usize].proxy_errors, 1);
+                add(
+                    &self.shared.metrics[self.core.id() as usize].proxy_errors,
+                    1,
+                );
                 tracing::debug!(error = %e, "closing");
                 io.close(conn);
             }

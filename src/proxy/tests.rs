@@ -66,7 +66,10 @@ fn v1_tcp4_tcp6_unknown() {
             consumed: h6.len()
         })
     );
-    for u in [&b"PROXY UNKNOWN\r\n"[..], b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n"] {
+    for u in [
+        &b"PROXY UNKNOWN\r\n"[..],
+        b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+    ] {
         assert_eq!(
             parse(u),
             Ok(Parsed::Done {
@@ -237,7 +240,11 @@ fn split_byte_by_byte_and_the_rest_passes_through() {
         (&v2, v4([203, 0, 113, 7], 51000)),
     ] {
         for chunk in [1, 2, 3, 7, 15, 16, 17, 50, bytes.len()] {
-            assert_eq!(feed(bytes, chunk), Ok((src, MQTT.to_vec())), "chunk {chunk}");
+            assert_eq!(
+                feed(bytes, chunk),
+                Ok((src, MQTT.to_vec())),
+                "chunk {chunk}"
+            );
         }
     }
 }

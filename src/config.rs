@@ -126,6 +126,11 @@ pub struct Config {
     /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` header is believed: the
     /// header's first address becomes the client's address (failed-login limit, logs).
     pub ws_trusted_proxies: Vec<IpNet>,
+    /// Which of the addresses above (in `listen`, `tls_listen`, `ws_listen` or `wss_listen`,
+    /// as written there) expect a PROXY protocol v1/v2 header first on every connection (a
+    /// load balancer in front): its source address becomes the client's address (failed-login
+    /// limit, logs). A connection without a valid header is closed.
+    pub proxy_protocol_listeners: Vec<SocketAddr>,
     /// Worker threads; 0 = one per online CPU.
     pub workers: usize,
     /// Pin worker i to CPU i % ncpu.
@@ -258,6 +263,7 @@ impl Default for Config {
             wss_listen: Vec::new(),
             ws_path: crate::ws::DEFAULT_PATH.to_owned(),
             ws_trusted_proxies: Vec::new(),
+            proxy_protocol_listeners: Vec::new(),
             workers: 0,
             pin_workers: true,
             worker_port_base: None,
@@ -373,6 +379,21 @@ impl Config {
         }
         if !self.wss_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
             return bad("wss_listen", "wss_listen needs tls_cert and tls_key".into());
+        }
+        if let Some(a) = self.proxy_protocol_listeners.iter().find(|a| {
+            ![
+                &self.listen,
+                &self.tls_listen,
+                &self.ws_listen,
+                &self.wss_listen,
+            ]
+            .iter()
+            .any(|l| l.contains(a))
+        }) {
+            return bad(
+                "proxy_protocol_listeners",
+                format!("{a} is not a listen, tls_listen, ws_listen or wss_listen address"),
+            );
         }
         if !self.ws_path.starts_with('/') || self.ws_path.contains(['?', ' ']) {
             return bad(
@@ -633,6 +654,26 @@ mod tests {
             ..Config::default()
         };
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn proxy_protocol_listeners_name_configured_addresses() {
+        let c = Config::from_toml_str(
+            "listen = [\"127.0.0.1:1883\", \"127.0.0.1:1884\"]\n\
+             ws_listen = [\"[::1]:8080\"]\n\
+             proxy_protocol_listeners = [\"127.0.0.1:1884\", \"[::1]:8080\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.proxy_protocol_listeners.len(), 2);
+        assert!(Config::default().proxy_protocol_listeners.is_empty());
+        let c = Config {
+            proxy_protocol_listeners: vec!["127.0.0.1:1885".parse().unwrap()],
+            ..Config::default()
+        };
+        let e = c.check().unwrap_err();
+        assert_eq!(e.key, "proxy_protocol_listeners");
+        assert!(e.message.contains("127.0.0.1:1885"), "{}", e.message);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod config;
 pub mod metrics;
 pub mod ownership;
 pub mod protocol;
+pub mod proxy;
 pub mod routing;
 pub mod runtime;
 pub mod session;

@@ -48,6 +48,10 @@ struct Cli {
     /// Proxy address or CIDR network whose X-Forwarded-For header is believed, repeatable.
     #[arg(long = "ws-trusted-proxy", value_name = "ADDR|CIDR")]
     ws_trusted_proxies: Vec<IpNet>,
+    /// A listen address (of --listen, --tls-listen, --ws-listen or --wss-listen) whose
+    /// connections start with a PROXY protocol v1/v2 header from a load balancer; repeatable.
+    #[arg(long = "proxy-protocol", value_name = "ADDR:PORT")]
+    proxy_protocol: Vec<SocketAddr>,
     /// Log lines as text (the default) or json.
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -174,6 +178,9 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     }
     if !cli.ws_trusted_proxies.is_empty() {
         cfg.ws_trusted_proxies = cli.ws_trusted_proxies;
+    }
+    if !cli.proxy_protocol.is_empty() {
+        cfg.proxy_protocol_listeners = cli.proxy_protocol;
     }
     if let Some(v) = cli.log_format {
         cfg.log_format = v;
@@ -303,6 +310,12 @@ fn check_config(cfg: &Config, file: Option<&std::path::Path>) -> Result<String, 
         if !addrs.is_empty() {
             out += &format!("  {kind}: {}\n", list(addrs));
         }
+    }
+    if !cfg.proxy_protocol_listeners.is_empty() {
+        out += &format!(
+            "  PROXY protocol on: {}\n",
+            list(&cfg.proxy_protocol_listeners)
+        );
     }
     if !cfg.ws_listen.is_empty() || !cfg.wss_listen.is_empty() {
         out += &format!(
@@ -583,6 +596,34 @@ mod tests {
         let e = build_config(cli).unwrap_err();
         assert!(e.contains("key `wss_listen`"), "{e}");
         assert!(Cli::try_parse_from(["ringmq", "--ws-trusted-proxy", "10.0.0.0/40"]).is_err());
+    }
+
+    #[test]
+    fn proxy_protocol_flag() {
+        let cli = Cli::parse_from([
+            "ringmq",
+            "--listen",
+            "127.0.0.1:1883",
+            "--listen",
+            "127.0.0.1:1884",
+            "--ws-listen",
+            "127.0.0.1:8080",
+            "--proxy-protocol",
+            "127.0.0.1:1884",
+            "--proxy-protocol",
+            "127.0.0.1:8080",
+        ]);
+        let cfg = build_config(cli).unwrap();
+        assert_eq!(
+            cfg.proxy_protocol_listeners,
+            vec![
+                "127.0.0.1:1884".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:8080".parse().unwrap()
+            ]
+        );
+        let cli = Cli::parse_from(["ringmq", "--proxy-protocol", "127.0.0.1:9999"]);
+        let e = build_config(cli).unwrap_err();
+        assert!(e.contains("key `proxy_protocol_listeners`"), "{e}");
     }
 
     #[test]

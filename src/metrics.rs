@@ -56,6 +56,7 @@ counters! {
     ws_handshakes: "counter", "WebSocket upgrades accepted";
     ws_handshake_failures: "counter", "WebSocket upgrade requests refused with an HTTP error";
     ws_errors: "counter", "WebSocket connections closed for a bad frame (close 1002, 1003, 1007 or 1009)";
+    proxy_errors: "counter", "Connections on a PROXY protocol listener closed for a bad or missing PROXY header";
     storage_commits: "counter", "Log commits (one write and, in sync and batched mode, one fdatasync for every group of records)";
     storage_bytes_written: "counter", "Bytes written to the log";
     storage_commit_micros: "counter", "Total time of log commits (write plus fdatasync), microseconds";

@@ -9,7 +9,7 @@
 //! | `auth.rs` | CONNECT authentication and the verification threads |
 //! | `mail.rs` | the messages between workers and threads |
 //! | `shared.rs` | what all workers share, and why |
-//! | `worker.rs` | the io_uring shell (and the TLS and WebSocket layers) around one core |
+//! | `worker.rs` | the io_uring shell (and the PROXY, TLS and WebSocket layers) around one core |
 
 mod auth;
 mod core;
@@ -307,7 +307,8 @@ fn make_listener(addr: SocketAddr, cfg: &Config, reuse_port: bool) -> std::io::R
 }
 
 /// Bind `addrs` once per worker (SO_REUSEPORT; port 0 is resolved by the first bind), each
-/// with the layers `kind`. Returns the bound addresses.
+/// with the layers `kind`, and a PROXY header first where `proxy_protocol_listeners` names
+/// the address (as configured). Returns the bound addresses.
 fn bind_all(
     per_worker: &mut [Vec<TcpListener>],
     layers: &mut Vec<worker::Layers>,
@@ -326,7 +327,10 @@ fn bind_all(
             }
             slot.push(l);
         }
-        layers.push(kind.clone());
+        layers.push(worker::Layers {
+            proxy: cfg.proxy_protocol_listeners.contains(&addr),
+            ..kind.clone()
+        });
     }
     Ok(bound_addrs)
 }
@@ -384,7 +388,7 @@ fn bind_listeners(cfg: &Config, n: usize) -> std::io::Result<Bound> {
         &cfg.tls_listen,
         &worker::Layers {
             tls: tls_setup.clone(),
-            ws: None,
+            ..Default::default()
         },
     )?;
     let ws_addrs = bind_all(
@@ -393,8 +397,8 @@ fn bind_listeners(cfg: &Config, n: usize) -> std::io::Result<Bound> {
         cfg,
         &cfg.ws_listen,
         &worker::Layers {
-            tls: None,
             ws: Some(ws_config.clone()),
+            ..Default::default()
         },
     )?;
     let wss_addrs = bind_all(
@@ -405,6 +409,7 @@ fn bind_listeners(cfg: &Config, n: usize) -> std::io::Result<Bound> {
         &worker::Layers {
             tls: tls_setup,
             ws: Some(ws_config),
+            ..Default::default()
         },
     )?;
 

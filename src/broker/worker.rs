@@ -4,6 +4,13 @@
 //!
 //! The listener layers live here, between the engine and the core, as [`Layers`] per engine
 //! listener:
+//! - PROXY protocol (`crate::proxy`): connections accepted on a listener named in
+//!   `proxy_protocol_listeners` get a `Proxy` entry while their v1/v2 header is being read.
+//!   It comes first on the socket, before any TLS or WebSocket byte: once it is complete the
+//!   entry goes, the header's source address replaces the socket's peer (as `Input::Peer`,
+//!   where the engine collects peers: the failed-login limit; and for the WebSocket layer's
+//!   `X-Forwarded-For` trust) and the bytes after it go on to the next layer. A bad header
+//!   closes the socket; so does the connect timeout, for a header that never completes.
 //! - TLS: connections accepted on a TLS listener get a `TlsConn`; their bytes are decrypted
 //!   before `Input::Bytes` and every `Effect::Send` is encrypted before it is queued. A
 //!   handshake failure closes the socket at once (the core learns of it as a lost
@@ -30,15 +37,18 @@ use hashbrown::HashMap;
 use super::core::{Core, Effect, Input};
 use super::shared::Shared;
 use crate::metrics::add;
+use crate::proxy::{Parsed, ProxyConn};
 use crate::runtime::engine::{ConnId, Handler, Io};
 use crate::storage::log::Log;
 use crate::tls::{TlsConn, TlsSetup};
 use crate::ws::{WsConfig, WsConn, WsError, WsRead};
 
 /// What one engine listener puts between the socket and the MQTT bytes (the same on every
-/// worker): nothing for a plain listener, TLS, WebSocket, or TLS then WebSocket.
+/// worker): nothing for a plain listener, TLS, WebSocket, or TLS then WebSocket; any of them
+/// after a PROXY protocol header (`proxy`).
 #[derive(Clone, Default)]
 pub struct Layers {
+    pub proxy: bool,
     pub tls: Option<Arc<TlsSetup>>,
     pub ws: Option<Arc<WsConfig>>,
 }
@@ -47,6 +57,17 @@ struct Tls {
     id: ConnId,
     conn: Box<TlsConn>,
     /// The handshake or a record failed: the socket closes without close_notify.
+    failed: bool,
+}
+
+/// A connection whose PROXY header is not complete yet.
+struct Proxy {
+    id: ConnId,
+    header: ProxyConn,
+    /// The engine collects peer addresses: the header's source replaces the socket's.
+    collect: bool,
+    /// The header was refused or the core closed the connection first: later bytes are
+    /// dropped.
     failed: bool,
 }
 
@@ -63,6 +84,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     /// Per engine listener index: its layers.
     listeners: Arc<Vec<Layers>>,
+    proxy: HashMap<u32, Proxy>,
     tls: HashMap<u32, Tls>,
     ws: HashMap<u32, Ws>,
     /// Scratch for TLS: decrypted bytes of one read, and records to send.
@@ -117,6 +139,7 @@ impl Worker {
             core,
             shared,
             listeners,
+            proxy: HashMap::new(),
             tls: HashMap::new(),
             ws: HashMap::new(),
             tls_plain: Vec::new(),
@@ -199,6 +222,18 @@ impl Worker {
                     transmit(&mut self.tls, &mut self.tls_out, io, conn, bytes);
                 }
                 Effect::Close(conn) => {
+                    if let Some(p) = self.proxy.get_mut(&conn.slot) {
+                        if p.id == conn && !p.failed {
+                            // The connect timeout (or a shutdown) before the header was
+                            // complete.
+                            p.failed = true;
+                            add(
+                                &self.shared.metrics[self.core.id() as usize].proxy_errors,
+                                1,
+                            );
+                            tracing::debug!("no complete PROXY header in time: closing");
+                        }
+                    }
                     if let Some(w) = self.ws.get_mut(&conn.slot).filter(|w| w.id == conn) {
                         self.ws_out.clear();
                         w.conn.close(crate::ws::CLOSE_NORMAL, &mut self.ws_out);
@@ -367,6 +402,63 @@ impl Worker {
         self.ws_plain = plain;
     }
 
+    /// Bytes from a connection whose PROXY header is being read: once it is complete, the
+    /// source address becomes the peer and the rest goes to the next layer; a bad header
+    /// closes the socket.
+    fn on_proxy_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
+        let Some(p) = self.proxy.get_mut(&conn.slot).filter(|p| p.id == conn) else {
+            return;
+        };
+        if p.failed {
+            return;
+        }
+        match p.header.read(data) {
+            Ok(Parsed::Need) => {}
+            Ok(Parsed::Done { source, consumed }) => {
+                let collect = p.collect;
+                self.proxy.remove(&conn.slot);
+                if let Some(src) = source {
+                    tracing::debug!(source = %src, "PROXY header");
+                    if collect {
+                        self.input(io, Input::Peer { conn, peer: src });
+                        // X-Forwarded-For is then believed if the header's source is trusted.
+                        if let Some(w) = self.ws.get_mut(&conn.slot).filter(|w| w.id == conn) {
+                            w.peer = Some(src);
+                        }
+                    }
+                }
+                let rest = &data[consumed..];
+                if !rest.is_empty() {
+                    self.on_layer_data(io, conn, rest);
+                }
+            }
+            Err(e) => {
+                p.failed = true;
+                add(
+                    &self.shared.metrics[self.core.id() as usize].proxy_errors,
+                    1,
+                );
+                tracing::debug!(error = %e, "closing");
+                io.close(conn);
+            }
+        }
+    }
+
+    /// Bytes for the TLS or WebSocket layer of `conn`, or for the core if it has none.
+    fn on_layer_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
+        if self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
+            // Any bytes from the client reset keep-alive, even a TLS record that decrypts to
+            // nothing yet.
+            self.input(io, Input::Bytes { conn, data: &[] });
+            self.on_tls_data(io, conn, data);
+        } else if self.ws.get(&conn.slot).is_some_and(|w| w.id == conn) {
+            // Likewise a WebSocket ping or a partial frame (reported by on_ws_data).
+            self.on_ws_data(io, conn, data, false);
+        } else {
+            self.input(io, Input::Bytes { conn, data });
+        }
+    }
+
     /// Pop this worker's mailbox (bounded per call so one flooded mailbox cannot starve the
     /// sockets) into the core.
     fn drain_mailbox(&mut self, io: &mut Io<'_>) {
@@ -385,7 +477,19 @@ impl Handler for Worker {
         let layers = io.listener(conn).and_then(|l| self.listeners.get(l));
         let tls = layers.and_then(|l| l.tls.clone());
         let ws = layers.and_then(|l| l.ws.clone());
+        let proxy = layers.is_some_and(|l| l.proxy);
         self.input(io, Input::Opened { conn, peer });
+        if proxy {
+            self.proxy.insert(
+                conn.slot,
+                Proxy {
+                    id: conn,
+                    header: ProxyConn::new(),
+                    collect: peer.is_some(),
+                    failed: false,
+                },
+            );
+        }
         if let Some(setup) = tls {
             match TlsConn::new(&setup) {
                 Ok(t) => {
@@ -422,24 +526,21 @@ impl Handler for Worker {
     }
 
     fn on_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
-        if self.tls.is_empty() && self.ws.is_empty() {
+        if self.tls.is_empty() && self.ws.is_empty() && self.proxy.is_empty() {
             self.input(io, Input::Bytes { conn, data });
-        } else if self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
-            // Any bytes from the client reset keep-alive, even a TLS record that decrypts to
-            // nothing yet.
-            self.input(io, Input::Bytes { conn, data: &[] });
-            self.on_tls_data(io, conn, data);
-        } else if self.ws.get(&conn.slot).is_some_and(|w| w.id == conn) {
-            // Likewise a WebSocket ping or a partial frame (reported by on_ws_data).
-            self.on_ws_data(io, conn, data, false);
+        } else if self.proxy.get(&conn.slot).is_some_and(|p| p.id == conn) {
+            self.on_proxy_data(io, conn, data);
         } else {
-            self.input(io, Input::Bytes { conn, data });
+            self.on_layer_data(io, conn, data);
         }
     }
 
     fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, error: Option<std::io::Error>) {
         if let Some(e) = &error {
             tracing::debug!(error = %e, "connection error");
+        }
+        if self.proxy.get(&conn.slot).is_some_and(|p| p.id == conn) {
+            self.proxy.remove(&conn.slot);
         }
         if self.tls.get(&conn.slot).is_some_and(|t| t.id == conn) {
             self.tls.remove(&conn.slot);
@@ -478,7 +579,8 @@ impl Handler for Worker {
 }
 
 /// Bytes of the fixed-size slots one live connection occupies in a worker (engine slot, core
-/// client and session slots, slot index). Plain connections have no TLS or WebSocket entry.
+/// client and session slots, slot index). Plain connections have no PROXY, TLS or WebSocket
+/// entry.
 pub fn slot_bytes_per_connection() -> usize {
     crate::runtime::engine::conn_state_size() + super::core::slot_bytes()
 }

@@ -12,16 +12,17 @@
 //!
 //! # The commit barrier (`durability = sync` and `batched`)
 //! The first record of a batch puts a barrier into the effect queue: the effects queued
-//! after it in that input (acks, deliveries, mail to other workers) wait until the shell
+//! after it in that input for connections (acks, deliveries, closes) wait until the shell
 //! reports the batch committed (`Input::Committed`): on disk (`sync`, after fdatasync) or
 //! written to the kernel (`batched`, which syncs every `commit_interval_ms`; a crash of the
-//! broker alone then loses nothing acknowledged, a crash of the machine up to that interval). One barrier per batch, so a pass that
-//! acknowledges a thousand PUBLISHes waits for one fdatasync. Later effects wait too when
-//! they are for a connection that has effects waiting, or are mail while mail waits (order
-//! per connection and per pair of workers); anything else goes at once, so a refusal, a
-//! PINGRESP or QoS 0 traffic of other clients does not wait for the disk. Mail waiting for
-//! the commit gives the logs of all workers a causal order: anything another worker does
-//! because of this worker's change is logged after that change is on disk.
+//! broker alone then loses nothing acknowledged, a crash of the machine up to that interval).
+//! One barrier per batch, so a pass that acknowledges a thousand PUBLISHes waits for one
+//! fdatasync. A later effect waits too when it is for a connection that has effects
+//! waiting (order per connection). Mail waits only when it announces something logged
+//! (`Core::post_after_commit`: `Mail::Stored`, the replies to `PublishAcked`); any other mail
+//! goes at once, in the order of the decisions, which the cut-over of a take-over relies on.
+//! Refusals, PINGRESP and other clients' traffic never wait for the disk. Output waiting for
+//! a connection that closes or is taken over is dropped (`Core::drop_held`).
 //!
 //! A QoS 1/2 PUBLISH routed to other workers: its PUBACK/PUBREC is held (the hold of
 //! `router.rs`) until every one of them answers that it has routed it, and they answer

@@ -42,30 +42,57 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 impl Broker {
+    /// On a port the kernel picks (read back from the broker's log): brokers of tests running
+    /// in parallel bind with SO_REUSEPORT, so a port chosen in advance could be shared.
     fn start(dir: &Path, extra: &[&str]) -> Broker {
-        Self::start_on(dir, free_port(), extra)
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let log_path = std::env::temp_dir().join(format!(
+            "ringmq-dur-{}-{}.log",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let child = Self::spawn(dir, "127.0.0.1:0", extra, &log_path);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(a) = text
+                .lines()
+                .find_map(|l| l.split("listening on ").nth(1))
+                .and_then(|a| a.trim().split(' ').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                return Broker { child, addr: a };
+            }
+            assert!(Instant::now() < deadline, "broker did not start: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
+    /// On a given port (`--worker-port-base` tests).
     fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Broker {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log =
-            std::fs::File::create(std::env::temp_dir().join(format!("ringmq-dur-{port}.log")))
-                .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-            .args(["--listen", &addr.to_string(), "--workers", "2", "--no-pin"])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ringmq runs");
+        let log_path = std::env::temp_dir().join(format!("ringmq-dur-{port}.log"));
+        let child = Self::spawn(dir, &addr.to_string(), extra, &log_path);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "broker did not start on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
         Broker { child, addr }
+    }
+
+    fn spawn(dir: &Path, listen: &str, extra: &[&str], log_path: &Path) -> Child {
+        let log = std::fs::File::create(log_path).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args(["--listen", listen, "--workers", "2", "--no-pin"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ringmq runs")
     }
 
     fn kill(&mut self) {
@@ -428,18 +455,17 @@ fn clean_restart_keeps_sessions_for_mosquitto_clients() {
         return;
     }
     let dir = temp_dir("mosq");
-    let port = free_port();
-    let mut b = Broker::start_on(&dir, port, &["--durability", "batched"]);
-    let p = port.to_string();
-    let sub = |extra: &[&str]| {
+    let mut b = Broker::start(&dir, &["--durability", "batched"]);
+    let p = b.addr.port().to_string();
+    let sub = |p: &str, extra: &[&str]| {
         Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &p, "-V", "mqttv311", "-q", "1"])
+            .args(["-h", "127.0.0.1", "-p", p, "-V", "mqttv311", "-q", "1"])
             .args(extra)
             .output()
             .unwrap()
     };
     // Subscribe with a persistent session, leave.
-    let out = sub(&["-c", "-i", "mq-sub", "-t", "mq/#", "-W", "1"]);
+    let out = sub(&p, &["-c", "-i", "mq-sub", "-t", "mq/#", "-W", "1"]);
     let _ = out;
     for i in 0..5 {
         let st = Command::new("mosquitto_pub")
@@ -456,10 +482,14 @@ fn clean_restart_keeps_sessions_for_mosquitto_clients() {
         .unwrap();
     assert!(st.success());
     b.stop();
-    let _b = Broker::start_on(&dir, port, &["--durability", "batched"]);
-    let out = sub(&[
-        "-c", "-i", "mq-sub", "-t", "mq/#", "-W", "2", "-C", "6", "-v",
-    ]);
+    let b2 = Broker::start(&dir, &["--durability", "batched"]);
+    let p2 = b2.addr.port().to_string();
+    let out = sub(
+        &p2,
+        &[
+            "-c", "-i", "mq-sub", "-t", "mq/#", "-W", "2", "-C", "6", "-v",
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for i in 0..5 {
         assert!(

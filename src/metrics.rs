@@ -339,7 +339,10 @@ mod tests {
         // Uptime going back: a new broker on this thread starts over (from 0 at uptime 0).
         let t = st.topics(&totals, secs(30), 0);
         let fresh: f64 = get(&t, "load/publish/received/1min").parse().unwrap();
-        assert!(fresh > one, "{fresh}: 160 in 30 s is faster than 60 a minute");
+        assert!(
+            fresh > one,
+            "{fresh}: 160 in 30 s is faster than 60 a minute"
+        );
         assert_eq!(get(&t, "clients/maximum"), "1");
     }
 }

@@ -61,7 +61,10 @@ fn systemd_unit_verifies_and_is_hardened() {
         assert_eq!(directive(&unit, key), Some(want), "{key}=");
     }
     // io_uring must keep working: a syscall filter, if any, names the io_uring calls.
-    for l in unit.lines().filter(|l| l.trim().starts_with("SystemCallFilter=")) {
+    for l in unit
+        .lines()
+        .filter(|l| l.trim().starts_with("SystemCallFilter="))
+    {
         for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
             assert!(l.contains(call), "{l} leaves out {call}");
         }
@@ -186,7 +189,10 @@ fn sample_config_names_every_key_and_passes_check_config() {
             .map(|f| format!("tcp_keepalive.{f}")),
     );
     let missing: Vec<&String> = want.iter().filter(|f| !seen.contains(f)).collect();
-    assert!(missing.is_empty(), "keys missing from ringmq.toml: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "keys missing from ringmq.toml: {missing:?}"
+    );
     let unknown: Vec<&String> = seen.iter().filter(|f| !want.contains(f)).collect();
     assert!(unknown.is_empty(), "not keys of Config: {unknown:?}");
 
@@ -402,7 +408,12 @@ fn sys_topics_have_mosquitto_names() {
     let secs = uptime.strip_suffix(" seconds").expect(uptime);
     secs.parse::<u64>().expect(uptime);
     assert!(seen["$SYS/broker/version"].starts_with("ringmq version "));
-    for old in ["connections/current", "publish/in", "bytes/in", "packets/in"] {
+    for old in [
+        "connections/current",
+        "publish/in",
+        "bytes/in",
+        "packets/in",
+    ] {
         assert!(
             !seen.contains_key(&format!("$SYS/broker/{old}")),
             "old name {old} still published"
@@ -415,7 +426,12 @@ fn sys_topics_have_mosquitto_names() {
     }
     let out = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &broker.addr.port().to_string()])
-        .args(["-t", "$SYS/broker/clients/connected", "-t", "$SYS/broker/uptime"])
+        .args([
+            "-t",
+            "$SYS/broker/clients/connected",
+            "-t",
+            "$SYS/broker/uptime",
+        ])
         .args(["-v", "-C", "4", "-W", "30"])
         .output()
         .unwrap();

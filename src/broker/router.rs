@@ -584,8 +584,8 @@ impl Core {
         let totals = crate::metrics::totals(&self.shared.metrics);
         let retained = self.shared.retained.lock().len();
         // Mosquitto's names where the figure is the same (`metrics::SysState`).
-        let items = crate::metrics::SYS_STATE
-            .with(|st| st.borrow_mut().topics(&totals, uptime, retained));
+        let items =
+            crate::metrics::SYS_STATE.with(|st| st.borrow_mut().topics(&totals, uptime, retained));
         for (topic, value) in items {
             let msg = Message::new(MessageData {
                 topic: ByteString::from(topic),

@@ -120,6 +120,15 @@ pub fn serve_prometheus(addr: SocketAddr, metrics: Metrics) -> std::io::Result<S
                 if reader.read_line(&mut line).is_err() {
                     continue;
                 }
+                // The rest of the head, up to the blank line: closing the socket with a
+                // request still unread would reset the connection (RST) and the client
+                // could lose the answer.
+                let mut header = String::new();
+                while matches!(reader.read_line(&mut header), Ok(n) if n > 0)
+                    && !matches!(header.as_str(), "\r\n" | "\n")
+                {
+                    header.clear();
+                }
                 let body = render_prometheus(&metrics);
                 let (status, body) = if line.starts_with("GET /metrics") {
                     ("200 OK", body)
@@ -135,6 +144,141 @@ pub fn serve_prometheus(addr: SocketAddr, metrics: Metrics) -> std::io::Result<S
             }
         })?;
     Ok(local)
+}
+
+/// `$SYS/broker/...` figures published under Mosquitto's name (where Mosquitto has the same
+/// figure): (ringmq counter, Mosquitto topic below `$SYS/broker/`).
+pub const SYS_MOSQUITTO_NAMES: &[(&str, &str)] = &[
+    ("connections_current", "clients/connected"),
+    ("sessions_current", "clients/total"),
+    ("sessions_expired", "clients/expired"),
+    ("packets_in", "messages/received"),
+    ("packets_out", "messages/sent"),
+    ("publish_in", "publish/messages/received"),
+    ("publish_out", "publish/messages/sent"),
+    ("bytes_in", "bytes/received"),
+    ("bytes_out", "bytes/sent"),
+];
+
+/// Mosquitto's `$SYS/broker/load/<name>/{1min,5min,15min}`: the counters (summed) whose
+/// per-minute rate they average.
+const SYS_LOADS: &[(&str, &[&str])] = &[
+    ("messages/received", &["packets_in"]),
+    ("messages/sent", &["packets_out"]),
+    ("publish/received", &["publish_in"]),
+    ("publish/sent", &["publish_out"]),
+    (
+        "publish/dropped",
+        &["slow_consumer_drops", "queue_drops", "mailbox_drops"],
+    ),
+    ("bytes/received", &["bytes_in"]),
+    ("bytes/sent", &["bytes_out"]),
+    ("connections", &["connections_total"]),
+    ("sockets", &["connections_total"]),
+];
+
+const SYS_LOAD_WINDOWS: [(&str, f64); 3] = [("1min", 60.0), ("5min", 300.0), ("15min", 900.0)];
+
+/// What the `$SYS` publisher remembers between two publications: the previous counter
+/// values (for the load averages) and the most clients connected at once.
+#[derive(Debug, Default)]
+pub struct SysState {
+    /// Uptime (seconds) and the counters of `SYS_LOADS` at the previous publication (None:
+    /// the start, uptime 0 and every counter 0).
+    last: Option<(f64, Vec<u64>)>,
+    /// Per-minute rates averaged over 1, 5 and 15 minutes, for each of `SYS_LOADS`.
+    load: Vec<[f64; 3]>,
+    max_connected: u64,
+}
+
+fn field(totals: &[u64], name: &str) -> u64 {
+    WorkerMetrics::FIELDS
+        .iter()
+        .position(|(n, _, _)| *n == name)
+        .map_or(0, |i| totals[i])
+}
+
+impl SysState {
+    /// Every `$SYS/broker/...` topic and its payload for counter `totals` (in
+    /// `WorkerMetrics::FIELDS` order) at `uptime`: Mosquitto's names where the figure is the
+    /// same, `$SYS/broker/<counter with / for _>` for the other counters, and the load
+    /// averages as Mosquitto computes them (an exponentially weighted moving average of the
+    /// per-minute rate, updated at each publication).
+    pub fn topics(
+        &mut self,
+        totals: &[u64],
+        uptime: std::time::Duration,
+        retained: usize,
+    ) -> Vec<(String, String)> {
+        let now = uptime.as_secs_f64();
+        if self.last.as_ref().is_some_and(|(t, _)| *t > now) {
+            // A new broker on this thread.
+            *self = SysState::default();
+        }
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut put = |t: &str, v: String| out.push((format!("$SYS/broker/{t}"), v));
+        for ((name, _, _), v) in WorkerMetrics::FIELDS.iter().zip(totals) {
+            match SYS_MOSQUITTO_NAMES.iter().find(|(n, _)| n == name) {
+                Some((_, mosquitto)) => put(mosquitto, v.to_string()),
+                None => put(&name.replace('_', "/"), v.to_string()),
+            }
+        }
+        let connected = field(totals, "connections_current");
+        let sessions = field(totals, "sessions_current");
+        self.max_connected = self.max_connected.max(connected);
+        put(
+            "clients/disconnected",
+            sessions.saturating_sub(connected).to_string(),
+        );
+        put("clients/maximum", self.max_connected.to_string());
+        let dropped: u64 = ["slow_consumer_drops", "queue_drops", "mailbox_drops"]
+            .iter()
+            .map(|n| field(totals, n))
+            .sum();
+        put("publish/messages/dropped", dropped.to_string());
+        put("retained messages/count", retained.to_string());
+        put("uptime", format!("{} seconds", uptime.as_secs()));
+        put(
+            "version",
+            format!("ringmq version {}", env!("CARGO_PKG_VERSION")),
+        );
+        let current: Vec<u64> = SYS_LOADS
+            .iter()
+            .map(|(_, names)| names.iter().map(|n| field(totals, n)).sum())
+            .collect();
+        if self.load.len() != SYS_LOADS.len() {
+            self.load = vec![[0.0; 3]; SYS_LOADS.len()];
+        }
+        // Before the first publication: the counters at the start, all 0.
+        let (then, prev) = self
+            .last
+            .take()
+            .unwrap_or_else(|| (0.0, vec![0; SYS_LOADS.len()]));
+        {
+            let dt = now - then;
+            if dt > 0.0 {
+                for (i, avg) in self.load.iter_mut().enumerate() {
+                    let per_minute = current[i].saturating_sub(prev[i]) as f64 * 60.0 / dt;
+                    for (a, (_, window)) in avg.iter_mut().zip(SYS_LOAD_WINDOWS) {
+                        let e = (-dt / window).exp();
+                        *a = per_minute + e * (*a - per_minute);
+                    }
+                }
+            }
+        }
+        for ((name, _), avg) in SYS_LOADS.iter().zip(&self.load) {
+            for (a, (w, _)) in avg.iter().zip(SYS_LOAD_WINDOWS) {
+                put(&format!("load/{name}/{w}"), format!("{a:.2}"));
+            }
+        }
+        self.last = Some((now, current));
+        out
+    }
+}
+
+thread_local! {
+    /// The `$SYS` publisher's state (worker 0's thread publishes).
+    pub static SYS_STATE: std::cell::RefCell<SysState> = std::cell::RefCell::default();
 }
 
 #[cfg(test)]
@@ -154,5 +298,52 @@ mod tests {
         assert!(text.contains("ringmq_connections_current 1\n"));
         assert!(text.contains("# TYPE ringmq_connections_current gauge"));
         assert_eq!(text.matches("# HELP").count(), WorkerMetrics::FIELDS.len());
+    }
+
+    #[test]
+    fn sys_topics_use_mosquitto_names_and_average_the_load() {
+        let mut st = SysState::default();
+        let mut totals = vec![0u64; WorkerMetrics::FIELDS.len()];
+        let idx = |n: &str| WorkerMetrics::FIELDS.iter().position(|f| f.0 == n).unwrap();
+        totals[idx("connections_current")] = 2;
+        totals[idx("sessions_current")] = 5;
+        totals[idx("publish_in")] = 100;
+        let secs = std::time::Duration::from_secs;
+        let t = st.topics(&totals, secs(0), 7);
+        let get = |t: &[(String, String)], k: &str| {
+            t.iter()
+                .find(|(n, _)| n == &format!("$SYS/broker/{k}"))
+                .unwrap_or_else(|| panic!("no {k}"))
+                .1
+                .clone()
+        };
+        assert_eq!(get(&t, "clients/connected"), "2");
+        assert_eq!(get(&t, "clients/total"), "5");
+        assert_eq!(get(&t, "clients/disconnected"), "3");
+        assert_eq!(get(&t, "clients/maximum"), "2");
+        assert_eq!(get(&t, "publish/messages/received"), "100");
+        assert_eq!(get(&t, "retained messages/count"), "7");
+        assert_eq!(get(&t, "uptime"), "0 seconds");
+        assert_eq!(get(&t, "takeovers"), "0", "ringmq-only names stay");
+        assert!(!t.iter().any(|(n, _)| n == "$SYS/broker/publish/in"));
+        assert_eq!(get(&t, "load/publish/received/1min"), "0.00");
+        // 60 more PUBLISHes in 60 s: 60 per minute, the 1 min average moves 1 - 1/e of the way.
+        totals[idx("publish_in")] = 160;
+        totals[idx("connections_current")] = 1;
+        let t = st.topics(&totals, secs(60), 7);
+        let one: f64 = get(&t, "load/publish/received/1min").parse().unwrap();
+        let want = 60.0 * (1.0 - (-1.0f64).exp());
+        assert!((one - want).abs() < 0.01, "{one} vs {want}");
+        let five: f64 = get(&t, "load/publish/received/5min").parse().unwrap();
+        assert!(five > 0.0 && five < one);
+        assert_eq!(get(&t, "clients/maximum"), "2");
+        // Uptime going back: a new broker on this thread starts over (from 0 at uptime 0).
+        let t = st.topics(&totals, secs(30), 0);
+        let fresh: f64 = get(&t, "load/publish/received/1min").parse().unwrap();
+        assert!(
+            fresh > one,
+            "{fresh}: 160 in 30 s is faster than 60 a minute"
+        );
+        assert_eq!(get(&t, "clients/maximum"), "1");
     }
 }

@@ -582,24 +582,10 @@ impl Core {
         }
         self.last_sys = now;
         let totals = crate::metrics::totals(&self.shared.metrics);
-        let mut items: Vec<(String, String)> = crate::metrics::WorkerMetrics::FIELDS
-            .iter()
-            .zip(totals)
-            .map(|((name, _, _), v)| {
-                (
-                    format!("$SYS/broker/{}", name.replace('_', "/")),
-                    v.to_string(),
-                )
-            })
-            .collect();
-        items.push((
-            "$SYS/broker/uptime".into(),
-            format!("{} seconds", uptime.as_secs()),
-        ));
-        items.push((
-            "$SYS/broker/version".into(),
-            format!("ringmq {}", env!("CARGO_PKG_VERSION")),
-        ));
+        let retained = self.shared.retained.lock().len();
+        // Mosquitto's names where the figure is the same (`metrics::SysState`).
+        let items =
+            crate::metrics::SYS_STATE.with(|st| st.borrow_mut().topics(&totals, uptime, retained));
         for (topic, value) in items {
             let msg = Message::new(MessageData {
                 topic: ByteString::from(topic),

@@ -44,6 +44,8 @@ fn temp_dir(name: &str) -> PathBuf {
 impl Broker {
     /// On a port the kernel picks (read back from the broker's log): brokers of tests running
     /// in parallel bind with SO_REUSEPORT, so a port chosen in advance could be shared.
+    // The child is waited for by `Broker`'s `kill` (and its Drop).
+    #[allow(clippy::zombie_processes)]
     fn start(dir: &Path, extra: &[&str]) -> Broker {
         static N: AtomicUsize = AtomicUsize::new(0);
         let log_path = std::env::temp_dir().join(format!(
@@ -51,7 +53,7 @@ impl Broker {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let child = Self::spawn(dir, "127.0.0.1:0", extra, &log_path);
+        let mut child = Self::spawn(dir, "127.0.0.1:0", extra, &log_path);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -63,22 +65,13 @@ impl Broker {
             {
                 return Broker { child, addr: a };
             }
-            assert!(Instant::now() < deadline, "broker did not start: {text}");
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker did not start: {text}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// On a given port (`--worker-port-base` tests).
-    fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Broker {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log_path = std::env::temp_dir().join(format!("ringmq-dur-{port}.log"));
-        let child = Self::spawn(dir, &addr.to_string(), extra, &log_path);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, addr }
     }
 
     fn spawn(dir: &Path, listen: &str, extra: &[&str], log_path: &Path) -> Child {

@@ -44,9 +44,14 @@ fn temp_dir(name: &str) -> PathBuf {
 impl Broker {
     /// On a port the kernel picks (read back from the broker's log): brokers of tests running
     /// in parallel bind with SO_REUSEPORT, so a port chosen in advance could be shared.
+    fn start(dir: &Path, extra: &[&str]) -> Broker {
+        Self::try_start(dir, extra).unwrap_or_else(|text| panic!("broker did not start: {text}"))
+    }
+
+    /// `start`, or the broker's log if it stopped (a port given in `extra` was taken).
     // The child is waited for by `Broker`'s `kill` (and its Drop).
     #[allow(clippy::zombie_processes)]
-    fn start(dir: &Path, extra: &[&str]) -> Broker {
+    fn try_start(dir: &Path, extra: &[&str]) -> Result<Broker, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let log_path = std::env::temp_dir().join(format!(
             "ringmq-dur-{}-{}.log",
@@ -63,12 +68,13 @@ impl Broker {
                 .and_then(|a| a.trim().split(' ').next())
                 .and_then(|a| a.parse::<SocketAddr>().ok())
             {
-                return Broker { child, addr: a };
+                return Ok(Broker { child, addr: a });
             }
-            if Instant::now() >= deadline {
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("broker did not start: {text}");
+                return Err(text);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -811,19 +817,29 @@ fn a_full_disk_refuses_what_it_cannot_keep_and_recovers_by_itself() {
 #[test]
 fn a_restored_subscription_on_one_worker_is_seen_by_a_publisher_on_the_other() {
     let dir = temp_dir("views");
-    let base = free_port();
-    let w = |i: u16| -> SocketAddr { format!("127.0.0.1:{}", base + i).parse().unwrap() };
-    let args = ["--worker-port-base", &base.to_string()];
-    let mut b = Broker::start(&dir, &args);
-    let (mut s, _) = connect(w(0), v5_connect("view-sub", true, 3600));
+    // Worker ports chosen in advance can be taken by a parallel test's broker: try others.
+    let start = |dir: &Path| -> (Broker, u16) {
+        for _ in 0..20 {
+            let base = free_port();
+            let args = ["--worker-port-base", &base.to_string()];
+            if let Ok(b) = Broker::try_start(dir, &args) {
+                return (b, base);
+            }
+        }
+        panic!("no free worker ports");
+    };
+    let (mut b, base) = start(&dir);
+    let w =
+        |base: u16, i: u16| -> SocketAddr { format!("127.0.0.1:{}", base + i).parse().unwrap() };
+    let (mut s, _) = connect(w(base, 0), v5_connect("view-sub", true, 3600));
     subscribe(&mut s, 1, "v/#", QoS::AtLeastOnce);
     drop(s);
     b.kill();
     drop(b);
-    let b = Broker::start(&dir, &args);
+    let (b, base) = start(&dir);
     // PUBACK 0x10 would say nobody subscribes: the view of worker 0's restored filters must
     // be in place on worker 1.
-    let (mut p, _) = connect(w(1), v5_connect("view-pub", true, 0));
+    let (mut p, _) = connect(w(base, 1), v5_connect("view-pub", true, 0));
     p.send(&publish("v/x", "seen", QoS::AtLeastOnce, 1, false, false));
     match p.recv(Duration::from_secs(5)) {
         Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::SUCCESS),
@@ -842,7 +858,7 @@ fn a_restored_subscription_on_one_worker_is_seen_by_a_publisher_on_the_other() {
         Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS),
         other => panic!("{other:?}"),
     }
-    let (mut s, a) = connect(w(0), v5_connect("view-sub", false, 3600));
+    let (mut s, a) = connect(w(base, 0), v5_connect("view-sub", false, 3600));
     assert!(a.session_present);
     let got = drain(&mut s, Duration::from_secs(1));
     assert!(got.iter().any(|(m, _)| m == "seen"), "{got:?}");

@@ -12,6 +12,9 @@
 //! keeps the engine (being reworked into its own crate) out of file I/O, and gives one place
 //! where a write error is seen and retried.
 //!
+//! `batched`: this thread only writes (acknowledgements wait for the write); a second thread
+//! runs the fdatasync every `commit_interval_ms`, so no write waits behind it.
+//!
 //! Disk full or another I/O error: the records stay in memory, the file is cut back to its
 //! last good length, `failed()` turns true (the core then refuses what it could not keep),
 //! and the write is retried every 200 ms until it succeeds.
@@ -145,6 +148,28 @@ impl Log {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let len = file.metadata()?.len();
         fsync_dir(&dir)?;
+        // batched: a thread of its own runs the fdatasync every interval, so writes (which
+        // acknowledgements wait for) never wait behind it.
+        let syncer = if mode == Durability::Batched {
+            let current = Arc::new(Mutex::new(file.try_clone()?));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (c, st, m, d) = (current.clone(), stop.clone(), metrics.clone(), dir.clone());
+            std::thread::Builder::new()
+                .name("ringmq-sync".into())
+                .spawn(move || {
+                    while !st.load(Ordering::Relaxed) {
+                        std::thread::sleep(commit_interval);
+                        let f = c.lock();
+                        if let Err(e) = f.sync_data() {
+                            add(&m.storage_errors, 1);
+                            tracing::error!(dir = %d.display(), error = %e, "fdatasync failed");
+                        }
+                    }
+                })?;
+            Some((current, stop))
+        } else {
+            None
+        };
         let mut w = Writer {
             inner: inner.clone(),
             dir,
@@ -152,11 +177,11 @@ impl Log {
             file,
             len,
             mode,
-            commit_interval,
             metrics,
             notify,
             unsynced: false,
             last_sync: Instant::now(),
+            syncer,
             failing: false,
             lat: [0; 40],
         };
@@ -224,11 +249,12 @@ struct Writer {
     /// Bytes of the current segment known to be written whole.
     len: u64,
     mode: Durability,
-    commit_interval: Duration,
     metrics: Arc<WorkerMetrics>,
     notify: Notify,
     unsynced: bool,
     last_sync: Instant,
+    /// batched: the file the sync thread syncs, and its stop flag.
+    syncer: Option<(Arc<Mutex<File>>, Arc<AtomicBool>)>,
     /// This writer's last write failed.
     failing: bool,
     /// Commit durations by power of two of microseconds (for p50 / p99 at close).
@@ -261,17 +287,7 @@ impl Writer {
             let (items, stop) = {
                 let mut q = self.inner.queue.lock();
                 while q.items.is_empty() && !q.stop && pending.is_empty() {
-                    if self.mode == Durability::Batched && self.unsynced {
-                        let left = self
-                            .commit_interval
-                            .saturating_sub(self.last_sync.elapsed());
-                        if left.is_zero() {
-                            break;
-                        }
-                        self.inner.cv.wait_for(&mut q, left);
-                    } else {
-                        self.inner.cv.wait(&mut q);
-                    }
+                    self.inner.cv.wait(&mut q);
                 }
                 (std::mem::take(&mut q.items), q.stop)
             };
@@ -290,13 +306,10 @@ impl Writer {
             }
             let force = stop || self.mode == Durability::Sync;
             self.commit(&mut pending, pending_batch, force);
-            if self.mode == Durability::Batched
-                && self.unsynced
-                && self.last_sync.elapsed() >= self.commit_interval
-            {
-                self.commit(&mut pending, pending_batch, true);
-            }
             if stop && pending.is_empty() {
+                if let Some((_, st)) = &self.syncer {
+                    st.store(true, Ordering::Relaxed);
+                }
                 let m = &self.metrics;
                 let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
                 // Counts of this worker (its metrics are its own); p50/p99 are bucket bounds.
@@ -407,6 +420,11 @@ impl Writer {
         })();
         match res {
             Ok(f) => {
+                if let Some((current, _)) = &self.syncer {
+                    if let Ok(c) = f.try_clone() {
+                        *current.lock() = c;
+                    }
+                }
                 self.file = f;
                 self.len = 0;
                 self.seq = next;

@@ -220,14 +220,7 @@ impl Core {
 
     /// Inbound QoS 2 ids of client `idx`'s durable session whose PUBREC is about to leave.
     pub(super) fn persist_in2(&mut self, idx: usize, ids: &[u16]) {
-        let Some(key) = self.clients[idx].session else {
-            return;
-        };
-        let Some(e) = self
-            .sessions
-            .get(key.index as usize)
-            .filter(|e| e.generation == key.generation)
-        else {
+        let Some(e) = self.clients[idx].session.and_then(|k| self.session(k)) else {
             return;
         };
         let (id, epoch) = (e.client_id.clone(), e.epoch);

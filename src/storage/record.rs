@@ -236,21 +236,25 @@ impl<'a> Rd<'a> {
         }
         Ok(n)
     }
+    /// A counted list of u32 (subscription identifiers).
+    fn ids(&mut self) -> Result<Vec<u32>, Bad> {
+        let n = self.count()?;
+        (0..n).map(|_| self.u32()).collect()
+    }
+    /// A counted list of (name, value) strings.
+    fn user_properties(&mut self) -> Result<Vec<(ByteString, ByteString)>, Bad> {
+        let n = self.count()?;
+        (0..n)
+            .map(|_| Ok((self.string()?, self.string()?)))
+            .collect()
+    }
     fn props(&mut self) -> Result<PublishProperties, Bad> {
         let payload_format_indicator = self.opt(|r| r.u8())?;
         let message_expiry_interval = self.opt(|r| r.u32())?;
         let response_topic = self.opt_str()?;
         let correlation_data = self.opt(|r| r.bytes().map(Bytes::copy_from_slice))?;
-        let n = self.count()?;
-        let mut user_properties = Vec::with_capacity(n);
-        for _ in 0..n {
-            user_properties.push((self.string()?, self.string()?));
-        }
-        let n = self.count()?;
-        let mut subscription_identifiers = Vec::with_capacity(n);
-        for _ in 0..n {
-            subscription_identifiers.push(self.u32()?);
-        }
+        let user_properties = self.user_properties()?;
+        let subscription_identifiers = self.ids()?;
         let content_type = self.opt_str()?;
         Ok(PublishProperties {
             payload_format_indicator,
@@ -308,11 +312,7 @@ impl<'a> Rd<'a> {
         let content_type = self.opt_str()?;
         let response_topic = self.opt_str()?;
         let correlation_data = self.opt(|r| r.bytes().map(Bytes::copy_from_slice))?;
-        let n = self.count()?;
-        let mut user_properties = Vec::with_capacity(n);
-        for _ in 0..n {
-            user_properties.push((self.string()?, self.string()?));
-        }
+        let user_properties = self.user_properties()?;
         Ok(Will {
             topic,
             payload,
@@ -344,11 +344,7 @@ impl<'a> Rd<'a> {
     fn queued(&mut self) -> Result<Queued, Bad> {
         let qos = self.qos()?;
         let retain = self.bool()?;
-        let n = self.count()?;
-        let mut subscription_ids = Vec::with_capacity(n);
-        for _ in 0..n {
-            subscription_ids.push(self.u32()?);
-        }
+        let subscription_ids = self.ids()?;
         let msg = self.message()?;
         Ok(Queued {
             msg,

@@ -1620,7 +1620,7 @@ impl Core {
                 // Behind the barrier of what the routing logged, if anything.
                 self.post_after_commit(ack.0, Mail::SharedApplied { token: ack.1 });
             }
-            Mail::Stored { client_id, epoch } => self.on_stored(client_id, epoch, now),
+            Mail::Stored { epoch, .. } => self.on_stored(epoch, now),
         }
     }
 

@@ -197,7 +197,7 @@ fn open_storage(
         for (core, restored) in cores.iter_mut().zip(restored_all.iter_mut()) {
             let core = core.as_mut().expect("cores are built");
             let restored = std::mem::take(restored);
-            sc.spawn(move || core.restore(restored, now));
+            sc.spawn(move || core.restore(restored));
         }
     });
     // The other workers' views of each worker's restored filters (PUBACK 0x10), in one go.

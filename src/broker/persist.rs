@@ -262,11 +262,10 @@ impl Core {
     }
 
     /// The new owner stored the session we handed off (or let it end): our copy goes.
-    pub(super) fn on_stored(&mut self, client_id: ByteString, epoch: u64, now: Instant) {
+    pub(super) fn on_stored(&mut self, epoch: u64, now: Instant) {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
-        let _ = client_id;
         if let Some((id, _)) = p.unconfirmed.remove(&epoch) {
             self.persist_drop(&id, epoch, now);
         }
@@ -339,7 +338,7 @@ impl Core {
     pub fn snapshot(&mut self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
         let mut subs = Vec::new();
-        for (i, e) in self.sessions.iter() {
+        for (_, e) in self.sessions.iter() {
             let s: &Session = match &e.state {
                 SessionState::Offline(s) => s,
                 SessionState::Online { conn } => match self
@@ -360,7 +359,6 @@ impl Core {
                 let will_due = e.delayed_will.as_ref().map(|w| w.1);
                 record::put_offline(&mut subs, e.expires_at, will_due);
             }
-            let _ = i;
             record::session_frame(&mut out, &e.client_id, e.epoch, &subs);
         }
         if let Some(p) = self.persist.as_mut() {
@@ -379,7 +377,7 @@ impl Core {
     }
 
     /// Install the sessions recovered for this worker (before its first input).
-    pub fn restore(&mut self, restored: Vec<Restored>, now: Instant) {
+    pub fn restore(&mut self, restored: Vec<Restored>) {
         self.restored_filters.get_or_insert_with(Vec::new);
         for r in restored {
             let key = self.new_session_entry(
@@ -401,7 +399,6 @@ impl Core {
             }
             self.index_session(key, &s);
             self.keep_offline(key, s, r.expires_at, r.delayed_will, false);
-            let _ = now;
         }
     }
 }

@@ -61,20 +61,30 @@ pub fn put_opt_time(out: &mut Vec<u8>, t: Option<std::time::Instant>) {
     put_opt(out, t, |o, t| put_u64(o, clock::wall_ms(t)));
 }
 
+/// A counted list of u32 (subscription identifiers).
+pub fn put_ids(out: &mut Vec<u8>, ids: &[u32]) {
+    put_u32(out, ids.len() as u32);
+    for &id in ids {
+        put_u32(out, id);
+    }
+}
+
+/// A counted list of (name, value) strings.
+pub fn put_user_properties(out: &mut Vec<u8>, props: &[(ByteString, ByteString)]) {
+    put_u32(out, props.len() as u32);
+    for (k, v) in props {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v.as_bytes());
+    }
+}
+
 pub fn put_props(out: &mut Vec<u8>, p: &PublishProperties) {
     put_opt(out, p.payload_format_indicator, put_u8);
     put_opt(out, p.message_expiry_interval, put_u32);
     put_opt_str(out, p.response_topic.as_ref());
     put_opt(out, p.correlation_data.as_ref(), |o, b| put_bytes(o, b));
-    put_u32(out, p.user_properties.len() as u32);
-    for (k, v) in &p.user_properties {
-        put_bytes(out, k.as_bytes());
-        put_bytes(out, v.as_bytes());
-    }
-    put_u32(out, p.subscription_identifiers.len() as u32);
-    for &id in &p.subscription_identifiers {
-        put_u32(out, id);
-    }
+    put_user_properties(out, &p.user_properties);
+    put_ids(out, &p.subscription_identifiers);
     put_opt_str(out, p.content_type.as_ref());
 }
 
@@ -108,11 +118,7 @@ pub fn put_will(out: &mut Vec<u8>, w: &Will) {
     put_opt_str(out, p.content_type.as_ref());
     put_opt_str(out, p.response_topic.as_ref());
     put_opt(out, p.correlation_data.as_ref(), |o, b| put_bytes(o, b));
-    put_u32(out, p.user_properties.len() as u32);
-    for (k, v) in &p.user_properties {
-        put_bytes(out, k.as_bytes());
-        put_bytes(out, v.as_bytes());
-    }
+    put_user_properties(out, &p.user_properties);
 }
 
 pub fn options_byte(o: &SubscriptionOptions) -> u8 {
@@ -159,10 +165,7 @@ pub fn put_queued(
     put_u8(out, QUEUE);
     put_u8(out, qos as u8);
     put_u8(out, retain as u8);
-    put_u32(out, subscription_ids.len() as u32);
-    for &id in subscription_ids {
-        put_u32(out, id);
-    }
+    put_ids(out, subscription_ids);
     put_message(out, msg);
 }
 

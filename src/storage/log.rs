@@ -180,7 +180,6 @@ impl Log {
             metrics,
             notify,
             unsynced: false,
-            last_sync: Instant::now(),
             syncer,
             failing: false,
             lat: [0; 40],
@@ -221,12 +220,7 @@ impl Log {
         self.inner.committed.load(Ordering::Acquire)
     }
 
-    /// The last write failed and is being retried.
-    pub fn failed(&self) -> bool {
-        self.inner.failed.load(Ordering::Relaxed)
-    }
-
-    /// The flag behind `failed` (the core's limits read it).
+    /// Set while a write fails and is retried (the core's limits read it).
     pub fn failed_flag(&self) -> Arc<AtomicBool> {
         self.inner.failed.clone()
     }
@@ -252,7 +246,6 @@ struct Writer {
     metrics: Arc<WorkerMetrics>,
     notify: Notify,
     unsynced: bool,
-    last_sync: Instant,
     /// batched: the file the sync thread syncs, and its stop flag.
     syncer: Option<(Arc<Mutex<File>>, Arc<AtomicBool>)>,
     /// This writer's last write failed.
@@ -359,7 +352,6 @@ impl Writer {
             if sync && self.unsynced {
                 self.file.sync_data()?;
                 self.unsynced = false;
-                self.last_sync = Instant::now();
             }
             Ok(())
         })();

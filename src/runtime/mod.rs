@@ -1,4 +1,3 @@
-//! The io_uring runtime: one [`engine::Engine`] per worker thread, a hashed timing wheel,
-//! and the cross-worker mailbox.
-pub mod engine;
-pub mod wheel;
+//! The io_uring runtime, from the workspace crate `ringmq-uring` (shared with `ringmq-load`):
+//! one [`engine::Engine`] per worker thread and a hashed timing wheel.
+pub use ringmq_uring::{engine, wheel};

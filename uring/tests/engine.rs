@@ -1,5 +1,5 @@
 //! Integration tests of the io_uring engine over loopback TCP.
-use ringmq::runtime::engine::{
+use ringmq_uring::engine::{
     conn_state_size, ConnId, Engine, EngineConfig, EngineStats, Handler, Io, Remote,
 };
 use std::io::{ErrorKind, Read, Write};

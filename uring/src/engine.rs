@@ -20,7 +20,9 @@
 //!   short writes. `Io::send` refuses (returns `false`) past `cfg.send_queue_limit` bytes.
 //! - `Io::close(conn)`: flushes what is queued (best effort, bounded) then closes; `on_close` is
 //!   then called exactly once for every connection that was opened, whatever ended it.
-//! - Timers: `on_tick(now)` every `cfg.tick` (a timeout SQE keeps the wait bounded).
+//! - Timers: `on_tick(now)` after every batch of completions, and at the latest every `cfg.tick`
+//!   or by the deadline the handler asked for with `Io::wake_at`, whichever is first: the wait
+//!   itself carries the timeout (IORING_ENTER_EXT_ARG), so an idle engine sleeps until then.
 //! - Cross-thread wake: `Engine::remote()` gives a `Remote` (Send + Sync + Clone). From a handler
 //!   running on another engine, `io.wake(&remote)` submits IORING_OP_MSG_RING to the target ring;
 //!   from any other thread `remote.wake()` writes its eventfd. Wakes are coalesced (an atomic
@@ -54,7 +56,7 @@ pub struct EngineConfig {
     pub max_conns: u32,
     /// Maximum bytes queued for sending on one connection.
     pub send_queue_limit: usize,
-    /// Period of `on_tick`.
+    /// Longest time between two `on_tick` calls (`Io::wake_at` asks for an earlier one).
     pub tick: Duration,
     /// Completion batching (0 = off): when busy, wait up to this many microseconds for
     /// `batch_want` completions before handling them, so one wake-up serves several packets.
@@ -124,8 +126,8 @@ pub trait Handler {
     fn on_sent(&mut self, _io: &mut Io<'_>, _conn: ConnId, _queued: usize) {}
     /// Another thread woke this engine (see `Remote`).
     fn on_wake(&mut self, io: &mut Io<'_>);
-    /// Called every `EngineConfig::tick`, and after each batch of completions with the
-    /// current time, so timers stay accurate under load.
+    /// Called after each batch of completions, and otherwise at the latest every
+    /// `EngineConfig::tick` or at the deadline given to `Io::wake_at`, with the current time.
     fn on_tick(&mut self, io: &mut Io<'_>, now: Instant);
     /// Checked after every callback batch; true ends `Engine::run`.
     fn should_stop(&self) -> bool;
@@ -163,7 +165,6 @@ mod imp {
     const K_FUPD: u64 = 5;
     const K_CONNECT: u64 = 6;
     const K_IGNORE: u64 = 7;
-    const K_TIMER: u64 = 8;
     const K_EVENTFD: u64 = 9;
     const K_WAKE: u64 = 10;
     const K_MSG_SENT: u64 = 11;
@@ -476,8 +477,11 @@ mod imp {
         shared: Arc<Shared>,
         eventfd_buf: Box<u64>,
         eventfd_armed: bool,
-        timer_ts: Box<types::Timespec>,
-        timer_armed: bool,
+        /// When the next housekeeping pass (listener back-off, close linger) and `on_tick` are
+        /// due at the latest.
+        next_tick: Instant,
+        /// The earliest deadline asked for with `Io::wake_at` (cleared once reached).
+        wake_at: Option<Instant>,
         msg_pending: slab::Slab<Remote>,
         backlog: VecDeque<squeue::Entry>,
         cqes: Vec<(u64, i32, u32)>,
@@ -592,12 +596,6 @@ mod imp {
             }
             // SAFETY: dup is a fresh descriptor owned by nobody else.
             let ring_fd = unsafe { OwnedFd::from_raw_fd(dup) };
-            let tick = cfg.tick.max(Duration::from_millis(1));
-            let timer_ts = Box::new(
-                types::Timespec::new()
-                    .sec(tick.as_secs())
-                    .nsec(tick.subsec_nanos()),
-            );
             Ok(Engine {
                 inner: Inner {
                     ring,
@@ -621,8 +619,8 @@ mod imp {
                     }),
                     eventfd_buf: Box::new(0),
                     eventfd_armed: false,
-                    timer_ts,
-                    timer_armed: false,
+                    next_tick: Instant::now(),
+                    wake_at: None,
                     msg_pending: slab::Slab::new(),
                     backlog: VecDeque::new(),
                     cqes: Vec::with_capacity(256),
@@ -698,6 +696,7 @@ mod imp {
                 inner.submit_wait()?;
                 inner.now = Instant::now();
                 inner.drain_cq(h);
+                inner.housekeeping();
                 if inner.wake_pending {
                     inner.wake_pending = false;
                     inner.shared.flag.swap(false, Ordering::SeqCst);
@@ -754,18 +753,32 @@ mod imp {
             }
         }
 
+        /// Submits what is queued and waits for at least one completion, but no longer than
+        /// until the next tick or `wake_at` deadline (the timeout travels with the wait, so no
+        /// timer request is needed and an idle engine sleeps until its next deadline).
         fn submit_wait(&mut self) -> io::Result<()> {
-            let r = if self.cfg.batch_wait_us > 0 && self.min_wait_ok {
-                let args = types::SubmitArgs::new().min_wait_usec(self.cfg.batch_wait_us);
-                self.ring
-                    .submitter()
-                    .submit_with_args(self.cfg.batch_want.max(1) as usize, &args)
+            let now = Instant::now();
+            let due = match self.wake_at {
+                Some(w) => w.min(self.next_tick),
+                None => self.next_tick,
+            };
+            let r = if due <= now {
+                self.ring.submit()
             } else {
-                self.ring.submit_and_wait(1)
+                let ts = types::Timespec::from(due - now);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                if self.cfg.batch_wait_us > 0 && self.min_wait_ok {
+                    let args = args.min_wait_usec(self.cfg.batch_wait_us);
+                    let want = self.cfg.batch_want.max(1) as usize;
+                    self.ring.submitter().submit_with_args(want, &args)
+                } else {
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
             };
             match r {
                 Ok(_) => Ok(()),
-                // ETIME: a batching wait's min-wait ran out with fewer completions than asked.
+                // ETIME: the wait's timeout (or a batching wait's min-wait) ran out with fewer
+                // completions than asked.
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
@@ -779,6 +792,22 @@ mod imp {
                 }
                 Err(e) => Err(e),
             }
+        }
+
+        /// Housekeeping once per tick: listeners that backed off after an accept error are
+        /// armed again, and closing connections past their linger give up their flush.
+        fn housekeeping(&mut self) {
+            if self.wake_at.is_some_and(|w| self.now >= w) {
+                self.wake_at = None;
+            }
+            if self.now < self.next_tick {
+                return;
+            }
+            self.next_tick = self.now + self.cfg.tick.max(Duration::from_millis(1));
+            for l in &mut self.listeners {
+                l.backoff = false;
+            }
+            self.check_linger();
         }
 
         fn id(&self, slot: u32) -> ConnId {
@@ -830,15 +859,6 @@ mod imp {
 
         fn prepare(&mut self) {
             self.drain_backlog();
-            if !self.timer_armed {
-                let e = opcode::Timeout::new(&*self.timer_ts as *const types::Timespec)
-                    .count(0)
-                    .flags(types::TimeoutFlags::MULTISHOT)
-                    .build()
-                    .user_data(ud(K_TIMER, 0, 0));
-                self.push(e);
-                self.timer_armed = true;
-            }
             if !self.eventfd_armed {
                 let e = opcode::Read::new(
                     types::Fd(self.shared.eventfd.as_raw_fd()),
@@ -1105,15 +1125,6 @@ mod imp {
                 K_CLOSE => self.on_closed(h, u),
                 K_FUPD => self.on_files_update(u, res),
                 K_CONNECT => self.on_connected(h, u, res),
-                K_TIMER => {
-                    if !more {
-                        self.timer_armed = false;
-                    }
-                    for l in &mut self.listeners {
-                        l.backoff = false;
-                    }
-                    self.check_linger();
-                }
                 K_EVENTFD => {
                     self.eventfd_armed = false;
                     self.wake_pending = true;
@@ -1398,6 +1409,7 @@ mod imp {
                 self.submit_wait()?;
                 self.now = Instant::now();
                 self.drain_cq(h);
+                self.housekeeping();
             }
             // Whatever is still stuck gets its on_close now (its kernel requests were cancelled
             // or will be at drop).
@@ -1636,6 +1648,13 @@ mod imp {
 
         pub fn stats(&self) -> &EngineStats {
             &self.inner.stats
+        }
+
+        /// Asks for `on_tick` no later than `at` (the earliest of all such requests wins;
+        /// `EngineConfig::tick` still bounds the wait). For timers finer than the tick.
+        pub fn wake_at(&mut self, at: Instant) {
+            let inner = &mut *self.inner;
+            inner.wake_at = Some(inner.wake_at.map_or(at, |w| w.min(at)));
         }
 
         /// Time taken after the last completion batch.

@@ -139,7 +139,9 @@ pub struct Config {
     /// so a client (or a test) can choose the worker it lands on.
     pub worker_port_base: Option<u16>,
     pub backlog: i32,
-    /// Maximum live connections per worker (io_uring fixed-file table size).
+    /// Maximum live connections per worker. One io_uring fixed-file table holds at most
+    /// RLIMIT_NOFILE entries; the engine opens more rings as connections outgrow it, so this
+    /// is not bounded by the open-file limit (the broker's memory and the kernel's are).
     pub max_connections_per_worker: u32,
     /// Seconds a socket may take to deliver a complete CONNECT.
     pub connect_timeout_secs: u64,
@@ -268,7 +270,7 @@ impl Default for Config {
             pin_workers: true,
             worker_port_base: None,
             backlog: 4096,
-            max_connections_per_worker: 16_000,
+            max_connections_per_worker: 1 << 20,
             connect_timeout_secs: 10,
             max_keep_alive: 65535,
             server_keep_alive: None,

@@ -111,6 +111,10 @@ pub struct EngineStats {
     pub wakes_sent: u64,
     /// MSG_RING wakes that failed (target ring not running yet) and went through the eventfd.
     pub wake_fallbacks: u64,
+    /// Rings (fixed-file tables) in use: 1 until connections outgrow one table.
+    pub shards: u64,
+    /// Secondary rings that could not be built (out of memory...).
+    pub shard_errors: u64,
 }
 
 pub trait Handler {
@@ -166,6 +170,8 @@ mod imp {
     const K_CONNECT: u64 = 6;
     const K_IGNORE: u64 = 7;
     const K_EVENTFD: u64 = 9;
+    /// The read on the eventfd that secondary rings signal when they have completions.
+    const K_SHARDS: u64 = 12;
     const K_WAKE: u64 = 10;
     const K_MSG_SENT: u64 = 11;
 
@@ -221,8 +227,12 @@ mod imp {
     /// Per-connection state; the whole thing for an idle connection.
     struct Conn {
         gen: u32,
+        /// Index in the fixed-file table of ring `shard`.
         fixed: u32,
-        err: i32,
+        /// errno to report to `on_close` (0 = none); errno values fit in 16 bits.
+        err: u16,
+        /// Which of the engine's rings (and so which fixed-file table) holds this connection.
+        shard: u16,
         flags: u16,
         /// Index (in `Engine::listen` order) of the listener that accepted this connection;
         /// `NO_LISTENER` for outbound connects. Fits in the struct's padding.
@@ -240,20 +250,40 @@ mod imp {
 
     /// An outbound connect in progress.
     struct ConnectState {
+        /// The normal descriptor, from socket creation until the fixed table holds it (None
+        /// before and after).
         fd: Option<OwnedFd>,
         fds: [RawFd; 1],
         addr: socket2::SockAddr,
         peer: SocketAddr,
+        bind: Option<SocketAddr>,
     }
 
+    /// A listener's accepts. While the intake shard's table has more room than any listen
+    /// backlog can hold, one multishot accept serves it; near the end of a table, single-shot
+    /// accepts (no more in flight than free entries) make sure no accept finds the table full
+    /// (the kernel would close that connection).
     struct Listener {
         sock: std::net::TcpListener,
-        armed: bool,
+        /// A multishot accept is armed on `shard`.
+        multi: bool,
+        /// Single-shot accepts in flight on `shard`.
+        singles: u32,
+        /// The shard the accepts are armed on.
+        shard: usize,
+        /// The accepts are being cancelled (to move to another shard or mode).
+        cancelling: bool,
         backoff: bool,
         /// With `peer_addrs`: where the kernel writes the peer of the accept in flight (one
         /// single-shot accept per listener at a time; boxed so the address stays put).
         peer: Box<([u8; 128], libc::socklen_t)>,
     }
+
+    /// `user_data` generation field of a listener's multishot / single-shot accepts.
+    const ACCEPT_MULTI: u32 = 0;
+    const ACCEPT_SINGLE: u32 = 1;
+    /// Single-shot accepts kept in flight per listener near the end of a table.
+    const SINGLE_ACCEPTS: u32 = 16;
 
     /// A `struct sockaddr_in` / `sockaddr_in6` as the kernel wrote it, read field by field.
     fn parse_sockaddr(b: &[u8; 128], len: libc::socklen_t) -> Option<SocketAddr> {
@@ -305,14 +335,17 @@ mod imp {
     // owns it is used by one thread at a time (moving it between threads is fine).
     unsafe impl Send for BufRing {}
 
-    fn mmap_anon(len: usize) -> io::Result<*mut u8> {
+    /// An anonymous private mapping; `populate` faults its pages in at once.
+    fn mmap_anon(len: usize, populate: bool) -> io::Result<*mut u8> {
+        let flags =
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if populate { libc::MAP_POPULATE } else { 0 };
         // SAFETY: anonymous private mapping, no existing memory is affected.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                flags,
                 -1,
                 0,
             )
@@ -325,7 +358,9 @@ mod imp {
     }
 
     impl BufRing {
-        fn new(count: u16, size: u32) -> io::Result<BufRing> {
+        /// `populate`: fault the buffers in now (the primary ring, which serves the first
+        /// connections); a secondary ring's buffers become resident as they are used.
+        fn new(count: u16, size: u32, populate: bool) -> io::Result<BufRing> {
             if count == 0 || !count.is_power_of_two() || count > 32768 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -337,8 +372,8 @@ mod imp {
             }
             let ring_len = count as usize * std::mem::size_of::<RawBuf>();
             let bufs_len = count as usize * size as usize;
-            let ring = mmap_anon(ring_len)? as *mut RawBuf;
-            let bufs = match mmap_anon(bufs_len) {
+            let ring = mmap_anon(ring_len, true)? as *mut RawBuf;
+            let bufs = match mmap_anon(bufs_len, populate) {
                 Ok(b) => b,
                 Err(e) => {
                     // SAFETY: `ring` was mapped just above with this length.
@@ -457,13 +492,45 @@ mod imp {
         }
     }
 
-    struct Inner {
+    /// One io_uring with its own fixed-file table and provided buffer ring. The kernel caps a
+    /// fixed-file table at RLIMIT_NOFILE entries, but per table: an engine that must hold more
+    /// connections than that spreads them over several rings (shards). Shard 0 is the primary
+    /// ring the thread waits on; the others are created on demand and signal completions
+    /// through an eventfd the primary ring reads.
+    struct Shard {
         // `ring` is declared first so it is dropped before the memory its requests refer to.
         ring: IoUring,
+        bufs: BufRing,
+        /// SQEs that did not fit in the submission queue, in order.
+        backlog: VecDeque<squeue::Entry>,
+        /// Entries in the fixed-file table.
+        table_size: u32,
+        /// Connections given a slot in this table; new ones go elsewhere from `cap` on (the
+        /// rest of the table is headroom for accepts already under way).
+        used: u32,
+        cap: u32,
+    }
+
+    struct Inner {
+        // `shards` is declared first so the rings are dropped before the memory their
+        // requests refer to.
+        shards: Vec<Shard>,
         cfg: EngineConfig,
         disabled: bool,
         max_conns: u32,
-        table_size: u32,
+        /// RLIMIT_NOFILE at start: the largest fixed-file table the kernel accepts.
+        nofile: u32,
+        /// The shard new connections (accepts and connects) go to.
+        intake: usize,
+        /// Multishot accepts are used only while the intake table has more free entries than
+        /// this: the longest listen backlog (net.core.somaxconn) plus a little.
+        multi_margin: u32,
+        /// Secondary rings signal this eventfd when they post completions.
+        shard_efd: OwnedFd,
+        shard_efd_buf: Box<u64>,
+        shard_efd_armed: bool,
+        /// Building a secondary ring failed; tried again at the next tick.
+        shard_failed: bool,
         conns: Vec<Conn>,
         free: Vec<u32>,
         live: u32,
@@ -471,8 +538,11 @@ mod imp {
         enobufs: VecDeque<(u32, u32)>,
         closing: Vec<(u32, u32)>,
         connects: HashMap<u32, Box<ConnectState>>,
+        /// Connects waiting for a normal descriptor to be free (slot, generation).
+        connect_queue: VecDeque<(u32, u32)>,
+        /// Normal descriptors held by connects whose socket is not in a fixed table yet.
+        fds_held: u32,
         connect_nodelay: bool,
-        bufs: BufRing,
         listeners: Vec<Listener>,
         shared: Arc<Shared>,
         eventfd_buf: Box<u64>,
@@ -483,7 +553,6 @@ mod imp {
         /// The earliest deadline asked for with `Io::wake_at` (cleared once reached).
         wake_at: Option<Instant>,
         msg_pending: slab::Slab<Remote>,
-        backlog: VecDeque<squeue::Entry>,
         cqes: Vec<(u64, i32, u32)>,
         stats: EngineStats,
         now: Instant,
@@ -511,6 +580,19 @@ mod imp {
         } else {
             libc::EIO
         }
+    }
+
+    /// An errno as kept in `Conn::err` (errno values are small; anything odd becomes EIO).
+    fn errno16(e: i32) -> u16 {
+        u16::try_from(e).unwrap_or(libc::EIO as u16)
+    }
+
+    /// net.core.somaxconn: the kernel caps every listen backlog at it (4096 when unreadable).
+    fn somaxconn() -> u32 {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096)
     }
 
     fn nofile_limit() -> u32 {
@@ -547,40 +629,112 @@ mod imp {
         }
     }
 
+    /// A secondary ring (see [`Shard`]), built on the thread that runs the engine. Its
+    /// completions are run as cooperative task work when the thread next enters the kernel
+    /// (in the primary ring's wait), and signal the eventfd registered on it.
+    fn build_secondary(entries: u32) -> io::Result<IoUring> {
+        let cq = entries.saturating_mul(4).max(64);
+        let fancy = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_submit_all()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(entries);
+        match fancy {
+            Ok(r) => Ok(r),
+            Err(_) => IoUring::builder()
+                .setup_cqsize(cq)
+                .setup_submit_all()
+                .build(entries),
+        }
+    }
+
+    impl Shard {
+        /// Registers a fixed-file table for `want` more connections (plus headroom, at most
+        /// `nofile` entries) and a provided buffer ring on `ring`.
+        fn new(
+            ring: IoUring,
+            cfg: &EngineConfig,
+            want: u32,
+            nofile: u32,
+            primary: bool,
+        ) -> io::Result<Shard> {
+            let headroom = (want / 16).clamp(64, 1024);
+            let table_size = want.saturating_add(headroom).min(nofile).max(2);
+            let cap = table_size - headroom.min(table_size / 2);
+            ring.submitter().register_files_sparse(table_size)?;
+            // The primary ring gets the configured buffers; a secondary one a thirty-second
+            // of them (at least 64): connections that outgrow one table are mostly idle, and
+            // a buffer is only taken while bytes are being handed over.
+            let count = if primary {
+                cfg.buf_count
+            } else {
+                (cfg.buf_count / 32).max(64)
+            };
+            let mut bufs = BufRing::new(count, cfg.buf_size, primary)?;
+            // SAFETY: the ring memory is a page-aligned mapping of `count` entries that lives
+            // in `bufs` until after the buffer ring is unregistered (Drop of Inner).
+            unsafe {
+                ring.submitter()
+                    .register_buf_ring_with_flags(bufs.ring as u64, count, BGID, 0)?;
+            }
+            for bid in 0..count {
+                bufs.push(bid);
+            }
+            bufs.publish();
+            Ok(Shard {
+                ring,
+                bufs,
+                backlog: VecDeque::new(),
+                table_size,
+                used: 0,
+                cap,
+            })
+        }
+
+        fn push(&mut self, e: squeue::Entry) {
+            if self.backlog.is_empty() {
+                // SAFETY: every SQE we build points only at memory owned by the engine that
+                // stays alive and unmoved until its completion (boxed send/connect state,
+                // boxed eventfd buffers, the buffer ring).
+                if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                    return;
+                }
+                let _ = self.ring.submit();
+                // SAFETY: as above.
+                if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                    return;
+                }
+            }
+            self.backlog.push_back(e);
+        }
+
+        fn drain_backlog(&mut self) {
+            while let Some(e) = self.backlog.front() {
+                // SAFETY: see `push`.
+                if unsafe { self.ring.submission().push(e) }.is_ok() {
+                    self.backlog.pop_front();
+                } else if self.ring.submit().is_err() || self.ring.submission().is_full() {
+                    break;
+                }
+            }
+        }
+    }
+
     impl Engine {
-        /// Builds the ring, the sparse fixed-file table and the provided buffer ring.
+        /// Builds the primary ring with its sparse fixed-file table and provided buffer ring.
         ///
-        /// The fixed-file table has `min(max_conns + headroom, RLIMIT_NOFILE)` entries (the
-        /// kernel refuses a larger table); when the limit cuts it, the effective connection
-        /// limit ([`Engine::max_conns`]) shrinks so that headroom stays for refusals.
+        /// The kernel refuses a fixed-file table larger than RLIMIT_NOFILE, but checks each
+        /// table on its own: when `max_conns` (plus headroom) exceeds it, the engine opens more
+        /// rings (shards) as connections arrive, each with a table of at most RLIMIT_NOFILE
+        /// entries, so [`Engine::max_conns`] is `cfg.max_conns` whatever the limit is.
         pub fn new(cfg: EngineConfig) -> io::Result<Engine> {
             let entries = cfg.ring_entries.clamp(8, 32768);
             let (ring, disabled) = build_ring(entries)?;
             let min_wait_ok = ring.params().is_feature_min_timeout();
-            let headroom = (cfg.max_conns / 16).clamp(64, 1024);
-            let want = cfg.max_conns.max(1).saturating_add(headroom);
-            let table_size = want.min(nofile_limit()).max(2);
-            let max_conns = if table_size < want {
-                table_size - headroom.min(table_size / 2)
-            } else {
-                cfg.max_conns.max(1)
-            };
-            ring.submitter().register_files_sparse(table_size)?;
-            let mut bufs = BufRing::new(cfg.buf_count, cfg.buf_size)?;
-            // SAFETY: the ring memory is a page-aligned mapping of `buf_count` entries that
-            // lives in `bufs` until after the buffer ring is unregistered (Drop of Inner).
-            unsafe {
-                ring.submitter().register_buf_ring_with_flags(
-                    bufs.ring as u64,
-                    cfg.buf_count,
-                    BGID,
-                    0,
-                )?;
-            }
-            for bid in 0..cfg.buf_count {
-                bufs.push(bid);
-            }
-            bufs.publish();
+            let max_conns = cfg.max_conns.max(1);
+            let nofile = nofile_limit().max(64);
+            let shard = Shard::new(ring, &cfg, max_conns, nofile, true)?;
 
             // SAFETY: plain syscalls creating new descriptors we immediately own.
             let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -589,8 +743,15 @@ mod imp {
             }
             // SAFETY: efd is a fresh descriptor owned by nobody else.
             let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+            // SAFETY: as above.
+            let sfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if sfd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: sfd is a fresh descriptor owned by nobody else.
+            let shard_efd = unsafe { OwnedFd::from_raw_fd(sfd) };
             // SAFETY: fcntl(F_DUPFD_CLOEXEC) on the ring fd we own returns a new descriptor.
-            let dup = unsafe { libc::fcntl(ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+            let dup = unsafe { libc::fcntl(shard.ring.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
             if dup < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -598,10 +759,16 @@ mod imp {
             let ring_fd = unsafe { OwnedFd::from_raw_fd(dup) };
             Ok(Engine {
                 inner: Inner {
-                    ring,
+                    shards: vec![shard],
                     disabled,
                     max_conns,
-                    table_size,
+                    nofile,
+                    intake: 0,
+                    multi_margin: somaxconn().saturating_add(64),
+                    shard_efd,
+                    shard_efd_buf: Box::new(0),
+                    shard_efd_armed: false,
+                    shard_failed: false,
                     conns: Vec::new(),
                     free: Vec::new(),
                     live: 0,
@@ -609,8 +776,9 @@ mod imp {
                     enobufs: VecDeque::new(),
                     closing: Vec::new(),
                     connects: HashMap::new(),
+                    connect_queue: VecDeque::new(),
+                    fds_held: 0,
                     connect_nodelay: true,
-                    bufs,
                     listeners: Vec::new(),
                     shared: Arc::new(Shared {
                         flag: AtomicBool::new(false),
@@ -622,7 +790,6 @@ mod imp {
                     next_tick: Instant::now(),
                     wake_at: None,
                     msg_pending: slab::Slab::new(),
-                    backlog: VecDeque::new(),
                     cqes: Vec::with_capacity(256),
                     stats: EngineStats::default(),
                     now: Instant::now(),
@@ -642,7 +809,10 @@ mod imp {
             listener.set_nonblocking(false)?;
             self.inner.listeners.push(Listener {
                 sock: listener,
-                armed: false,
+                multi: false,
+                singles: 0,
+                shard: 0,
+                cancelling: false,
                 backoff: false,
                 peer: Box::new(([0u8; 128], 0)),
             });
@@ -676,9 +846,15 @@ mod imp {
             self.inner.defer_taskrun
         }
 
-        /// Entries in the registered (sparse) fixed-file table.
+        /// Entries in the registered (sparse) fixed-file table of the primary ring.
         pub fn fixed_table_size(&self) -> u32 {
-            self.inner.table_size
+            self.inner.shards[0].table_size
+        }
+
+        /// Rings (each with its own fixed-file table) the engine runs now: 1 until the
+        /// connections outgrow one table (see [`Engine::new`]).
+        pub fn shards(&self) -> usize {
+            self.inner.shards.len()
         }
 
         /// Runs the loop until `h.should_stop()`; then closes every connection (flushing queued
@@ -686,7 +862,7 @@ mod imp {
         pub fn run<H: Handler>(&mut self, h: &mut H) -> io::Result<()> {
             let inner = &mut self.inner;
             if inner.disabled {
-                inner.ring.submitter().register_enable_rings()?;
+                inner.shards[0].ring.submitter().register_enable_rings()?;
                 inner.disabled = false;
             }
             inner.stopping = false;
@@ -716,39 +892,71 @@ mod imp {
             // Stop the kernel from touching our buffers before they are freed: cancel every
             // submitted request, drop the fixed files (closes the sockets even while a Remote
             // keeps the ring file alive) and the buffer ring.
-            let sub = self.ring.submitter();
-            let ts = types::Timespec::new().sec(1);
-            let _ = sub.register_sync_cancel(Some(ts), types::CancelBuilder::any());
-            let _ = sub.unregister_files();
-            let _ = sub.unregister_buf_ring(BGID);
+            for shard in &self.shards {
+                let sub = shard.ring.submitter();
+                let ts = types::Timespec::new().sec(1);
+                let _ = sub.register_sync_cancel(Some(ts), types::CancelBuilder::any());
+                let _ = sub.unregister_files();
+                let _ = sub.unregister_buf_ring(BGID);
+            }
         }
     }
 
     impl Inner {
-        fn push(&mut self, e: squeue::Entry) {
-            if self.backlog.is_empty() {
-                // SAFETY: every SQE we build points only at memory owned by the engine that
-                // stays alive and unmoved until its completion (boxed send/connect state,
-                // boxed timespec/eventfd buffer, the buffer ring).
-                if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                    return;
-                }
-                let _ = self.ring.submit();
-                // SAFETY: as above.
-                if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                    return;
-                }
-            }
-            self.backlog.push_back(e);
+        /// Queues an SQE on ring `shard`.
+        fn push(&mut self, shard: usize, e: squeue::Entry) {
+            self.shards[shard].push(e);
         }
 
-        fn drain_backlog(&mut self) {
-            while let Some(e) = self.backlog.front() {
-                // SAFETY: see `push`.
-                if unsafe { self.ring.submission().push(e) }.is_ok() {
-                    self.backlog.pop_front();
-                } else if self.ring.submit().is_err() || self.ring.submission().is_full() {
-                    break;
+        /// Queues an SQE on the ring that holds connection slot `s`.
+        fn push_conn(&mut self, s: usize, e: squeue::Entry) {
+            let k = self.conns[s].shard as usize;
+            self.shards[k].push(e);
+        }
+
+        /// The shard new connections go to: the current one while it has room, else the first
+        /// with room, else a new one (while the total stays under `max_conns`; a failed
+        /// creation is retried at the next tick). None: no room anywhere.
+        fn intake_shard(&mut self) -> Option<usize> {
+            let cur = &self.shards[self.intake];
+            if cur.used < cur.cap {
+                return Some(self.intake);
+            }
+            if let Some(k) = self.shards.iter().position(|s| s.used < s.cap) {
+                self.intake = k;
+                return Some(k);
+            }
+            let have: u32 = self.shards.iter().map(|s| s.cap).sum();
+            if have >= self.max_conns || self.shard_failed {
+                return None;
+            }
+            let want = self.max_conns - have;
+            let built = build_secondary(self.cfg.ring_entries.clamp(8, 1024)).and_then(|ring| {
+                ring.submitter()
+                    .register_eventfd(self.shard_efd.as_raw_fd())?;
+                Shard::new(ring, &self.cfg, want, self.nofile, false)
+            });
+            match built {
+                Ok(shard) => {
+                    self.shards.push(shard);
+                    self.stats.shards = self.shards.len() as u64;
+                    self.intake = self.shards.len() - 1;
+                    Some(self.intake)
+                }
+                Err(_) => {
+                    self.stats.shard_errors += 1;
+                    self.shard_failed = true;
+                    None
+                }
+            }
+        }
+
+        /// Submits the SQEs queued on secondary rings (the primary's go with its wait).
+        fn submit_secondaries(&mut self) {
+            for shard in &mut self.shards[1..] {
+                shard.drain_backlog();
+                if !shard.ring.submission().is_empty() {
+                    let _ = shard.ring.submit();
                 }
             }
         }
@@ -762,17 +970,18 @@ mod imp {
                 Some(w) => w.min(self.next_tick),
                 None => self.next_tick,
             };
+            let ring = &self.shards[0].ring;
             let r = if due <= now {
-                self.ring.submit()
+                ring.submit()
             } else {
                 let ts = types::Timespec::from(due - now);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 if self.cfg.batch_wait_us > 0 && self.min_wait_ok {
                     let args = args.min_wait_usec(self.cfg.batch_wait_us);
                     let want = self.cfg.batch_want.max(1) as usize;
-                    self.ring.submitter().submit_with_args(want, &args)
+                    ring.submitter().submit_with_args(want, &args)
                 } else {
-                    self.ring.submitter().submit_with_args(1, &args)
+                    ring.submitter().submit_with_args(1, &args)
                 }
             };
             match r {
@@ -804,6 +1013,7 @@ mod imp {
                 return;
             }
             self.next_tick = self.now + self.cfg.tick.max(Duration::from_millis(1));
+            self.shard_failed = false;
             for l in &mut self.listeners {
                 l.backoff = false;
             }
@@ -839,6 +1049,7 @@ mod imp {
                         gen: 0,
                         fixed: NO_FIXED,
                         err: 0,
+                        shard: 0,
                         flags: 0,
                         listener: NO_LISTENER,
                         send: None,
@@ -851,6 +1062,7 @@ mod imp {
             c.fixed = NO_FIXED;
             c.err = 0;
             c.flags = F_USED;
+            c.shard = 0;
             c.listener = NO_LISTENER;
             c.send = None;
             self.live += 1;
@@ -858,7 +1070,18 @@ mod imp {
         }
 
         fn prepare(&mut self) {
-            self.drain_backlog();
+            self.shards[0].drain_backlog();
+            if self.shards.len() > 1 && !self.shard_efd_armed {
+                let e = opcode::Read::new(
+                    types::Fd(self.shard_efd.as_raw_fd()),
+                    &mut *self.shard_efd_buf as *mut u64 as *mut u8,
+                    8,
+                )
+                .build()
+                .user_data(ud(K_SHARDS, 0, 0));
+                self.push(0, e);
+                self.shard_efd_armed = true;
+            }
             if !self.eventfd_armed {
                 let e = opcode::Read::new(
                     types::Fd(self.shared.eventfd.as_raw_fd()),
@@ -867,39 +1090,17 @@ mod imp {
                 )
                 .build()
                 .user_data(ud(K_EVENTFD, 0, 0));
-                self.push(e);
+                self.push(0, e);
                 self.eventfd_armed = true;
             }
-            if !self.stopping {
-                for i in 0..self.listeners.len() {
-                    let peer_addrs = self.cfg.peer_addrs;
-                    let l = &mut self.listeners[i];
-                    if !l.armed && !l.backoff {
-                        let e = if peer_addrs {
-                            let p = &mut *l.peer;
-                            p.1 = p.0.len() as libc::socklen_t;
-                            opcode::Accept::new(
-                                types::Fd(l.sock.as_raw_fd()),
-                                p.0.as_mut_ptr().cast::<libc::sockaddr>(),
-                                &mut p.1,
-                            )
-                            .file_index(Some(types::DestinationSlot::auto_target()))
-                            .build()
-                        } else {
-                            opcode::AcceptMulti::new(types::Fd(l.sock.as_raw_fd()))
-                                .allocate_file_index(true)
-                                .build()
-                        }
-                        .user_data(ud(K_ACCEPT, i as u32, 0));
-                        self.listeners[i].armed = true;
-                        self.push(e);
-                    }
-                }
+            if !self.stopping && !self.listeners.is_empty() {
+                self.arm_accepts();
             }
-            // Re-arm receives that ran out of provided buffers, but only while the ring holds
-            // buffers again (re-arming on an empty ring just spins on ENOBUFS).
-            let mut n = self.enobufs.len().min(self.bufs.count as usize);
-            while n > 0 && self.bufs.available > 0 {
+            // Re-arm receives that ran out of provided buffers, but only while their ring holds
+            // buffers again (re-arming on an empty ring just spins on ENOBUFS); the others wait
+            // their turn.
+            let mut n = self.enobufs.len();
+            while n > 0 {
                 n -= 1;
                 let Some((slot, gen)) = self.enobufs.pop_front() else {
                     break;
@@ -910,6 +1111,10 @@ mod imp {
                 if c.gen != gen || c.flags & F_ENOBUF_WAIT == 0 {
                     continue;
                 }
+                if self.shards[c.shard as usize].bufs.available == 0 {
+                    self.enobufs.push_back((slot, gen));
+                    continue;
+                }
                 c.flags &= !F_ENOBUF_WAIT;
                 // A paused connection is armed again by `resume_recv`.
                 if c.flags & F_OPEN != 0 && c.flags & (F_RECV | F_PAUSED) == 0 {
@@ -918,6 +1123,84 @@ mod imp {
                 }
             }
             self.flush_dirty();
+            if self.shards.len() > 1 {
+                self.submit_secondaries();
+            }
+        }
+
+        /// Arms each listener's accepts on the intake shard: multishot while its table has
+        /// more room than a listen backlog holds, else single-shot ones, no more than free
+        /// entries; accepts armed on another shard, or a multishot near the end of a table,
+        /// are cancelled first. Past `max_conns` one single-shot accept at a time goes on (into
+        /// the table's headroom) so that new connections are refused at once, not left waiting.
+        fn arm_accepts(&mut self) {
+            let target = self.intake_shard().unwrap_or(self.intake);
+            let peer_addrs = self.cfg.peer_addrs;
+            let full = self.live >= self.max_conns;
+            let sh = &self.shards[target];
+            let room = sh.cap.saturating_sub(sh.used);
+            let multi_ok = !peer_addrs && !full && room > self.multi_margin;
+            let single_want = if peer_addrs || full {
+                1
+            } else {
+                room.clamp(1, SINGLE_ACCEPTS)
+            };
+            for i in 0..self.listeners.len() {
+                let l = &mut self.listeners[i];
+                let armed = l.multi || l.singles > 0;
+                if armed && (l.shard != target || (l.multi && !multi_ok)) {
+                    if !l.cancelling {
+                        l.cancelling = true;
+                        let (k, multi, singles) = (l.shard, l.multi, l.singles > 0);
+                        if multi {
+                            self.cancel(k, ud(K_ACCEPT, i as u32, ACCEPT_MULTI));
+                        }
+                        if singles {
+                            self.cancel_all(k, ud(K_ACCEPT, i as u32, ACCEPT_SINGLE));
+                        }
+                    }
+                    continue;
+                }
+                if l.backoff || l.multi {
+                    continue;
+                }
+                if !armed && multi_ok {
+                    let e = opcode::AcceptMulti::new(types::Fd(l.sock.as_raw_fd()))
+                        .allocate_file_index(true)
+                        .build()
+                        .user_data(ud(K_ACCEPT, i as u32, ACCEPT_MULTI));
+                    l.multi = true;
+                    l.shard = target;
+                    l.cancelling = false;
+                    self.push(target, e);
+                    continue;
+                }
+                while self.listeners[i].singles < single_want {
+                    let l = &mut self.listeners[i];
+                    let e = if peer_addrs {
+                        let p = &mut *l.peer;
+                        p.1 = p.0.len() as libc::socklen_t;
+                        opcode::Accept::new(
+                            types::Fd(l.sock.as_raw_fd()),
+                            p.0.as_mut_ptr().cast::<libc::sockaddr>(),
+                            &mut p.1,
+                        )
+                    } else {
+                        opcode::Accept::new(
+                            types::Fd(l.sock.as_raw_fd()),
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                        )
+                    }
+                    .file_index(Some(types::DestinationSlot::auto_target()))
+                    .build()
+                    .user_data(ud(K_ACCEPT, i as u32, ACCEPT_SINGLE));
+                    l.singles += 1;
+                    l.shard = target;
+                    l.cancelling = false;
+                    self.push(target, e);
+                }
+            }
         }
 
         fn flush_dirty(&mut self) {
@@ -950,7 +1233,7 @@ mod imp {
             let e = opcode::RecvMulti::new(types::Fixed(c.fixed), BGID)
                 .build()
                 .user_data(ud(K_RECV, s as u32, c.gen));
-            self.push(e);
+            self.push_conn(s, e);
         }
 
         fn submit_send(&mut self, s: usize) {
@@ -975,14 +1258,30 @@ mod imp {
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
                 .user_data(ud(K_SEND, s as u32, c.gen));
-            self.push(e);
+            self.push_conn(s, e);
         }
 
-        fn cancel(&mut self, target: u64) {
+        /// Cancels the request with user data `target` on ring `shard` (a cancel only finds
+        /// requests of its own ring).
+        fn cancel(&mut self, shard: usize, target: u64) {
             let e = opcode::AsyncCancel::new(target)
                 .build()
                 .user_data(ud(K_IGNORE, 0, 0));
-            self.push(e);
+            self.push(shard, e);
+        }
+
+        /// Cancels every request with user data `target` on ring `shard`.
+        fn cancel_all(&mut self, shard: usize, target: u64) {
+            let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target).all())
+                .build()
+                .user_data(ud(K_IGNORE, 0, 0));
+            self.push(shard, e);
+        }
+
+        /// Cancels a request of connection slot `s`.
+        fn cancel_conn(&mut self, s: usize, target: u64) {
+            let k = self.conns[s].shard as usize;
+            self.cancel(k, target);
         }
 
         /// Starts closing a connection. `flush`: keep sending queued bytes first (bounded by
@@ -994,7 +1293,7 @@ mod imp {
                 return;
             }
             if c.err == 0 {
-                c.err = errno;
+                c.err = errno16(errno);
             }
             if c.flags & F_CLOSING != 0 {
                 if !flush {
@@ -1012,10 +1311,21 @@ mod imp {
             let flags = c.flags;
             let fixed = c.fixed;
             if flags & F_RECV != 0 {
-                self.cancel(ud(K_RECV, s as u32, gen));
+                self.cancel_conn(s, ud(K_RECV, s as u32, gen));
             }
             if flags & F_CONNECTING != 0 && fixed != NO_FIXED {
-                self.cancel(ud(K_CONNECT, s as u32, gen));
+                self.cancel_conn(s, ud(K_CONNECT, s as u32, gen));
+            }
+            let queued_connect = flags & F_CONNECTING != 0
+                && fixed == NO_FIXED
+                && self
+                    .connects
+                    .get(&(s as u32))
+                    .is_some_and(|st| st.fd.is_none());
+            if queued_connect {
+                // Still waiting in `connect_queue` (no request in flight): nothing to wait for.
+                self.connects.remove(&(s as u32));
+                self.conns[s].flags &= !F_CONNECTING;
             }
             let c = &mut self.conns[s];
             match c.send.as_mut() {
@@ -1031,7 +1341,7 @@ mod imp {
                     // Not flushing: abort the in-flight send (its buffer stays alive until the
                     // completion arrives).
                     c.flags |= F_SEND_CANCELLED;
-                    self.cancel(ud(K_SEND, s as u32, gen));
+                    self.cancel_conn(s, ud(K_SEND, s as u32, gen));
                 }
                 Some(_) if !flush => {
                     // Not flushing and nothing in flight: drop the queue now.
@@ -1065,7 +1375,7 @@ mod imp {
             }
             if c.err == 0 && c.send.as_ref().is_some_and(|st| st.queued() > 0) {
                 // Queued bytes are lost: the flush ran out of time.
-                c.err = libc::ETIMEDOUT;
+                c.err = libc::ETIMEDOUT as u16;
             }
             c.send = None;
             c.flags &= !F_DIRTY;
@@ -1076,25 +1386,30 @@ mod imp {
             } else {
                 opcode::Nop::new().build()
             };
-            self.push(e.user_data(u));
+            self.push_conn(s, e.user_data(u));
         }
 
         fn drain_cq<H: Handler>(&mut self, h: &mut H) {
-            let mut cqes = std::mem::take(&mut self.cqes);
-            cqes.clear();
-            for e in self.ring.completion() {
-                cqes.push((e.user_data(), e.result(), e.flags()));
+            // Every ring's completion queue is looked at: a secondary ring's completions are
+            // posted by task work the kernel ran during the primary's wait (its eventfd read
+            // only ends that wait).
+            for k in 0..self.shards.len() {
+                let mut cqes = std::mem::take(&mut self.cqes);
+                cqes.clear();
+                for e in self.shards[k].ring.completion() {
+                    cqes.push((e.user_data(), e.result(), e.flags()));
+                }
+                for &(u, res, flags) in &cqes {
+                    self.handle(h, k, u, res, flags);
+                }
+                self.cqes = cqes;
             }
-            for &(u, res, flags) in &cqes {
-                self.handle(h, u, res, flags);
-            }
-            self.cqes = cqes;
         }
 
-        fn handle<H: Handler>(&mut self, h: &mut H, u: u64, res: i32, flags: u32) {
+        fn handle<H: Handler>(&mut self, h: &mut H, k: usize, u: u64, res: i32, flags: u32) {
             let more = cqueue::more(flags);
             match ud_kind(u) {
-                K_RECV => self.on_recv(h, u, res, flags),
+                K_RECV => self.on_recv(h, k, u, res, flags),
                 K_SEND => self.on_send(h, u, res),
                 K_ACCEPT => {
                     let li = ud_slot(u) as usize;
@@ -1106,16 +1421,25 @@ mod imp {
                         } else {
                             None
                         };
-                        self.on_accepted(h, res as u32, li, peer);
+                        self.on_accepted(h, k, res as u32, li, peer);
                     } else if res != -libc::ECANCELED {
                         self.stats.accept_errors += 1;
                     }
                     if !more {
                         if let Some(l) = self.listeners.get_mut(li) {
-                            l.armed = false;
+                            if ud_gen(u) == ACCEPT_MULTI {
+                                l.multi = false;
+                            } else {
+                                l.singles = l.singles.saturating_sub(1);
+                            }
+                            if !l.multi && l.singles == 0 {
+                                l.cancelling = false;
+                            }
                             // Persistent errors (table full, no memory...) wait for the next
                             // tick instead of spinning.
-                            l.backoff = res < 0 && res != -libc::ECANCELED;
+                            if res < 0 && res != -libc::ECANCELED {
+                                l.backoff = true;
+                            }
                         }
                         if res >= 0 || res == -libc::ECANCELED {
                             self.stats.accept_rearms += 1;
@@ -1129,6 +1453,7 @@ mod imp {
                     self.eventfd_armed = false;
                     self.wake_pending = true;
                 }
+                K_SHARDS => self.shard_efd_armed = false,
                 K_WAKE => self.wake_pending = true,
                 K_MSG_SENT => {
                     let i = ud_slot(u) as usize;
@@ -1147,6 +1472,7 @@ mod imp {
         fn on_accepted<H: Handler>(
             &mut self,
             h: &mut H,
+            k: usize,
             fixed: u32,
             listener: usize,
             peer: Option<SocketAddr>,
@@ -1156,10 +1482,12 @@ mod imp {
                 let e = opcode::Close::new(types::Fixed(fixed))
                     .build()
                     .user_data(ud(K_IGNORE, 0, 0));
-                self.push(e);
+                self.push(k, e);
                 return;
             }
             let s = self.alloc() as usize;
+            self.shards[k].used += 1;
+            self.conns[s].shard = k as u16;
             self.conns[s].fixed = fixed;
             self.conns[s].flags |= F_OPEN;
             self.conns[s].listener = u16::try_from(listener).unwrap_or(NO_LISTENER);
@@ -1169,14 +1497,15 @@ mod imp {
             h.on_open(&mut Io { inner: self }, id, peer);
         }
 
-        fn on_recv<H: Handler>(&mut self, h: &mut H, u: u64, res: i32, flags: u32) {
+        fn on_recv<H: Handler>(&mut self, h: &mut H, k: usize, u: u64, res: i32, flags: u32) {
             let bid = cqueue::buffer_select(flags);
             if bid.is_some() {
-                self.bufs.available = self.bufs.available.saturating_sub(1);
+                let bufs = &mut self.shards[k].bufs;
+                bufs.available = bufs.available.saturating_sub(1);
             }
             let Some(s) = self.ud_slot_checked(u) else {
                 if let Some(b) = bid {
-                    self.bufs.recycle(b);
+                    self.shards[k].bufs.recycle(b);
                 }
                 return;
             };
@@ -1188,13 +1517,14 @@ mod imp {
                 if res > 0 && self.conns[s].flags & F_OPEN != 0 {
                     self.stats.bytes_in += res as u64;
                     let id = self.id(s as u32);
-                    // SAFETY: the kernel handed buffer `b` to us with this completion; it goes
-                    // back to the ring only after `on_data` returns, and `Io` never touches the
-                    // buffer ring.
-                    let data = unsafe { self.bufs.slice(b, res as usize) };
+                    // SAFETY: the kernel handed buffer `b` of ring `k` to us with this
+                    // completion; it goes back to that ring only after `on_data` returns, `Io`
+                    // never touches an existing buffer ring, and the buffer memory is a
+                    // mapping that stays put when `shards` grows.
+                    let data = unsafe { self.shards[k].bufs.slice(b, res as usize) };
                     h.on_data(&mut Io { inner: self }, id, data);
                 }
-                self.bufs.recycle(b);
+                self.shards[k].bufs.recycle(b);
             }
             let open = self.conns[s].flags & F_OPEN != 0;
             let paused = self.conns[s].flags & F_PAUSED != 0;
@@ -1230,7 +1560,7 @@ mod imp {
             c.flags &= !(F_SEND | F_SEND_CANCELLED);
             if res <= 0 {
                 if c.err == 0 && c.flags & F_CLOSING != 0 && res != -libc::ECANCELED {
-                    c.err = if res == 0 { libc::EPIPE } else { -res };
+                    c.err = errno16(if res == 0 { libc::EPIPE } else { -res });
                 }
                 if c.flags & F_CLOSING == 0 {
                     self.stats.send_errors += 1;
@@ -1286,6 +1616,8 @@ mod imp {
             c.flags = 0;
             c.fixed = NO_FIXED;
             c.send = None;
+            let shard = &mut self.shards[c.shard as usize];
+            shard.used = shard.used.saturating_sub(1);
             let id = ConnId {
                 slot: s as u32,
                 generation: c.gen,
@@ -1295,7 +1627,7 @@ mod imp {
             self.live -= 1;
             self.stats.closed += 1;
             if !notified {
-                let e = (err != 0).then(|| io::Error::from_raw_os_error(err));
+                let e = (err != 0).then(|| io::Error::from_raw_os_error(i32::from(err)));
                 h.on_close(&mut Io { inner: self }, id, e);
             }
         }
@@ -1309,7 +1641,10 @@ mod imp {
                 return;
             };
             // The fixed table now holds its own reference: close the normal descriptor.
-            st.fd = None;
+            if st.fd.take().is_some() {
+                self.fds_held -= 1;
+            }
+            let st = &self.connects[&slot];
             if res == 1 && st.fds[0] >= 0 {
                 let fixed = st.fds[0] as u32;
                 let (addr, len) = (st.addr.as_ptr(), st.addr.len());
@@ -1324,12 +1659,86 @@ mod imp {
                 let e = opcode::Connect::new(types::Fixed(fixed), addr, len)
                     .build()
                     .user_data(ud(K_CONNECT, slot, c.gen));
-                self.push(e);
+                self.push_conn(s, e);
             } else {
                 self.connects.remove(&slot);
                 self.conns[s].flags &= !F_CONNECTING;
                 self.stats.connect_failed += 1;
                 self.begin_close(s, errno_of(res), false);
+            }
+            self.start_queued_connects();
+        }
+
+        /// How many normal descriptors connects may hold at once (half of RLIMIT_NOFILE).
+        fn fd_budget(&self) -> u32 {
+            (self.nofile / 2).max(8)
+        }
+
+        /// Creates the socket of a connect (TCP_NODELAY, bound to its source address with
+        /// IP_BIND_ADDRESS_NO_PORT) and submits its registration into the fixed table.
+        fn start_connect(&mut self, s: usize) -> io::Result<()> {
+            use socket2::{Domain, Protocol, Socket, Type};
+            let slot = s as u32;
+            let st = self
+                .connects
+                .get_mut(&slot)
+                .ok_or_else(|| io::Error::other("no connect state"))?;
+            let a = st.peer;
+            let sock = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
+            if self.connect_nodelay {
+                sock.set_nodelay(true)?;
+            }
+            if let Some(b) = st.bind {
+                let one: libc::c_int = 1;
+                // IP_BIND_ADDRESS_NO_PORT lives at SOL_IP; Linux accepts it there on IPv6 TCP
+                // sockets too. The port is then picked at connect time, so many outbound
+                // sockets can share one source address.
+                let (level, opt) = (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT);
+                // SAFETY: setsockopt reads sizeof(int) bytes from a live c_int.
+                let r = unsafe {
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        level,
+                        opt,
+                        &one as *const libc::c_int as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                sock.bind(&b.into())?;
+            }
+            let fd: OwnedFd = sock.into();
+            st.fds = [fd.as_raw_fd()];
+            st.fd = Some(fd);
+            let fds_ptr = st.fds.as_ptr();
+            self.fds_held += 1;
+            let e = opcode::FilesUpdate::new(fds_ptr, 1)
+                .offset(FILE_INDEX_ALLOC)
+                .build()
+                .user_data(ud(K_FUPD, slot, self.conns[s].gen));
+            self.push_conn(s, e);
+            Ok(())
+        }
+
+        /// Starts queued connects while the descriptor budget allows.
+        fn start_queued_connects(&mut self) {
+            while self.fds_held < self.fd_budget() {
+                let Some((slot, gen)) = self.connect_queue.pop_front() else {
+                    return;
+                };
+                let s = slot as usize;
+                let c = &self.conns[s];
+                if c.gen != gen || c.flags & F_CONNECTING == 0 || c.flags & F_CLOSING != 0 {
+                    continue;
+                }
+                if let Err(e) = self.start_connect(s) {
+                    self.connects.remove(&slot);
+                    self.conns[s].flags &= !F_CONNECTING;
+                    self.stats.connect_failed += 1;
+                    self.begin_close(s, e.raw_os_error().unwrap_or(libc::EIO), false);
+                }
             }
         }
 
@@ -1377,11 +1786,11 @@ mod imp {
                 if expired {
                     c.flags |= F_NO_FLUSH;
                     if c.err == 0 {
-                        c.err = libc::ETIMEDOUT;
+                        c.err = libc::ETIMEDOUT as u16;
                     }
                     if c.flags & F_SEND != 0 && c.flags & F_SEND_CANCELLED == 0 {
                         c.flags |= F_SEND_CANCELLED;
-                        self.cancel(ud(K_SEND, slot, gen));
+                        self.cancel_conn(s, ud(K_SEND, slot, gen));
                     }
                     self.closing.swap_remove(i);
                     self.maybe_finalize(s);
@@ -1394,8 +1803,13 @@ mod imp {
         fn shutdown<H: Handler>(&mut self, h: &mut H) -> io::Result<()> {
             self.stopping = true;
             for i in 0..self.listeners.len() {
-                if self.listeners[i].armed {
-                    self.cancel(ud(K_ACCEPT, i as u32, 0));
+                let l = &self.listeners[i];
+                let (k, multi, singles) = (l.shard, l.multi, l.singles > 0);
+                if multi {
+                    self.cancel(k, ud(K_ACCEPT, i as u32, ACCEPT_MULTI));
+                }
+                if singles {
+                    self.cancel_all(k, ud(K_ACCEPT, i as u32, ACCEPT_SINGLE));
                 }
             }
             for s in 0..self.conns.len() {
@@ -1423,7 +1837,8 @@ mod imp {
                 }
             }
             // Take the in-flight accept cancellations etc. so a later `run` starts clean.
-            let _ = self.ring.submit();
+            self.submit_secondaries();
+            let _ = self.shards[0].ring.submit();
             self.drain_cq(h);
             Ok(())
         }
@@ -1510,7 +1925,7 @@ mod imp {
             conn.flags |= F_PAUSED;
             if conn.flags & F_RECV != 0 {
                 let gen = conn.gen;
-                inner.cancel(ud(K_RECV, s as u32, gen));
+                inner.cancel_conn(s, ud(K_RECV, s as u32, gen));
             }
         }
 
@@ -1559,13 +1974,12 @@ mod imp {
             let e = opcode::MsgRingData::new(types::Fd(fd), 0, ud(K_WAKE, 0, 0), None)
                 .build()
                 .user_data(ud(K_MSG_SENT, i as u32, 0));
-            inner.push(e);
+            inner.push(0, e);
         }
 
         /// Starts an outbound TCP connection (bound to `bind` with IP_BIND_ADDRESS_NO_PORT when
         /// given). `on_open` follows on success, `on_close` with the error otherwise.
         pub fn connect(&mut self, a: SocketAddr, b: Option<SocketAddr>) -> io::Result<ConnId> {
-            use socket2::{Domain, Protocol, Socket, Type};
             let inner = &mut *self.inner;
             if inner.stopping {
                 return Err(io::Error::other("engine stopping"));
@@ -1573,50 +1987,39 @@ mod imp {
             if inner.live >= inner.max_conns {
                 return Err(io::Error::other("engine max_conns reached"));
             }
-            let sock = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
-            if inner.connect_nodelay {
-                sock.set_nodelay(true)?;
-            }
-            if let Some(b) = b {
-                let one: libc::c_int = 1;
-                // IP_BIND_ADDRESS_NO_PORT lives at SOL_IP; Linux accepts it there on IPv6 TCP
-                // sockets too. The port is then picked at connect time, so many outbound
-                // sockets can share one source address.
-                let (level, opt) = (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT);
-                // SAFETY: setsockopt reads sizeof(int) bytes from a live c_int.
-                let r = unsafe {
-                    libc::setsockopt(
-                        sock.as_raw_fd(),
-                        level,
-                        opt,
-                        &one as *const libc::c_int as *const libc::c_void,
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
-                if r != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                sock.bind(&b.into())?;
-            }
-            let fd: OwnedFd = sock.into();
-            let raw = fd.as_raw_fd();
+            let Some(k) = inner.intake_shard() else {
+                return Err(io::Error::other("no fixed-file table has room"));
+            };
             let slot = inner.alloc();
+            inner.shards[k].used += 1;
             let c = &mut inner.conns[slot as usize];
+            c.shard = k as u16;
             c.flags |= F_CONNECTING;
             let gen = c.gen;
             let st = Box::new(ConnectState {
-                fd: Some(fd),
-                fds: [raw],
+                fd: None,
+                fds: [-1],
                 addr: a.into(),
                 peer: a,
+                bind: b,
             });
-            let fds_ptr = st.fds.as_ptr();
             inner.connects.insert(slot, st);
-            let e = opcode::FilesUpdate::new(fds_ptr, 1)
-                .offset(FILE_INDEX_ALLOC)
-                .build()
-                .user_data(ud(K_FUPD, slot, gen));
-            inner.push(e);
+            if inner.connect_queue.is_empty() && inner.fds_held < inner.fd_budget() {
+                if let Err(e) = inner.start_connect(slot as usize) {
+                    // Nothing was submitted: give the slot back as if it never was.
+                    inner.connects.remove(&slot);
+                    let c = &mut inner.conns[slot as usize];
+                    c.flags = 0;
+                    inner.free.push(slot);
+                    inner.live -= 1;
+                    inner.shards[k].used -= 1;
+                    return Err(e);
+                }
+            } else {
+                // Each socket holds a normal descriptor until the fixed table has taken it:
+                // past the budget, connects wait their turn (errors then reach `on_close`).
+                inner.connect_queue.push_back((slot, gen));
+            }
             Ok(ConnId {
                 slot,
                 generation: gen,

@@ -269,7 +269,7 @@ impl Default for Config {
             workers: 0,
             pin_workers: true,
             worker_port_base: None,
-            backlog: 4096,
+            backlog: 65535,
             max_connections_per_worker: 1 << 20,
             connect_timeout_secs: 10,
             max_keep_alive: 65535,

@@ -40,6 +40,8 @@ counters! {
     takeovers: "counter", "Connections taken over by a new CONNECT with the same ClientId";
     wills_published: "counter", "Will messages published";
     recv_enobufs: "counter", "Multishot recv ended because the provided-buffer ring was empty";
+    accept_errors: "counter", "Accepts that failed in the kernel (the connection, if any, was closed)";
+    io_rings: "gauge", "io_uring rings, each with its own fixed-file table (more open as connections outgrow RLIMIT_NOFILE per table)";
     slow_consumer_drops: "counter", "QoS 0 messages dropped because the socket queue was full";
     slow_consumer_disconnects: "counter", "Connections closed because a packet that cannot be dropped (an ack) found the socket queue full";
     queue_drops: "counter", "Messages dropped because a session queue was full";

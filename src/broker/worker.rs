@@ -571,6 +571,8 @@ impl Handler for Worker {
         m.bytes_out.store(st.bytes_out, Ordering::Relaxed);
         m.connections_refused
             .store(st.refused_max_conns, Ordering::Relaxed);
+        m.accept_errors.store(st.accept_errors, Ordering::Relaxed);
+        m.io_rings.store(st.shards, Ordering::Relaxed);
     }
 
     fn should_stop(&self) -> bool {

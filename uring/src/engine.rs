@@ -791,7 +791,10 @@ mod imp {
                     wake_at: None,
                     msg_pending: slab::Slab::new(),
                     cqes: Vec::with_capacity(256),
-                    stats: EngineStats::default(),
+                    stats: EngineStats {
+                        shards: 1,
+                        ..EngineStats::default()
+                    },
                     now: Instant::now(),
                     wake_pending: false,
                     stopping: false,

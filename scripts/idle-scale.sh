@@ -16,7 +16,7 @@
 # connect_cpu_s = broker CPU-seconds spent while the connections were being opened.
 # The open-file limit here is 20,000 and cannot be raised: Mosquitto needs one fd per
 # connection, so N stays below that for the comparison; ringmq uses io_uring direct descriptors
-# (not in the fd table) and can go further with more workers (see README).
+# (not in the fd table) and can go further with more workers (see docs/performance.md).
 set -euo pipefail
 N=${1:-19000}
 HOLD=${2:-120}

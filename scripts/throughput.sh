@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The four throughput scenarios of the README, each against ringmq and Mosquitto in the same
+# The four throughput scenarios of docs/performance.md, each against ringmq and Mosquitto in the same
 # run (scripts/bench.sh: broker on one pinned core, generator on the other, broker CPU-seconds
 # from /proc). Offered loads are fixed and below both brokers' saturation, so latency is
 # comparable; "msgs / broker CPU s" is the efficiency figure.

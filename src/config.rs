@@ -210,8 +210,10 @@ pub struct Config {
     /// Provided buffers per worker and their size.
     pub recv_buffers: u16,
     pub recv_buffer_size: u32,
-    /// Completion batching (microseconds, 0 = off): a busy worker waits up to this long for
-    /// several completions per wake-up. Less CPU per message, at most this much more latency.
+    /// Adaptive completion batching (microseconds, 0 = off): while completions arrive faster
+    /// than one per half of this, a worker waits up to this long for several per wake-up
+    /// (less CPU per message, at most this much more latency); an idle or lightly loaded
+    /// worker handles a lone message at once.
     pub batch_wait_us: u32,
     /// Password file (`username:argon2-PHC-hash` lines, see `ringmq passwd`). When set, a
     /// CONNECT with a user name must carry that user's password.
@@ -302,7 +304,7 @@ impl Default for Config {
             sys_interval_secs: 10,
             recv_buffers: 4096,
             recv_buffer_size: 4096,
-            batch_wait_us: 0,
+            batch_wait_us: 250,
             password_file: None,
             acl_file: None,
             allow_anonymous: None,

@@ -104,8 +104,9 @@ struct Cli {
     /// Do not pin workers to CPUs.
     #[arg(long)]
     no_pin: bool,
-    /// Completion batching: a busy worker waits up to this many microseconds to handle
-    /// several packets per wake-up (0 = off, the default).
+    /// Adaptive completion batching: a busy worker waits up to this many microseconds to
+    /// handle several packets per wake-up; idle or light load adds no latency (default 250,
+    /// 0 = off).
     #[arg(long, value_name = "MICROS")]
     batch_wait_us: Option<u32>,
     /// Password file (`ringmq passwd FILE USER` creates it): CONNECTs with a user name must

@@ -58,10 +58,12 @@ pub struct EngineConfig {
     pub send_queue_limit: usize,
     /// Longest time between two `on_tick` calls (`Io::wake_at` asks for an earlier one).
     pub tick: Duration,
-    /// Completion batching (0 = off): when busy, wait up to this many microseconds for
-    /// `batch_want` completions before handling them, so one wake-up serves several packets.
-    /// Trades at most this much added latency for fewer sleeps and wake-ups (kernel 6.12
-    /// min-wait; ignored on kernels without it).
+    /// Adaptive completion batching (0 = off). While completions arrive fast enough that at
+    /// least two are expected within this many microseconds, each wait holds out up to this
+    /// long for `batch_want` of them, so one pass (and one send per socket) serves several
+    /// packets; when the engine is idle or lightly loaded a lone completion is handled at
+    /// once. Trades at most this much latency under load for fewer wake-ups and sends
+    /// (kernel 6.12 min-wait; ignored on kernels without it).
     pub batch_wait_us: u32,
     /// Completions to wait for while batching.
     pub batch_want: u32,
@@ -153,6 +155,8 @@ mod imp {
 
     /// Buffer group id of the provided buffer ring.
     const BGID: u16 = 0;
+    /// IOU_PBUF_RING_INC: incrementally consumed provided buffers (kernel 6.12).
+    const PBUF_RING_INC: u16 = 2;
     /// Default for how long `Io::close` (and the shutdown in `run`) keeps flushing queued bytes
     /// to a peer that does not read before giving up (see `Engine::set_close_linger`).
     const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -284,6 +288,13 @@ mod imp {
     const ACCEPT_SINGLE: u32 = 1;
     /// Single-shot accepts kept in flight per listener near the end of a table.
     const SINGLE_ACCEPTS: u32 = 16;
+    /// The window over which adaptive batching measures the completion rate.
+    const RATE_WINDOW: Duration = Duration::from_millis(2);
+    /// How long a wait after submitting sends holds out for a completion beyond theirs.
+    const INLINE_SEND_WAIT_US: u32 = 50;
+    /// Drained send queues kept for reuse, and the largest buffer capacity kept.
+    const SEND_POOL: usize = 256;
+    const SEND_POOL_CAP: usize = 64 << 10;
 
     /// A `struct sockaddr_in` / `sockaddr_in6` as the kernel wrote it, read field by field.
     fn parse_sockaddr(b: &[u8; 128], len: libc::socklen_t) -> Option<SocketAddr> {
@@ -329,6 +340,13 @@ mod imp {
         size: u32,
         count: u16,
         available: u32,
+        /// Registered with IOU_PBUF_RING_INC (kernel 6.12): the kernel consumes a buffer
+        /// piecewise, one receive after the other, and hands it back only when it is used up,
+        /// so one buffer carries many small packets (CONNECTs, PINGREQs) of many connections.
+        inc: bool,
+        /// With `inc`: bytes of each buffer the kernel has filled so far (where the next
+        /// completion's data starts).
+        offs: Vec<u32>,
     }
 
     // SAFETY: the raw pointers refer to private mappings owned by the BufRing; the engine that
@@ -391,6 +409,8 @@ mod imp {
                 size,
                 count,
                 available: 0,
+                inc: false,
+                offs: Vec::new(),
             })
         }
 
@@ -427,15 +447,38 @@ mod imp {
             self.publish();
         }
 
-        /// The bytes of buffer `bid` (len clamped to the buffer size).
+        /// The `len` bytes at offset `off` of buffer `bid` (clamped to the buffer).
         ///
         /// # Safety
-        /// The buffer must have been handed to us by the kernel (it is not in the ring) and it
-        /// must not be recycled while the slice is alive.
-        unsafe fn slice<'x>(&self, bid: u16, len: usize) -> &'x [u8] {
-            let len = len.min(self.size as usize);
+        /// The kernel has written these bytes and reported them in a completion: the buffer
+        /// was handed to us, or (with `inc`) the kernel writes only past them from now on. The
+        /// buffer must not be recycled while the slice is alive.
+        unsafe fn slice_at<'x>(&self, bid: u16, off: usize, len: usize) -> &'x [u8] {
+            let size = self.size as usize;
+            let off = off.min(size);
+            let len = len.min(size - off);
             let bid = (bid & self.mask) as usize;
-            std::slice::from_raw_parts(self.bufs.add(bid * self.size as usize), len)
+            std::slice::from_raw_parts(self.bufs.add(bid * size + off), len)
+        }
+
+        /// Takes the data of a receive completion that used buffer `bid`: returns its offset
+        /// in the buffer and whether the kernel is done with the buffer (it then left the
+        /// ring and must be recycled after use).
+        fn take(&mut self, bid: u16, len: usize, more: bool) -> (usize, bool) {
+            if !self.inc {
+                self.available = self.available.saturating_sub(1);
+                return (0, true);
+            }
+            let i = (bid & self.mask) as usize;
+            let off = self.offs[i] as usize;
+            if more {
+                self.offs[i] = (off + len).min(self.size as usize) as u32;
+                (off, false)
+            } else {
+                self.offs[i] = 0;
+                self.available = self.available.saturating_sub(1);
+                (off, true)
+            }
         }
     }
 
@@ -509,6 +552,8 @@ mod imp {
         /// rest of the table is headroom for accepts already under way).
         used: u32,
         cap: u32,
+        /// Receives waiting for buffers that may be re-armed in this pass.
+        rearm_budget: u32,
     }
 
     struct Inner {
@@ -560,6 +605,21 @@ mod imp {
         stopping: bool,
         /// The kernel supports min-wait (IORING_FEAT_MIN_TIMEOUT), so batching can be used.
         min_wait_ok: bool,
+        /// Completions other than send completions per second, smoothed over windows of at
+        /// least `RATE_WINDOW`: the load estimate adaptive batching goes by.
+        rate: f64,
+        /// Completions other than send completions since the window began.
+        work: u32,
+        /// Sends submitted in the current pass (they mostly complete inline, inside the wait
+        /// that submits them).
+        sends: u32,
+        /// When the current load-estimate window began.
+        last_pass: Instant,
+        /// Drained send queues kept for reuse (bounded), so a connection that sends now and
+        /// then does not allocate for every message, and an idle one holds no buffer.
+        // Boxed: a queue moves between a connection (`Conn::send`) and the pool as is.
+        #[allow(clippy::vec_box)]
+        send_pool: Vec<Box<SendState>>,
         defer_taskrun: bool,
         linger: Duration,
     }
@@ -633,7 +693,9 @@ mod imp {
     /// completions are run as cooperative task work when the thread next enters the kernel
     /// (in the primary ring's wait), and signal the eventfd registered on it.
     fn build_secondary(entries: u32) -> io::Result<IoUring> {
-        let cq = entries.saturating_mul(4).max(64);
+        // Room for a burst of completions from a full table (closing 20,000 connections at
+        // once gives three each); beyond it they wait in the kernel's overflow list.
+        let cq = entries.saturating_mul(16).max(64);
         let fancy = IoUring::builder()
             .setup_cqsize(cq)
             .setup_submit_all()
@@ -674,9 +736,28 @@ mod imp {
             let mut bufs = BufRing::new(count, cfg.buf_size, primary)?;
             // SAFETY: the ring memory is a page-aligned mapping of `count` entries that lives
             // in `bufs` until after the buffer ring is unregistered (Drop of Inner).
-            unsafe {
-                ring.submitter()
-                    .register_buf_ring_with_flags(bufs.ring as u64, count, BGID, 0)?;
+            let inc = unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    bufs.ring as u64,
+                    count,
+                    BGID,
+                    PBUF_RING_INC,
+                )
+            };
+            match inc {
+                Ok(()) => {
+                    bufs.inc = true;
+                    bufs.offs = vec![0; count as usize];
+                }
+                // SAFETY: as above (a kernel without incremental consumption).
+                Err(_) => unsafe {
+                    ring.submitter().register_buf_ring_with_flags(
+                        bufs.ring as u64,
+                        count,
+                        BGID,
+                        0,
+                    )?;
+                },
             }
             for bid in 0..count {
                 bufs.push(bid);
@@ -689,6 +770,7 @@ mod imp {
                 table_size,
                 used: 0,
                 cap,
+                rearm_budget: 0,
             })
         }
 
@@ -799,6 +881,11 @@ mod imp {
                     wake_pending: false,
                     stopping: false,
                     min_wait_ok,
+                    rate: 0.0,
+                    work: 0,
+                    sends: 0,
+                    last_pass: Instant::now(),
+                    send_pool: Vec::new(),
                     defer_taskrun: disabled,
                     linger: CLOSE_LINGER,
                     cfg,
@@ -873,6 +960,7 @@ mod imp {
             loop {
                 inner.prepare();
                 inner.submit_wait()?;
+                inner.end_pass();
                 inner.now = Instant::now();
                 inner.drain_cq(h);
                 inner.housekeeping();
@@ -958,7 +1046,12 @@ mod imp {
         fn submit_secondaries(&mut self) {
             for shard in &mut self.shards[1..] {
                 shard.drain_backlog();
-                if !shard.ring.submission().is_empty() {
+                let sq = shard.ring.submission();
+                // A completion queue that overflowed keeps the rest in the kernel until the
+                // ring is entered again (io_uring's submit then asks for them).
+                let enter = !sq.is_empty() || sq.cq_overflow();
+                drop(sq);
+                if enter {
                     let _ = shard.ring.submit();
                 }
             }
@@ -967,11 +1060,30 @@ mod imp {
         /// Submits what is queued and waits for at least one completion, but no longer than
         /// until the next tick or `wake_at` deadline (the timeout travels with the wait, so no
         /// timer request is needed and an idle engine sleeps until its next deadline).
+        ///
+        /// How long a wait holds out for more than one completion:
+        /// - busy (see [`EngineConfig::batch_wait_us`]): up to `batch_wait_us` for `batch_want`;
+        /// - sends were submitted in this pass: they mostly complete inline, inside this very
+        ///   call, so it asks for one completion more than that and holds out a short while
+        ///   for it; a wait that returned at once for the send completions alone would cost a
+        ///   pass of its own. New work arriving ends the wait at once;
+        /// - otherwise: the first completion ends the wait.
         fn submit_wait(&mut self) -> io::Result<()> {
             let now = Instant::now();
             let due = match self.wake_at {
                 Some(w) => w.min(self.next_tick),
                 None => self.next_tick,
+            };
+            let batch = self.cfg.batch_wait_us;
+            let busy = batch > 0 && self.rate * f64::from(batch) >= 2e6;
+            let (want, min_wait) = if !self.min_wait_ok {
+                (1, 0)
+            } else if busy {
+                (self.cfg.batch_want.max(2), batch)
+            } else if self.sends > 0 {
+                (self.sends.saturating_add(1), INLINE_SEND_WAIT_US)
+            } else {
+                (1, 0)
             };
             let ring = &self.shards[0].ring;
             let r = if due <= now {
@@ -979,10 +1091,9 @@ mod imp {
             } else {
                 let ts = types::Timespec::from(due - now);
                 let args = types::SubmitArgs::new().timespec(&ts);
-                if self.cfg.batch_wait_us > 0 && self.min_wait_ok {
-                    let args = args.min_wait_usec(self.cfg.batch_wait_us);
-                    let want = self.cfg.batch_want.max(1) as usize;
-                    ring.submitter().submit_with_args(want, &args)
+                if min_wait > 0 {
+                    let args = args.min_wait_usec(min_wait);
+                    ring.submitter().submit_with_args(want as usize, &args)
                 } else {
                     ring.submitter().submit_with_args(1, &args)
                 }
@@ -1004,6 +1115,27 @@ mod imp {
                 }
                 Err(e) => Err(e),
             }
+        }
+
+        /// Ends a pass: once a window of `RATE_WINDOW` is full, folds its completion rate
+        /// into the load estimate (a window of many short passes or one long wait alike; a
+        /// single fast pass never looks like load).
+        fn end_pass(&mut self) {
+            self.sends = 0;
+            let now = Instant::now();
+            let dt = now.saturating_duration_since(self.last_pass);
+            if dt < RATE_WINDOW {
+                return;
+            }
+            let inst = f64::from(self.work) / dt.as_secs_f64();
+            // A long idle wait resets the estimate rather than averaging into it.
+            self.rate = if dt > RATE_WINDOW * 8 {
+                inst
+            } else {
+                self.rate * 0.5 + inst * 0.5
+            };
+            self.last_pass = now;
+            self.work = 0;
         }
 
         /// Housekeeping once per tick: listeners that backed off after an accept error are
@@ -1100,9 +1232,15 @@ mod imp {
                 self.arm_accepts();
             }
             // Re-arm receives that ran out of provided buffers, but only while their ring holds
-            // buffers again (re-arming on an empty ring just spins on ENOBUFS); the others wait
-            // their turn.
+            // buffers again, and no more per pass than the buffers can serve (re-arming on an
+            // empty ring just spins on ENOBUFS); the others wait their turn.
             let mut n = self.enobufs.len();
+            for sh in &mut self.shards {
+                sh.rearm_budget =
+                    sh.bufs
+                        .available
+                        .saturating_mul(if sh.bufs.inc { 16 } else { 1 });
+            }
             while n > 0 {
                 n -= 1;
                 let Some((slot, gen)) = self.enobufs.pop_front() else {
@@ -1114,10 +1252,12 @@ mod imp {
                 if c.gen != gen || c.flags & F_ENOBUF_WAIT == 0 {
                     continue;
                 }
-                if self.shards[c.shard as usize].bufs.available == 0 {
+                let sh = &mut self.shards[c.shard as usize];
+                if sh.rearm_budget == 0 {
                     self.enobufs.push_back((slot, gen));
                     continue;
                 }
+                sh.rearm_budget -= 1;
                 c.flags &= !F_ENOBUF_WAIT;
                 // A paused connection is armed again by `resume_recv`.
                 if c.flags & F_OPEN != 0 && c.flags & (F_RECV | F_PAUSED) == 0 {
@@ -1257,6 +1397,7 @@ mod imp {
             let ptr = st.inflight[st.pos..].as_ptr();
             c.flags |= F_SEND;
             c.flags &= !F_DIRTY;
+            self.sends += 1;
             let e = opcode::Send::new(types::Fixed(c.fixed), ptr, len as u32)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
@@ -1411,7 +1552,11 @@ mod imp {
 
         fn handle<H: Handler>(&mut self, h: &mut H, k: usize, u: u64, res: i32, flags: u32) {
             let more = cqueue::more(flags);
-            match ud_kind(u) {
+            let kind = ud_kind(u);
+            if kind != K_SEND && kind != K_IGNORE {
+                self.work += 1;
+            }
+            match kind {
                 K_RECV => self.on_recv(h, k, u, res, flags),
                 K_SEND => self.on_send(h, u, res),
                 K_ACCEPT => {
@@ -1502,12 +1647,17 @@ mod imp {
 
         fn on_recv<H: Handler>(&mut self, h: &mut H, k: usize, u: u64, res: i32, flags: u32) {
             let bid = cqueue::buffer_select(flags);
-            if bid.is_some() {
-                let bufs = &mut self.shards[k].bufs;
-                bufs.available = bufs.available.saturating_sub(1);
-            }
+            // Where this completion's bytes start in the buffer, and whether the buffer came
+            // back to us (to recycle after use).
+            let (off, done) = match bid {
+                Some(b) => {
+                    let len = usize::try_from(res).unwrap_or(0);
+                    self.shards[k].bufs.take(b, len, cqueue::buffer_more(flags))
+                }
+                None => (0, false),
+            };
             let Some(s) = self.ud_slot_checked(u) else {
-                if let Some(b) = bid {
+                if let (Some(b), true) = (bid, done) {
                     self.shards[k].bufs.recycle(b);
                 }
                 return;
@@ -1520,14 +1670,17 @@ mod imp {
                 if res > 0 && self.conns[s].flags & F_OPEN != 0 {
                     self.stats.bytes_in += res as u64;
                     let id = self.id(s as u32);
-                    // SAFETY: the kernel handed buffer `b` of ring `k` to us with this
-                    // completion; it goes back to that ring only after `on_data` returns, `Io`
-                    // never touches an existing buffer ring, and the buffer memory is a
-                    // mapping that stays put when `shards` grows.
-                    let data = unsafe { self.shards[k].bufs.slice(b, res as usize) };
+                    // SAFETY: the kernel handed these bytes of buffer `b` of ring `k` to us with
+                    // this completion (with incremental buffers it writes only past them); the
+                    // buffer goes back to that ring only after `on_data` returns, `Io` never
+                    // touches an existing buffer ring, and the buffer memory is a mapping that
+                    // stays put when `shards` grows.
+                    let data = unsafe { self.shards[k].bufs.slice_at(b, off, res as usize) };
                     h.on_data(&mut Io { inner: self }, id, data);
                 }
-                self.shards[k].bufs.recycle(b);
+                if done {
+                    self.shards[k].bufs.recycle(b);
+                }
             }
             let open = self.conns[s].flags & F_OPEN != 0;
             let paused = self.conns[s].flags & F_PAUSED != 0;
@@ -1594,8 +1747,21 @@ mod imp {
                 }
                 return;
             }
-            // Fully drained: an idle connection keeps no buffer.
-            c.send = None;
+            // Fully drained: an idle connection keeps no buffer (it goes back to the pool).
+            if let Some(st) = c.send.take() {
+                if self.send_pool.len() < SEND_POOL
+                    && st.inflight.capacity() <= SEND_POOL_CAP
+                    && st.pending.capacity() <= SEND_POOL_CAP
+                {
+                    let mut st = st;
+                    st.inflight.clear();
+                    st.pending.clear();
+                    st.pos = 0;
+                    st.deadline = None;
+                    self.send_pool.push(st);
+                }
+            }
+            let c = &mut self.conns[s];
             if c.flags & F_CLOSING != 0 {
                 self.maybe_finalize(s);
                 return;
@@ -1824,6 +1990,7 @@ mod imp {
             while self.live > 0 && self.now < deadline {
                 self.prepare();
                 self.submit_wait()?;
+                self.end_pass();
                 self.now = Instant::now();
                 self.drain_cq(h);
                 self.housekeeping();
@@ -1878,7 +2045,10 @@ mod imp {
             if d.is_empty() {
                 return true;
             }
-            let st = conn.send.get_or_insert_with(Box::default);
+            let pool = &mut inner.send_pool;
+            let st = conn
+                .send
+                .get_or_insert_with(|| pool.pop().unwrap_or_default());
             st.pending.extend_from_slice(d);
             if conn.flags & (F_DIRTY | F_SEND) == 0 {
                 conn.flags |= F_DIRTY;

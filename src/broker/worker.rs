@@ -92,6 +92,8 @@ pub struct Worker {
     tls_out: Vec<u8>,
     /// Scratch for WebSocket: MQTT bytes of one read, and frames / HTTP answers to send.
     ws_plain: Vec<u8>,
+    /// When the engine state is next logged (trace level).
+    next_describe: Instant,
     ws_out: Vec<u8>,
     /// The storage thread's end (`--data-dir`), the records being handed over, and the
     /// last commit given to the core.
@@ -145,6 +147,7 @@ impl Worker {
             tls_plain: Vec::new(),
             tls_out: Vec::new(),
             ws_plain: Vec::new(),
+            next_describe: Instant::now(),
             ws_out: Vec::new(),
             log,
             log_buf: Vec::new(),
@@ -573,6 +576,10 @@ impl Handler for Worker {
             .store(st.refused_max_conns, Ordering::Relaxed);
         m.accept_errors.store(st.accept_errors, Ordering::Relaxed);
         m.io_rings.store(st.shards, Ordering::Relaxed);
+        if tracing::enabled!(tracing::Level::TRACE) && now >= self.next_describe {
+            self.next_describe = now + std::time::Duration::from_secs(5);
+            tracing::trace!(worker = self.core.id(), "engine: {}", io.describe());
+        }
     }
 
     fn should_stop(&self) -> bool {

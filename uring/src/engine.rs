@@ -2226,6 +2226,44 @@ mod imp {
             &self.inner.stats
         }
 
+        /// One line per ring: connections in its table / capacity, buffers in its buffer
+        /// ring, submission and completion queue lengths and whether its completion queue
+        /// overflowed; then the listeners' accept state. For debugging.
+        pub fn describe(&mut self) -> String {
+            use std::fmt::Write;
+            let inner = &mut *self.inner;
+            let mut out = String::new();
+            for (k, sh) in inner.shards.iter_mut().enumerate() {
+                let sq = sh.ring.submission();
+                let (sql, ovf) = (sq.len(), sq.cq_overflow());
+                drop(sq);
+                let cql = sh.ring.completion().len();
+                let _ = write!(
+                    out,
+                    "ring {k}: {}/{} conns, {} bufs, sq {sql} backlog {} cq {cql} overflow {ovf}; ",
+                    sh.used,
+                    sh.cap,
+                    sh.bufs.available,
+                    sh.backlog.len()
+                );
+            }
+            for (i, l) in inner.listeners.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "listener {i}: multi {} singles {} ring {} cancelling {} backoff {}; ",
+                    l.multi, l.singles, l.shard, l.cancelling, l.backoff
+                );
+            }
+            let _ = write!(
+                out,
+                "intake {} enobufs-waiting {} live {}",
+                inner.intake,
+                inner.enobufs.len(),
+                inner.live
+            );
+            out
+        }
+
         /// Asks for `on_tick` no later than `at` (the earliest of all such requests wins;
         /// `EngineConfig::tick` still bounds the wait). For timers finer than the tick.
         pub fn wake_at(&mut self, at: Instant) {

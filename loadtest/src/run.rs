@@ -3,7 +3,7 @@
 use crate::opts::{expand, resolve_hosts, wildcard, Common, Mode, Scenario};
 use crate::stamp::now_ns;
 use crate::stats::{Shared, StreamKey, ThreadResult};
-use crate::worker::{ClientSpec, Config, Role, Worker};
+use crate::worker::{reserve_fd_table, ClientSpec, Config, Role, Worker, FDS_PER_WORKER};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -235,6 +235,8 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
         None if o.interval_ms > 0.0 => p.n_pubs as f64 * 1000.0 / o.interval_ms,
         None => 0.0,
     };
+    // Before any generator thread exists (see `reserve_fd_table`).
+    reserve_fd_table(threads * FDS_PER_WORKER);
     let sh = Arc::new(Shared::default());
     let start = now_ns();
     let dur_ns = o.duration.as_nanos() as u64;

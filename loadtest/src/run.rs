@@ -288,7 +288,7 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             std::thread::Builder::new()
                 .name(format!("load-{t}"))
                 .spawn(move || {
-                    let _ = tx.send(w.run());
+                    w.run(tx);
                 })
                 .map_err(|e| e.to_string())?,
         );

@@ -16,9 +16,9 @@
 //! - Timers: `on_tick` (after every completion batch, and at the latest at the `Io::wake_at`
 //!   deadline it asks for or the 50 ms tick) runs the connection ramp, reconnects, the
 //!   open-loop publish schedule and the keep-alive sweep.
-//! - Stop: once `Shared::stop` is set, the next `on_tick` seals the thread's result and
-//!   `should_stop` ends the loop; the engine then closes every connection. Nothing counted
-//!   after the seal (the summary is being printed from the shared counters meanwhile).
+//! - Stop: once `Shared::stop` is set, the next `on_tick` sends the thread's result and
+//!   `should_stop` ends the loop; the engine then closes every connection. Nothing is counted
+//!   after that (the summary is being printed from the shared counters meanwhile).
 
 use crate::stamp::{now_ns, read_payload, write_payload, Stamp};
 use crate::stats::{Shared, ThreadResult};
@@ -27,7 +27,7 @@ use ringmq_uring::engine::{ConnId, Engine, EngineConfig, Handler, Io, Remote};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// What one client does.
@@ -187,8 +187,9 @@ pub struct Worker {
     cfg: Config,
     sh: Arc<Shared>,
     res: ThreadResult,
-    /// Sealed result (set when the stop flag is seen).
-    result: Option<ThreadResult>,
+    /// The result was sent (when the stop flag was seen): nothing is counted any more.
+    sealed: bool,
+    report: Option<mpsc::Sender<ThreadResult>>,
     sched: Schedule,
     pubs: Vec<usize>,
     payload: Vec<u8>,
@@ -268,7 +269,8 @@ impl Worker {
             cfg,
             sh,
             res: ThreadResult::new(),
-            result: None,
+            sealed: false,
+            report: None,
             sched,
             pubs,
             payload: Vec::new(),
@@ -284,10 +286,13 @@ impl Worker {
         self.engine.as_ref().map(Engine::remote)
     }
 
-    /// Runs until `sh.stop`. Returns the thread's measurements.
-    pub fn run(mut self) -> ThreadResult {
+    /// Runs until `sh.stop`; sends the thread's measurements to `report` as soon as the stop
+    /// flag is seen (the engine's closing of every connection follows, bounded by a second).
+    pub fn run(mut self, report: mpsc::Sender<ThreadResult>) {
+        self.report = Some(report);
         let Some(mut engine) = self.engine.take() else {
-            return ThreadResult::new();
+            self.seal();
+            return;
         };
         let now = now_ns();
         self.clock_base = (Instant::now(), now);
@@ -296,10 +301,9 @@ impl Worker {
         if let Err(e) = engine.run(&mut self) {
             self.note_err(format!("io_uring: {e}"));
         }
-        if self.result.is_none() {
+        if !self.sealed {
             self.seal();
         }
-        self.result.take().unwrap_or_default()
     }
 
     fn seal(&mut self) {
@@ -308,7 +312,10 @@ impl Worker {
                 self.res.sent_per_pub.push((c.spec.idx, c.seq));
             }
         }
-        self.result = Some(std::mem::take(&mut self.res));
+        self.sealed = true;
+        if let Some(tx) = self.report.take() {
+            let _ = tx.send(std::mem::take(&mut self.res));
+        }
     }
 
     fn instant_of(&self, ns: u64) -> Instant {
@@ -807,7 +814,7 @@ impl Worker {
 
 impl Handler for Worker {
     fn on_open(&mut self, _io: &mut Io<'_>, conn: ConnId, _peer: Option<SocketAddr>) {
-        if self.result.is_some() {
+        if self.sealed {
             return;
         }
         let Some(i) = self.client_of(conn) else {
@@ -819,7 +826,7 @@ impl Handler for Worker {
     }
 
     fn on_data(&mut self, io: &mut Io<'_>, conn: ConnId, data: &[u8]) {
-        if self.result.is_some() {
+        if self.sealed {
             return;
         }
         let Some(i) = self.client_of(conn) else {
@@ -855,7 +862,7 @@ impl Handler for Worker {
             *e = NO_CLIENT;
         }
         let Some(i) = client else { return };
-        if self.result.is_some() {
+        if self.sealed {
             return;
         }
         match self.clients[i].st {
@@ -881,7 +888,7 @@ impl Handler for Worker {
     fn on_wake(&mut self, _io: &mut Io<'_>) {}
 
     fn on_tick(&mut self, io: &mut Io<'_>, _now: Instant) {
-        if self.result.is_some() {
+        if self.sealed {
             return;
         }
         if self.sh.stop.load(Relaxed) {
@@ -895,7 +902,7 @@ impl Handler for Worker {
     }
 
     fn should_stop(&self) -> bool {
-        self.result.is_some()
+        self.sealed
     }
 }
 

@@ -107,15 +107,15 @@ pub fn reserve_fd_table(n: usize) {
 /// Longest wait of the loop (the engine's tick): bounds how late the stop flag is seen.
 const TICK: Duration = Duration::from_millis(50);
 /// Connects started per loop iteration at most, and connects in flight at most: without a
-/// ramp, a burst starts once the previous one has (mostly) connected, so the first clients'
-/// CONNECTs do not wait behind the handshakes of all the others.
+/// ramp, new connects start as earlier ones complete, so the first clients' CONNECTs do not
+/// queue behind the handshakes of all the others.
 const CONNECT_BURST: usize = 512;
 /// Publishes sent per loop iteration at most (the rest follow at once, after the flush).
 const PUBLISH_BURST: u32 = 8192;
 /// Largest packet accepted from the broker.
 const MAX_PACKET: usize = 64 << 20;
-/// A reassembly buffer above this size is freed once it is empty.
-const RBUF_KEEP: usize = 1 << 16;
+/// A client's receive or send buffer above this size is freed once it is empty.
+const BUF_KEEP: usize = 1 << 16;
 const NO_CLIENT: u32 = u32::MAX;
 
 /// Where a client is; the connection states carry the connection.
@@ -360,7 +360,7 @@ impl Worker {
                 c.last_tx = now;
             }
             c.out.clear();
-            if c.out.capacity() > RBUF_KEEP {
+            if c.out.capacity() > BUF_KEEP {
                 c.out = Vec::new();
             }
         }
@@ -848,7 +848,7 @@ impl Handler for Worker {
                 return;
             };
             buf.drain(..used);
-            if buf.is_empty() && buf.capacity() > RBUF_KEEP {
+            if buf.is_empty() && buf.capacity() > BUF_KEEP {
                 buf = Vec::new();
             }
             self.clients[i].rbuf = buf;
@@ -877,7 +877,9 @@ impl Handler for Worker {
                     self.sh.connect_errors.fetch_add(1, Relaxed);
                     self.note_err("connection closed by the broker before CONNACK".into());
                 }
-                if let Some(e) = error.filter(|e| e.raw_os_error() != Some(libc::ECONNRESET)) {
+                // A peer that closed is not an error (sends then fail with EPIPE).
+                let closed = [Some(libc::ECONNRESET), Some(libc::EPIPE)];
+                if let Some(e) = error.filter(|e| !closed.contains(&e.raw_os_error())) {
                     self.note_err(format!("recv: {e}"));
                 }
             }

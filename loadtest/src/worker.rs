@@ -161,6 +161,33 @@ struct Client {
     reconnect_at: u64,
 }
 
+/// Per-message counters, added to the shared ones once per loop iteration (an atomic add per
+/// message costs as much as encoding it).
+#[derive(Default)]
+struct Counts {
+    sent: u64,
+    late: u64,
+    skipped: u64,
+    recv: u64,
+    recv_stamped: u64,
+}
+
+impl Counts {
+    fn publish(&mut self, sh: &Shared) {
+        for (n, to) in [
+            (&mut self.sent, &sh.sent),
+            (&mut self.late, &sh.late),
+            (&mut self.skipped, &sh.skipped),
+            (&mut self.recv, &sh.recv),
+            (&mut self.recv_stamped, &sh.recv_stamped),
+        ] {
+            if *n > 0 {
+                to.fetch_add(std::mem::take(n), Relaxed);
+            }
+        }
+    }
+}
+
 /// The publish / connect schedule of the thread.
 struct Schedule {
     t0: u64,
@@ -171,8 +198,10 @@ struct Schedule {
     next_conn: usize,
     /// Connects started and not yet connected or failed.
     connecting: usize,
-    /// Next publish schedule slot: slot k is due at sched0 + k * rate_ns.
+    /// Next publish schedule slot: slot k is due at sched0 + k * rate_ns, and goes to
+    /// publisher `pubs[k % pubs.len()]`, which is `pubs[next_pub]` (kept without a division).
     k: u64,
+    next_pub: usize,
     sched0: u64,
     last_sweep: u64,
     ka_ns: u64,
@@ -187,6 +216,7 @@ pub struct Worker {
     cfg: Config,
     sh: Arc<Shared>,
     res: ThreadResult,
+    counts: Counts,
     /// The result was sent (when the stop flag was seen): nothing is counted any more.
     sealed: bool,
     report: Option<mpsc::Sender<ThreadResult>>,
@@ -258,6 +288,7 @@ impl Worker {
             next_conn: 0,
             connecting: 0,
             k: 0,
+            next_pub: 0,
             sched0: 0,
             last_sweep: 0,
             ka_ns: cfg.keepalive as u64 * 1_000_000_000,
@@ -269,6 +300,7 @@ impl Worker {
             cfg,
             sh,
             res: ThreadResult::new(),
+            counts: Counts::default(),
             sealed: false,
             report: None,
             sched,
@@ -307,6 +339,7 @@ impl Worker {
     }
 
     fn seal(&mut self) {
+        self.counts.publish(&self.sh);
         for c in &self.clients {
             if matches!(c.spec.role, Role::Pub { .. }) {
                 self.res.sent_per_pub.push((c.spec.idx, c.seq));
@@ -480,18 +513,24 @@ impl Worker {
         );
         let lag = now.saturating_sub(intended);
         if lag > self.cfg.late_ns {
-            self.sh.late.fetch_add(1, Relaxed);
+            self.counts.late += 1;
         }
         self.res.max_late_ns = self.res.max_late_ns.max(lag);
-        self.sh.sent.fetch_add(1, Relaxed);
+        self.counts.sent += 1;
         self.mark_dirty(i);
     }
 
-    fn publish_due(&mut self, k: u64, intended: u64, now: u64) {
-        let i = self.pubs[(k % self.pubs.len() as u64) as usize];
+    /// Publishes slot `sched.k` (due at `intended`) and moves on to the next slot.
+    fn publish_due(&mut self, intended: u64, now: u64) {
+        let i = self.pubs[self.sched.next_pub];
+        self.sched.k += 1;
+        self.sched.next_pub += 1;
+        if self.sched.next_pub == self.pubs.len() {
+            self.sched.next_pub = 0;
+        }
         let c = &mut self.clients[i];
         if !matches!(c.st, St::Up(_)) {
-            self.sh.skipped.fetch_add(1, Relaxed);
+            self.counts.skipped += 1;
             return;
         }
         let seq = c.seq;
@@ -614,7 +653,7 @@ impl Worker {
                 }
             }
             Ev::Publish { qos, pid, stamp } => {
-                self.sh.recv.fetch_add(1, Relaxed);
+                self.counts.recv += 1;
                 let c = &mut self.clients[i];
                 match qos {
                     1 => wire::encode_ack(&mut c.out, wire::PUBACK, pid),
@@ -633,7 +672,7 @@ impl Worker {
                         let _ = self.res.will_lat.record(lat_us);
                     }
                     Role::Sub { group, .. } => {
-                        self.sh.recv_stamped.fetch_add(1, Relaxed);
+                        self.counts.recv_stamped += 1;
                         let _ = self.res.lat.record(lat_us);
                         self.res
                             .tracks
@@ -768,8 +807,7 @@ impl Worker {
                     next_due = due;
                     break;
                 }
-                self.publish_due(k, due, now);
-                self.sched.k += 1;
+                self.publish_due(due, now);
                 burst += 1;
             }
         }
@@ -900,6 +938,7 @@ impl Handler for Worker {
         let now = now_ns();
         let wake = self.step(io, now);
         self.flush(io, now);
+        self.counts.publish(&self.sh);
         io.wake_at(self.instant_of(wake));
     }
 

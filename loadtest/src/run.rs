@@ -1,9 +1,9 @@
 //! Scenario setup, the control loop (phases, live line, hard stop) and the summary.
 
-use crate::engine::{ClientSpec, Config, Role, Worker};
 use crate::opts::{expand, resolve_hosts, wildcard, Common, Mode, Scenario};
 use crate::stamp::now_ns;
 use crate::stats::{Shared, StreamKey, ThreadResult};
+use crate::worker::{reserve_fd_table, ClientSpec, Config, Role, Worker, FDS_PER_WORKER};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -235,6 +235,8 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
         None if o.interval_ms > 0.0 => p.n_pubs as f64 * 1000.0 / o.interval_ms,
         None => 0.0,
     };
+    // Before any generator thread exists (see `reserve_fd_table`).
+    reserve_fd_table(threads * FDS_PER_WORKER);
     let sh = Arc::new(Shared::default());
     let start = now_ns();
     let dur_ns = o.duration.as_nanos() as u64;
@@ -242,6 +244,7 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     sh.pub_end_ns.store(deadline, Relaxed);
     let (tx, rx) = mpsc::channel::<ThreadResult>();
     let mut handles = Vec::new();
+    let mut remotes = Vec::new();
     let mut count_left = o.count;
     let mut pubs_left = p.n_pubs;
     for (t, specs) in per.into_iter().enumerate() {
@@ -279,12 +282,13 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             late_ns: 1_000_000,
         };
         let w = Worker::new(specs, cfg, sh.clone())?;
+        remotes.extend(w.remote());
         let tx = tx.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("load-{t}"))
                 .spawn(move || {
-                    let _ = tx.send(w.run());
+                    w.run(tx);
                 })
                 .map_err(|e| e.to_string())?,
         );
@@ -363,6 +367,9 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     }
     let end = now_ns();
     sh.stop.store(true, Relaxed);
+    for r in &remotes {
+        r.wake();
+    }
     // Hard stop: a hung thread (it should not: every wait is bounded) does not block the report.
     let mut res = ThreadResult::new();
     let mut got = 0;

@@ -157,6 +157,8 @@ mod imp {
     const BGID: u16 = 0;
     /// IOU_PBUF_RING_INC: incrementally consumed provided buffers (kernel 6.12).
     const PBUF_RING_INC: u16 = 2;
+    /// IORING_ENTER_GETEVENTS.
+    const GETEVENTS: u32 = 1;
     /// Default for how long `Io::close` (and the shutdown in `run`) keeps flushing queued bytes
     /// to a peer that does not read before giving up (see `Engine::set_close_linger`).
     const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -576,6 +578,8 @@ mod imp {
         shard_efd_armed: bool,
         /// Building a secondary ring failed; tried again at the next tick.
         shard_failed: bool,
+        /// A secondary ring had work left after it was entered in `prepare`.
+        secondary_work: bool,
         conns: Vec<Conn>,
         free: Vec<u32>,
         live: u32,
@@ -689,9 +693,11 @@ mod imp {
         }
     }
 
-    /// A secondary ring (see [`Shard`]), built on the thread that runs the engine. Its
-    /// completions are run as cooperative task work when the thread next enters the kernel
-    /// (in the primary ring's wait), and signal the eventfd registered on it.
+    /// A secondary ring (see [`Shard`]), built on the thread that runs the engine, like the
+    /// primary one with deferred task work: its completions are run only when the engine
+    /// enters it (`Inner::enter_secondaries`, whenever its IORING_SQ_TASKRUN flag says work is
+    /// waiting), and the kernel signals the eventfd registered on it as work arrives, which
+    /// ends the primary ring's wait.
     fn build_secondary(entries: u32) -> io::Result<IoUring> {
         // Room for a burst of completions from a full table (closing 20,000 connections at
         // once gives three each); beyond it they wait in the kernel's overflow list.
@@ -700,7 +706,8 @@ mod imp {
             .setup_cqsize(cq)
             .setup_submit_all()
             .setup_single_issuer()
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .build(entries);
         match fancy {
             Ok(r) => Ok(r),
@@ -851,6 +858,7 @@ mod imp {
                     shard_efd_buf: Box::new(0),
                     shard_efd_armed: false,
                     shard_failed: false,
+                    secondary_work: false,
                     conns: Vec::new(),
                     free: Vec::new(),
                     live: 0,
@@ -1042,19 +1050,35 @@ mod imp {
             }
         }
 
-        /// Submits the SQEs queued on secondary rings (the primary's go with its wait).
-        fn submit_secondaries(&mut self) {
+        /// Enters each secondary ring that has SQEs to submit, deferred completions waiting
+        /// (IORING_SQ_TASKRUN), or completions left in the kernel's overflow list, without
+        /// waiting: its completions are then in its queue for `drain_cq`. True if a ring has
+        /// completions to drain or work left (the kernel runs a bounded batch per enter): the
+        /// next wait must not block.
+        fn enter_secondaries(&mut self) -> bool {
+            let mut more = false;
             for shard in &mut self.shards[1..] {
                 shard.drain_backlog();
                 let sq = shard.ring.submission();
-                // A completion queue that overflowed keeps the rest in the kernel until the
-                // ring is entered again (io_uring's submit then asks for them).
-                let enter = !sq.is_empty() || sq.cq_overflow();
+                let (n, work) = (sq.len(), sq.taskrun() || sq.cq_overflow());
                 drop(sq);
-                if enter {
-                    let _ = shard.ring.submit();
+                if n > 0 || work {
+                    // SAFETY: a plain io_uring_enter on a ring we own: submit `n` queued SQEs
+                    // (each points only at memory the engine keeps alive until its
+                    // completion, see `Shard::push`) and run deferred completions; no argument.
+                    let _ = unsafe {
+                        shard
+                            .ring
+                            .submitter()
+                            .enter::<libc::sigset_t>(n as u32, 0, GETEVENTS, None)
+                    };
                 }
+                let sq = shard.ring.submission();
+                more |= sq.taskrun() || sq.cq_overflow();
+                drop(sq);
+                more |= !shard.ring.completion().is_empty();
             }
+            more
         }
 
         /// Submits what is queued and waits for at least one completion, but no longer than
@@ -1086,7 +1110,8 @@ mod imp {
                 (1, 0)
             };
             let ring = &self.shards[0].ring;
-            let r = if due <= now {
+            // Completions waiting on a secondary ring: look at everything again at once.
+            let r = if due <= now || self.secondary_work {
                 ring.submit()
             } else {
                 let ts = types::Timespec::from(due - now);
@@ -1267,7 +1292,7 @@ mod imp {
             }
             self.flush_dirty();
             if self.shards.len() > 1 {
-                self.submit_secondaries();
+                self.secondary_work = self.enter_secondaries();
             }
         }
 
@@ -1534,9 +1559,8 @@ mod imp {
         }
 
         fn drain_cq<H: Handler>(&mut self, h: &mut H) {
-            // Every ring's completion queue is looked at: a secondary ring's completions are
-            // posted by task work the kernel ran during the primary's wait (its eventfd read
-            // only ends that wait).
+            // Every ring's completion queue is looked at: a secondary ring's completions were
+            // run when `prepare` entered it (its eventfd read only ends the primary's wait).
             for k in 0..self.shards.len() {
                 let mut cqes = std::mem::take(&mut self.cqes);
                 cqes.clear();
@@ -2007,7 +2031,7 @@ mod imp {
                 }
             }
             // Take the in-flight accept cancellations etc. so a later `run` starts clean.
-            self.submit_secondaries();
+            self.enter_secondaries();
             let _ = self.shards[0].ring.submit();
             self.drain_cq(h);
             Ok(())

@@ -2,9 +2,9 @@
 //! displaces an owner, conditional release), single-threaded and with 2 threads contending.
 use std::sync::Arc;
 
-use bytestring::ByteString;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ringmq::ownership::{Owner, OwnershipTable, SessionKey};
+use ringmq::session::ClientId;
 
 fn owner(t: &OwnershipTable, i: u32) -> Owner {
     Owner {
@@ -18,8 +18,8 @@ fn owner(t: &OwnershipTable, i: u32) -> Owner {
 }
 
 fn bench(c: &mut Criterion) {
-    let ids: Vec<ByteString> = (0..100_000)
-        .map(|i| ByteString::from(format!("client-{i}")))
+    let ids: Vec<ClientId> = (0..100_000)
+        .map(|i| ClientId::from(format!("client-{i}").as_str()))
         .collect();
     let mut g = c.benchmark_group("ownership");
     g.bench_function("claim_new_then_release_100k", |b| {

@@ -461,9 +461,25 @@ impl Config {
                 "max_connections_per_worker must be at least 1".into(),
             );
         }
+        // Slots and session indexes stay below 2^30: the timer wheel's keys use the top bit.
+        if self.max_connections_per_worker > MAX_SLOTS as u32 {
+            return bad(
+                "max_connections_per_worker",
+                format!("max_connections_per_worker must be at most {MAX_SLOTS}"),
+            );
+        }
+        if self.max_sessions_per_worker > MAX_SLOTS {
+            return bad(
+                "max_sessions_per_worker",
+                format!("max_sessions_per_worker must be at most {MAX_SLOTS}"),
+            );
+        }
         Ok(())
     }
 }
+
+/// The most connections or sessions one worker may hold (2^30).
+pub const MAX_SLOTS: usize = 1 << 30;
 
 /// A value [`Config::check`] refuses: the key and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

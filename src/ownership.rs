@@ -14,9 +14,10 @@
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytestring::ByteString;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
+
+use crate::session::ClientId;
 
 /// A session slot on one worker (index and generation of the worker's session slab).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,7 +37,8 @@ pub struct Owner {
 const SHARDS: usize = 64;
 
 pub struct OwnershipTable {
-    shards: Vec<Mutex<HashMap<ByteString, Owner>>>,
+    /// Keyed by the client id the session and the worker's slot share (32 bytes an entry).
+    shards: Vec<Mutex<HashMap<ClientId, Owner>>>,
     hasher: hashbrown::DefaultHashBuilder,
     next_epoch: AtomicU64,
 }
@@ -56,7 +58,7 @@ impl OwnershipTable {
         }
     }
 
-    fn shard(&self, id: &str) -> &Mutex<HashMap<ByteString, Owner>> {
+    fn shard(&self, id: &str) -> &Mutex<HashMap<ClientId, Owner>> {
         &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 
@@ -71,7 +73,7 @@ impl OwnershipTable {
     }
 
     /// Make `owner` the owner of `id`, returning the owner it displaced (if any).
-    pub fn claim(&self, id: &ByteString, owner: Owner) -> Option<Owner> {
+    pub fn claim(&self, id: &ClientId, owner: Owner) -> Option<Owner> {
         self.shard(id).lock().insert(id.clone(), owner)
     }
 
@@ -131,7 +133,7 @@ mod tests {
     #[test]
     fn claim_returns_displaced_owner_and_release_is_epoch_checked() {
         let t = OwnershipTable::new();
-        let id = ByteString::from("c1");
+        let id = ClientId::from("c1");
         let a = owner(&t, 0, 1);
         let b = owner(&t, 1, 2);
         assert_eq!(t.claim(&id, a), None);
@@ -146,7 +148,7 @@ mod tests {
     #[test]
     fn rebind_only_for_current_epoch() {
         let t = OwnershipTable::new();
-        let id = ByteString::from("c");
+        let id = ClientId::from("c");
         let a = owner(&t, 0, 1);
         t.claim(&id, a);
         let k = SessionKey {
@@ -171,7 +173,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     for i in 0..per {
-                        let id = ByteString::from(format!("id{}", i % 50));
+                        let id = ClientId::from(format!("id{}", i % 50).as_str());
                         let me = owner(&t, w as u16, i as u32);
                         let prev = t.claim(&id, me);
                         seen.push((id, me.epoch, prev.map(|p| p.epoch)));

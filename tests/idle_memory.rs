@@ -5,6 +5,9 @@
 //! between 300 and 1,300 connections divided by 1,000, so start-up reservations do not count. The clients write pre-encoded CONNECT bytes and read
 //! CONNACK into a stack buffer, so the test's own side allocates nothing per connection that
 //! stays alive (their TcpStreams live in a vector reserved up front).
+//! Measured 388-399 B (2026-12: 220 B of slots, 168-179 B of heap); the budget of 440 B leaves
+//! room for the heap's run-to-run variation and for hash-table growth landing in the window,
+//! and keeps RSS under the 512 B target of issue #15.
 //! (One test in this binary: no other test thread allocates while it counts.)
 mod counting;
 mod support;
@@ -41,7 +44,7 @@ fn open(b: &TestBroker, from: usize, n: usize, conns: &mut Vec<TcpStream>, conne
 }
 
 #[test]
-fn memory_per_idle_connection_stays_under_1_kib() {
+fn memory_per_idle_connection_stays_under_440_bytes() {
     const WARM: usize = 300;
     const MORE: usize = 1000;
     let b = TestBroker::start_with(1, |c| c.max_connections_per_worker = 4096);
@@ -71,6 +74,10 @@ fn memory_per_idle_connection_stays_under_1_kib() {
     let per = heap + slots;
     eprintln!("broker memory per idle connection: {per} B = {slots} B of slots + {heap} B heap");
     assert_eq!(b.metric("connections_current"), (WARM + MORE) as u64);
-    assert!(per < 1024, "{per} B per idle connection (budget 1 KiB)");
+    assert!(
+        per <= 440,
+        "{per} B per idle connection ({slots} B of slots + {heap} B heap): budget 440 B \
+         (measured 388-399 B; the target for RSS is 512 B)"
+    );
     drop(conns);
 }

@@ -209,7 +209,7 @@ impl Core {
             let cacl = ClientAcl {
                 acl,
                 username: req.username.clone(),
-                client_id: req.client_id.clone(),
+                client_id: (*req.client_id).clone(),
             };
             if let Some(w) = &req.will {
                 if !cacl.can_publish(&w.topic) {
@@ -246,7 +246,7 @@ impl Core {
             return true;
         };
         acl.check_topic(
-            e.username.as_deref(),
+            e.username().map(|u| &u[..]),
             &e.client_id,
             crate::auth::Access::Read,
             topic,

@@ -57,7 +57,9 @@ use crate::routing::trie::SubscriptionTrie;
 use crate::runtime::engine::ConnId;
 use crate::runtime::wheel::TimerWheel;
 use crate::session::config::ProtocolLimits;
-use crate::session::{keepalive, will, Action, Connection, Message, PendingWill, Subscription};
+use crate::session::{
+    keepalive, will, Action, ClientId, Connection, Message, PendingWill, Subscription,
+};
 
 /// Something that happened to this worker.
 pub enum Input<'a> {
@@ -172,11 +174,54 @@ pub(super) enum Fx {
     Barrier(u64),
 }
 
+/// What a timer of the wheel is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum TimerKey {
+pub(super) enum Timer {
     Conn(ConnId),
     Session(SessionKey),
 }
+
+/// A [`Timer`] as the wheel stores it: 8 bytes (a wheel entry is then 16, and every
+/// connection has one). The top bit of the slot says which kind; slots and session indexes
+/// stay below 2^30 (`Config::check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TimerKey {
+    index: u32,
+    generation: u32,
+}
+
+const SESSION_TIMER: u32 = 1 << 31;
+
+impl TimerKey {
+    fn conn(id: ConnId) -> TimerKey {
+        TimerKey {
+            index: id.slot & !SESSION_TIMER,
+            generation: id.generation,
+        }
+    }
+    fn session(key: SessionKey) -> TimerKey {
+        TimerKey {
+            index: key.index | SESSION_TIMER,
+            generation: key.generation,
+        }
+    }
+    fn timer(self) -> Timer {
+        if self.index & SESSION_TIMER == 0 {
+            Timer::Conn(ConnId {
+                slot: self.index,
+                generation: self.generation,
+            })
+        } else {
+            Timer::Session(SessionKey {
+                index: self.index & !SESSION_TIMER,
+                generation: self.generation,
+            })
+        }
+    }
+}
+
+/// The tick of the worker's timing wheel.
+const WHEEL_TICK: Duration = Duration::from_millis(50);
 
 /// Where a client's socket is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +237,7 @@ pub(super) enum Link {
 #[derive(Default)]
 pub(super) struct ClientExtra {
     /// The id the broker assigned (empty CONNECT client id).
-    pub assigned_id: Option<ByteString>,
+    pub assigned_id: Option<ClientId>,
     /// The will the state machine decided on when it asked to close (only while closing).
     pub close_will: Option<PendingWill>,
     /// The peer's address, only when the transport collects them (`peer_addrs`: a password
@@ -284,8 +329,10 @@ pub(super) struct Client {
     pub rx: Option<Box<BytesMut>>,
     /// The session slot once CONNECT has been claimed.
     pub session: Option<SessionKey>,
-    /// The deadline the wheel currently holds for us.
-    pub scheduled: Option<Instant>,
+    /// The wheel holds a key for us (`armed`), due at wheel tick `scheduled` (two fields, not
+    /// an `Option`: the flag fits beside `link`).
+    pub armed: bool,
+    pub scheduled: Scheduled,
     pub link: Link,
     /// Bytes the transport holds for this connection, as of the last `Sent` plus what was
     /// sent since.
@@ -300,7 +347,7 @@ impl Client {
     pub fn peer(&self) -> Option<SocketAddr> {
         self.extra.as_ref().and_then(|e| e.peer)
     }
-    pub fn assigned_id(&self) -> Option<ByteString> {
+    pub fn assigned_id(&self) -> Option<ClientId> {
         self.extra.as_ref().and_then(|e| e.assigned_id.clone())
     }
 }
@@ -313,7 +360,8 @@ pub(super) enum SessionState {
     Online {
         conn: ConnId,
     },
-    Offline(Box<crate::session::Session>),
+    /// Kept after its connection ended, with when it expires and a will waiting for its delay.
+    Offline(Box<OfflineSession>),
     /// Handed off to another slot; still indexed here or still receiving forwards from an
     /// earlier owner, so deliveries are relayed (see `takeover.rs`, "Cut-over").
     Moved(Box<Moved>),
@@ -356,25 +404,111 @@ impl Cutover {
     }
 }
 
-/// A session slot. The session's data lives in the `Connection` while online.
+/// A session kept after its connection ended.
+pub(super) struct OfflineSession {
+    pub session: crate::session::Session,
+    /// When it expires (None: never).
+    pub expires_at: Option<Instant>,
+    /// Will waiting for its delay, and when it is due.
+    pub delayed_will: Option<(Message, Instant)>,
+}
+
+/// A session slot (48 bytes). The session's data lives in the `Connection` while online.
 pub(super) struct SessionEntry {
-    pub client_id: ByteString,
-    pub generation: u32,
+    /// Shared with the session and the ownership table.
+    pub client_id: ClientId,
     /// Ownership epoch under which this worker holds the ClientId.
     pub epoch: u64,
-    pub state: SessionState,
-    /// A newer claimant took this pending entry over: pass the hand-off on to it (boxed: rare,
-    /// and every idle session pays for the inline size).
-    pub forward: Option<Box<super::mail::TakeOver>>,
+    pub generation: u32,
     /// The CONNECT that created this entry asked for a clean start.
     pub clean_start: bool,
-    /// Will waiting for its delay (after the connection ended), and when it is due.
-    pub delayed_will: Option<(Message, Instant)>,
-    /// When an offline session expires (None: never).
-    pub expires_at: Option<Instant>,
-    pub username: Option<ByteString>,
+    pub state: SessionState,
+    /// What few slots have, boxed so the idle majority pays one pointer.
+    extra: Option<Box<EntryExtra>>,
+}
+
+#[derive(Default)]
+struct EntryExtra {
+    /// The user of the CONNECT that created this entry.
+    username: Option<ByteString>,
+    /// A newer claimant took this pending entry over: pass the hand-off on to it.
+    forward: Option<Box<super::mail::TakeOver>>,
     /// Set while the previous owner of this (just moved) session still forwards to it.
-    pub cutover: Option<Box<Cutover>>,
+    cutover: Option<Box<Cutover>>,
+}
+
+impl EntryExtra {
+    fn is_empty(&self) -> bool {
+        self.username.is_none() && self.forward.is_none() && self.cutover.is_none()
+    }
+}
+
+impl SessionEntry {
+    fn extra_mut(&mut self) -> &mut EntryExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+    /// Give the box back once nothing is left in it.
+    fn tidy(&mut self) {
+        if self.extra.as_ref().is_some_and(|x| x.is_empty()) {
+            self.extra = None;
+        }
+    }
+    pub fn username(&self) -> Option<&ByteString> {
+        self.extra.as_ref().and_then(|x| x.username.as_ref())
+    }
+    pub fn set_username(&mut self, username: Option<ByteString>) {
+        match username {
+            Some(u) => self.extra_mut().username = Some(u),
+            None => {
+                if let Some(x) = self.extra.as_mut() {
+                    x.username = None;
+                }
+                self.tidy();
+            }
+        }
+    }
+    pub fn has_forward(&self) -> bool {
+        self.extra.as_ref().is_some_and(|x| x.forward.is_some())
+    }
+    pub fn set_forward(&mut self, t: super::mail::TakeOver) {
+        self.extra_mut().forward = Some(Box::new(t));
+    }
+    pub fn take_forward(&mut self) -> Option<Box<super::mail::TakeOver>> {
+        let t = self.extra.as_mut()?.forward.take();
+        self.tidy();
+        t
+    }
+    /// An offline slot's session, with the slot's client id, epoch and user (for the log).
+    pub fn offline_parts(
+        &mut self,
+    ) -> Option<(
+        &mut crate::session::Session,
+        &ClientId,
+        u64,
+        Option<&ByteString>,
+    )> {
+        let SessionState::Offline(off) = &mut self.state else {
+            return None;
+        };
+        let user = self.extra.as_ref().and_then(|x| x.username.as_ref());
+        Some((&mut off.session, &self.client_id, self.epoch, user))
+    }
+    pub fn cutover_mut(&mut self) -> Option<&mut Cutover> {
+        self.extra.as_mut()?.cutover.as_deref_mut()
+    }
+    pub fn set_cutover(&mut self, c: Option<Box<Cutover>>) {
+        match c {
+            Some(c) => self.extra_mut().cutover = Some(c),
+            None => {
+                self.take_cutover();
+            }
+        }
+    }
+    pub fn take_cutover(&mut self) -> Option<Box<Cutover>> {
+        let c = self.extra.as_mut()?.cutover.take();
+        self.tidy();
+        c
+    }
 }
 
 const NO_CLIENT: u32 = u32::MAX;
@@ -470,7 +604,8 @@ impl Core {
             sessions: Slab::with_capacity(conns),
             next_generation: 1,
             subs: SubscriptionTrie::new(),
-            wheel: TimerWheel::new(now, Duration::from_millis(50), 4096),
+            // Starts with `started` (`wheel_tick`).
+            wheel: TimerWheel::new(now, WHEEL_TICK, 4096),
             work: VecDeque::new(),
             scratch: Vec::new(),
             route_hits: Vec::new(),
@@ -535,7 +670,7 @@ impl Core {
                 SessionState::Online { conn } => self
                     .client_index(conn)
                     .filter(|&i| self.clients[i].link == Link::Open)
-                    .map(|_| e.client_id.clone()),
+                    .map(|_| (*e.client_id).clone()),
                 _ => None,
             })
             .collect()
@@ -850,7 +985,7 @@ impl Core {
 
     pub(super) fn new_session_entry(
         &mut self,
-        client_id: ByteString,
+        client_id: ClientId,
         epoch: u64,
         state: SessionState,
         clean_start: bool,
@@ -862,12 +997,8 @@ impl Core {
             generation,
             epoch,
             state,
-            forward: None,
             clean_start,
-            delayed_will: None,
-            expires_at: None,
-            username: None,
-            cutover: None,
+            extra: None,
         }) as u32;
         add(&self.metrics.sessions_current, 1);
         SessionKey { index, generation }
@@ -960,10 +1091,9 @@ impl Core {
         // never routes it twice and never keeps an id whose copies are not on disk.
         if let Packet::PubRec(r) = packet {
             if self.persist.is_some()
-                && client
-                    .conn
-                    .session()
-                    .is_some_and(|s| s.is_durable() && s.inbound_qos2.contains(&r.packet_id))
+                && client.conn.session().is_some_and(|s| {
+                    s.is_durable() && s.extra().inbound_qos2.contains(&r.packet_id)
+                })
             {
                 match client.extra.as_mut().and_then(|e| e.hold.as_mut()) {
                     Some(h) => h.in2.push(r.packet_id),
@@ -1386,14 +1516,16 @@ impl Core {
         let Some(e) = self.session_mut(key) else {
             return;
         };
-        e.state = SessionState::Offline(Box::new(session));
-        e.expires_at = expires_at;
-        e.delayed_will = delayed_will;
+        e.state = SessionState::Offline(Box::new(OfflineSession {
+            session,
+            expires_at,
+            delayed_will,
+        }));
         if let Some(t) = expires_at {
-            self.wheel.insert(TimerKey::Session(key), t);
+            self.wheel.insert(TimerKey::session(key), t);
         }
         if let Some(t) = will_due {
-            self.wheel.insert(TimerKey::Session(key), t);
+            self.wheel.insert(TimerKey::session(key), t);
         }
         if log {
             // A session that came whole (hand-off) writes its image first.
@@ -1428,7 +1560,8 @@ impl Core {
             conn: Connection::new(self.limits.clone(), now),
             rx: None,
             session: None,
-            scheduled: None,
+            armed: false,
+            scheduled: Scheduled(0),
             link: Link::Open,
             queued: 0,
             extra: peer.map(|p| {
@@ -1648,9 +1781,13 @@ impl Core {
             return;
         }
         if let Some(d) = c.conn.deadline() {
-            if c.scheduled.is_none_or(|s| d < s) {
-                c.scheduled = Some(d);
-                self.wheel.insert(TimerKey::Conn(c.id), d);
+            // The wheel fires a key at the tick its deadline falls in: a key already there
+            // for that tick or an earlier one does the job.
+            let tick = wheel_tick(self.started, d);
+            if !c.armed || c.scheduled.later_than(tick) {
+                c.armed = true;
+                c.scheduled = Scheduled(tick);
+                self.wheel.insert(TimerKey::conn(c.id), d);
             }
         }
     }
@@ -1664,9 +1801,9 @@ impl Core {
             expired.clear();
             let more = self.wheel.advance(now, 4096, &mut expired);
             for key in expired.drain(..) {
-                match key {
-                    TimerKey::Conn(id) => self.on_conn_timer(id, now),
-                    TimerKey::Session(key) => self.on_session_timer(key, now),
+                match key.timer() {
+                    Timer::Conn(id) => self.on_conn_timer(id, now),
+                    Timer::Session(key) => self.on_session_timer(key, now),
                 }
             }
             self.run_work(now);
@@ -1682,7 +1819,7 @@ impl Core {
             return;
         };
         let c = &mut self.clients[idx];
-        c.scheduled = None;
+        c.armed = false;
         if c.link != Link::Open {
             return;
         }
@@ -1704,20 +1841,20 @@ impl Core {
         let Some(entry) = self.session_mut(key) else {
             return;
         };
-        if !matches!(entry.state, SessionState::Offline(_)) {
-            return;
-        }
         let client_id = entry.client_id.clone();
         let epoch = entry.epoch;
-        let will_due = entry
+        let SessionState::Offline(off) = &mut entry.state else {
+            return;
+        };
+        let will_due = off
             .delayed_will
             .as_ref()
             .is_some_and(|(_, due)| *due <= now);
-        let expired = entry.expires_at.is_some_and(|t| t <= now);
-        let deadline = entry.expires_at;
+        let expired = off.expires_at.is_some_and(|t| t <= now);
+        let deadline = off.expires_at;
         let mut will_went = false;
         if will_due || expired {
-            if let Some((w, _)) = entry.delayed_will.take() {
+            if let Some((w, _)) = off.delayed_will.take() {
                 self.publish_will(w, now);
                 will_went = true;
             }
@@ -1725,7 +1862,8 @@ impl Core {
         if expired {
             add(&self.metrics.sessions_expired, 1);
             if let Some(e) = self.drop_session_entry(key) {
-                if let SessionState::Offline(s) = e.state {
+                if let SessionState::Offline(off) = e.state {
+                    let s = off.session;
                     self.mark_shared_offline(key, &s, false);
                     self.unindex_session(key, &s);
                     if s.is_durable() {
@@ -1804,6 +1942,27 @@ fn is_auth_refusal(r: ReasonCode) -> bool {
         ReasonCode::SERVER_BUSY,
     ]
     .contains(&r)
+}
+
+/// The wheel tick (of a wheel that started at `start`) a deadline falls in, rounded up as the
+/// wheel rounds, modulo 2^32 (see [`Scheduled`]).
+fn wheel_tick(start: Instant, deadline: Instant) -> u32 {
+    let ns = deadline.saturating_duration_since(start).as_nanos();
+    ns.div_ceil(WHEEL_TICK.as_nanos()) as u32
+}
+
+/// The wheel tick of a connection's key in the wheel, modulo 2^32 (4 bytes instead of an
+/// `Instant`'s 16). Ticks are compared as sequence numbers: exact while two ticks are less
+/// than 2^31 ticks (3.4 years) apart; a connection's deadline is at most 1.5 x 65,535 s (or
+/// the CONNECT timeout) ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Scheduled(u32);
+
+impl Scheduled {
+    /// This key fires after tick `t`.
+    fn later_than(self, t: u32) -> bool {
+        (t.wrapping_sub(self.0) as i32) < 0
+    }
 }
 
 /// Bytes of the fixed-size slots one client and its session occupy in a core's tables.

@@ -115,7 +115,7 @@ impl Core {
         epoch: u64,
         username: Option<&ByteString>,
     ) -> bool {
-        let Some(j) = s.journal.as_mut() else {
+        let Some(j) = s.journal_mut() else {
             return false;
         };
         if !p.logs() {
@@ -159,7 +159,7 @@ impl Core {
         let Some(s) = self.clients[idx].conn.session_mut() else {
             return;
         };
-        if Self::gather(p, s, &e.client_id, e.epoch, e.username.as_ref()) {
+        if Self::gather(p, s, &e.client_id, e.epoch, e.username()) {
             self.opened();
         }
     }
@@ -176,10 +176,10 @@ impl Core {
         else {
             return;
         };
-        let SessionState::Offline(s) = &mut e.state else {
+        let Some((s, client_id, epoch, username)) = e.offline_parts() else {
             return;
         };
-        if Self::gather(p, s, &e.client_id, e.epoch, e.username.as_ref()) {
+        if Self::gather(p, s, client_id, epoch, username) {
             self.opened();
         }
     }
@@ -187,12 +187,12 @@ impl Core {
     /// A session just came to slot `key` whole (a hand-off nobody resumed): make it durable
     /// here if it outlives connections; its image is written by `collect_offline`.
     pub(super) fn adopt(&self, s: &mut Session) {
-        s.journal = (self.persist.is_some() && s.session_expiry() > 0).then(|| {
-            Box::new(crate::session::state::Journal {
+        s.set_journal((self.persist.is_some() && s.session_expiry() > 0).then(|| {
+            crate::session::state::Journal {
                 buf: Vec::new(),
                 image: true,
-            })
-        });
+            }
+        }));
     }
 
     /// The connection of a durable session ended and the session stays offline.
@@ -206,7 +206,7 @@ impl Core {
             return;
         };
         let durable = match &e.state {
-            SessionState::Offline(s) => s.is_durable(),
+            SessionState::Offline(off) => off.session.is_durable(),
             _ => false,
         };
         if !durable {
@@ -340,7 +340,7 @@ impl Core {
         let mut subs = Vec::new();
         for (_, e) in self.sessions.iter() {
             let s: &Session = match &e.state {
-                SessionState::Offline(s) => s,
+                SessionState::Offline(off) => &off.session,
                 SessionState::Online { conn } => match self
                     .client_index(*conn)
                     .and_then(|idx| self.clients[idx].conn.session())
@@ -354,10 +354,10 @@ impl Core {
                 continue;
             }
             subs.clear();
-            record::put_image(&mut subs, s, e.username.as_ref());
-            if matches!(e.state, SessionState::Offline(_)) {
-                let will_due = e.delayed_will.as_ref().map(|w| w.1);
-                record::put_offline(&mut subs, e.expires_at, will_due);
+            record::put_image(&mut subs, s, e.username());
+            if let SessionState::Offline(off) = &e.state {
+                let will_due = off.delayed_will.as_ref().map(|w| w.1);
+                record::put_offline(&mut subs, off.expires_at, will_due);
             }
             record::session_frame(&mut out, &e.client_id, e.epoch, &subs);
         }
@@ -380,8 +380,9 @@ impl Core {
     pub fn restore(&mut self, restored: Vec<Restored>) {
         self.restored_filters.get_or_insert_with(Vec::new);
         for r in restored {
+            let client_id = crate::session::ClientId::new(r.client_id);
             let key = self.new_session_entry(
-                r.client_id.clone(),
+                client_id.clone(),
                 r.epoch,
                 SessionState::Pending { conn: None },
                 false,
@@ -391,11 +392,12 @@ impl Core {
                 session: key,
                 epoch: r.epoch,
             };
-            self.shared.owners.claim(&r.client_id, owner);
+            self.shared.owners.claim(&client_id, owner);
             let mut s = r.session;
-            s.journal = Some(Box::default());
+            s.share_client_id(&client_id);
+            s.set_journal(Some(Default::default()));
             if let Some(e) = self.session_mut(key) {
-                e.username = r.username;
+                e.set_username(r.username);
             }
             self.index_session(key, &s);
             self.keep_offline(key, s, r.expires_at, r.delayed_will, false);

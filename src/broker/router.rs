@@ -260,7 +260,7 @@ impl Core {
                 && msg.publisher.is_some()
                 && self
                     .session(key)
-                    .is_some_and(|e| msg.publisher.as_ref() == Some(&e.client_id));
+                    .is_some_and(|e| msg.publisher.as_deref() == Some(e.client_id.as_str()));
             let mut qos = QoS::AtMostOnce;
             let mut retain = false;
             let mut ids = Vec::new();
@@ -338,7 +338,8 @@ impl Core {
                     after.dropped_queue_full - before.dropped_queue_full,
                 );
             }
-            SessionState::Offline(s) => {
+            SessionState::Offline(off) => {
+                let s = &mut off.session;
                 let before = s.stats().dropped_queue_full;
                 s.deliver_offline(msg, delivery, now, &self.limits);
                 add(

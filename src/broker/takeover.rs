@@ -58,22 +58,24 @@
 
 use std::time::Instant;
 
-use super::core::{Core, Cutover, Link, Moved, SessionState};
+use super::core::{Core, Cutover, Link, Moved, OfflineSession, SessionState};
 use super::mail::{Claimant, Handoff, Mail, TakeOver};
 use crate::metrics::add;
 use crate::ownership::{Owner, SessionKey};
 use crate::protocol::ReasonCode;
-use crate::session::{generate_client_id, will, ConnectRequest, Delivery, Message, Session};
+use crate::session::{
+    generate_client_id, will, ClientId, ConnectRequest, Delivery, Message, Session,
+};
 
 impl Core {
     /// An id for a CONNECT with an empty client id ("ringmq-{worker}-{n}"); the only place
     /// ids are assigned.
-    pub(super) fn assign_client_id(&mut self, idx: usize) -> bytestring::ByteString {
+    pub(super) fn assign_client_id(&mut self, idx: usize) -> ClientId {
         let n = self
             .shared
             .next_assigned_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = generate_client_id(self.id.into(), n);
+        let id = ClientId::new(generate_client_id(self.id.into(), n));
         self.clients[idx].extra().assigned_id = Some(id.clone());
         id
     }
@@ -109,7 +111,7 @@ impl Core {
             req.clean_start,
         );
         if let Some(e) = self.session_mut(key) {
-            e.username = req.username.clone();
+            e.set_username(req.username.clone());
         }
         self.clients[idx].session = Some(key);
         let me = Owner {
@@ -127,7 +129,7 @@ impl Core {
             Some(prev) => {
                 add(&self.metrics.takeovers, 1);
                 let t = TakeOver {
-                    client_id: req.client_id.clone(),
+                    client_id: (*req.client_id).clone(),
                     target: prev.session,
                     claimant,
                     clean_start: req.clean_start,
@@ -155,7 +157,7 @@ impl Core {
             self.answer(Handoff::empty(t.claimant), now);
             return;
         };
-        if refuse_other_user && entry.username != t.username {
+        if refuse_other_user && entry.username() != t.username.as_ref() {
             // The old owner stays: restore its ownership (the claim displaced it) and refuse.
             let owner = Owner {
                 worker: me,
@@ -169,19 +171,19 @@ impl Core {
             self.answer(h, now);
             return;
         }
-        let cutover = entry.cutover.take();
+        let cutover = entry.take_cutover();
         match std::mem::replace(&mut entry.state, SessionState::Pending { conn: None }) {
             SessionState::Moved(m) => {
                 // Not the owner any more (a stale target): nothing to hand off.
                 entry.state = SessionState::Moved(m);
-                entry.cutover = cutover;
+                entry.set_cutover(cutover);
                 self.answer(Handoff::empty(t.claimant), now);
             }
             SessionState::Pending { conn } => {
                 // Still waiting for our own hand-off: remember who comes next, and drop our
                 // connection (it never got CONNACK, so it has no will to publish).
-                entry.forward = Some(Box::new(t));
-                entry.cutover = cutover;
+                entry.set_forward(t);
+                entry.set_cutover(cutover);
                 if let Some(idx) = conn.and_then(|c| self.client_index(c)) {
                     self.clients[idx].session = None;
                     self.close_client(idx, None, now);
@@ -221,8 +223,12 @@ impl Core {
                 }
                 self.finish_takeover(t, session, cutover, carried, now);
             }
-            SessionState::Offline(s) => {
-                let mut carried = entry.delayed_will.take();
+            SessionState::Offline(off) => {
+                let OfflineSession {
+                    session: s,
+                    delayed_will: mut carried,
+                    ..
+                } = *off;
                 if carried.is_some()
                     && will::on_takeover_of_offline(t.clean_start) == will::WillDecision::PublishNow
                 {
@@ -231,7 +237,7 @@ impl Core {
                     }
                 }
                 self.mark_shared_offline(t.target, &s, false);
-                self.finish_takeover(t, Some(*s), cutover, carried, now);
+                self.finish_takeover(t, Some(s), cutover, carried, now);
             }
         }
     }
@@ -319,12 +325,12 @@ impl Core {
             .map(|e| e.client_id.clone());
         let passed = self
             .session(h.claimant.session)
-            .is_some_and(|e| e.forward.is_some());
+            .is_some_and(|e| e.has_forward());
         self.take_handoff(h, now);
         // The durable copy the session came from can go: ours is logged (behind the barrier
         // of its image), or the session ended. A hand-off passed on carries it further.
         if let (Some((w, epoch)), false) = (origin, passed) {
-            let client_id = client.unwrap_or_default();
+            let client_id = client.map(|id| (*id).clone()).unwrap_or_default();
             self.post_after_commit(w, Mail::Stored { client_id, epoch });
         }
     }
@@ -338,7 +344,7 @@ impl Core {
             self.publish_carried(h.will, now);
             return;
         };
-        if let Some(next) = entry.forward.take() {
+        if let Some(next) = entry.take_forward() {
             self.pass_on(key, h, *next, now);
             return;
         }
@@ -369,18 +375,24 @@ impl Core {
                 }
                 let conn = self.clients[idx].id;
                 let cutover = h.from.map(|f| Box::new(Cutover::resuming(f, h.delivered)));
+                let mut shared_id = None;
                 if let Some(e) = self.session_mut(key) {
                     e.state = SessionState::Online { conn };
-                    e.cutover = cutover;
+                    e.set_cutover(cutover);
+                    shared_id = Some(e.client_id.clone());
                 }
                 self.unforward(h.from, h.claimant);
                 // Resumed by a connection: a will that travelled with the session is
                 // cancelled (session::will::carried_on_takeover).
                 drop(h.will);
-                let assigned = self.clients[idx].assigned_id();
+                let assigned = self.clients[idx].assigned_id().map(|id| (*id).clone());
                 let session = session.map(|b| *b);
                 self.drive(idx, now, |c, out| {
-                    c.accept_connect(session, assigned, now, out)
+                    c.accept_connect(session, assigned, now, out);
+                    // One allocation for the id, whichever way the session came.
+                    if let Some(id) = &shared_id {
+                        c.share_client_id(id);
+                    }
                 });
             }
             // The connection went away while waiting. Keep a continuing session offline.
@@ -391,7 +403,7 @@ impl Core {
                 self.store_offline(key, *s, h.will, now);
                 let cutover = h.from.map(|f| Box::new(Cutover::resuming(f, h.delivered)));
                 if let Some(e) = self.session_mut(key) {
-                    e.cutover = cutover;
+                    e.set_cutover(cutover);
                 }
                 self.unforward(h.from, h.claimant);
             }
@@ -567,7 +579,7 @@ impl Core {
             self.relay(key, msg, delivery, true);
             return;
         }
-        if let Some(c) = entry.cutover.as_mut() {
+        if let Some(c) = entry.cutover_mut() {
             c.held.push((msg.clone(), delivery));
             return;
         }
@@ -588,7 +600,7 @@ impl Core {
         };
         let cutover = match &mut entry.state {
             SessionState::Moved(m) => m.upstream.as_deref_mut(),
-            _ => entry.cutover.as_deref_mut(),
+            _ => entry.cutover_mut(),
         };
         if routed {
             if let Some(c) = cutover {
@@ -641,7 +653,7 @@ impl Core {
             }
             return;
         }
-        let Some(c) = entry.cutover.take() else {
+        let Some(c) = entry.take_cutover() else {
             return;
         };
         for (msg, delivery) in c.held {

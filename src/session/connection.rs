@@ -1,5 +1,6 @@
 //! The sans-IO per-connection protocol state machine. It takes decoded packets and `now`, and
 //! returns [`Action`]s; it never touches a socket or a clock.
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,9 +9,9 @@ use bytestring::ByteString;
 use hashbrown::HashMap;
 
 use super::config::ProtocolLimits;
-use super::keepalive::{self, KeepAlive};
+use super::keepalive::{self, KeepAlive, Stamp};
 use super::state::{
-    Delivery, InflightState, Message, MessageData, Queued, Session, SparseDeque, Subscription,
+    ClientId, Delivery, InflightState, Message, MessageData, Queued, Session, Subscription,
 };
 use super::will::{self, WillDecision};
 use crate::auth::ClientAcl;
@@ -27,8 +28,8 @@ pub struct ConnectRequest {
     pub version: ProtocolVersion,
     /// Empty: the broker assigns one and passes it to `accept_connect` (MQTT 5, or 3.1.1 with
     /// Clean Session = 1; a 3.1.1 Clean Session = 0 CONNECT with an empty id was already
-    /// refused with return code 0x02).
-    pub client_id: ByteString,
+    /// refused with return code 0x02). The session accepted for it shares this allocation.
+    pub client_id: ClientId,
     /// Clean Start (5.0) / Clean Session (3.1.1): the broker discards any existing session.
     pub clean_start: bool,
     /// Effective Session Expiry Interval (after policy); 0 = the session ends with the connection.
@@ -98,8 +99,8 @@ pub enum Action {
 /// (inline: the idle majority); the session, until taken, once closed.
 #[derive(Debug)]
 enum Phase {
-    /// Waiting for CONNECT.
-    AwaitConnect,
+    /// Waiting for CONNECT, since the connection opened (the CONNECT timeout runs from there).
+    AwaitConnect { opened: Instant },
     /// `Action::Connect` emitted; waiting for `accept_connect` / `refuse_connect`.
     AwaitBroker(Box<PendingConnect>),
     /// CONNACK sent.
@@ -141,8 +142,10 @@ impl From<ReasonCode> for Stop {
 /// CONNECT data kept until the broker answers, and the packets pipelined meanwhile.
 #[derive(Debug)]
 struct PendingConnect {
+    /// When the connection opened (the CONNECT timeout keeps running).
+    opened: Instant,
     version: ProtocolVersion,
-    client_id: ByteString,
+    client_id: ClientId,
     clean_start: bool,
     requested_expiry: u32,
     session_expiry: u32,
@@ -167,32 +170,33 @@ struct Connected {
     client_receive_max: u16,
     client_topic_alias_max: u16,
     client_max_packet: u32,
-    /// Topic aliases both ways and the last published topic, created on the first PUBLISH
-    /// either way (idle connections never have one).
-    aliases: Option<Box<Aliases>>,
+    /// Topic aliases, the last published topic and the resend list, created on first use
+    /// (idle connections never have them).
+    rare: Option<Box<Rare>>,
+}
+
+/// What an accepted connection has once it publishes, is published to with topic aliases, or
+/// resumes with more in flight than the client takes.
+#[derive(Debug, Default)]
+struct Rare {
+    /// The topic the client last published to, shared with the messages routed since.
+    last_topic: Option<ByteString>,
+    /// Topic aliases (MQTT 5), client -> broker: alias -> topic.
+    inbound: Vec<Option<ByteString>>,
+    /// Topic aliases, broker -> client: topic -> alias.
+    outbound: HashMap<ByteString, u16>,
     /// On resume, unacknowledged PUBLISH packets beyond the client's Receive Maximum wait here
     /// (packet ids, oldest first) and are resent (DUP = 1, same id) as acknowledgements free
     /// the window.
-    resend: SparseDeque<u16>,
-}
-
-/// Topic Alias tables of one connection (MQTT 5), and the topic of its last PUBLISH.
-#[derive(Debug, Default)]
-struct Aliases {
-    /// The topic the client last published to, shared with the messages routed since.
-    last_topic: Option<ByteString>,
-    /// Client -> broker: alias -> topic.
-    inbound: Vec<Option<ByteString>>,
-    /// Broker -> client: topic -> alias.
-    outbound: HashMap<ByteString, u16>,
+    resend: VecDeque<u16>,
 }
 
 /// Per-connection protocol state machine.
 #[derive(Debug)]
 pub struct Connection {
     limits: Arc<ProtocolLimits>,
-    started: Instant,
-    last_rx: Instant,
+    /// When the last byte from the client came (`keepalive::Stamp`: 8 bytes, exact).
+    last_rx: Stamp,
     /// Set by the CONNECT, in every phase after it (a refused CONNECT's CONNACK is encoded
     /// with it); `None` before, so also after an unsupported protocol level.
     version: Option<ProtocolVersion>,
@@ -210,13 +214,12 @@ impl Connection {
     pub fn new(limits: Arc<ProtocolLimits>, now: Instant) -> Self {
         Connection {
             limits,
-            started: now,
-            last_rx: now,
+            last_rx: Stamp::new(now),
             version: None,
             keep_alive: 0,
             acl: None,
             client_max_packet: u32::MAX,
-            phase: Phase::AwaitConnect,
+            phase: Phase::AwaitConnect { opened: now },
         }
     }
 
@@ -227,7 +230,16 @@ impl Connection {
     }
     /// The client id once the CONNECT is accepted (assigned ids included).
     pub fn client_id(&self) -> Option<&ByteString> {
-        self.session().map(|s| &s.client_id)
+        self.session().map(|s| &*s.client_id)
+    }
+
+    /// Name the session with the broker's copy of its client id, so that they share one
+    /// allocation (after `accept_connect` with an assigned id). Nothing changes unless the
+    /// strings are equal.
+    pub fn share_client_id(&mut self, id: &ClientId) {
+        if let Some(s) = self.session_mut() {
+            s.share_client_id(id);
+        }
     }
     /// Effective keep alive in seconds (0 = none, also before CONNECT).
     pub fn keep_alive(&self) -> u16 {
@@ -243,7 +255,7 @@ impl Connection {
         match &self.phase {
             Phase::Connected(c) => Some(&c.session),
             Phase::Closed(s) => s.as_ref(),
-            Phase::AwaitConnect | Phase::AwaitBroker(_) => None,
+            Phase::AwaitConnect { .. } | Phase::AwaitBroker(_) => None,
         }
     }
     /// The session, to collect its journal (`Session::jot`) for the log.
@@ -251,7 +263,7 @@ impl Connection {
         match &mut self.phase {
             Phase::Connected(c) => Some(&mut c.session),
             Phase::Closed(s) => s.as_mut(),
-            Phase::AwaitConnect | Phase::AwaitBroker(_) => None,
+            Phase::AwaitConnect { .. } | Phase::AwaitBroker(_) => None,
         }
     }
     /// Move the session out (after `Close`, for the broker to keep, hand over or drop).
@@ -259,7 +271,7 @@ impl Connection {
     pub fn take_session(&mut self) -> Option<Session> {
         match &mut self.phase {
             Phase::Closed(s) => s.take(),
-            Phase::AwaitConnect | Phase::AwaitBroker(_) | Phase::Connected(_) => None,
+            Phase::AwaitConnect { .. } | Phase::AwaitBroker(_) | Phase::Connected(_) => None,
         }
     }
 
@@ -295,10 +307,9 @@ impl Connection {
     /// 1.5 x keep alive after the last received byte; `None` if keep alive is 0 or closed.
     pub fn deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::AwaitConnect | Phase::AwaitBroker(_) => {
-                Some(self.started + self.limits.connect_timeout)
-            }
-            Phase::Connected(_) => keepalive::deadline(self.last_rx, self.keep_alive),
+            Phase::AwaitConnect { opened } => Some(opened + self.limits.connect_timeout),
+            Phase::AwaitBroker(ref pc) => Some(pc.opened + self.limits.connect_timeout),
+            Phase::Connected(_) => keepalive::deadline(self.last_rx.instant(), self.keep_alive),
             Phase::Closed(_) => None,
         }
     }
@@ -335,7 +346,7 @@ impl Connection {
         self.on_bytes_received(now);
         match &mut self.phase {
             Phase::Closed(_) => {}
-            Phase::AwaitConnect => match packet {
+            Phase::AwaitConnect { .. } => match packet {
                 Packet::Connect(c) => self.on_connect(*c, out),
                 // The first packet must be CONNECT: close, no CONNACK.
                 _ => self.close(Some(ReasonCode::PROTOCOL_ERROR), End::Abnormal, now, out),
@@ -367,9 +378,9 @@ impl Connection {
     }
 
     fn on_decode_error_inner(&mut self, err: &DecodeError, now: Instant, out: &mut Vec<Action>) {
-        let code = decode_error_code(err, matches!(self.phase, Phase::AwaitConnect));
+        let code = decode_error_code(err, matches!(self.phase, Phase::AwaitConnect { .. }));
         match self.phase {
-            Phase::AwaitConnect => {
+            Phase::AwaitConnect { .. } => {
                 if matches!(err, DecodeError::UnsupportedProtocolVersion(_)) {
                     out.push(Action::Send(connack(
                         false,
@@ -417,7 +428,7 @@ impl Connection {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let pc = match std::mem::replace(&mut self.phase, Phase::AwaitConnect) {
+        let pc = match std::mem::replace(&mut self.phase, Phase::Closed(None)) {
             Phase::AwaitBroker(pc) => pc,
             other => {
                 self.phase = other;
@@ -431,6 +442,7 @@ impl Connection {
             return self.refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, now, out);
         }
         let PendingConnect {
+            opened: _,
             version,
             client_id,
             clean_start,
@@ -443,24 +455,24 @@ impl Connection {
             client_topic_alias_max,
             pending,
         } = *pc;
-        let client_id = assigned_client_id.unwrap_or(client_id);
+        let client_id = assigned_client_id.map(ClientId::new).unwrap_or(client_id);
         let v5 = version.is_v5();
         let session = if clean_start { None } else { session };
         // MQTT 3.1 has no Session Present flag.
         let session_present = session.is_some() && version != ProtocolVersion::V31;
-        let mut s = session.unwrap_or_else(|| Session::new(client_id.clone(), version));
+        let mut s = session.unwrap_or_else(|| Session::with_id(client_id.clone(), version));
         s.client_id = client_id.clone();
         s.version = version;
         s.session_expiry = session_expiry;
         s.will = will.map(Box::new);
         // A session that outlives its connection is written whole to the log before the
         // CONNACK leaves (the core collects the image), then change by change.
-        s.journal = (self.limits.durable && session_expiry > 0).then(|| {
-            Box::new(super::state::Journal {
+        s.set_journal(
+            (self.limits.durable && session_expiry > 0).then(|| super::state::Journal {
                 buf: Vec::new(),
                 image: true,
-            })
-        });
+            }),
+        );
 
         let mut props = ConnAckProperties::default();
         if v5 {
@@ -479,7 +491,7 @@ impl Connection {
             }
             props.maximum_packet_size = Some(l.max_packet_size);
             if assigned {
-                props.assigned_client_identifier = Some(client_id);
+                props.assigned_client_identifier = Some((*client_id).clone());
             }
             if l.topic_alias_maximum > 0 {
                 props.topic_alias_maximum = Some(l.topic_alias_maximum);
@@ -504,8 +516,7 @@ impl Connection {
             client_receive_max,
             client_topic_alias_max,
             client_max_packet,
-            aliases: None,
-            resend: SparseDeque::default(),
+            rare: None,
         };
         if !ack_fits {
             // [MQTT-3.1.2-24]: not even the CONNACK fits the client's Maximum Packet Size.
@@ -614,7 +625,7 @@ impl Connection {
             Phase::Closed(Some(s)) => {
                 s.deliver_offline(msg, delivery, now, &self.limits);
             }
-            Phase::Closed(None) | Phase::AwaitConnect | Phase::AwaitBroker(_) => {}
+            Phase::Closed(None) | Phase::AwaitConnect { .. } | Phase::AwaitBroker(_) => {}
         }
     }
 
@@ -637,7 +648,7 @@ impl Connection {
         self.version = Some(version);
         let v5 = version.is_v5();
         let l = Arc::clone(&self.limits);
-        let now = self.last_rx;
+        let now = self.last_rx.instant();
         let p = &c.properties;
         if v5 && (p.receive_maximum == Some(0) || p.maximum_packet_size == Some(0)) {
             return self.refuse(ReasonCode::PROTOCOL_ERROR, now, out);
@@ -690,9 +701,16 @@ impl Connection {
             let e = l.v311_persistent_session_expiry;
             (e, e)
         };
+        let opened = match self.phase {
+            Phase::AwaitConnect { opened } => opened,
+            _ => now,
+        };
+        // One allocation for the id, shared by the request, the session and the broker's
+        // tables; the string itself is never cloned.
+        let client_id = ClientId::new(c.client_id);
         out.push(Action::Connect(ConnectRequest {
             version,
-            client_id: c.client_id.clone(),
+            client_id: client_id.clone(),
             clean_start: c.clean_start,
             session_expiry,
             keep_alive: effective,
@@ -701,8 +719,9 @@ impl Connection {
             password: c.password,
         }));
         self.phase = Phase::AwaitBroker(Box::new(PendingConnect {
+            opened,
             version,
-            client_id: c.client_id,
+            client_id,
             clean_start: c.clean_start,
             requested_expiry,
             session_expiry,
@@ -815,7 +834,7 @@ impl Connection {
                 self.phase = Phase::Closed(s);
                 return;
             }
-            Phase::AwaitConnect | Phase::AwaitBroker(_) => (None, None),
+            Phase::AwaitConnect { .. } | Phase::AwaitBroker(_) => (None, None),
             Phase::Connected(c) => {
                 let mut s = c.session;
                 let will = s.will.take().and_then(|w| pending_will(&s, &w, end, now));
@@ -828,6 +847,22 @@ impl Connection {
 }
 
 impl Connected {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Unacknowledged messages of a resumed session waiting for the window.
+    fn resend_len(&self) -> usize {
+        self.rare.as_ref().map_or(0, |r| r.resend.len())
+    }
+
+    /// Packet id `id` is no longer to be resent.
+    fn unresend(&mut self, id: u16) {
+        if let Some(r) = self.rare.as_mut() {
+            r.resend.retain(|&x| x != id);
+        }
+    }
+
     fn is_v5(&self) -> bool {
         self.session.version.is_v5()
     }
@@ -892,14 +927,14 @@ impl Connected {
                 }
                 let idx = usize::from(a);
                 if wire_topic.is_empty() {
-                    let known = self.aliases.as_ref().and_then(|a| a.inbound.get(idx));
+                    let known = self.rare.as_ref().and_then(|a| a.inbound.get(idx));
                     match known.and_then(|t| t.clone()) {
                         Some(t) => t,
                         None => return Err(ReasonCode::PROTOCOL_ERROR),
                     }
                 } else {
                     let topic = self.topic_of(p);
-                    let inbound = &mut self.aliases.get_or_insert_with(Box::default).inbound;
+                    let inbound = &mut self.rare().inbound;
                     if inbound.len() <= idx {
                         inbound.resize(usize::from(l.topic_alias_maximum) + 1, None);
                     }
@@ -921,10 +956,10 @@ impl Connected {
         }
         let s = &mut self.session;
         let id = p.packet_id;
-        let duplicate = p.qos == QoS::ExactlyOnce && s.inbound_qos2.contains(&id);
+        let duplicate = p.qos == QoS::ExactlyOnce && s.extra().inbound_qos2.contains(&id);
         if p.qos != QoS::AtMostOnce
             && !duplicate
-            && s.inbound_qos2.len() >= usize::from(l.receive_maximum)
+            && s.inbound_qos2_len() >= usize::from(l.receive_maximum)
         {
             return Err(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
         }
@@ -972,7 +1007,7 @@ impl Connected {
                 QoS::ExactlyOnce => {
                     if !v5 {
                         // The PUBREL that follows gets its PUBCOMP.
-                        s.inbound_qos2.insert(id);
+                        s.extra_mut().inbound_qos2.insert(id);
                     }
                     out.push(Action::Send(Packet::PubRec(r)));
                 }
@@ -1001,14 +1036,14 @@ impl Connected {
             retain: p.retain,
             properties: props,
             expires_at,
-            publisher: Some(s.client_id.clone()),
+            publisher: Some((*s.client_id).clone()),
         });
         out.push(Action::Publish(msg));
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => out.push(Action::Send(Packet::PubAck(PubResp::new(id)))),
             QoS::ExactlyOnce => {
-                s.inbound_qos2.insert(id);
+                s.extra_mut().inbound_qos2.insert(id);
                 out.push(Action::Send(Packet::PubRec(PubResp::new(id))));
             }
         }
@@ -1019,7 +1054,7 @@ impl Connected {
     /// the same (a publisher usually repeats its topics), a new copy otherwise (then
     /// remembered).
     fn topic_of(&mut self, p: PublishView<'_>) -> ByteString {
-        let a = self.aliases.get_or_insert_with(Box::default);
+        let a = self.rare();
         match &a.last_topic {
             Some(t) if t.as_bytes() == p.topic_bytes() => t.clone(),
             _ => {
@@ -1033,7 +1068,11 @@ impl Connected {
     fn on_pubrel(&mut self, r: PubResp, out: &mut Vec<Action>) {
         let v5 = self.is_v5();
         let mut resp = PubResp::new(r.packet_id);
-        if self.session.inbound_qos2.remove(&r.packet_id) {
+        if self
+            .session
+            .extra_if_any()
+            .is_some_and(|x| x.inbound_qos2.remove(&r.packet_id))
+        {
             let id = r.packet_id;
             self.session
                 .jot(|b| super::journal::put_id(b, super::journal::IN2_DONE, id));
@@ -1046,13 +1085,15 @@ impl Connected {
     /// An outbound delivery is over (acknowledged, or refused by the client's PUBREC): its
     /// packet id is free, it is not resent, and the window may take queued messages.
     fn complete(&mut self, l: &ProtocolLimits, id: u16, now: Instant, out: &mut Vec<Action>) {
-        if self.session.inflight.remove(&id).is_some() {
+        if self
+            .session
+            .extra_if_any()
+            .is_some_and(|x| x.inflight.remove(&id).is_some())
+        {
             self.session
                 .jot(|b| super::journal::put_id(b, super::journal::DONE, id));
         }
-        if !self.resend.is_empty() {
-            self.resend.retain(|&x| x != id);
-        }
+        self.unresend(id);
         self.drain(l, now, out);
     }
 
@@ -1067,7 +1108,13 @@ impl Connected {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(), ReasonCode> {
-        match self.session.inflight.get(&r.packet_id).map(|e| &e.state) {
+        match self
+            .session
+            .extra()
+            .inflight
+            .get(&r.packet_id)
+            .map(|e| &e.state)
+        {
             None => {}
             Some(InflightState::Qos1(_)) => self.complete(l, r.packet_id, now, out),
             Some(InflightState::Qos2(_) | InflightState::Released) => {
@@ -1090,16 +1137,18 @@ impl Connected {
         let v5 = self.is_v5();
         let id = r.packet_id;
         let s = &mut self.session;
-        match s.inflight.get_mut(&id).map(|e| &mut e.state) {
+        let state = s
+            .extra_if_any()
+            .and_then(|x| x.inflight.get_mut(&id))
+            .map(|e| &mut e.state);
+        match state {
             Some(state @ InflightState::Qos2(_)) => {
                 if r.reason.is_error() {
                     self.complete(l, id, now, out);
                 } else {
                     *state = InflightState::Released;
                     s.jot(|b| super::journal::put_id(b, super::journal::RELEASED, id));
-                    if !self.resend.is_empty() {
-                        self.resend.retain(|&x| x != id);
-                    }
+                    self.unresend(id);
                     out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
                 }
             }
@@ -1128,7 +1177,13 @@ impl Connected {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(), ReasonCode> {
-        match self.session.inflight.get(&r.packet_id).map(|e| &e.state) {
+        match self
+            .session
+            .extra()
+            .inflight
+            .get(&r.packet_id)
+            .map(|e| &e.state)
+        {
             None => {}
             Some(InflightState::Released) => self.complete(l, r.packet_id, now, out),
             Some(InflightState::Qos1(_) | InflightState::Qos2(_)) => {
@@ -1301,12 +1356,12 @@ impl Connected {
         out: &mut Vec<Action>,
     ) {
         if msg.is_expired(now) {
-            self.session.stats.dropped_expired += 1;
+            self.session.stats_mut().dropped_expired += 1;
             return;
         }
         let qos = msg.qos.min(delivery.qos);
         if qos == QoS::AtMostOnce && !can_write {
-            self.session.stats.dropped_qos0 += 1;
+            self.session.stats_mut().dropped_qos0 += 1;
             self.writable = false;
             return;
         }
@@ -1314,7 +1369,7 @@ impl Connected {
         // Queued messages go first.
         self.drain(l, now, out);
         if qos != QoS::AtMostOnce
-            && (!can_write || !self.session.queue.is_empty() || !self.window_open(l))
+            && (!can_write || self.session.queued_len() > 0 || !self.window_open(l))
         {
             self.session.enqueue(msg, delivery, qos, l);
             return;
@@ -1333,24 +1388,23 @@ impl Connected {
     }
 
     fn window_open(&self, l: &ProtocolLimits) -> bool {
-        self.session.inflight.len() < self.window(l)
+        self.session.inflight_len() < self.window(l)
     }
 
     /// Send queued messages while writable and (for QoS 1/2) the window allows.
     fn drain(&mut self, l: &ProtocolLimits, now: Instant, out: &mut Vec<Action>) {
         // Unacknowledged messages of a resumed session waiting for the window go first.
-        while self.writable && !self.resend.is_empty() {
+        while self.writable && self.resend_len() > 0 {
             let window = self.window(l);
             if self
                 .session
-                .inflight
-                .len()
-                .saturating_sub(self.resend.len())
+                .inflight_len()
+                .saturating_sub(self.resend_len())
                 >= window
             {
                 return;
             }
-            if let Some(id) = self.resend.pop_front() {
+            if let Some(id) = self.rare.as_mut().and_then(|r| r.resend.pop_front()) {
                 self.resend_publish(id, now, out);
             }
         }
@@ -1358,14 +1412,14 @@ impl Connected {
         while self.writable {
             let window_open = self.window_open(l);
             let s = &mut self.session;
-            match s.queue.front() {
+            match s.extra().queue.front() {
                 None => return,
                 Some(q) if q.qos != QoS::AtMostOnce && !window_open => return,
                 Some(_) => {}
             }
             let Some(q) = s.pop_queued() else { return };
             if q.msg.is_expired(now) {
-                s.stats.dropped_expired += 1;
+                s.stats_mut().dropped_expired += 1;
                 continue;
             }
             self.transmit(l, &q, now, out);
@@ -1401,7 +1455,7 @@ impl Connected {
             .min(l.max_outbound_topic_aliases);
         let mut new_alias = None;
         if v5 && alias_max > 0 {
-            let outbound = self.aliases.as_ref().map(|a| &a.outbound);
+            let outbound = self.rare.as_ref().map(|a| &a.outbound);
             if let Some(&a) = outbound.and_then(|o| o.get(&wire.topic)) {
                 wire.topic = ByteString::new();
                 wire.properties.topic_alias = Some(a);
@@ -1413,11 +1467,11 @@ impl Connected {
         }
         let s = &mut self.session;
         if publish_len(&wire, v5) > self.client_max_packet as usize {
-            s.stats.dropped_too_large += 1;
+            s.stats_mut().dropped_too_large += 1;
             return;
         }
         if let Some(a) = new_alias {
-            self.aliases
+            self.rare
                 .get_or_insert_with(Box::default)
                 .outbound
                 .insert(q.msg.topic.clone(), a);
@@ -1425,7 +1479,7 @@ impl Connected {
         if q.qos != QoS::AtMostOnce {
             let Some(id) = s.alloc_packet_id() else {
                 // Cannot happen within the window; never lose the message silently.
-                s.stats.dropped_queue_full += 1;
+                s.stats_mut().dropped_queue_full += 1;
                 return;
             };
             wire.packet_id = id;
@@ -1450,7 +1504,7 @@ impl Connected {
                 };
                 super::journal::put_inflight(b, id, e.seq, e.expires_at, p)
             });
-            s.inflight.insert(id, e);
+            s.extra_mut().inflight.insert(id, e);
         }
         out.push(Action::Send(Packet::Publish(wire)));
     }
@@ -1460,9 +1514,12 @@ impl Connected {
     /// connection stays within the client's Receive Maximum (the rest wait in `resend`).
     fn resend_inflight(&mut self, l: &ProtocolLimits, now: Instant, out: &mut Vec<Action>) {
         let window = self.window(l);
-        self.resend.clear();
+        if let Some(r) = self.rare.as_mut() {
+            r.resend = VecDeque::new();
+        }
         let mut ids: Vec<(u64, u16, bool)> = self
             .session
+            .extra()
             .inflight
             .iter()
             .map(|(id, e)| (e.seq, *id, matches!(e.state, InflightState::Released)))
@@ -1473,12 +1530,12 @@ impl Connected {
         for (_, id, released) in ids {
             if released {
                 out.push(Action::Send(Packet::PubRel(PubResp::new(id))));
-            } else if outstanding < window && self.resend.is_empty() {
+            } else if outstanding < window && self.resend_len() == 0 {
                 if self.resend_publish(id, now, out) {
                     outstanding += 1;
                 }
             } else {
-                self.resend.push_back(id);
+                self.rare().resend.push_back(id);
             }
         }
     }
@@ -1491,7 +1548,7 @@ impl Connected {
         let v5 = self.is_v5();
         let max = self.client_max_packet as usize;
         let s = &mut self.session;
-        let Some(e) = s.inflight.get(&id) else {
+        let Some(e) = s.extra().inflight.get(&id) else {
             return false;
         };
         let (InflightState::Qos1(p) | InflightState::Qos2(p)) = &e.state else {
@@ -1505,9 +1562,10 @@ impl Connected {
             p.properties.message_expiry_interval = Some(expiry_left(t, now));
         }
         if publish_len(&p, v5) > max {
-            s.inflight.remove(&id);
+            let x = s.extra_mut();
+            x.inflight.remove(&id);
+            x.stats.dropped_too_large += 1;
             s.jot(|b| super::journal::put_id(b, super::journal::DONE, id));
-            s.stats.dropped_too_large += 1;
             return false;
         }
         out.push(Action::Send(Packet::Publish(p)));
@@ -1516,7 +1574,8 @@ impl Connected {
 }
 
 /// Any bytes from the client move the keep-alive clock (never backwards).
-fn received(last_rx: &mut Instant, now: Instant) {
+fn received(last_rx: &mut Stamp, now: Instant) {
+    let now = Stamp::new(now);
     if now > *last_rx {
         *last_rx = now;
     }

@@ -25,7 +25,8 @@
 //!                 (no alias, no sub ids), expires_at: Option<Instant>, publisher: Option<ByteString> }
 //!               Delivery { qos /*granted*/, retain_as_published, subscription_ids: Vec<u32> }
 //!               Subscription { options /*granted qos*/, subscription_id }
-//!               Session (Send + Clone): new(client_id, version), client_id(), version(),
+//!               Session (Send + Clone): new(client_id, version), with_id(ClientId, version),
+//!                 client_id(), shared_client_id() -> &ClientId, version(),
 //!                 session_expiry(), subscriptions(), subscription(filter), will(), stats(),
 //!                 inflight_len(), queued_len(), queued_bytes(), inbound_qos2_len(),
 //!                 deliver_offline(&msg, &delivery, now, &limits) -> bool (queued?)
@@ -44,6 +45,7 @@
 //!   .take_over(new_clean_start, now, out)          v5 DISCONNECT 0x8E, Close (will per on_takeover)
 //!   .shutdown(now, out)                            v5 DISCONNECT 0x8B, Close (will now)
 //!   .take_session() -> Option<Session> (after Close; None before);  .session() -> Option<&Session>
+//!   .share_client_id(&ClientId)                    name the session with the broker's copy
 //!   .no_matching_subscribers(&mut Packet) -> bool  the broker matched no subscription for the
 //!                                                  PUBLISH of this queued PUBACK / PUBREC: 0x10
 //!   .version() -> Option<ProtocolVersion>;  .client_id() -> Option<&ByteString>
@@ -52,7 +54,9 @@
 //! Action::Send(Packet) | Connect(ConnectRequest) | Publish(Message)
 //!       | Subscribe { filter, options, subscription_id, existed } | Unsubscribe { filter }
 //!       | Close { reason: Option<ReasonCode>, will: Option<PendingWill> }
-//! ConnectRequest { version, client_id (may be empty), clean_start, session_expiry (effective),
+//! ClientId: one shared allocation per client id (Arc), Deref<Target = ByteString>,
+//!   Borrow<str>; the request, the session and the broker's tables hold the same one
+//! ConnectRequest { version, client_id: ClientId (may be empty), clean_start, session_expiry (effective),
 //!                  keep_alive (effective), will, username, password }
 //! PendingWill { message: Message, delay: Duration /* ZERO = publish now */ }
 //! ```
@@ -91,6 +95,7 @@
 //! - An unsupported protocol level (decoder error before CONNECT) gets CONNACK 0x84 with
 //!   `version() == None`: encode it as 3.1.1 (return code 0x01).
 
+pub mod client_id;
 pub mod config;
 pub mod connection;
 pub mod journal;
@@ -100,6 +105,7 @@ pub mod state;
 pub mod wallclock;
 pub mod will;
 
+pub use client_id::ClientId;
 pub use config::{ProtocolLimits, V311KeepAlivePolicy};
 pub use connection::{generate_client_id, Action, ConnectRequest, Connection, PendingWill};
 pub use message::{Message, MessageData};

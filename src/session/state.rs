@@ -5,6 +5,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 use hashbrown::{HashMap, HashSet};
 
+pub use super::client_id::ClientId;
 use super::config::ProtocolLimits;
 pub use super::message::{Message, MessageData};
 use crate::protocol::{ProtocolVersion, Publish, QoS, SubscriptionOptions, Will};
@@ -72,8 +73,8 @@ pub(crate) struct Queued {
     pub subscription_ids: Vec<u32>,
 }
 
-/// A map that takes 8 bytes until its first insert (most sessions of an idle fleet never have
-/// a QoS 1/2 message in flight). Once allocated it stays, like a `HashMap` keeps its capacity.
+/// A map that takes 8 bytes until its first insert (most sessions of an idle fleet never
+/// subscribe). Once allocated it stays, like a `HashMap` keeps its capacity.
 #[derive(Debug, Clone)]
 pub(crate) struct SparseMap<K, V>(Option<Box<HashMap<K, V>>>);
 
@@ -87,19 +88,19 @@ impl<K: std::hash::Hash + Eq, V> SparseMap<K, V> {
     pub(crate) fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |m| m.len())
     }
-    pub(crate) fn contains_key(&self, k: &K) -> bool {
-        self.0.as_ref().is_some_and(|m| m.contains_key(k))
-    }
-    pub(crate) fn get(&self, k: &K) -> Option<&V> {
+    pub(crate) fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
+    {
         self.0.as_ref()?.get(k)
-    }
-    pub(crate) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        self.0.as_mut()?.get_mut(k)
     }
     pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
         self.0.get_or_insert_with(Box::default).insert(k, v)
     }
-    pub(crate) fn remove(&mut self, k: &K) -> Option<V> {
+    pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
+    where
+        Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
+    {
         self.0.as_mut()?.remove(k)
     }
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
@@ -107,96 +108,40 @@ impl<K: std::hash::Hash + Eq, V> SparseMap<K, V> {
     }
 }
 
-/// The set counterpart of [`SparseMap`].
-#[derive(Debug, Clone)]
-pub(crate) struct SparseSet<K>(Option<Box<HashSet<K>>>);
-
-impl<K> Default for SparseSet<K> {
-    fn default() -> Self {
-        SparseSet(None)
-    }
-}
-
-impl<K: std::hash::Hash + Eq> SparseSet<K> {
-    pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |m| m.len())
-    }
-    pub(crate) fn contains(&self, k: &K) -> bool {
-        self.0.as_ref().is_some_and(|m| m.contains(k))
-    }
-    pub(crate) fn insert(&mut self, k: K) -> bool {
-        self.0.get_or_insert_with(Box::default).insert(k)
-    }
-    pub(crate) fn remove(&mut self, k: &K) -> bool {
-        self.0.as_mut().is_some_and(|m| m.remove(k))
-    }
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &K> {
-        self.0.iter().flat_map(|m| m.iter())
-    }
-}
-
-/// The queue counterpart of [`SparseMap`] (the box is the point: 8 bytes inline instead of a
-/// `VecDeque`'s 32 while the session has never queued anything).
-#[derive(Debug, Clone)]
-#[allow(clippy::box_collection)]
-pub(crate) struct SparseDeque<T>(Option<Box<VecDeque<T>>>);
-
-impl<T> Default for SparseDeque<T> {
-    fn default() -> Self {
-        SparseDeque(None)
-    }
-}
-
-impl<T> SparseDeque<T> {
-    pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.len())
-    }
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    pub(crate) fn front(&self) -> Option<&T> {
-        self.0.as_ref()?.front()
-    }
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.iter().flat_map(|q| q.iter())
-    }
-    pub(crate) fn push_back(&mut self, v: T) {
-        self.0.get_or_insert_with(Box::default).push_back(v)
-    }
-    pub(crate) fn pop_front(&mut self) -> Option<T> {
-        self.0.as_mut()?.pop_front()
-    }
-    pub(crate) fn retain(&mut self, f: impl FnMut(&T) -> bool) {
-        if let Some(q) = self.0.as_mut() {
-            q.retain(f);
-        }
-    }
-    /// Empties it and gives the memory back (8 bytes inline again).
-    pub(crate) fn clear(&mut self) {
-        self.0 = None;
-    }
-}
-
-/// Session state of one client id.
+/// Session state of one client id. An idle session is 40 bytes: its id (shared with the
+/// broker's tables), two boxes that exist once it subscribes or has a will, one for
+/// everything messages need ([`SessionExtra`]), and three small numbers.
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub(crate) client_id: ByteString,
-    pub(crate) version: ProtocolVersion,
-    pub(crate) subscriptions: HashMap<ByteString, Subscription>,
-    pub(crate) inflight: SparseMap<u16, Inflight>,
-    pub(crate) next_seq: u64,
-    pub(crate) queue: SparseDeque<Queued>,
-    pub(crate) queued_bytes: usize,
-    /// Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received.
-    pub(crate) inbound_qos2: SparseSet<u16>,
-    pub(crate) next_packet_id: u16,
-    pub(crate) session_expiry: u32,
+    pub(crate) client_id: ClientId,
+    pub(crate) subscriptions: SparseMap<ByteString, Subscription>,
     pub(crate) will: Option<Box<Will>>,
-    pub(crate) stats: SessionStats,
+    /// Created by the first message in flight, queued, received at QoS 2 or dropped, and for
+    /// a durable session; then kept (see [`Session::extra_mut`]).
+    pub(crate) extra: Option<Box<SessionExtra>>,
+    pub(crate) session_expiry: u32,
+    pub(crate) next_packet_id: u16,
+    pub(crate) version: ProtocolVersion,
+}
+
+/// What only a session that carries messages (or is durable) has.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionExtra {
+    pub inflight: HashMap<u16, Inflight>,
+    pub next_seq: u64,
+    pub queue: VecDeque<Queued>,
+    pub queued_bytes: usize,
+    /// Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received.
+    pub inbound_qos2: HashSet<u16>,
+    pub stats: SessionStats,
     /// Changes not yet collected by the core for the log (`storage::record` sub-records);
     /// `None` for a session that is not durable.
-    pub(crate) journal: Option<Box<Journal>>,
+    pub journal: Option<Journal>,
 }
+
+/// What `Session::extra` reads for a session that has none.
+static NO_EXTRA: std::sync::LazyLock<SessionExtra> =
+    std::sync::LazyLock::new(SessionExtra::default);
 
 /// The changes of a durable session since its worker's core last collected them.
 #[derive(Debug, Clone, Default)]
@@ -209,27 +154,74 @@ pub(crate) struct Journal {
 
 impl Session {
     pub fn new(client_id: ByteString, version: ProtocolVersion) -> Self {
+        Session::with_id(ClientId::new(client_id), version)
+    }
+
+    /// A session named by an id the broker's tables share.
+    pub fn with_id(client_id: ClientId, version: ProtocolVersion) -> Self {
         Session {
             client_id,
             version,
-            subscriptions: HashMap::new(),
-            inflight: SparseMap::default(),
-            next_seq: 0,
-            queue: SparseDeque::default(),
-            queued_bytes: 0,
-            inbound_qos2: SparseSet::default(),
+            subscriptions: SparseMap::default(),
+            extra: None,
             next_packet_id: 1,
             session_expiry: 0,
             will: None,
-            stats: SessionStats::default(),
-            journal: None,
+        }
+    }
+
+    /// The parts only a session with messages has (empty ones when it has none).
+    pub(crate) fn extra(&self) -> &SessionExtra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The parts only a session with messages has, created on first use. Once created they
+    /// stay (as a `HashMap` keeps its capacity): a session that carried messages once
+    /// likely carries more.
+    pub(crate) fn extra_mut(&mut self) -> &mut SessionExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The parts only a session with messages has, if it has them (no allocation).
+    pub(crate) fn extra_if_any(&mut self) -> Option<&mut SessionExtra> {
+        self.extra.as_deref_mut()
+    }
+
+    /// Make the session durable (`Some`: its changes are noted for the log from here on) or
+    /// not.
+    pub(crate) fn set_journal(&mut self, journal: Option<Journal>) {
+        match journal {
+            Some(j) => self.extra_mut().journal = Some(j),
+            None => {
+                if let Some(x) = self.extra_if_any() {
+                    x.journal = None;
+                }
+            }
+        }
+    }
+
+    /// The changes noted for the log (a durable session only).
+    pub(crate) fn journal_mut(&mut self) -> Option<&mut Journal> {
+        self.extra_if_any()?.journal.as_mut()
+    }
+
+    /// The client id as the broker's tables share it.
+    pub fn shared_client_id(&self) -> &ClientId {
+        &self.client_id
+    }
+
+    /// Name the session with `id` when it is the same string (the broker's tables then share
+    /// one allocation with it).
+    pub(crate) fn share_client_id(&mut self, id: &ClientId) {
+        if self.client_id == *id {
+            self.client_id = id.clone();
         }
     }
 
     /// Record a change for the log, if this session is durable (and not waiting for its
     /// image, which will hold the change anyway).
     pub(crate) fn jot(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
-        if let Some(j) = self.journal.as_mut() {
+        if let Some(j) = self.journal_mut() {
             if !j.image {
                 f(&mut j.buf);
             }
@@ -251,7 +243,7 @@ impl Session {
 
     /// Whether changes of this session go to the log.
     pub fn is_durable(&self) -> bool {
-        self.journal.is_some()
+        self.extra().journal.is_some()
     }
 
     pub fn client_id(&self) -> &ByteString {
@@ -274,22 +266,26 @@ impl Session {
         self.will.as_deref()
     }
     pub fn stats(&self) -> SessionStats {
-        self.stats
+        self.extra().stats
+    }
+    /// Counters of messages dropped for this session, to count one more.
+    pub(crate) fn stats_mut(&mut self) -> &mut SessionStats {
+        &mut self.extra_mut().stats
     }
     /// Outbound QoS 1/2 messages in flight (PUBLISH or PUBREL sent, not yet acknowledged).
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.extra().inflight.len()
     }
     /// Messages waiting in the queue.
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.extra().queue.len()
     }
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.extra().queued_bytes
     }
     /// Inbound QoS 2 publishes awaiting PUBREL.
     pub fn inbound_qos2_len(&self) -> usize {
-        self.inbound_qos2.len()
+        self.extra().inbound_qos2.len()
     }
 
     /// Deliver to this session while no connection holds it: QoS 1/2 (and QoS 0 if
@@ -303,12 +299,12 @@ impl Session {
         limits: &ProtocolLimits,
     ) -> bool {
         if msg.is_expired(now) {
-            self.stats.dropped_expired += 1;
+            self.stats_mut().dropped_expired += 1;
             return false;
         }
         let qos = msg.qos.min(delivery.qos);
         if qos == QoS::AtMostOnce && !limits.queue_qos0_offline {
-            self.stats.dropped_qos0 += 1;
+            self.stats_mut().dropped_qos0 += 1;
             return false;
         }
         self.enqueue(msg, delivery, qos, limits)
@@ -323,13 +319,14 @@ impl Session {
         limits: &ProtocolLimits,
     ) -> bool {
         let size = msg.queued_size();
-        if self.queue.len() >= limits.max_queued_messages
-            || self.queued_bytes + size > limits.max_queued_bytes
+        let x = self.extra_mut();
+        if x.queue.len() >= limits.max_queued_messages
+            || x.queued_bytes + size > limits.max_queued_bytes
         {
-            self.stats.dropped_queue_full += 1;
+            x.stats.dropped_queue_full += 1;
             return false;
         }
-        self.queued_bytes += size;
+        x.queued_bytes += size;
         let q = Queued {
             msg: msg.clone(),
             qos,
@@ -337,26 +334,27 @@ impl Session {
             subscription_ids: delivery.subscription_ids.clone(),
         };
         self.jot(|b| super::journal::put_queued(b, q.qos, q.retain, &q.subscription_ids, &q.msg));
-        self.queue.push_back(q);
+        self.extra_mut().queue.push_back(q);
         true
     }
 
     pub(crate) fn pop_queued(&mut self) -> Option<Queued> {
-        let q = self.queue.pop_front()?;
-        self.queued_bytes -= q.msg.queued_size();
+        let x = self.extra_if_any()?;
+        let q = x.queue.pop_front()?;
+        x.queued_bytes -= q.msg.queued_size();
         self.jot(|b| b.push(super::journal::POP));
         Some(q)
     }
 
     /// A packet id not in flight outbound, or `None` if all 65535 are in use.
     pub(crate) fn alloc_packet_id(&mut self) -> Option<u16> {
-        if self.inflight.len() >= usize::from(u16::MAX) {
+        if self.inflight_len() >= usize::from(u16::MAX) {
             return None;
         }
         for _ in 0..u16::MAX {
             let id = self.next_packet_id;
             self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-            if !self.inflight.contains_key(&id) {
+            if !self.extra().inflight.contains_key(&id) {
                 return Some(id);
             }
         }
@@ -364,7 +362,8 @@ impl Session {
     }
 
     pub(crate) fn next_seq(&mut self) -> u64 {
-        self.next_seq += 1;
-        self.next_seq
+        let x = self.extra_mut();
+        x.next_seq += 1;
+        x.next_seq
     }
 }

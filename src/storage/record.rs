@@ -98,21 +98,22 @@ pub fn put_image(out: &mut Vec<u8>, s: &Session, username: Option<&ByteString>) 
     put_u32(out, s.session_expiry);
     put_opt(out, s.will.as_deref(), put_will);
     put_u16(out, s.next_packet_id);
-    put_u64(out, s.next_seq);
+    let x = s.extra();
+    put_u64(out, x.next_seq);
     put_u32(out, s.subscriptions.len() as u32);
-    for (f, sub) in &s.subscriptions {
+    for (f, sub) in s.subscriptions.iter() {
         put_sub(out, f, &sub.options, sub.subscription_id);
     }
-    put_u32(out, s.inflight.len() as u32);
-    for (&id, e) in s.inflight.iter() {
+    put_u32(out, x.inflight.len() as u32);
+    for (&id, e) in x.inflight.iter() {
         put_inflight_of(out, id, e);
     }
-    put_u32(out, s.queue.len() as u32);
-    for q in s.queue.iter() {
+    put_u32(out, x.queue.len() as u32);
+    for q in x.queue.iter() {
         put_queued_of(out, q);
     }
-    put_u32(out, s.inbound_qos2.len() as u32);
-    for &id in s.inbound_qos2.iter() {
+    put_u32(out, x.inbound_qos2.len() as u32);
+    for &id in x.inbound_qos2.iter() {
         put_u16(out, id);
     }
 }
@@ -434,9 +435,9 @@ pub fn apply(
             QUEUE => {
                 let q = r.queued()?;
                 if let Some(i) = img.as_mut() {
-                    let s = &mut i.session;
-                    s.queued_bytes += q.msg.queued_size();
-                    s.queue.push_back(q);
+                    let x = i.session.extra_mut();
+                    x.queued_bytes += q.msg.queued_size();
+                    x.queue.push_back(q);
                 }
             }
             POP => {
@@ -447,15 +448,16 @@ pub fn apply(
             INFLIGHT => {
                 let (id, e) = r.inflight()?;
                 if let Some(i) = img.as_mut() {
-                    let s = &mut i.session;
-                    s.next_seq = s.next_seq.max(e.seq);
-                    s.inflight.insert(id, e);
+                    let x = i.session.extra_mut();
+                    x.next_seq = x.next_seq.max(e.seq);
+                    x.inflight.insert(id, e);
                 }
             }
             RELEASED => {
                 let id = r.u16()?;
                 if let Some(i) = img.as_mut() {
-                    if let Some(e) = i.session.inflight.get_mut(&id) {
+                    let x = i.session.extra_if_any();
+                    if let Some(e) = x.and_then(|x| x.inflight.get_mut(&id)) {
                         e.state = InflightState::Released;
                     }
                 }
@@ -463,19 +465,23 @@ pub fn apply(
             DONE => {
                 let id = r.u16()?;
                 if let Some(i) = img.as_mut() {
-                    i.session.inflight.remove(&id);
+                    if let Some(x) = i.session.extra_if_any() {
+                        x.inflight.remove(&id);
+                    }
                 }
             }
             IN2 => {
                 let id = r.u16()?;
                 if let Some(i) = img.as_mut() {
-                    i.session.inbound_qos2.insert(id);
+                    i.session.extra_mut().inbound_qos2.insert(id);
                 }
             }
             IN2_DONE => {
                 let id = r.u16()?;
                 if let Some(i) = img.as_mut() {
-                    i.session.inbound_qos2.remove(&id);
+                    if let Some(x) = i.session.extra_if_any() {
+                        x.inbound_qos2.remove(&id);
+                    }
                 }
             }
             OFFLINE => {
@@ -509,7 +515,10 @@ fn read_image(r: &mut Rd<'_>, client_id: &ByteString) -> Result<SessionImage, Ba
     s.session_expiry = r.u32()?;
     s.will = r.opt(|r| r.will())?.map(Box::new);
     s.next_packet_id = r.u16()?.max(1);
-    s.next_seq = r.u64()?;
+    let next_seq = r.u64()?;
+    if next_seq > 0 {
+        s.extra_mut().next_seq = next_seq;
+    }
     for _ in 0..r.count()? {
         if r.u8()? != SUB {
             return Err(Bad);
@@ -522,18 +531,19 @@ fn read_image(r: &mut Rd<'_>, client_id: &ByteString) -> Result<SessionImage, Ba
             return Err(Bad);
         }
         let (id, e) = r.inflight()?;
-        s.inflight.insert(id, e);
+        s.extra_mut().inflight.insert(id, e);
     }
     for _ in 0..r.count()? {
         if r.u8()? != QUEUE {
             return Err(Bad);
         }
         let q = r.queued()?;
-        s.queued_bytes += q.msg.queued_size();
-        s.queue.push_back(q);
+        let x = s.extra_mut();
+        x.queued_bytes += q.msg.queued_size();
+        x.queue.push_back(q);
     }
     for _ in 0..r.count()? {
-        s.inbound_qos2.insert(r.u16()?);
+        s.extra_mut().inbound_qos2.insert(r.u16()?);
     }
     Ok(SessionImage {
         session: s,
@@ -579,7 +589,7 @@ mod tests {
                 subscription_id: Some(7),
             },
         );
-        s.inbound_qos2.insert(9);
+        s.extra_mut().inbound_qos2.insert(9);
         let mut subs = Vec::new();
         put_image(&mut subs, &s, Some(&"user".into()));
         let q = Queued {
@@ -610,12 +620,13 @@ mod tests {
         let img = copy.unwrap().unwrap();
         assert_eq!(img.username.as_deref(), Some("user"));
         assert_eq!(img.session.session_expiry, 300);
-        assert_eq!(img.session.queue.len(), 1);
-        assert_eq!(img.session.queued_bytes, q.msg.queued_size());
-        assert_eq!(img.session.queue.front().unwrap().msg, q.msg);
-        assert!(img.session.inbound_qos2.contains(&10));
-        assert!(!img.session.inbound_qos2.contains(&9));
-        assert!(img.session.subscriptions.is_empty());
+        let x = img.session.extra();
+        assert_eq!(x.queue.len(), 1);
+        assert_eq!(x.queued_bytes, q.msg.queued_size());
+        assert_eq!(x.queue.front().unwrap().msg, q.msg);
+        assert!(x.inbound_qos2.contains(&10));
+        assert!(!x.inbound_qos2.contains(&9));
+        assert_eq!(img.session.subscriptions().count(), 0);
         assert_eq!(img.offline, Some((None, None)));
     }
 

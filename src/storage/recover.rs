@@ -394,8 +394,10 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
             }
             other => other,
         };
-        session.queue.retain(|q| !q.msg.is_expired(now));
-        session.queued_bytes = session.queue.iter().map(|q| q.msg.queued_size()).sum();
+        if let Some(x) = session.extra_if_any() {
+            x.queue.retain(|q| !q.msg.is_expired(now));
+            x.queued_bytes = x.queue.iter().map(|q| q.msg.queued_size()).sum();
+        }
         rec.sessions[w % n].push(Restored {
             client_id: id,
             epoch,

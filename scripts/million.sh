@@ -32,6 +32,7 @@ KEEPALIVE=60
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/million}
 mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.log
 : > "$OUT/summary.txt"
 
 if [ "$(id -u)" = 0 ]; then

@@ -157,8 +157,6 @@ mod imp {
     const BGID: u16 = 0;
     /// IOU_PBUF_RING_INC: incrementally consumed provided buffers (kernel 6.12).
     const PBUF_RING_INC: u16 = 2;
-    /// IORING_ENTER_GETEVENTS.
-    const GETEVENTS: u32 = 1;
     /// Default for how long `Io::close` (and the shutdown in `run`) keeps flushing queued bytes
     /// to a peer that does not read before giving up (see `Engine::set_close_linger`).
     const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -646,6 +644,15 @@ mod imp {
         }
     }
 
+    /// Errors that only end a wait: ETIME (its timeout, or a batching wait's min-wait, ran out
+    /// with fewer completions than asked), EINTR, EBUSY, EAGAIN.
+    fn is_wait_end(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ETIME)
+        )
+    }
+
     /// An errno as kept in `Conn::err` (errno values are small; anything odd becomes EIO).
     fn errno16(e: i32) -> u16 {
         u16::try_from(e).unwrap_or(libc::EIO as u16)
@@ -679,6 +686,7 @@ mod imp {
             .setup_submit_all()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .setup_r_disabled()
             .build(entries);
         match fancy {
@@ -1050,9 +1058,9 @@ mod imp {
             }
         }
 
-        /// Enters each secondary ring that has SQEs to submit, deferred completions waiting
+        /// Enters each secondary ring that has SQEs to submit, deferred work waiting
         /// (IORING_SQ_TASKRUN), or completions left in the kernel's overflow list, without
-        /// waiting: its completions are then in its queue for `drain_cq`. True if a ring has
+        /// blocking: its completions are then in its queue for `drain_cq`. True if a ring has
         /// completions to drain or work left (the kernel runs a bounded batch per enter): the
         /// next wait must not block.
         fn enter_secondaries(&mut self) -> bool {
@@ -1062,16 +1070,17 @@ mod imp {
                 let sq = shard.ring.submission();
                 let (n, work) = (sq.len(), sq.taskrun() || sq.cq_overflow());
                 drop(sq);
-                if n > 0 || work {
-                    // SAFETY: a plain io_uring_enter on a ring we own: submit `n` queued SQEs
-                    // (each points only at memory the engine keeps alive until its
-                    // completion, see `Shard::push`) and run deferred completions; no argument.
-                    let _ = unsafe {
-                        shard
-                            .ring
-                            .submitter()
-                            .enter::<libc::sigset_t>(n as u32, 0, GETEVENTS, None)
-                    };
+                if work {
+                    // Run the deferred work: a wait with a zero timeout for as many completions
+                    // as the queue holds (the kernel runs deferred work in batches of at most
+                    // the number waited for, and at least 20: an enter that waits for none
+                    // would run only 20).
+                    let ts = types::Timespec::new();
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    let want = shard.ring.params().cq_entries() as usize;
+                    let _ = shard.ring.submitter().submit_with_args(want, &args);
+                } else if n > 0 {
+                    let _ = shard.ring.submit();
                 }
                 let sq = shard.ring.submission();
                 more |= sq.taskrun() || sq.cq_overflow();
@@ -1109,7 +1118,23 @@ mod imp {
             } else {
                 (1, 0)
             };
+            let pending = {
+                let sq = self.shards[0].ring.submission();
+                sq.taskrun() || sq.cq_overflow()
+            };
             let ring = &self.shards[0].ring;
+            // Deferred work already waiting on this ring: run it in one batch as big as the
+            // queue (the kernel runs at most the number of completions waited for, and at
+            // least 20, per wait), without blocking.
+            if pending {
+                let ts = types::Timespec::new();
+                let args = types::SubmitArgs::new().timespec(&ts);
+                let want = ring.params().cq_entries() as usize;
+                return match ring.submitter().submit_with_args(want, &args) {
+                    Err(e) if !is_wait_end(&e) => Err(e),
+                    _ => Ok(()),
+                };
+            }
             // Completions waiting on a secondary ring: look at everything again at once.
             let r = if due <= now || self.secondary_work {
                 ring.submit()
@@ -1124,21 +1149,8 @@ mod imp {
                 }
             };
             match r {
-                Ok(_) => Ok(()),
-                // ETIME: the wait's timeout (or a batching wait's min-wait) ran out with fewer
-                // completions than asked.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINTR)
-                            | Some(libc::EBUSY)
-                            | Some(libc::EAGAIN)
-                            | Some(libc::ETIME)
-                    ) =>
-                {
-                    Ok(())
-                }
-                Err(e) => Err(e),
+                Err(e) if !is_wait_end(&e) => Err(e),
+                _ => Ok(()),
             }
         }
 

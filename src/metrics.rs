@@ -45,6 +45,7 @@ counters! {
     qos0_drops_queue_bytes: "counter", "QoS 0 messages dropped because a client's QoS 0 queue held max_queued_qos0_bytes (qos0_overflow says which)";
     qos0_drops_worker_bytes: "counter", "QoS 0 messages dropped because the QoS 0 queues of the worker's clients held worker_qos0_queue_limit bytes";
     qos0_drops_offline: "counter", "QoS 0 messages not kept for a session without a connection (queue_qos0_offline = false), also those left in the QoS 0 queue of a client that disconnected";
+    qos0_queued_total: "counter", "QoS 0 messages that waited in a client's QoS 0 queue because its socket was full";
     qos0_queued_messages: "gauge", "QoS 0 messages waiting in clients' QoS 0 queues for their sockets";
     qos0_queued_bytes: "gauge", "Bytes (topic and payload) waiting in clients' QoS 0 queues for their sockets";
     slow_consumer_disconnects: "counter", "Connections closed because a packet that cannot be dropped (an ack) found the socket queue full";

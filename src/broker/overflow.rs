@@ -141,6 +141,7 @@ impl Core {
         q.bytes += size;
         self.qos0_messages += 1;
         self.qos0_bytes += size;
+        add(&self.metrics.qos0_queued_total, 1);
         self.qos0_gauges();
     }
 

@@ -126,7 +126,10 @@ impl Core {
             let room = match full {
                 DropReason::Qos0QueueMessages => max_n > 0,
                 DropReason::Qos0QueueBytes => size <= max_b,
-                _ => self.qos0_memory() - (b + n * QOS0_ENTRY) + size + QOS0_ENTRY <= max_w,
+                _ => {
+                    let others = self.qos0_memory().saturating_sub(b + n * QOS0_ENTRY);
+                    others + size + QOS0_ENTRY <= max_w
+                }
             };
             if !(oldest_go && n > 0 && room) {
                 self.note_drop(full, 1, client_id, now);

@@ -26,6 +26,22 @@ pub enum CertUsername {
     San,
 }
 
+/// Which QoS 0 message is dropped when a connected client's QoS 0 queue (the messages its
+/// socket cannot take yet) is full: `qos0_overflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Qos0Overflow {
+    /// The message that does not fit (the queue keeps what it has, as Mosquitto and FlashMQ
+    /// drop at a full client buffer). The default.
+    #[default]
+    #[serde(alias = "drop_newest")]
+    DropNewest,
+    /// The oldest queued ones, until the new message fits (as EMQX's message queue): the
+    /// client gets the most recent messages.
+    #[serde(alias = "drop_oldest")]
+    DropOldest,
+}
+
 /// An address or a network in CIDR notation (`10.0.0.0/8`, `::1`, `fd00::/8`), as given in
 /// `ws_trusted_proxies`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -164,15 +180,33 @@ pub struct Config {
     pub outbound_topic_aliases: u16,
     /// Cap on outbound QoS 1/2 messages in flight per client.
     pub max_inflight: u16,
-    /// Per-session queue limits (messages waiting for a window or for an offline client).
+    /// Per-session queue limits for QoS 1/2 (messages waiting for the in-flight window or the
+    /// socket, or for an offline client; with `queue_qos0_offline` also QoS 0 for an offline
+    /// client): beyond them the new message is dropped for that session (`queue_drops`).
+    /// Bytes count topic and payload.
     pub max_queued_messages: usize,
     pub max_queued_bytes: usize,
     pub queue_qos0_offline: bool,
-    /// Bytes of encoded packets queued on one socket. From half of it, QoS 0 deliveries are
-    /// dropped (`slow_consumer_drops`) and QoS 1/2 wait in the session queue. A PUBLISH
-    /// already admitted may take the queue past it (by at most one message, or an in-flight
-    /// window); acks and PINGRESP may use a second `send_queue_limit` of headroom, and one
-    /// that does not fit in twice the limit closes the connection (`slow_consumer_disconnects`).
+    /// Per connected client: QoS 0 messages its socket cannot take yet (it holds half of
+    /// `send_queue_limit`) wait in its QoS 0 queue, up to this many messages and bytes (topic
+    /// and payload), and follow as the socket drains. Beyond, `qos0_overflow` decides which
+    /// message is dropped (`qos0_drops_queue_messages`, `qos0_drops_queue_bytes`). 0 messages:
+    /// no queue, QoS 0 is dropped at the socket. What is still queued when the connection ends
+    /// is treated as QoS 0 for an offline session (`queue_qos0_offline`).
+    pub max_queued_qos0_messages: usize,
+    pub max_queued_qos0_bytes: usize,
+    pub qos0_overflow: Qos0Overflow,
+    /// Bytes in the QoS 0 queues of one worker's clients together, counting topic, payload and
+    /// a 40-byte queue entry per message: beyond, a QoS 0 message that must wait is dropped
+    /// (`qos0_drops_worker_bytes`; with `drop-oldest`, that client's oldest ones first).
+    /// Bounds a worker's memory for them whatever the number of slow consumers.
+    pub worker_qos0_queue_limit: usize,
+    /// Bytes of encoded packets queued on one socket. From half of it, QoS 0 deliveries wait
+    /// in the client's QoS 0 queue (`max_queued_qos0_messages`) and QoS 1/2 in the session
+    /// queue. A PUBLISH already admitted may take the queue past it (by at most one message,
+    /// or an in-flight window); acks and PINGRESP may use a second `send_queue_limit` of
+    /// headroom, and one that does not fit in twice the limit closes the connection
+    /// (`slow_consumer_disconnects`).
     pub send_queue_limit: usize,
     /// Payload bytes of messages waiting in one worker's mailbox (handed over by other
     /// workers) above which further QoS 0 messages are not handed to it (dropped, counted in
@@ -286,6 +320,10 @@ impl Default for Config {
             max_queued_messages: 1000,
             max_queued_bytes: 8 << 20,
             queue_qos0_offline: false,
+            max_queued_qos0_messages: 250_000,
+            max_queued_qos0_bytes: 32 << 20,
+            qos0_overflow: Qos0Overflow::DropNewest,
+            worker_qos0_queue_limit: 256 << 20,
             send_queue_limit: 1 << 20,
             worker_mailbox_limit: 16 << 20,
             max_session_expiry: u32::MAX,
@@ -461,6 +499,14 @@ impl Config {
                 "max_connections_per_worker must be at least 1".into(),
             );
         }
+        if self.max_queued_qos0_messages > 0 && self.max_queued_qos0_bytes == 0 {
+            return bad(
+                "max_queued_qos0_bytes",
+                "a QoS 0 queue of 0 bytes holds nothing: set max_queued_qos0_messages = 0 to \
+                 turn it off"
+                    .into(),
+            );
+        }
         // Slots and session indexes stay below 2^30: the timer wheel's keys use the top bit.
         if self.max_connections_per_worker > MAX_SLOTS as u32 {
             return bad(
@@ -624,6 +670,28 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err(), "cert username without client CA");
+        let c = Config {
+            max_queued_qos0_bytes: 0,
+            ..Config::default()
+        };
+        assert_eq!(c.check().unwrap_err().key, "max_queued_qos0_bytes");
+        let c = Config {
+            max_connections_per_worker: (MAX_SLOTS + 1) as u32,
+            ..Config::default()
+        };
+        assert_eq!(c.check().unwrap_err().key, "max_connections_per_worker");
+    }
+
+    #[test]
+    fn qos0_overflow_policy_is_named_in_toml() {
+        let c = Config::from_toml_str("qos0_overflow = \"drop-oldest\"\n").unwrap();
+        assert_eq!(c.qos0_overflow, Qos0Overflow::DropOldest);
+        assert_eq!(Config::default().qos0_overflow, Qos0Overflow::DropNewest);
+        let e = Config::from_toml_str("qos0_overflow = \"drop-random\"\n").unwrap_err();
+        assert!(e.contains("qos0_overflow"), "{e}");
+        // Off: QoS 0 is dropped at the socket as before the queue existed.
+        let c = Config::from_toml_str("max_queued_qos0_messages = 0\n").unwrap();
+        assert!(c.validate().is_ok());
     }
 
     #[test]

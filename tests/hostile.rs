@@ -485,6 +485,26 @@ fn rss_kib() -> u64 {
         .expect("VmRSS")
 }
 
+/// Everything a subscriber that stopped reading gets once it reads again: a PINGREQ, then
+/// PUBLISHes (QoS 0 waiting in its queue follows the PINGRESP) until 2 s pass without one.
+/// Returns how many PUBLISHes came, checking each has `size` bytes of payload.
+fn read_backlog(slow: &mut Raw, size: usize) -> u64 {
+    slow.send(&Packet::PingReq);
+    let mut received = 0u64;
+    let mut pong = false;
+    loop {
+        match slow.recv(Duration::from_secs(if pong { 2 } else { 10 })) {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.payload.len(), size);
+                received += 1;
+            }
+            Some(Packet::PingResp) if !pong => pong = true,
+            None if pong => return received,
+            other => panic!("slow consumer: unexpected {other:?} (disconnected?)"),
+        }
+    }
+}
+
 /// Publish `n` QoS 0 messages of `size` bytes to `topic` as fast as the broker takes them.
 fn flood(addr: std::net::SocketAddr, id: &str, topic: &str, n: usize, size: usize) {
     let (mut p, _) = connect(addr, connect_packet(ProtocolVersion::V311, id, 0, true));
@@ -507,7 +527,11 @@ fn slow_qos0_consumer_gets_drops_while_others_flow_and_memory_stays_bounded() {
     const LIMIT: usize = 64 * 1024;
     const N: usize = 8192;
     const SIZE: usize = 8 * 1024; // 64 MiB in all
-    let b = TestBroker::start_with(2, |c| c.send_queue_limit = LIMIT);
+    const QUEUE: usize = 4 << 20;
+    let b = TestBroker::start_with(2, |c| {
+        c.send_queue_limit = LIMIT;
+        c.max_queued_qos0_bytes = QUEUE;
+    });
     // The slow consumer: subscribes, then never reads (until the end).
     let (mut slow, _) = connect(
         b.worker_addrs[0],
@@ -556,28 +580,24 @@ fn slow_qos0_consumer_gets_drops_while_others_flow_and_memory_stays_bounded() {
     let drops = b.metric("slow_consumer_drops");
     assert!(
         drops > 0,
-        "QoS 0 to the slow consumer is dropped, not buffered"
+        "QoS 0 to the slow consumer is dropped beyond its queue, not buffered"
+    );
+    assert_eq!(
+        b.metric("qos0_drops_queue_bytes"),
+        drops,
+        "dropped at the queue's byte limit, counted so"
     );
     // 64 MiB went through the broker; without a bound most of it would sit in the slow
     // consumer's queue. Generous: allocator slack and the test's own buffers fit easily.
     let grew = rss_peak.saturating_sub(rss_before);
     assert!(
         grew < 24 * 1024,
-        "RSS grew by {grew} KiB during a 64 MiB flood (send_queue_limit {LIMIT} B)"
+        "RSS grew by {grew} KiB during a 64 MiB flood (send_queue_limit {LIMIT} B, QoS 0 \
+         queue {QUEUE} B)"
     );
-    // Policy for QoS 0: drop, stay connected. Everything not dropped is delivered in order.
-    slow.send(&Packet::PingReq);
-    let mut received = 0u64;
-    loop {
-        match slow.recv(Duration::from_secs(10)) {
-            Some(Packet::Publish(p)) => {
-                assert_eq!(p.payload.len(), SIZE);
-                received += 1;
-            }
-            Some(Packet::PingResp) => break,
-            other => panic!("slow consumer: unexpected {other:?}"),
-        }
-    }
+    // Policy for QoS 0: queue up to the limit, then drop, stay connected. Everything not
+    // dropped is delivered.
+    let received = read_backlog(&mut slow, SIZE);
     // (Dropped at the socket, or before reaching the slow consumer's worker at all.)
     let mailbox_drops = b.metric("mailbox_drops");
     assert_eq!(
@@ -762,10 +782,14 @@ fn flood_across_workers_to_a_busy_worker_keeps_memory_bounded() {
 #[test]
 fn qos0_messages_larger_than_half_the_send_queue_limit_are_dropped_not_fatal() {
     // 40 KiB messages with a 64 KiB socket limit, to a subscriber that never reads: once
-    // the kernel buffers are full, QoS 0 is dropped (the policy), the subscriber stays.
+    // the kernel buffers and its 1 MiB QoS 0 queue are full, QoS 0 is dropped (the policy),
+    // the subscriber stays.
     const N: usize = 600;
     const SIZE: usize = 40 * 1024;
-    let b = TestBroker::start_with(1, |c| c.send_queue_limit = 64 * 1024);
+    let b = TestBroker::start_with(1, |c| {
+        c.send_queue_limit = 64 * 1024;
+        c.max_queued_qos0_bytes = 1 << 20;
+    });
     let (mut slow, _) = connect(
         b.addr,
         connect_packet(ProtocolVersion::V311, "big-slow", 0, true),
@@ -773,15 +797,7 @@ fn qos0_messages_larger_than_half_the_send_queue_limit_are_dropped_not_fatal() {
     subscribe(&mut slow, 1, "big/#", QoS::AtMostOnce);
     flood(b.addr, "big-flooder", "big/t", N, SIZE);
     let drops = b.metric("slow_consumer_drops");
-    slow.send(&Packet::PingReq);
-    let mut received = 0u64;
-    loop {
-        match slow.recv(Duration::from_secs(10)) {
-            Some(Packet::Publish(_)) => received += 1,
-            Some(Packet::PingResp) => break,
-            other => panic!("slow consumer: unexpected {other:?} (disconnected?)"),
-        }
-    }
+    let received = read_backlog(&mut slow, SIZE);
     assert!(drops > 0);
     assert_eq!(received + drops, N as u64);
 }

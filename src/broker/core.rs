@@ -248,6 +248,24 @@ pub(super) struct ClientExtra {
     /// Output held back from the SUBACK of a shared subscription on until every worker's view
     /// has the new member (see `router.rs`).
     pub hold: Option<Hold>,
+    /// QoS 0 messages the socket cannot take yet (`overflow.rs`).
+    pub qos0: Option<Box<Qos0Queue>>,
+}
+
+/// A connected client's QoS 0 messages waiting for its socket, oldest first (`overflow.rs`).
+#[derive(Default)]
+pub(super) struct Qos0Queue {
+    pub items: VecDeque<(Message, crate::session::Delivery)>,
+    /// Topic and payload bytes of `items`.
+    pub bytes: usize,
+}
+
+/// The rate limit of the drop warning (`overflow.rs`).
+#[derive(Default)]
+pub(super) struct DropLog {
+    pub last: Option<Instant>,
+    /// Drops since the last warning that it did not name.
+    pub unlogged: u64,
 }
 
 /// A client's output held until `waiting` workers have applied the change `token`.
@@ -558,6 +576,10 @@ pub struct Core {
     pub(super) auth_generation: u64,
     /// Connections whose reading is paused until the other workers' mailboxes drain.
     paused: Vec<ConnId>,
+    /// Messages and bytes in the clients' QoS 0 queues (`overflow.rs`).
+    pub(super) qos0_messages: usize,
+    pub(super) qos0_bytes: usize,
+    pub(super) drop_log: DropLog,
     expired: Vec<TimerKey>,
     /// Mail this worker posted to itself, handled before `handle` returns.
     local_mail: VecDeque<Mail>,
@@ -620,6 +642,9 @@ impl Core {
             acl,
             auth_generation,
             paused: Vec::new(),
+            qos0_messages: 0,
+            qos0_bytes: 0,
+            drop_log: Default::default(),
             expired: Vec::new(),
             local_mail: VecDeque::new(),
             to_wake: vec![false; n],
@@ -737,6 +762,7 @@ impl Core {
                 }
             }
         }
+        self.check_qos0_totals();
         for (_, e) in self.sessions.iter() {
             if let SessionState::Online { conn } = e.state {
                 let i = self
@@ -1430,38 +1456,49 @@ impl Core {
         self.by_slot[conn.slot as usize] = NO_CLIENT;
         // Output waiting for a commit has nowhere to go now.
         self.drop_held(conn, false);
+        let qos0 = self.take_qos0(idx);
         let client = self.clients.remove(idx);
         if let Some(h) = client.extra.as_ref().and_then(|e| e.hold.as_ref()) {
             self.holds.remove(&h.token);
         }
-        self.connection_ended(client, now);
+        self.connection_ended(client, qos0, now);
     }
 
     /// The end of a network connection with a session: keep the session or end it, and
     /// publish or schedule the will the state machine decided (`session::will`).
-    fn connection_ended(&mut self, mut client: Client, now: Instant) {
+    /// `qos0`: what was left in its QoS 0 queue.
+    fn connection_ended(&mut self, mut client: Client, qos0: Option<Box<Qos0Queue>>, now: Instant) {
         let will = client.extra.as_mut().and_then(|e| e.close_will.take());
         let Some(key) = client.session else {
             if let Some(w) = will {
                 self.publish_will(w.message, now);
             }
+            self.end_qos0(qos0, None, None, now);
             return;
         };
         let Some(entry) = self.session_mut(key) else {
+            self.end_qos0(qos0, None, None, now);
             return;
         };
         match entry.state {
             SessionState::Online { conn } if conn == client.id => {}
             SessionState::Pending { conn: Some(c) } if c == client.id => {
-                // Never got CONNACK: no will; the hand-off decides what happens to the session.
+                // Never got CONNACK: no will (nor QoS 0 queue); the hand-off decides what
+                // happens to the session.
                 entry.state = SessionState::Pending { conn: None };
+                self.end_qos0(qos0, None, None, now);
                 return;
             }
-            _ => return,
+            _ => {
+                self.end_qos0(qos0, None, None, now);
+                return;
+            }
         }
         let client_id = entry.client_id.clone();
         let epoch = entry.epoch;
-        let session = client.conn.take_session();
+        let mut session = client.conn.take_session();
+        let kept = session.as_mut().filter(|s| s.session_expiry() > 0);
+        self.end_qos0(qos0, kept, Some(&client_id), now);
         let mut delayed = None;
         if let Some(w) = will {
             if w.delay.is_zero() {
@@ -1706,6 +1743,13 @@ impl Core {
             && c.conn.session().is_some_and(|s| s.queued_len() > 0)
         {
             self.drive(idx, now, |c, out| c.on_writable(now, out));
+        }
+        // Half drained: waiting QoS 0 messages follow (`overflow.rs`).
+        let c = &self.clients[idx];
+        if queued <= self.shared.cfg.send_queue_limit / 4
+            && c.extra.as_ref().is_some_and(|e| e.qos0.is_some())
+        {
+            self.drain_qos0(idx, now);
         }
     }
 

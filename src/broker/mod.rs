@@ -6,6 +6,7 @@
 //! | `core.rs` | the per-worker broker core: inputs, effects, the end of a connection, timers |
 //! | `takeover.rs` | who owns a ClientId; take-over, hand-off and cut-over between workers |
 //! | `router.rs` | which sessions a PUBLISH reaches; subscriptions; retained on subscribe |
+//! | `overflow.rs` | what happens to a message a client cannot take now; every drop, counted and logged |
 //! | `auth.rs` | CONNECT authentication and the verification threads |
 //! | `mail.rs` | the messages between workers and threads |
 //! | `shared.rs` | what all workers share, and why |
@@ -14,6 +15,7 @@
 mod auth;
 mod core;
 mod mail;
+mod overflow;
 mod persist;
 mod router;
 mod shared;

@@ -315,37 +315,25 @@ impl Core {
                 let Some(idx) = self.client_index(conn) else {
                     return;
                 };
+                // What the socket cannot take now (`overflow.rs`): QoS 0 waits in the
+                // client's QoS 0 queue, QoS 1/2 in the session's.
+                if msg.qos.min(delivery.qos) == QoS::AtMostOnce && self.qos0_must_wait(idx) {
+                    let id = self.session(key).map(|e| e.client_id.clone());
+                    self.queue_qos0(idx, id.as_ref(), msg, delivery, now);
+                    return;
+                }
                 let can_write = (self.clients[idx].queued as usize) < soft_limit;
-                let before = self.clients[idx]
-                    .conn
-                    .session()
-                    .map(|s| s.stats())
-                    .unwrap_or_default();
-                self.drive(idx, now, |c, out| {
-                    c.deliver(msg, delivery, now, can_write, out)
-                });
-                let after = self.clients[idx]
-                    .conn
-                    .session()
-                    .map(|s| s.stats())
-                    .unwrap_or_default();
-                add(
-                    &self.metrics.slow_consumer_drops,
-                    after.dropped_qos0 - before.dropped_qos0,
-                );
-                add(
-                    &self.metrics.queue_drops,
-                    after.dropped_queue_full - before.dropped_queue_full,
-                );
+                self.deliver_now(idx, msg, delivery, can_write, now);
             }
             SessionState::Offline(off) => {
                 let s = &mut off.session;
-                let before = s.stats().dropped_queue_full;
+                let before = s.stats();
                 s.deliver_offline(msg, delivery, now, &self.limits);
-                add(
-                    &self.metrics.queue_drops,
-                    s.stats().dropped_queue_full - before,
-                );
+                let after = s.stats();
+                if after != before {
+                    let id = entry.client_id.clone();
+                    self.count_drops(before, after, Some(&id), now);
+                }
                 self.collect_offline(key);
             }
             SessionState::Moved(_) => self.relay(key, msg, delivery.clone(), false),

@@ -216,6 +216,13 @@ impl Core {
                     }
                     self.drive(idx, now, |c, out| c.take_over(clean_start, now, out));
                     session = self.clients[idx].conn.take_session();
+                    // Its waiting QoS 0 goes the way of QoS 0 for a session offline.
+                    let qos0 = self.take_qos0(idx);
+                    let id = session.as_ref().map(|s| s.shared_client_id().clone());
+                    let kept = session
+                        .as_mut()
+                        .filter(|s| !clean_start && s.session_expiry() > 0);
+                    self.end_qos0(qos0, kept, id.as_ref(), now);
                     if self.clients[idx].link == Link::Open {
                         // The state machine always closes; this is for a stale order.
                         self.close_client(idx, None, now);

@@ -4,7 +4,8 @@
 //! The harness ([`Net`]) is N cores, a fake transport and a fake clock:
 //! - connections are `ConnId`s allocated per worker; what a core sends is decoded with the real
 //!   codec into the client's inbox, a `Close` effect marks the client closing, and every send
-//!   completes at once (`Input::Sent { queued: 0 }`);
+//!   completes at once (`Input::Sent { queued: 0 }`), except to a client that stopped reading
+//!   ([`Net::stall`]: its bytes stay queued until [`Net::unstall`]);
 //! - mail a core posts waits in the receiving worker's mailbox, one FIFO per worker in posting
 //!   order (as the real queue); tests deliver it all ([`Net::settle`]) or one piece at a time
 //!   ([`Net::deliver_next`]) to provoke a race;
@@ -50,6 +51,8 @@ struct Client {
     closing: bool,
     /// `Input::Closed` was reported.
     gone: bool,
+    /// Does not read: what the broker sends stays in `rx`, queued on its socket.
+    stalled: bool,
 }
 
 struct Net {
@@ -171,14 +174,18 @@ impl Net {
             }
         }
         for &c in &sent {
-            self.decode(c);
+            if !self.clients[c].stalled {
+                self.decode(c);
+            }
         }
-        // The transport drains at once: every send completes with nothing left queued.
+        // The transport drains at once: every send completes with nothing left queued, but
+        // for a client that does not read.
         for c in sent {
             let cl = &self.clients[c];
             if !cl.closing && !cl.gone {
                 let conn = cl.id;
-                self.input(w, Input::Sent { conn, queued: 0 });
+                let queued = if cl.stalled { cl.rx.len() } else { 0 };
+                self.input(w, Input::Sent { conn, queued });
             }
         }
     }
@@ -212,6 +219,7 @@ impl Net {
             inbox: VecDeque::new(),
             closing: false,
             gone: false,
+            stalled: false,
         });
         self.by_conn.insert((w, id), c);
         self.input(
@@ -236,6 +244,19 @@ impl Net {
         let mut buf = BytesMut::new();
         encode_packet(p, self.clients[c].version, &mut buf);
         self.bytes(c, &buf);
+    }
+
+    /// The client stops reading: what the broker sends from now on stays queued on its socket.
+    fn stall(&mut self, c: C) {
+        self.clients[c].stalled = true;
+    }
+
+    /// The client reads everything queued for it (and goes on reading).
+    fn unstall(&mut self, c: C) {
+        self.clients[c].stalled = false;
+        self.decode(c);
+        let (w, conn) = (self.clients[c].worker, self.clients[c].id);
+        self.input(w, Input::Sent { conn, queued: 0 });
     }
 
     /// The connection is gone: the peer left, or the close the core asked for completed.
@@ -1420,6 +1441,170 @@ fn resend_on_resume_respects_a_smaller_receive_maximum() {
         got.push(x);
     }
     assert_eq!(payloads(&got), ["0", "1", "2", "3"]);
+}
+
+// ----------------------------------------------------------------------------------------------
+// slow consumers (overflow.rs): QoS 0 beyond the socket waits in the client's QoS 0 queue
+// ----------------------------------------------------------------------------------------------
+
+/// With `send_queue_limit` 200 B the socket takes QoS 0 while it holds less than 100 B: nine
+/// PUBLISHes of `msg("sc/t", "mNNN")` (12 B each on the wire, 8 B of topic and payload).
+const SOCKET_TAKES: usize = 9;
+
+/// A subscriber of `sc/#` on worker 0 that stopped reading, and a publisher beside it.
+fn stalled_pair(net: &mut Net, id: &str) -> (C, C) {
+    let (s, _) = net.online(0, conn(V3, id));
+    net.subscribe(s, 1, "sc/#", QoS::AtMostOnce);
+    net.stall(s);
+    let (p, _) = net.online(0, conn(V3, &format!("{id}-pub")));
+    (s, p)
+}
+
+/// Publish `mNNN` for NNN in `range` on `sc/t` at QoS 0, checking after each that the QoS 0
+/// queues hold at most `max_msgs` messages and `max_bytes` bytes.
+fn flood(net: &mut Net, p: C, range: std::ops::Range<usize>, max_msgs: u64, max_bytes: u64) {
+    for k in range {
+        net.send_pub(
+            p,
+            msg(
+                "sc/t",
+                format!("m{k:03}").as_bytes(),
+                QoS::AtMostOnce,
+                0,
+                false,
+            ),
+        );
+        assert!(
+            net.metric("qos0_queued_messages") <= max_msgs,
+            "after m{k:03}"
+        );
+        assert!(
+            net.metric("qos0_queued_bytes") <= max_bytes,
+            "after m{k:03}"
+        );
+    }
+}
+
+fn names(range: impl Iterator<Item = usize>) -> Vec<String> {
+    range.map(|k| format!("m{k:03}")).collect()
+}
+
+#[test]
+fn qos0_beyond_the_socket_waits_up_to_the_message_limit_then_the_newest_is_dropped() {
+    let mut net = Net::with(1, |c| {
+        c.send_queue_limit = 200;
+        c.max_queued_qos0_messages = 10;
+    });
+    let (s, p) = stalled_pair(&mut net, "sc-n");
+    flood(&mut net, p, 0..100, 10, 80);
+    assert_eq!(net.metric("qos0_queued_messages"), 10);
+    let dropped = (100 - SOCKET_TAKES - 10) as u64;
+    assert_eq!(net.metric("qos0_drops_queue_messages"), dropped);
+    assert_eq!(net.metric("slow_consumer_drops"), dropped);
+    assert_eq!(net.metric("qos0_drops_queue_bytes"), 0);
+    // The client reads again: the socket's nine, then the queue's ten, in order.
+    net.unstall(s);
+    let got = net.publishes(s);
+    assert_eq!(payloads(&got), names(0..SOCKET_TAKES + 10));
+    assert_eq!(net.metric("qos0_queued_messages"), 0);
+    assert_eq!(net.metric("qos0_queued_bytes"), 0);
+    // Caught up: the next message goes straight out.
+    flood(&mut net, p, 100..101, 0, 0);
+    assert_eq!(payloads(&net.publishes(s)), ["m100"]);
+}
+
+#[test]
+fn qos0_overflow_drop_oldest_keeps_the_newest_within_the_byte_limit() {
+    // Topic and payload are 8 B a message: five fit in 40 B.
+    let mut net = Net::with(1, |c| {
+        c.send_queue_limit = 200;
+        c.max_queued_qos0_bytes = 40;
+        c.qos0_overflow = crate::config::Qos0Overflow::DropOldest;
+    });
+    let (s, p) = stalled_pair(&mut net, "sc-b");
+    flood(&mut net, p, 0..100, 5, 40);
+    assert_eq!(net.metric("qos0_queued_bytes"), 40);
+    let dropped = (100 - SOCKET_TAKES - 5) as u64;
+    assert_eq!(net.metric("qos0_drops_queue_bytes"), dropped);
+    assert_eq!(net.metric("slow_consumer_drops"), dropped);
+    net.unstall(s);
+    let got = net.publishes(s);
+    let mut want = names(0..SOCKET_TAKES);
+    want.extend(names(95..100));
+    assert_eq!(payloads(&got), want, "the socket's, then the five newest");
+}
+
+#[test]
+fn the_qos0_queues_of_a_worker_share_its_byte_limit() {
+    // Room for ten messages in the whole worker (8 B of topic and payload and a queue entry
+    // each): five for each of two stalled subscribers.
+    let mut net = Net::with(1, |c| {
+        c.send_queue_limit = 200;
+        c.worker_qos0_queue_limit = 10 * (8 + super::overflow::QOS0_ENTRY);
+    });
+    let (a, p) = stalled_pair(&mut net, "sc-wa");
+    let (b, _) = net.online(0, conn(V3, "sc-wb"));
+    net.subscribe(b, 1, "sc/#", QoS::AtMostOnce);
+    net.stall(b);
+    flood(&mut net, p, 0..50, 10, 80);
+    let dropped = 2 * (50 - SOCKET_TAKES - 5) as u64;
+    assert_eq!(net.metric("qos0_drops_worker_bytes"), dropped);
+    assert_eq!(net.metric("slow_consumer_drops"), dropped);
+    for c in [a, b] {
+        net.unstall(c);
+        assert_eq!(payloads(&net.publishes(c)), names(0..SOCKET_TAKES + 5));
+    }
+}
+
+#[test]
+fn qos0_left_waiting_at_disconnect_goes_the_way_of_qos0_for_an_offline_session() {
+    let mut net = Net::with(1, |c| {
+        c.send_queue_limit = 200;
+        c.queue_qos0_offline = true;
+    });
+    // A persistent session keeps them (queue_qos0_offline) and gets them at resume...
+    let (s, _) = net.online(0, persistent(V3, "sc-kept", true));
+    net.subscribe(s, 1, "sc/#", QoS::AtMostOnce);
+    net.stall(s);
+    let (p, _) = net.online(0, conn(V3, "sc-kept-pub"));
+    flood(&mut net, p, 0..20, 11, 88);
+    net.closed(s);
+    assert_eq!(net.metric("qos0_queued_messages"), 0);
+    let (s, ack) = net.online(0, persistent(V3, "sc-kept", false));
+    assert!(ack.session_present);
+    net.mark(p, "sc/t");
+    assert_eq!(payloads(&net.until_marker(s)), names(SOCKET_TAKES..20));
+    // ... a session that ends with its connection drops them, counted.
+    let (c, _) = net.online(0, conn(V3, "sc-clean"));
+    net.subscribe(c, 1, "sc/#", QoS::AtMostOnce);
+    net.stall(c);
+    net.take(s);
+    flood(&mut net, p, 20..40, 22, 176);
+    net.closed(c);
+    assert_eq!(net.metric("qos0_drops_offline"), 11);
+    assert_eq!(net.metric("slow_consumer_drops"), 0);
+}
+
+#[test]
+fn qos0_waiting_when_the_session_is_taken_over_goes_with_it() {
+    // The session moves to a connection on another worker; with queue_qos0_offline its
+    // waiting QoS 0 travel in its queue and reach the new connection.
+    let mut net = Net::with(2, |c| {
+        c.send_queue_limit = 200;
+        c.queue_qos0_offline = true;
+    });
+    let (s, _) = net.online(0, persistent(V3, "sc-moved", true));
+    net.subscribe(s, 1, "sc/#", QoS::AtMostOnce);
+    net.stall(s);
+    let (p, _) = net.online(0, conn(V3, "sc-moved-pub"));
+    flood(&mut net, p, 0..20, 11, 88);
+    let (s2, ack) = net.online(1, persistent(V3, "sc-moved", false));
+    assert!(ack.session_present);
+    assert!(net.is_closing(s), "taken over");
+    assert_eq!(net.metric("qos0_queued_messages"), 0);
+    net.mark(p, "sc/t");
+    assert_eq!(payloads(&net.until_marker(s2)), names(SOCKET_TAKES..20));
+    assert_eq!(net.metric("qos0_drops_offline"), 0);
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -18,6 +18,9 @@
 #    default 19,000: the open-file limit here is 20,000 and cannot be raised). MOSQ_N=0 skips.
 #
 # Bounded: every wait has a deadline; the generators stop by themselves (--duration).
+# Afterwards the host keeps scripts/tune-host.sh's settings: its ephemeral port range
+# (1024-65535) lets outgoing connections take ports that fixed-port scripts such as
+# scripts/bench.sh listen on; `sysctl -w net.ipv4.ip_local_port_range="32768 60999"` restores it.
 set -euo pipefail
 N=${1:-1000000}
 HOLD=${2:-120}

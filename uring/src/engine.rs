@@ -644,6 +644,20 @@ mod imp {
         }
     }
 
+    /// Submits what `ring` has queued and runs its deferred work without blocking: a wait with
+    /// a zero timeout for as many completions as its queue holds. The kernel (6.13 on) runs
+    /// deferred work in batches of at most max(20, completions waited for) per enter, so an
+    /// enter that waits for none would run only 20.
+    fn run_deferred(ring: &IoUring) -> io::Result<()> {
+        let ts = types::Timespec::new();
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let want = ring.params().cq_entries() as usize;
+        match ring.submitter().submit_with_args(want, &args) {
+            Err(e) if !is_wait_end(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Errors that only end a wait: ETIME (its timeout, or a batching wait's min-wait, ran out
     /// with fewer completions than asked), EINTR, EBUSY, EAGAIN.
     fn is_wait_end(e: &io::Error) -> bool {
@@ -1071,14 +1085,7 @@ mod imp {
                 let (n, work) = (sq.len(), sq.taskrun() || sq.cq_overflow());
                 drop(sq);
                 if work {
-                    // Run the deferred work: a wait with a zero timeout for as many completions
-                    // as the queue holds (the kernel runs deferred work in batches of at most
-                    // the number waited for, and at least 20: an enter that waits for none
-                    // would run only 20).
-                    let ts = types::Timespec::new();
-                    let args = types::SubmitArgs::new().timespec(&ts);
-                    let want = shard.ring.params().cq_entries() as usize;
-                    let _ = shard.ring.submitter().submit_with_args(want, &args);
+                    let _ = run_deferred(&shard.ring);
                 } else if n > 0 {
                     let _ = shard.ring.submit();
                 }
@@ -1123,17 +1130,9 @@ mod imp {
                 sq.taskrun() || sq.cq_overflow()
             };
             let ring = &self.shards[0].ring;
-            // Deferred work already waiting on this ring: run it in one batch as big as the
-            // queue (the kernel runs at most the number of completions waited for, and at
-            // least 20, per wait), without blocking.
+            // Deferred work already waiting on this ring: run it without blocking.
             if pending {
-                let ts = types::Timespec::new();
-                let args = types::SubmitArgs::new().timespec(&ts);
-                let want = ring.params().cq_entries() as usize;
-                return match ring.submitter().submit_with_args(want, &args) {
-                    Err(e) if !is_wait_end(&e) => Err(e),
-                    _ => Ok(()),
-                };
+                return run_deferred(ring);
             }
             // Completions waiting on a secondary ring: look at everything again at once.
             let r = if due <= now || self.secondary_work {

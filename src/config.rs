@@ -252,7 +252,7 @@ pub struct Config {
     /// Password file (`username:argon2-PHC-hash` lines, see `ringmq passwd`). When set, a
     /// CONNECT with a user name must carry that user's password.
     pub password_file: Option<PathBuf>,
-    /// ACL file (see `auth::acl` and the README). When set, anything it does not grant is refused.
+    /// ACL file (see `auth::acl` and docs/security.md). When set, anything it does not grant is refused.
     pub acl_file: Option<PathBuf>,
     /// Accept CONNECTs without a user name. Default: true without `password_file`, false with one.
     pub allow_anonymous: Option<bool>,
@@ -265,8 +265,8 @@ pub struct Config {
     /// Log lines as `text` or `json` (the level comes from `RUST_LOG`, default `info`).
     pub log_format: LogFormat,
     /// Persistence: sessions, subscriptions, in-flight and queued messages and retained
-    /// messages are kept in this directory and survive a restart or a crash (see README
-    /// "Durability"). None: in memory only.
+    /// messages are kept in this directory and survive a restart or a crash (see
+    /// docs/durability.md). None: in memory only.
     pub data_dir: Option<PathBuf>,
     /// With `data_dir`: `sync` (acknowledged = on disk, the default), `batched` (fdatasync
     /// every `commit_interval_ms`) or `none` (snapshots only).

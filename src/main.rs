@@ -62,7 +62,7 @@ struct Cli {
     /// Worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
-    /// TOML configuration file (see README for the keys).
+    /// TOML configuration file (every key: docs/configuration.md and packaging/ringmq.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Worker i also listens on PORT+i (lets a client choose its worker).
@@ -113,7 +113,7 @@ struct Cli {
     /// carry its password; anonymous clients are refused unless --allow-anonymous.
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
-    /// ACL file (topic read/write rules per user; see README "Security").
+    /// ACL file (topic read/write rules per user; see docs/security.md).
     #[arg(long, value_name = "FILE")]
     acl_file: Option<PathBuf>,
     /// Accept clients without a user name (default: only when no password file is given).

@@ -9,8 +9,8 @@
 //! pays one `Option<Box<_>>` (a pointer) in its `Client`.
 //!
 //! What a TLS connection costs while idle is what rustls keeps in its `ServerConnection`
-//! (see the README's TLS measurements); its record buffers are empty between reads since
-//! every read is drained completely.
+//! (see the TLS measurements in docs/performance.md); its record buffers are empty between
+//! reads since every read is drained completely.
 
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;

@@ -384,7 +384,7 @@ fn crash_round(dir: &Path, kill_after: usize, pace: &mut u64, mode: &str) {
             QoS::ExactlyOnce if acks.pubrec.contains(&pid) => {
                 assert_eq!(c, 1, "QoS 2 {m} (PUBREC read) delivered {c} times")
             }
-            // Sent again after the restart: at least once (see README "Durability": a crash
+            // Sent again after the restart: at least once (see docs/durability.md: a crash
             // between its copies' commit and the commit of its packet id).
             _ => assert!(c >= 1, "{m} lost"),
         }

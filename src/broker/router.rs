@@ -21,7 +21,7 @@
 //! SUBSCRIBE is being handled may miss it (routed while the count is still 0; answered 0x10
 //! below; or its mail handled by the subscriber's worker before the SUBSCRIBE's bytes), where
 //! one worker handles the two in the order it reads them (`tests::subscription_visibility_*`;
-//! the README's design section measures how often).
+//! docs/design.md measures how often).
 //!
 //! # PUBACK / PUBREC 0x10 No matching subscribers (MQTT 5)
 //! The publisher's worker answers from its own memory, no lock and no shared-memory write:

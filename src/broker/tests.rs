@@ -2032,7 +2032,7 @@ fn puback_0x10_across_workers_follows_subscribe_unsubscribe_and_session_end() {
     }
 }
 
-/// The guarantee (README, design section; `router.rs` module header): a PUBLISH that reaches
+/// The guarantee (docs/design.md; `router.rs` module header): a PUBLISH that reaches
 /// the broker after the SUBACK was sent is delivered to the subscriber, whatever workers the
 /// two clients are on, and its publisher is not told 0x10. Here the SUBACK has left and none
 /// of the mail the SUBSCRIBE caused has reached another worker when the PUBLISH arrives; the

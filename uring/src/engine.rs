@@ -155,6 +155,8 @@ mod imp {
 
     /// Buffer group id of the provided buffer ring.
     const BGID: u16 = 0;
+    /// IORING_MAX_FIXED_FILES: the kernel's cap on one fixed-file table, whatever the limit.
+    const MAX_FIXED_FILES: u32 = 1 << 20;
     /// IOU_PBUF_RING_INC: incrementally consumed provided buffers (kernel 6.12).
     const PBUF_RING_INC: u16 = 2;
     /// Default for how long `Io::close` (and the shutdown in `run`) keeps flushing queued bytes
@@ -751,7 +753,11 @@ mod imp {
             primary: bool,
         ) -> io::Result<Shard> {
             let headroom = (want / 16).clamp(64, 1024);
-            let table_size = want.saturating_add(headroom).min(nofile).max(2);
+            let table_size = want
+                .saturating_add(headroom)
+                .min(nofile)
+                .min(MAX_FIXED_FILES)
+                .max(2);
             let cap = table_size - headroom.min(table_size / 2);
             ring.submitter().register_files_sparse(table_size)?;
             // The primary ring gets the configured buffers; a secondary one a thirty-second

@@ -755,9 +755,7 @@ mod imp {
             let headroom = (want / 16).clamp(64, 1024);
             let table_size = want
                 .saturating_add(headroom)
-                .min(nofile)
-                .min(MAX_FIXED_FILES)
-                .max(2);
+                .clamp(2, nofile.clamp(2, MAX_FIXED_FILES));
             let cap = table_size - headroom.min(table_size / 2);
             ring.submitter().register_files_sparse(table_size)?;
             // The primary ring gets the configured buffers; a secondary one a thirty-second

@@ -278,6 +278,49 @@ pub struct Config {
     /// Start from the last good record when a log is damaged before its end (what follows
     /// is lost) instead of refusing to start.
     pub recover_truncate: bool,
+    /// Clustering on etcd (`[cluster]`, see docs/cluster.md); off without `etcd`.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: a node of a ringmq cluster whose membership, leases and ClientId ownership
+/// live in etcd; messages travel over direct peer links (docs/cluster.md).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd endpoints (`http://127.0.0.1:2379`); empty: no cluster.
+    pub etcd: Vec<String>,
+    /// This node's name, unique in the cluster (default: the host name).
+    pub node_name: Option<String>,
+    /// The peer link's listen address, which other nodes connect to (port 0: any, and the
+    /// bound one is announced).
+    pub listen: Option<SocketAddr>,
+    /// The node's etcd lease (seconds): a node that cannot renew it for this long stops
+    /// acting as the owner of its client ids and closes their connections (fencing).
+    pub lease_secs: u64,
+    /// The key prefix in etcd (several clusters can share one etcd).
+    pub prefix: String,
+    /// Bytes of messages waiting for one peer's acknowledgement before new ones are dropped
+    /// (counted in `cluster_drops`).
+    pub peer_queue_bytes: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            etcd: Vec::new(),
+            node_name: None,
+            listen: None,
+            lease_secs: 10,
+            prefix: "/ringmq/".into(),
+            peer_queue_bytes: 64 << 20,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -355,6 +398,7 @@ impl Default for Config {
             commit_interval_ms: 100,
             snapshot_interval_secs: 300,
             recover_truncate: false,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -409,6 +453,22 @@ impl Config {
                 "listen",
                 "at least one listen, tls_listen, ws_listen or wss_listen address is needed".into(),
             );
+        }
+        if self.cluster.enabled() {
+            if self.cluster.listen.is_none() {
+                return bad(
+                    "cluster",
+                    "a cluster node needs cluster listen (--cluster-listen ADDR:PORT), the \
+                     address the other nodes connect to"
+                        .into(),
+                );
+            }
+            if self.cluster.lease_secs < 2 {
+                return bad(
+                    "cluster",
+                    "cluster lease_secs must be at least 2 (etcd's lease granularity)".into(),
+                );
+            }
         }
         if self.listen.is_empty() && self.worker_port_base.is_some() {
             return bad(

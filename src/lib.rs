@@ -1,6 +1,7 @@
 //! ringmq: a thread-per-core io_uring MQTT 3.1.1 / 5.0 broker.
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod ownership;

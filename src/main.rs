@@ -136,6 +136,20 @@ struct Cli {
     /// Start even if a log is damaged before its end, from its last good record.
     #[arg(long)]
     recover_truncate: bool,
+    /// Join a cluster whose membership and client ids live in this etcd (repeatable:
+    /// several endpoints of one etcd cluster), e.g. http://127.0.0.1:2379.
+    #[arg(long, value_name = "URL")]
+    cluster_etcd: Vec<String>,
+    /// This node's name in the cluster (unique; default: the host name).
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// The peer link's address, which the other nodes connect to.
+    #[arg(long, value_name = "ADDR:PORT")]
+    cluster_listen: Option<SocketAddr>,
+    /// The node's etcd lease in seconds (default 10): past it unrenewed, the node fences
+    /// itself.
+    #[arg(long, value_name = "SECS")]
+    cluster_lease_secs: Option<u64>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -273,6 +287,18 @@ fn build_config(cli: Cli) -> Result<Config, String> {
     if cli.recover_truncate {
         cfg.recover_truncate = true;
     }
+    if !cli.cluster_etcd.is_empty() {
+        cfg.cluster.etcd = cli.cluster_etcd;
+    }
+    if cli.node_name.is_some() {
+        cfg.cluster.node_name = cli.node_name;
+    }
+    if cli.cluster_listen.is_some() {
+        cfg.cluster.listen = cli.cluster_listen;
+    }
+    if let Some(v) = cli.cluster_lease_secs {
+        cfg.cluster.lease_secs = v;
+    }
     if let Err(e) = cfg.check() {
         // Name the line when the bad value came from the file.
         let at = match (&cli.config, &text) {
@@ -330,6 +356,16 @@ fn check_config(cfg: &Config, file: Option<&std::path::Path>) -> Result<String, 
             "  data_dir: {}, durability: {:?}\n",
             d.display(),
             cfg.durability
+        );
+    }
+    if cfg.cluster.enabled() {
+        out += &format!(
+            "  cluster: etcd {}, node {}, peer link {}\n",
+            cfg.cluster.etcd.join(" "),
+            cfg.cluster.node_name.as_deref().unwrap_or("(host name)"),
+            cfg.cluster
+                .listen
+                .map_or("(none)".into(), |a| a.to_string()),
         );
     }
     out += &format!(

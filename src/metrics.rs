@@ -82,6 +82,17 @@ counters! {
     snapshot_last_bytes: "gauge", "Size of the last snapshot in bytes";
     recovery_micros: "gauge", "Duration of the recovery at start (read and replay), microseconds";
     recovery_records: "gauge", "Records read at start (snapshots and logs)";
+    cluster_peers_linked: "gauge", "Cluster: peer links up (outgoing, one per other node)";
+    cluster_forwarded: "counter", "Cluster: messages sent to other nodes (one per node they went to)";
+    cluster_received: "counter", "Cluster: messages received from other nodes";
+    cluster_drops: "counter", "Cluster: messages for another node dropped because its link's queue held peer_queue_bytes";
+    cluster_claims: "counter", "Cluster: client ids claimed in etcd (one per CONNECT)";
+    cluster_remote_takeovers: "counter", "Cluster: take-overs of a client id held on another node, asked by this node";
+    cluster_sessions_in: "counter", "Cluster: sessions that continued here from another node";
+    cluster_sessions_out: "counter", "Cluster: sessions handed to another node";
+    cluster_fences: "counter", "Cluster: times this node lost its lease and closed everything it held";
+    cluster_fenced_sessions: "counter", "Cluster: offline sessions ended by fencing";
+    cluster_etcd_errors: "counter", "Cluster: etcd requests that failed (retried)";
 }
 
 pub type Metrics = Arc<Vec<Arc<WorkerMetrics>>>;

@@ -147,6 +147,10 @@ impl std::fmt::Debug for Mail {
                 write!(f, "PublishAcked({:?}, {ack:?})", msg.payload)
             }
             Mail::Stored { client_id, epoch } => write!(f, "Stored({client_id}, {epoch})"),
+            Mail::Cluster(_) => f.write_str("Cluster"),
+            Mail::ClusterClaimed(_) => f.write_str("ClusterClaimed"),
+            Mail::NodeFilter { filter, add } => write!(f, "NodeFilter({filter}, {add})"),
+            Mail::Fence => f.write_str("Fence"),
         }
     }
 }
@@ -562,6 +566,14 @@ pub struct Core {
     /// This worker's view of the filters the other workers' sessions subscribe to (PUBACK
     /// 0x10), kept in step by `Mail::Filter`.
     pub(super) remote_filters: crate::routing::remote::RemoteFilters,
+    /// In a cluster: the filters the other nodes' sessions subscribe to, one count per filter
+    /// (`broker/cluster.rs`).
+    pub(super) node_filters: crate::routing::remote::RemoteFilters,
+    /// Sessions from another node waiting for the local take-over of a stale copy here
+    /// (`takeover.rs`), by the claimant's slot.
+    pub(super) cluster_remote: hashbrown::HashMap<SessionKey, super::takeover::RemoteSession>,
+    /// Mail for the cluster control thread posted since the last wake.
+    wake_cluster: bool,
     /// While restoring a data dir: the filters added, for the other workers' views (instead
     /// of one `Mail::Filter` each).
     pub(super) restored_filters: Option<Vec<ByteString>>,
@@ -635,6 +647,9 @@ impl Core {
             shared_picks: Vec::new(),
             shared_view: SharedSubscriptions::new(),
             remote_filters: crate::routing::remote::RemoteFilters::new(n),
+            node_filters: crate::routing::remote::RemoteFilters::new(1),
+            wake_cluster: false,
+            cluster_remote: hashbrown::HashMap::new(),
             restored_filters: None,
             holds: hashbrown::HashMap::new(),
             next_token: 1,
@@ -1048,6 +1063,15 @@ impl Core {
     ///   paused (`mailbox_full`) until the mailboxes drain: the mailbox passes its limit by at
     ///   most what was already read from that publisher.
     pub(super) fn post(&mut self, worker: u16, mail: Mail) {
+        if worker == crate::cluster::CLUSTER {
+            self.effects.push_back(Fx::Post {
+                worker,
+                mail,
+                after_commit: false,
+            });
+            self.wake_cluster = true;
+            return;
+        }
         if worker == self.id {
             self.local_mail.push_back(mail);
             return;
@@ -1077,7 +1101,7 @@ impl Core {
     /// copy): it leaves once that is on disk (`persist.rs`). To this worker itself it is
     /// handled in this input (its records follow in the same batch).
     pub(super) fn post_after_commit(&mut self, worker: u16, mail: Mail) {
-        if worker == self.id || self.persist.is_none() {
+        if worker == self.id || self.persist.is_none() || worker == crate::cluster::CLUSTER {
             return self.post(worker, mail);
         }
         self.effects.push_back(Fx::Post {
@@ -1089,6 +1113,9 @@ impl Core {
     }
 
     fn flush_wakes(&mut self) {
+        if std::mem::take(&mut self.wake_cluster) {
+            self.effects.push_back(Fx::Wake(crate::cluster::CLUSTER));
+        }
         for w in 0..self.to_wake.len() {
             if std::mem::take(&mut self.to_wake[w]) {
                 self.effects.push_back(Fx::Wake(w as u16));
@@ -1356,7 +1383,7 @@ impl Core {
 
     /// Carry out the queued actions, in order, until none is left. The only loop that runs
     /// action handlers; called only from `handle` and the packet loop.
-    fn run_work(&mut self, now: Instant) {
+    pub(super) fn run_work(&mut self, now: Instant) {
         while let Some((idx, action)) = self.work.pop_front() {
             // A client that is gone (or closing) takes no more actions, except the close
             // itself, which its own state machine emits once.
@@ -1508,7 +1535,9 @@ impl Core {
             }
         }
         match session {
-            Some(s) if s.session_expiry() > 0 => self.store_offline(key, s, delayed, now),
+            Some(s) if s.session_expiry() > 0 && !self.fenced() => {
+                self.store_offline(key, s, delayed, now)
+            }
             other => {
                 if let Some(s) = &other {
                     self.unindex_session(key, s);
@@ -1576,7 +1605,8 @@ impl Core {
         self.route_publish(will, now);
     }
 
-    pub(super) fn release_ownership(&self, client_id: &str, key: SessionKey, epoch: u64) {
+    pub(super) fn release_ownership(&mut self, client_id: &str, key: SessionKey, epoch: u64) {
+        self.release_in_cluster(client_id, epoch);
         self.shared.owners.release(
             client_id,
             crate::ownership::Owner {
@@ -1798,6 +1828,11 @@ impl Core {
                 self.post_after_commit(ack.0, Mail::SharedApplied { token: ack.1 });
             }
             Mail::Stored { epoch, .. } => self.on_stored(epoch, now),
+            Mail::ClusterClaimed(c) => self.on_cluster_claimed(c, now),
+            Mail::NodeFilter { filter, add } => self.apply_node_filter(&filter, add),
+            Mail::Fence => self.on_fence(now),
+            // Only the control thread is sent these.
+            Mail::Cluster(_) => {}
         }
     }
 
@@ -1885,8 +1920,6 @@ impl Core {
         let Some(entry) = self.session_mut(key) else {
             return;
         };
-        let client_id = entry.client_id.clone();
-        let epoch = entry.epoch;
         let SessionState::Offline(off) = &mut entry.state else {
             return;
         };
@@ -1905,21 +1938,29 @@ impl Core {
         }
         if expired {
             add(&self.metrics.sessions_expired, 1);
-            if let Some(e) = self.drop_session_entry(key) {
-                if let SessionState::Offline(off) = e.state {
-                    let s = off.session;
-                    self.mark_shared_offline(key, &s, false);
-                    self.unindex_session(key, &s);
-                    if s.is_durable() {
-                        self.persist_drop(&client_id, epoch, now);
-                    }
-                }
-            }
-            self.release_ownership(&client_id, key, epoch);
+            self.end_offline(key, now);
         } else if will_went {
             // The will went: after a restart it must not go again.
             self.persist_offline(key, deadline, None);
         }
+    }
+
+    /// End an offline session (expired, or its node fenced): out of the index, the log and
+    /// the ownership table. A will still waiting goes nowhere (the caller sent it if due).
+    pub(super) fn end_offline(&mut self, key: SessionKey, now: Instant) {
+        let Some(e) = self.drop_session_entry(key) else {
+            return;
+        };
+        let (client_id, epoch) = (e.client_id.clone(), e.epoch);
+        if let SessionState::Offline(off) = e.state {
+            let s = off.session;
+            self.mark_shared_offline(key, &s, false);
+            self.unindex_session(key, &s);
+            if s.is_durable() {
+                self.persist_drop(&client_id, epoch, now);
+            }
+        }
+        self.release_ownership(&client_id, key, epoch);
     }
 
     // --- back-pressure ------------------------------------------------------------------

@@ -72,6 +72,15 @@ pub enum Mail {
     /// The new owner of a session stored it (or let it end): the sender's durable copy
     /// (`client_id`, `epoch`) can go (`persist.rs`).
     Stored { client_id: ByteString, epoch: u64 },
+    /// To the cluster control thread (`crate::cluster`).
+    Cluster(crate::cluster::ToCluster),
+    /// From the control thread: a claim of `cluster::ToCluster::Claim` answered.
+    ClusterClaimed(Box<crate::cluster::Claimed>),
+    /// From the control thread: some other node's sessions gained (`add`) or lost their
+    /// first / last subscription to `filter`.
+    NodeFilter { filter: ByteString, add: bool },
+    /// From the control thread: the node lost its lease (`Core::on_fence`).
+    Fence,
 }
 
 /// A change to the shared-subscription views.

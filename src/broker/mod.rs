@@ -13,8 +13,9 @@
 //! | `worker.rs` | the io_uring shell (and the PROXY, TLS and WebSocket layers) around one core |
 
 mod auth;
+mod cluster;
 mod core;
-mod mail;
+pub(crate) mod mail;
 mod overflow;
 mod persist;
 mod router;
@@ -89,6 +90,9 @@ impl BrokerHandle {
     /// Ask every worker to stop: MQTT 5 clients get DISCONNECT 0x8B, wills are published.
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(hub) = &self.shared.cluster {
+            hub.wake();
+        }
         if let Some(r) = self.shared.remotes.get() {
             for remote in r {
                 remote.wake();
@@ -124,6 +128,15 @@ impl Drop for BrokerHandle {
             }
         }
     }
+}
+
+/// The host name (a cluster node's default name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "ringmq".into())
 }
 
 /// Recover the data dir into the cores, write each worker's first snapshot, delete what it
@@ -426,7 +439,10 @@ fn bind_listeners(cfg: &Config, n: usize) -> std::io::Result<Bound> {
     })
 }
 
-pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
+pub fn start(mut cfg: Config) -> std::io::Result<BrokerHandle> {
+    if cfg.cluster.enabled() && cfg.cluster.node_name.is_none() {
+        cfg.cluster.node_name = Some(host_name());
+    }
     cfg.validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let n = cfg.worker_count();
@@ -575,8 +591,27 @@ pub fn start(cfg: Config) -> std::io::Result<BrokerHandle> {
         }
         return Err(e);
     }
+    let mut cluster_addr = None;
+    if shared.cluster.is_some() {
+        match crate::cluster::node::spawn(shared.clone()) {
+            Ok((t, a)) => {
+                threads.push(t);
+                cluster_addr = Some(a);
+            }
+            Err(e) => {
+                shared.shutdown.store(true, Ordering::SeqCst);
+                for r in shared.remotes.get().into_iter().flatten() {
+                    r.wake();
+                }
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+    }
     tracing::info!(workers = n, listen = ?addrs, tls_listen = ?tls_addrs, ws_listen = ?ws_addrs,
-        wss_listen = ?wss_addrs, "ringmq started");
+        wss_listen = ?wss_addrs, cluster_listen = ?cluster_addr, "ringmq started");
     Ok(BrokerHandle {
         shared,
         _data_lock: data_lock,

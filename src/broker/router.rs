@@ -114,6 +114,8 @@ impl Core {
             }
         }
         let local = self.route_local(&msg, now);
+        // Other nodes: those whose filters match, and every node's store if retained.
+        self.route_to_nodes(&msg);
         if ask && !local && !self.may_match_elsewhere(&msg.topic) {
             return false;
         }
@@ -194,7 +196,7 @@ impl Core {
                 && self.shared.filter_changes[w].load(Ordering::Acquire)
                     != self.remote_filters.applied(w)
         });
-        behind || self.remote_filters.matches(topic)
+        behind || self.remote_filters.matches(topic) || self.node_filters.matches(topic)
     }
 
     /// Whether this worker keeps the other workers' views of its filters (`Mail::Filter`).
@@ -382,6 +384,7 @@ impl Core {
             Ok(None) => {
                 self.shared.sub_counts[self.id as usize].fetch_add(1, Ordering::Relaxed);
                 self.post_filter_change(&filter, true);
+                self.filter_in_cluster(&filter, true);
             }
             Ok(Some(_)) => {}
             Err(_) => tracing::warn!(%filter, "filter too deep, not indexed"),
@@ -401,6 +404,7 @@ impl Core {
         if self.subs.remove(filter, key).is_some() {
             self.shared.sub_counts[self.id as usize].fetch_sub(1, Ordering::Relaxed);
             self.post_filter_change(filter, false);
+            self.filter_in_cluster(filter, false);
         }
     }
 

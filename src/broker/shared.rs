@@ -52,6 +52,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub shutdown: AtomicBool,
     pub next_assigned_id: AtomicU64,
+    /// In a cluster: the way to the node's control thread (`crate::cluster`).
+    pub cluster: Option<Arc<crate::cluster::Hub>>,
 }
 
 impl Shared {
@@ -63,8 +65,13 @@ impl Shared {
         auth: crate::auth::Auth,
         auth_jobs: Option<std::sync::mpsc::SyncSender<VerifyJob>>,
     ) -> Shared {
-        let metrics: Metrics =
-            Arc::new((0..n).map(|_| Arc::new(WorkerMetrics::default())).collect());
+        // In a cluster the control thread has counters of its own, after the workers'.
+        let slots = n + cfg.cluster.enabled() as usize;
+        let metrics: Metrics = Arc::new(
+            (0..slots)
+                .map(|_| Arc::new(WorkerMetrics::default()))
+                .collect(),
+        );
         Shared {
             limits: limits_from(&cfg),
             owners: OwnershipTable::new(),
@@ -78,6 +85,10 @@ impl Shared {
             metrics,
             shutdown: AtomicBool::new(false),
             next_assigned_id: AtomicU64::new(1),
+            cluster: cfg
+                .cluster
+                .enabled()
+                .then(|| Arc::new(crate::cluster::Hub::new())),
             auth,
             auth_jobs,
             cfg,

@@ -67,6 +67,9 @@ use crate::session::{
     generate_client_id, will, ClientId, ConnectRequest, Delivery, Message, Session,
 };
 
+/// A session that continues from another node, with a will travelling with it.
+pub(super) type RemoteSession = (Box<Session>, Option<(Message, Instant)>);
+
 impl Core {
     /// An id for a CONNECT with an empty client id ("ringmq-{worker}-{n}"); the only place
     /// ids are assigned.
@@ -75,7 +78,14 @@ impl Core {
             .shared
             .next_assigned_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = ClientId::new(generate_client_id(self.id.into(), n));
+        let id = match self.shared.cfg.cluster.node_name.as_deref() {
+            // Unique cluster-wide: the node's name is part of it.
+            Some(node) if self.clustered() => ClientId::new(bytestring::ByteString::from(format!(
+                "{node}-{}",
+                generate_client_id(self.id.into(), n)
+            ))),
+            _ => ClientId::new(generate_client_id(self.id.into(), n)),
+        };
         self.clients[idx].extra().assigned_id = Some(id.clone());
         id
     }
@@ -102,8 +112,26 @@ impl Core {
                 None => self.assign_client_id(idx),
             };
         }
-        let conn = self.clients[idx].id;
+        if self.clustered() {
+            // Claimed cluster-wide first (`broker/cluster.rs`); `connect_owned` follows.
+            self.claim_in_cluster(idx, req);
+            return;
+        }
         let epoch = self.shared.owners.new_epoch();
+        self.connect_owned(idx, req, epoch, None, now);
+    }
+
+    /// Step 1, continued, once the id is this node's: the local claim. `remote`: the session
+    /// (and a will travelling with it) that continues from another node of the cluster.
+    pub(super) fn connect_owned(
+        &mut self,
+        idx: usize,
+        req: ConnectRequest,
+        epoch: u64,
+        remote: Option<RemoteSession>,
+        now: Instant,
+    ) {
+        let conn = self.clients[idx].id;
         let key = self.new_session_entry(
             req.client_id.clone(),
             epoch,
@@ -125,14 +153,27 @@ impl Core {
             conn,
         };
         match self.shared.owners.claim(&req.client_id, me) {
-            None => self.on_handoff(Handoff::empty(claimant), now),
+            None => {
+                let mut h = Handoff::empty(claimant);
+                if let Some((session, will)) = remote {
+                    h.session = Some(session);
+                    h.will = will;
+                }
+                self.on_handoff(h, now)
+            }
             Some(prev) => {
                 add(&self.metrics.takeovers, 1);
+                // A session from another node wins over one still held here (a stale copy):
+                // the local one ends, and the hand-off brings the remote one (`take_handoff`).
+                let clean_start = req.clean_start || remote.is_some();
+                if let Some(r) = remote {
+                    self.cluster_remote.insert(key, r);
+                }
                 let t = TakeOver {
                     client_id: (*req.client_id).clone(),
                     target: prev.session,
                     claimant,
-                    clean_start: req.clean_start,
+                    clean_start,
                     username: req.username.clone(),
                 };
                 self.post(prev.worker, Mail::TakeOver(t));
@@ -342,8 +383,13 @@ impl Core {
         }
     }
 
-    fn take_handoff(&mut self, h: Handoff, now: Instant) {
+    fn take_handoff(&mut self, mut h: Handoff, now: Instant) {
         let key = h.claimant.session;
+        if let Some((session, will)) = self.cluster_remote.remove(&key) {
+            self.publish_carried(h.will.take(), now);
+            h.session = Some(session);
+            h.will = will;
+        }
         let Some(entry) = self.session_mut(key) else {
             // Our slot is gone: nothing waits for this session here (it ends). Let the
             // previous owner stop forwarding.
@@ -477,7 +523,7 @@ impl Core {
 
     /// A will that travelled with a session whose end has come: published now
     /// (`session::will::on_session_end`).
-    fn publish_carried(&mut self, will: Option<(Message, Instant)>, now: Instant) {
+    pub(super) fn publish_carried(&mut self, will: Option<(Message, Instant)>, now: Instant) {
         if let Some((m, _)) = will {
             debug_assert_eq!(will::on_session_end(), will::WillDecision::PublishNow);
             self.publish_will(m, now);

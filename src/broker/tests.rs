@@ -84,6 +84,10 @@ fn kind(m: &Mail) -> &'static str {
         Mail::Filter { .. } => "Filter",
         Mail::PublishAcked { .. } => "PublishAcked",
         Mail::Stored { .. } => "Stored",
+        Mail::Cluster(_) => "Cluster",
+        Mail::ClusterClaimed(_) => "ClusterClaimed",
+        Mail::NodeFilter { .. } => "NodeFilter",
+        Mail::Fence => "Fence",
     }
 }
 

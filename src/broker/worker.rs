@@ -255,7 +255,17 @@ impl Worker {
                 }
                 Effect::PauseRecv(conn) => io.pause_recv(conn),
                 Effect::ResumeRecv(conn) => io.resume_recv(conn),
+                Effect::Post { worker, mail } if worker == crate::cluster::CLUSTER => {
+                    if let Some(hub) = &self.shared.cluster {
+                        hub.post(mail);
+                    }
+                }
                 Effect::Post { worker, mail } => self.shared.mailboxes[worker as usize].push(mail),
+                Effect::Wake(w) if w == crate::cluster::CLUSTER => {
+                    if let Some(hub) = &self.shared.cluster {
+                        hub.wake();
+                    }
+                }
                 Effect::Wake(w) => {
                     if let Some(remotes) = self.shared.remotes.get() {
                         io.wake(&remotes[w as usize]);

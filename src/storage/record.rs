@@ -210,17 +210,20 @@ impl<'a> Rd<'a> {
             .map(ByteString::from)
             .map_err(|_| Bad)
     }
-    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Bad>) -> Result<Option<T>, Bad> {
+    pub fn opt<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, Bad>,
+    ) -> Result<Option<T>, Bad> {
         match self.u8()? {
             0 => Ok(None),
             1 => f(self).map(Some),
             _ => Err(Bad),
         }
     }
-    fn opt_str(&mut self) -> Result<Option<ByteString>, Bad> {
+    pub fn opt_str(&mut self) -> Result<Option<ByteString>, Bad> {
         self.opt(|r| r.string())
     }
-    fn opt_time(&mut self) -> Result<Option<std::time::Instant>, Bad> {
+    pub fn opt_time(&mut self) -> Result<Option<std::time::Instant>, Bad> {
         self.opt(|r| r.u64().map(clock::instant_of))
     }
     fn qos(&mut self) -> Result<QoS, Bad> {
@@ -501,6 +504,29 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// A whole session as one byte string (a session moving to another cluster node).
+pub fn session_bytes(s: &Session, username: Option<&ByteString>) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_image(&mut out, s, username);
+    out
+}
+
+/// [`session_bytes`] read back: the session of `client_id` and its user name.
+pub fn session_from_bytes(
+    buf: &[u8],
+    client_id: &ByteString,
+) -> Result<(Session, Option<ByteString>), Bad> {
+    let mut r = Rd::new(buf);
+    if r.u8()? != IMAGE {
+        return Err(Bad);
+    }
+    let img = read_image(&mut r, client_id)?;
+    if !r.is_empty() {
+        return Err(Bad);
+    }
+    Ok((img.session, img.username))
 }
 
 fn read_image(r: &mut Rd<'_>, client_id: &ByteString) -> Result<SessionImage, Bad> {

@@ -1,0 +1,200 @@
+//! The worker's side of a cluster (`crate::cluster`): what a core tells the node's control
+//! thread and what it does with the control thread's mail. Off (no `[cluster]`), none of
+//! this runs.
+//!
+//! - A CONNECT's client id is claimed cluster-wide before the local claim of
+//!   `takeover.rs` step 1 (`Mail::ClusterClaimed` answers; a session that continues from
+//!   another node comes with it and is installed as a hand-off would be).
+//! - Every (non-shared) subscription added or removed here is counted by the control thread,
+//!   which tells the other nodes when a filter gains its first or loses its last subscriber.
+//! - A PUBLISH entering on this node (a client's, or a will) goes to the control thread when
+//!   another node's filters match it (`node_filters`, kept by `Mail::NodeFilter`), or always
+//!   when it is retained. A message that came from another node is only routed locally.
+
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use super::core::{Core, SessionState};
+use super::mail::{Claimant, Handoff, Mail};
+use crate::cluster::{ClaimOutcome, Claimed, ToCluster, CLUSTER};
+use crate::metrics::add;
+use crate::session::{ConnectRequest, Message};
+
+impl Core {
+    /// This node is part of a cluster.
+    pub(super) fn clustered(&self) -> bool {
+        self.shared.cluster.is_some()
+    }
+
+    /// The node lost its lease: sessions must not be kept (others may own their ids now).
+    pub(super) fn fenced(&self) -> bool {
+        self.shared
+            .cluster
+            .as_ref()
+            .is_some_and(|h| h.fenced.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn tell_cluster(&mut self, m: ToCluster) {
+        self.post(CLUSTER, Mail::Cluster(m));
+    }
+
+    /// Step 0 of a take-over in a cluster: ask the control thread to claim the id in etcd.
+    pub(super) fn claim_in_cluster(&mut self, idx: usize, req: ConnectRequest) {
+        add(&self.metrics.cluster_claims, 1);
+        let claim = crate::cluster::Claim {
+            worker: self.id,
+            conn: self.clients[idx].id,
+            epoch: self.shared.owners.new_epoch(),
+            req,
+        };
+        self.tell_cluster(ToCluster::Claim(Box::new(claim)));
+    }
+
+    /// The control thread answered a claim.
+    pub(super) fn on_cluster_claimed(&mut self, c: Box<Claimed>, now: Instant) {
+        let Claimed {
+            conn,
+            epoch,
+            req,
+            outcome,
+        } = *c;
+        let client_id = (*req.client_id).clone();
+        let idx = self
+            .client_index(conn)
+            .filter(|&i| self.clients[i].link == super::core::Link::Open);
+        match (idx, outcome) {
+            (Some(idx), ClaimOutcome::Refused(code)) => {
+                self.drive(idx, now, |c, out| c.refuse_connect(code, now, out));
+                self.tell_cluster(ToCluster::Claimed {
+                    client_id: client_id.clone(),
+                });
+                self.tell_cluster(ToCluster::Release { client_id, epoch });
+            }
+            (Some(idx), ClaimOutcome::Owned) => {
+                self.connect_owned(idx, req, epoch, None, now);
+                self.tell_cluster(ToCluster::Claimed { client_id });
+            }
+            (Some(idx), ClaimOutcome::Session { session, will }) => {
+                add(&self.metrics.cluster_sessions_in, 1);
+                self.connect_owned(idx, req, epoch, Some((session, will)), now);
+                self.tell_cluster(ToCluster::Claimed { client_id });
+            }
+            (None, outcome) => {
+                // The connection went while the claim was out. A session that came from
+                // another node is kept offline here as its own connection would have.
+                if let ClaimOutcome::Session { session, will } = outcome {
+                    if session.session_expiry() > 0 {
+                        let key = self.new_session_entry(
+                            req.client_id.clone(),
+                            epoch,
+                            SessionState::Pending { conn: None },
+                            false,
+                        );
+                        let me = crate::ownership::Owner {
+                            worker: self.id,
+                            session: key,
+                            epoch,
+                        };
+                        if let Some(prev) = self.shared.owners.claim(&req.client_id, me) {
+                            // A newer local CONNECT already holds the id: it wins; ours ends.
+                            self.shared.owners.claim(&req.client_id, prev);
+                            self.drop_session_entry(key);
+                            self.publish_carried(will, now);
+                        } else {
+                            let claimant = Claimant {
+                                worker: self.id,
+                                session: key,
+                                conn,
+                            };
+                            let mut h = Handoff::empty(claimant);
+                            h.session = Some(session);
+                            h.will = will;
+                            self.on_handoff(h, now);
+                            self.tell_cluster(ToCluster::Claimed { client_id });
+                            return;
+                        }
+                    } else {
+                        self.publish_carried(will, now);
+                    }
+                }
+                self.tell_cluster(ToCluster::Claimed {
+                    client_id: client_id.clone(),
+                });
+                self.tell_cluster(ToCluster::Release { client_id, epoch });
+            }
+        }
+    }
+
+    /// The session of `client_id` under `epoch` ended here (`release_ownership`).
+    pub(super) fn release_in_cluster(&mut self, client_id: &str, epoch: u64) {
+        if self.clustered() {
+            let client_id = ByteString::from(client_id);
+            self.tell_cluster(ToCluster::Release { client_id, epoch });
+        }
+    }
+
+    /// A (session, filter) subscription was added or removed in this worker's trie.
+    pub(super) fn filter_in_cluster(&mut self, filter: &str, add: bool) {
+        if self.clustered() {
+            let filter = ByteString::from(filter);
+            self.tell_cluster(ToCluster::Filter { filter, add });
+        }
+    }
+
+    /// A message that entered the broker on this node: to the other nodes that want it.
+    /// `$SYS` topics are each node's own.
+    pub(super) fn route_to_nodes(&mut self, msg: &Message) {
+        if !self.clustered() || msg.topic.starts_with("$SYS/") {
+            return;
+        }
+        let retained = msg.retain && self.shared.cfg.retain_available;
+        if retained || self.node_filters.matches(&msg.topic) {
+            self.tell_cluster(ToCluster::Publish(msg.clone()));
+        }
+    }
+
+    /// `Mail::NodeFilter`: some other node's sessions gained or lost a subscription to
+    /// `filter` (the control thread counts per node; this view only per filter).
+    pub(super) fn apply_node_filter(&mut self, filter: &str, add: bool) {
+        self.node_filters.apply(0, filter, add);
+    }
+
+    /// `Mail::Fence`: the node lost its lease. Every connection is closed (MQTT 5: DISCONNECT
+    /// 0x8B, wills as at a shutdown) and every session ends, since other nodes may own the
+    /// ids now; sessions of connections still closing end at their close (`fenced`).
+    pub(super) fn on_fence(&mut self, now: Instant) {
+        let idxs: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
+        for idx in idxs {
+            if self
+                .clients
+                .get(idx)
+                .is_none_or(|c| c.link != super::core::Link::Open)
+            {
+                continue;
+            }
+            self.drive(idx, now, |c, out| c.shutdown(now, out));
+            self.run_work(now);
+            if self
+                .clients
+                .get(idx)
+                .is_some_and(|c| c.link == super::core::Link::Open)
+            {
+                self.close_client(idx, None, now);
+            }
+        }
+        let offline: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| matches!(e.state, SessionState::Offline(_)))
+            .map(|(i, e)| crate::ownership::SessionKey {
+                index: i as u32,
+                generation: e.generation,
+            })
+            .collect();
+        for key in offline {
+            self.end_offline(key, now);
+            add(&self.metrics.cluster_fenced_sessions, 1);
+        }
+    }
+}

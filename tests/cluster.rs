@@ -1,0 +1,556 @@
+//! A ringmq cluster on a real etcd (Debian's `etcd-server`, started here on loopback with a
+//! temporary data dir and ports of its own): three broker processes, the raw client of
+//! `support` (exact control of CONNECT flags, packet ids and the QoS 2 flow) and
+//! mosquitto_sub. Cross-node delivery at QoS 0/1/2, retained messages, take-over across
+//! nodes with the session moving, racing CONNECTs, and the faults: SIGKILL of a node, SIGSTOP
+//! past its lease (fencing), etcd stopped.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ringmq::protocol::*;
+use support::{connect_packet, recv_publish, subscribe, Raw};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ringmq-cluster-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: sends a signal to a child process of ours.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// etcd on loopback: ports of its own, a temporary data dir.
+struct Etcd {
+    child: Option<Child>,
+    dir: PathBuf,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    /// None (the test skips, saying so) when etcd is not installed, outside CI.
+    fn start() -> Option<Etcd> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "etcd is not installed (apt-get install etcd-server); CI installs it"
+            );
+            eprintln!("SKIP: etcd not installed (apt-get install etcd-server)");
+            return None;
+        }
+        let mut e = Etcd {
+            child: None,
+            dir: temp_dir("etcd"),
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        e.spawn();
+        Some(e)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.with_extension("log")).unwrap();
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg("t")
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--listen-client-urls")
+            .arg(self.url())
+            .arg("--advertise-client-urls")
+            .arg(self.url())
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("t={peer}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGCONT);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A ringmq node process.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Node {
+    // The child is waited for by `Node`'s Drop (and killed there).
+    #[allow(clippy::zombie_processes)]
+    fn start(etcd: &Etcd, name: &str, lease: u64) -> Node {
+        let log = temp_dir(name).with_extension("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args(["--listen", "127.0.0.1:0", "--workers", "2", "--no-pin"])
+            .args(["--cluster-etcd", &etcd.url(), "--node-name", name])
+            .args(["--cluster-listen", "127.0.0.1:0"])
+            .args(["--cluster-lease-secs", &lease.to_string()])
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("ringmq runs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let addr = text
+                .lines()
+                .find_map(|l| l.split("listening on ").nth(1))
+                .and_then(|a| a.trim().split(' ').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            if let (Some(addr), true) = (addr, text.contains("registered in etcd")) {
+                return Node { child, addr, log };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {name} did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until this node's links to `n` peers are up.
+    fn wait_linked(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.log_text();
+            let peers: HashSet<&str> = text
+                .lines()
+                .filter(|l| l.contains("peer link up"))
+                .filter_map(|l| l.split("peer=").nth(1))
+                .filter_map(|s| s.split_whitespace().next())
+                .collect();
+            if peers.len() >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "links did not come up:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        signal(self.child.id(), libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster(n: usize, lease: u64) -> Option<(Etcd, Vec<Node>)> {
+    let etcd = Etcd::start()?;
+    let nodes: Vec<Node> = (0..n)
+        .map(|i| Node::start(&etcd, &format!("n{}", i + 1), lease))
+        .collect();
+    for node in &nodes {
+        node.wait_linked(n - 1);
+    }
+    Some((etcd, nodes))
+}
+
+fn v5(id: &str, clean: bool, expiry: u32) -> Connect {
+    let mut c = connect_packet(ProtocolVersion::V5, id, 60, clean);
+    c.properties.session_expiry_interval = Some(expiry);
+    c
+}
+
+/// Connect; the CONNACK whatever its code.
+fn try_connect(addr: SocketAddr, c: Connect) -> (Raw, ConnAck) {
+    let mut raw = Raw::connect_tcp(addr, c.protocol);
+    raw.send(&Packet::Connect(Box::new(c)));
+    loop {
+        match raw.recv(Duration::from_secs(15)) {
+            Some(Packet::ConnAck(ack)) => return (raw, ack),
+            Some(_) => continue,
+            None => panic!("no CONNACK"),
+        }
+    }
+}
+
+fn connect_ok(addr: SocketAddr, c: Connect) -> (Raw, ConnAck) {
+    let (raw, ack) = try_connect(addr, c);
+    assert_eq!(ack.code, ReasonCode::SUCCESS, "{ack:?}");
+    (raw, ack)
+}
+
+/// Publish and wait for the whole acknowledgement flow of its QoS.
+fn publish_acked(raw: &mut Raw, topic: &str, payload: &str, qos: QoS, pid: u16, retain: bool) {
+    let mut p = support::publish(topic, payload, qos, pid);
+    if let Packet::Publish(pp) = &mut p {
+        pp.retain = retain;
+    }
+    raw.send(&p);
+    if qos == QoS::AtMostOnce {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match raw.recv(left) {
+            Some(Packet::PubAck(a)) if a.packet_id == pid => return,
+            Some(Packet::PubRec(r)) if r.packet_id == pid => {
+                raw.send(&Packet::PubRel(PubResp::new(pid)))
+            }
+            Some(Packet::PubComp(c)) if c.packet_id == pid => return,
+            Some(_) => {}
+            None => panic!("no acknowledgement for {topic} {pid}"),
+        }
+    }
+}
+
+/// Publish QoS 0 probes on `from` until `sub` receives one: the subscription is known
+/// cluster-wide from then on (filters travel asynchronously).
+fn await_route(from: &mut Raw, sub: &mut Raw, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        from.send(&support::publish(topic, "probe", QoS::AtMostOnce, 0));
+        if let Some(p) = recv_publish(sub, Duration::from_millis(200)) {
+            if &p.payload[..] == b"probe" {
+                // Drain other probes still on their way.
+                while recv_publish(sub, Duration::from_millis(300)).is_some() {}
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no route to {topic}");
+    }
+}
+
+/// Whether the connection is alive: a PINGREQ gets its PINGRESP.
+fn alive(raw: &mut Raw) -> bool {
+    raw.send(&Packet::PingReq);
+    loop {
+        match raw.recv_or_end(Duration::from_secs(5)) {
+            Ok(Packet::PingResp) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn cross_node_delivery_at_every_qos_and_retained() {
+    let Some((_etcd, nodes)) = cluster(3, 5) else {
+        return;
+    };
+    let (mut sub, _) = connect_ok(nodes[1].addr, v5("sub-n2", true, 0));
+    assert_eq!(
+        subscribe(&mut sub, 1, "t/#", QoS::ExactlyOnce).reasons[0],
+        ReasonCode::GRANTED_QOS_2
+    );
+    let (mut p1, _) = connect_ok(nodes[0].addr, v5("pub-n1", true, 0));
+    let (mut p3, _) = connect_ok(nodes[2].addr, v5("pub-n3", true, 0));
+    await_route(&mut p1, &mut sub, "t/probe");
+    await_route(&mut p3, &mut sub, "t/probe");
+    let mut sent = Vec::new();
+    for i in 0..30u16 {
+        let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][i as usize % 3];
+        let (p, name) = if i % 2 == 0 {
+            (&mut p1, "n1")
+        } else {
+            (&mut p3, "n3")
+        };
+        let payload = format!("{name}-{i}-{qos:?}");
+        publish_acked(p, &format!("t/{i}"), &payload, qos, i + 1, false);
+        sent.push((payload, qos));
+    }
+    let mut got = Vec::new();
+    while let Some(p) = recv_publish(&mut sub, Duration::from_secs(3)) {
+        got.push((String::from_utf8_lossy(&p.payload).to_string(), p.qos));
+        if got.len() == sent.len() {
+            // Anything more would be a duplicate.
+            if let Some(p) = recv_publish(&mut sub, Duration::from_millis(500)) {
+                panic!("duplicate: {p:?}");
+            }
+            break;
+        }
+    }
+    let mut a: Vec<_> = sent.iter().map(|(p, q)| format!("{p} {q:?}")).collect();
+    let mut b: Vec<_> = got.iter().map(|(p, q)| format!("{p} {q:?}")).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "every message once, at its QoS");
+
+    // Retained on n1, seen by a subscriber on n3 that subscribes afterwards.
+    publish_acked(&mut p1, "r/x", "kept", QoS::AtLeastOnce, 100, true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (mut s3, _) = connect_ok(nodes[2].addr, v5("ret-n3", true, 0));
+        subscribe(&mut s3, 1, "r/#", QoS::AtLeastOnce);
+        if let Some(p) = recv_publish(&mut s3, Duration::from_millis(500)) {
+            assert_eq!(&p.payload[..], b"kept");
+            assert!(p.retain);
+            break;
+        }
+        assert!(Instant::now() < deadline, "retained message not on n3");
+    }
+    // A node that joins later gets the retained store when its links come up.
+    let n4 = Node::start(&_etcd, "n4", 5);
+    n4.wait_linked(3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (mut s4, _) = connect_ok(n4.addr, v5("ret-n4", true, 0));
+        subscribe(&mut s4, 1, "r/#", QoS::AtLeastOnce);
+        if let Some(p) = recv_publish(&mut s4, Duration::from_millis(500)) {
+            assert_eq!(&p.payload[..], b"kept");
+            break;
+        }
+        assert!(Instant::now() < deadline, "retained message not on n4");
+    }
+}
+
+#[test]
+fn takeover_across_nodes_moves_the_session() {
+    let Some((_etcd, nodes)) = cluster(3, 5) else {
+        return;
+    };
+    // A will watcher on n3.
+    let (mut watcher, _) = connect_ok(nodes[2].addr, v5("watcher", true, 0));
+    subscribe(&mut watcher, 1, "will/#", QoS::AtLeastOnce);
+
+    // The first connection, on n1: persistent session, a subscription, a will (delay 0).
+    let mut c = v5("dev-1", true, 300);
+    c.will = Some(support::will("will/dev-1", "gone", None));
+    let (mut old, ack) = connect_ok(nodes[0].addr, c);
+    assert!(!ack.session_present);
+    subscribe(&mut old, 1, "cmd/dev-1", QoS::AtLeastOnce);
+    let (mut p3, _) = connect_ok(nodes[2].addr, v5("pub-3", true, 0));
+    await_route(&mut p3, &mut old, "cmd/dev-1");
+    let (mut w1, _) = connect_ok(nodes[0].addr, v5("pub-w", true, 0));
+    await_route(&mut w1, &mut watcher, "will/probe");
+
+    // The same id on n2, continuing the session.
+    let (mut new, ack) = connect_ok(nodes[1].addr, v5("dev-1", false, 300));
+    assert!(ack.session_present, "the session came from n1");
+    // The old connection: DISCONNECT 0x8E, then closed.
+    let (seen, closed) = old.wait_closed(Duration::from_secs(10));
+    assert!(closed.is_some(), "old connection still open");
+    assert!(
+        seen.iter().any(
+            |p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::SESSION_TAKEN_OVER)
+        ),
+        "no DISCONNECT 0x8E: {seen:?}"
+    );
+    // The will (delay 0) went when the old connection was taken over.
+    let w = recv_publish(&mut watcher, Duration::from_secs(10)).expect("the will");
+    assert_eq!(&w.payload[..], b"gone");
+    // The subscription moved with the session: a publish on n3 reaches n2.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    loop {
+        i += 1;
+        publish_acked(
+            &mut p3,
+            "cmd/dev-1",
+            &format!("m{i}"),
+            QoS::AtLeastOnce,
+            i,
+            false,
+        );
+        if recv_publish(&mut new, Duration::from_millis(300)).is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the moved subscription gets nothing"
+        );
+    }
+
+    // A clean start on n3 ends it: Session Present 0, the n2 connection is taken over.
+    let (_c3, ack) = connect_ok(nodes[2].addr, v5("dev-1", true, 0));
+    assert!(!ack.session_present);
+    let (seen, closed) = new.wait_closed(Duration::from_secs(10));
+    assert!(closed.is_some());
+    assert!(seen
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::SESSION_TAKEN_OVER)));
+}
+
+#[test]
+fn racing_connects_on_different_nodes_leave_one_owner() {
+    let Some((_etcd, nodes)) = cluster(3, 5) else {
+        return;
+    };
+    for round in 0..8 {
+        let id = format!("race-{round}");
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        let handles: Vec<_> = addrs
+            .into_iter()
+            .map(|a| {
+                let id = id.clone();
+                std::thread::spawn(move || try_connect(a, v5(&id, false, 60)))
+            })
+            .collect();
+        let mut conns: Vec<Raw> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|(_, ack)| ack.code == ReasonCode::SUCCESS)
+            .map(|(r, _)| r)
+            .collect();
+        // Let the take-overs settle, then count the live ones.
+        std::thread::sleep(Duration::from_millis(500));
+        let live = conns.iter_mut().map(alive).filter(|&a| a).count();
+        assert_eq!(live, 1, "round {round}: {live} live owners of {id}");
+    }
+}
+
+#[test]
+fn sigkill_of_a_node_its_clients_take_over_elsewhere() {
+    let lease = 3;
+    let Some((_etcd, mut nodes)) = cluster(3, lease) else {
+        return;
+    };
+    let (_held, _) = connect_ok(nodes[0].addr, v5("k-1", false, 300));
+    // Traffic between the other two nodes.
+    let (mut sub, _) = connect_ok(nodes[2].addr, v5("k-sub", true, 0));
+    subscribe(&mut sub, 1, "k/#", QoS::AtLeastOnce);
+    let (mut p2, _) = connect_ok(nodes[1].addr, v5("k-pub", true, 0));
+    await_route(&mut p2, &mut sub, "k/probe");
+
+    nodes[0].child.kill().unwrap();
+    let _ = nodes[0].child.wait();
+    let t0 = Instant::now();
+    // n2 and n3 go on.
+    publish_acked(&mut p2, "k/a", "still", QoS::AtLeastOnce, 7, false);
+    let p = recv_publish(&mut sub, Duration::from_secs(5)).expect("n2 -> n3 goes on");
+    assert_eq!(&p.payload[..], b"still");
+    // The dead node's client reconnects to n2: accepted once n1's lease is gone (its session
+    // died with it: no data dir).
+    let (_c, ack) = connect_ok(nodes[1].addr, v5("k-1", false, 300));
+    assert!(!ack.session_present);
+    assert!(
+        t0.elapsed() < Duration::from_secs(lease * 4 + 5),
+        "take-over waited {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn a_node_stopped_past_its_lease_fences_itself() {
+    let lease = 3;
+    let Some((_etcd, nodes)) = cluster(2, lease) else {
+        return;
+    };
+    let (mut stale, _) = connect_ok(nodes[0].addr, v5("f-1", false, 300));
+    signal(nodes[0].pid(), libc::SIGSTOP);
+    // The client moves to n2 meanwhile (accepted once n1's lease is gone).
+    let (mut fresh, _) = connect_ok(nodes[1].addr, v5("f-1", false, 300));
+    std::thread::sleep(Duration::from_secs(1));
+    signal(nodes[0].pid(), libc::SIGCONT);
+    // n1 wakes up, finds its lease lost, closes what it held.
+    let (_, closed) = stale.wait_closed(Duration::from_secs(10));
+    assert!(closed.is_some(), "the stale connection on n1 stays open");
+    assert!(alive(&mut fresh), "the owner on n2 was disturbed");
+    // n1 rejoins: a new CONNECT there is served again (and takes the id over from n2).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_r, ack) = try_connect(nodes[0].addr, v5("f-2", true, 0));
+        if ack.code == ReasonCode::SUCCESS {
+            break;
+        }
+        assert_eq!(ack.code, ReasonCode::SERVER_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "n1 did not rejoin");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(nodes[0].log_text().contains("lease lost"));
+}
+
+#[test]
+fn etcd_stopped_local_traffic_goes_on_and_connects_are_refused() {
+    let lease = 20;
+    let Some((etcd, nodes)) = cluster(2, lease) else {
+        return;
+    };
+    let (mut sub, _) = connect_ok(nodes[0].addr, v5("e-sub", true, 0));
+    subscribe(&mut sub, 1, "e/#", QoS::AtLeastOnce);
+    let (mut publ, _) = connect_ok(nodes[0].addr, v5("e-pub", true, 0));
+    signal(etcd.pid(), libc::SIGSTOP);
+    // Local traffic goes on.
+    publish_acked(&mut publ, "e/1", "local", QoS::AtLeastOnce, 1, false);
+    let p = recv_publish(&mut sub, Duration::from_secs(5)).expect("local delivery");
+    assert_eq!(&p.payload[..], b"local");
+    // A CONNECT cannot be claimed: refused with 0x88 Server unavailable (MQTT 5).
+    let (_r, ack) = try_connect(nodes[1].addr, v5("e-new", true, 0));
+    assert_eq!(ack.code, ReasonCode::SERVER_UNAVAILABLE);
+    // 3.1.1: return code 3 (server unavailable).
+    let (_r, ack) = try_connect(
+        nodes[1].addr,
+        connect_packet(ProtocolVersion::V311, "e-old", 60, true),
+    );
+    assert_eq!(ack.code, ReasonCode::SERVER_UNAVAILABLE);
+    signal(etcd.pid(), libc::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_r, ack) = try_connect(nodes[1].addr, v5("e-new", true, 0));
+        if ack.code == ReasonCode::SUCCESS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CONNECTs not accepted after etcd came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(alive(&mut sub) && alive(&mut publ));
+}

@@ -855,4 +855,34 @@ mod tests {
         let c = Config::from_toml_str("allow_anonymous = false").unwrap();
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn cluster_table_and_its_checks() {
+        let c = Config::from_toml_str(
+            "[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nnode_name = \"a\"\n\
+             listen = \"127.0.0.1:7001\"\nlease_secs = 5\n",
+        )
+        .unwrap();
+        assert!(c.cluster.enabled());
+        assert_eq!(c.cluster.node_name.as_deref(), Some("a"));
+        assert_eq!(c.cluster.lease_secs, 5);
+        assert_eq!(c.cluster.prefix, "/ringmq/");
+        c.validate().unwrap();
+        assert!(!Config::default().cluster.enabled());
+        // A node needs a peer-link address, and a lease etcd can keep.
+        let e = Config::from_toml_str("[cluster]\netcd = [\"http://e:2379\"]\n")
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert_eq!(e.key, "cluster");
+        assert!(e.message.contains("--cluster-listen"), "{}", e.message);
+        let e = Config::from_toml_str(
+            "[cluster]\netcd = [\"http://e:2379\"]\nlisten = \"127.0.0.1:0\"\nlease_secs = 1\n",
+        )
+        .unwrap()
+        .check()
+        .unwrap_err();
+        assert!(e.message.contains("lease_secs"));
+        assert!(Config::from_toml_str("[cluster]\nbogus = 1\n").is_err());
+    }
 }

@@ -5,6 +5,8 @@
 //! nodes with the session moving, racing CONNECTs, and the faults: SIGKILL of a node, SIGSTOP
 //! past its lease (fencing), etcd stopped.
 
+#![cfg(feature = "cluster")]
+
 mod support;
 
 use std::collections::HashSet;

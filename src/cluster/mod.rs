@@ -26,8 +26,25 @@
 //! current-thread runtime; workers talk to it through [`Hub`], as they talk to each other
 //! through their mailboxes, and it posts into their mailboxes like any worker.
 
+#[cfg(feature = "cluster")]
 pub mod node;
 pub mod wire;
+
+/// Without the `cluster` feature: a clear refusal to start as a cluster node.
+#[cfg(not(feature = "cluster"))]
+pub mod node {
+    use std::sync::Arc;
+
+    pub fn spawn(
+        _shared: Arc<crate::broker::Shared>,
+    ) -> std::io::Result<(std::thread::JoinHandle<()>, std::net::SocketAddr)> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this ringmq was built without clustering: cargo build --release --features cluster \
+             (needs protoc: apt-get install protobuf-compiler)",
+        ))
+    }
+}
 
 use std::sync::atomic::AtomicBool;
 

@@ -188,6 +188,11 @@ fn sample_config_names_every_key_and_passes_check_config() {
             .into_iter()
             .map(|f| format!("tcp_keepalive.{f}")),
     );
+    want.extend(
+        fields_of::<ringmq::config::ClusterConfig>("")
+            .into_iter()
+            .map(|f| format!("cluster.{f}")),
+    );
     let missing: Vec<&String> = want.iter().filter(|f| !seen.contains(f)).collect();
     assert!(
         missing.is_empty(),

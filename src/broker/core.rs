@@ -89,6 +89,10 @@ pub enum Input<'a> {
     Tick,
 }
 
+/// A session that continues from another node of a cluster, with a will travelling with it
+/// (`takeover.rs`).
+pub(super) type RemoteSession = (Box<crate::session::Session>, Option<(Message, Instant)>);
+
 /// Something the shell must do, in order.
 #[derive(Debug)]
 pub enum Effect<'a> {
@@ -571,7 +575,7 @@ pub struct Core {
     pub(super) node_filters: crate::routing::remote::RemoteFilters,
     /// Sessions from another node waiting for the local take-over of a stale copy here
     /// (`takeover.rs`), by the claimant's slot.
-    pub(super) cluster_remote: hashbrown::HashMap<SessionKey, super::takeover::RemoteSession>,
+    pub(super) cluster_remote: hashbrown::HashMap<SessionKey, RemoteSession>,
     /// Mail for the cluster control thread posted since the last wake.
     wake_cluster: bool,
     /// While restoring a data dir: the filters added, for the other workers' views (instead

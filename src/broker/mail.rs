@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use bytestring::ByteString;
 
 use crate::ownership::SessionKey;
+use crate::protocol::ReasonCode;
 use crate::runtime::engine::ConnId;
 use crate::session::{ConnectRequest, Delivery, Message, Session, Subscription};
 
@@ -73,9 +74,9 @@ pub enum Mail {
     /// (`client_id`, `epoch`) can go (`persist.rs`).
     Stored { client_id: ByteString, epoch: u64 },
     /// To the cluster control thread (`crate::cluster`).
-    Cluster(crate::cluster::ToCluster),
+    Cluster(ToCluster),
     /// From the control thread: a claim of `cluster::ToCluster::Claim` answered.
-    ClusterClaimed(Box<crate::cluster::Claimed>),
+    ClusterClaimed(Box<Claimed>),
     /// From the control thread: some other node's sessions gained (`add`) or lost their
     /// first / last subscription to `filter`.
     NodeFilter { filter: ByteString, add: bool },
@@ -188,4 +189,53 @@ pub struct AuthResult {
     /// The CONNECT, password removed.
     pub req: ConnectRequest,
     pub ok: bool,
+}
+
+// --- the cluster control thread (`crate::cluster`) ------------------------------------
+
+/// A worker's request to the control thread.
+pub enum ToCluster {
+    /// An authenticated CONNECT: claim its client id cluster-wide (and take the session over
+    /// from the node that held it), then answer `Mail::ClusterClaimed`.
+    Claim(Box<Claim>),
+    /// The worker went on with a claim answered before (its local ownership is in place):
+    /// take-overs by other nodes that waited for it may go.
+    Claimed { client_id: ByteString },
+    /// The session of `client_id` under `epoch` ended on this node: remove its key if it is
+    /// still this claim's.
+    Release { client_id: ByteString, epoch: u64 },
+    /// A (non-shared) filter gained (`add`) or lost one (session, filter) subscription here.
+    Filter { filter: ByteString, add: bool },
+    /// A message published on this node, for the nodes whose filters match (retained ones:
+    /// for every node's store).
+    Publish(Message),
+}
+
+pub struct Claim {
+    pub worker: u16,
+    pub conn: ConnId,
+    pub epoch: u64,
+    pub req: ConnectRequest,
+}
+
+/// The control thread's answer to a [`Claim`].
+pub struct Claimed {
+    pub conn: ConnId,
+    pub epoch: u64,
+    pub req: ConnectRequest,
+    pub outcome: ClaimOutcome,
+}
+
+pub enum ClaimOutcome {
+    /// The id is ours; no other node held a session that continues (a session held on this
+    /// node is found by the local take-over as usual).
+    Owned,
+    /// The id is ours and the session continues from another node.
+    Session {
+        session: Box<Session>,
+        will: Option<(Message, std::time::Instant)>,
+    },
+    /// Refuse the CONNECT with this reason code (0x88 Server unavailable while etcd cannot
+    /// be reached or the node is fenced; 0x87 Not authorized when the holder refused).
+    Refused(ReasonCode),
 }

@@ -53,7 +53,7 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     pub next_assigned_id: AtomicU64,
     /// In a cluster: the way to the node's control thread (`crate::cluster`).
-    pub cluster: Option<Arc<crate::cluster::Hub>>,
+    pub cluster: Option<Arc<crate::cluster::hub::Hub>>,
 }
 
 impl Shared {
@@ -88,7 +88,7 @@ impl Shared {
             cluster: cfg
                 .cluster
                 .enabled()
-                .then(|| Arc::new(crate::cluster::Hub::new())),
+                .then(|| Arc::new(crate::cluster::hub::Hub::new())),
             auth,
             auth_jobs,
             cfg,

@@ -58,7 +58,7 @@
 
 use std::time::Instant;
 
-use super::core::{Core, Cutover, Link, Moved, OfflineSession, SessionState};
+use super::core::{Core, Cutover, Link, Moved, OfflineSession, RemoteSession, SessionState};
 use super::mail::{Claimant, Handoff, Mail, TakeOver};
 use crate::metrics::add;
 use crate::ownership::{Owner, SessionKey};
@@ -66,9 +66,6 @@ use crate::protocol::ReasonCode;
 use crate::session::{
     generate_client_id, will, ClientId, ConnectRequest, Delivery, Message, Session,
 };
-
-/// A session that continues from another node, with a will travelling with it.
-pub(super) type RemoteSession = (Box<Session>, Option<(Message, Instant)>);
 
 impl Core {
     /// An id for a CONNECT with an empty client id ("ringmq-{worker}-{n}"); the only place

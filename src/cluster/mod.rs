@@ -26,119 +26,22 @@
 //! current-thread runtime; workers talk to it through [`Hub`], as they talk to each other
 //! through their mailboxes, and it posts into their mailboxes like any worker.
 
+pub mod hub;
 #[cfg(feature = "cluster")]
 pub mod node;
 pub mod wire;
 
+pub use hub::Hub;
+
 /// Without the `cluster` feature: a clear refusal to start as a cluster node.
 #[cfg(not(feature = "cluster"))]
-pub mod node {
-    use std::sync::Arc;
+#[path = "node_off.rs"]
+pub mod node;
 
-    pub fn spawn(
-        _shared: Arc<crate::broker::Shared>,
-    ) -> std::io::Result<(std::thread::JoinHandle<()>, std::net::SocketAddr)> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "this ringmq was built without clustering: cargo build --release --features cluster \
-             (needs protoc: apt-get install protobuf-compiler)",
-        ))
-    }
-}
-
-use std::sync::atomic::AtomicBool;
-
-use bytestring::ByteString;
-use crossbeam_queue::SegQueue;
-
-use crate::broker::Mail;
-use crate::protocol::ReasonCode;
-use crate::runtime::engine::ConnId;
-use crate::session::{ConnectRequest, Message, Session};
+pub use crate::broker::mail::{Claim, ClaimOutcome, Claimed, ToCluster};
 
 /// The worker number that names the cluster control thread in mail (`Core::post`).
 pub const CLUSTER: u16 = u16::MAX;
-
-/// What the workers and the control thread share.
-pub struct Hub {
-    /// Mail for the control thread: [`ToCluster`] requests, and the take-over machinery's
-    /// answers to the control thread as a claimant (`Mail::Handoff`, `Mail::Forward`, ...).
-    pub inbox: SegQueue<Mail>,
-    pub notify: tokio::sync::Notify,
-    /// The node is fenced (its lease is lost): CONNECTs are refused until it rejoins.
-    pub fenced: AtomicBool,
-}
-
-impl Hub {
-    pub fn new() -> Hub {
-        Hub {
-            inbox: SegQueue::new(),
-            notify: tokio::sync::Notify::new(),
-            fenced: AtomicBool::new(false),
-        }
-    }
-
-    pub fn post(&self, mail: Mail) {
-        self.inbox.push(mail);
-    }
-
-    pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// A worker's request to the control thread.
-pub enum ToCluster {
-    /// An authenticated CONNECT: claim its client id cluster-wide (and take the session over
-    /// from the node that held it), then answer `Mail::ClusterClaimed`.
-    Claim(Box<Claim>),
-    /// The worker went on with a claim answered before (its local ownership is in place):
-    /// take-overs by other nodes that waited for it may go.
-    Claimed { client_id: ByteString },
-    /// The session of `client_id` under `epoch` ended on this node: remove its key if it is
-    /// still this claim's.
-    Release { client_id: ByteString, epoch: u64 },
-    /// A (non-shared) filter gained (`add`) or lost one (session, filter) subscription here.
-    Filter { filter: ByteString, add: bool },
-    /// A message published on this node, for the nodes whose filters match (retained ones:
-    /// for every node's store).
-    Publish(Message),
-}
-
-pub struct Claim {
-    pub worker: u16,
-    pub conn: ConnId,
-    pub epoch: u64,
-    pub req: ConnectRequest,
-}
-
-/// The control thread's answer to a [`Claim`].
-pub struct Claimed {
-    pub conn: ConnId,
-    pub epoch: u64,
-    pub req: ConnectRequest,
-    pub outcome: ClaimOutcome,
-}
-
-pub enum ClaimOutcome {
-    /// The id is ours; no other node held a session that continues (a session held on this
-    /// node is found by the local take-over as usual).
-    Owned,
-    /// The id is ours and the session continues from another node.
-    Session {
-        session: Box<Session>,
-        will: Option<(Message, std::time::Instant)>,
-    },
-    /// Refuse the CONNECT with this reason code (0x88 Server unavailable while etcd cannot
-    /// be reached or the node is fenced; 0x87 Not authorized when the holder refused).
-    Refused(ReasonCode),
-}
 
 /// The client id that names `client_id`'s key in etcd is the id itself; ids are UTF-8 without
 /// NUL (MQTT), so any of them is a valid key.

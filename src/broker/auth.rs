@@ -70,16 +70,13 @@ fn verify_one(shared: &Shared, job: VerifyJob) {
         _ => false,
     };
     req.password = None;
-    let w = worker as usize;
-    shared.mailboxes[w].push(Mail::AuthResult(Box::new(AuthResult {
+    let result = AuthResult {
         conn,
         peer,
         req,
         ok,
-    })));
-    if let Some(r) = shared.remotes.get() {
-        r[w].wake();
-    }
+    };
+    shared.post_from_outside(worker, Mail::AuthResult(Box::new(result)));
 }
 
 pub(super) fn verify_channel() -> (SyncSender<VerifyJob>, Receiver<VerifyJob>) {

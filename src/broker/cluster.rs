@@ -66,10 +66,7 @@ impl Core {
         match (idx, outcome) {
             (Some(idx), ClaimOutcome::Refused(code)) => {
                 self.drive(idx, now, |c, out| c.refuse_connect(code, now, out));
-                self.tell_cluster(ToCluster::Claimed {
-                    client_id: client_id.clone(),
-                });
-                self.tell_cluster(ToCluster::Release { client_id, epoch });
+                self.give_up_claim(client_id, epoch);
             }
             (Some(idx), ClaimOutcome::Owned) => {
                 self.connect_owned(idx, req, epoch, None, now);
@@ -118,12 +115,18 @@ impl Core {
                         self.publish_carried(will, now);
                     }
                 }
-                self.tell_cluster(ToCluster::Claimed {
-                    client_id: client_id.clone(),
-                });
-                self.tell_cluster(ToCluster::Release { client_id, epoch });
+                self.give_up_claim(client_id, epoch);
             }
         }
+    }
+
+    /// A claim answered but not taken up: the control thread may go on with the id, and its
+    /// key goes if it is still this claim's.
+    fn give_up_claim(&mut self, client_id: ByteString, epoch: u64) {
+        self.tell_cluster(ToCluster::Claimed {
+            client_id: client_id.clone(),
+        });
+        self.tell_cluster(ToCluster::Release { client_id, epoch });
     }
 
     /// The session of `client_id` under `epoch` ended here (`release_ownership`).
@@ -164,25 +167,7 @@ impl Core {
     /// 0x8B, wills as at a shutdown) and every session ends, since other nodes may own the
     /// ids now; sessions of connections still closing end at their close (`fenced`).
     pub(super) fn on_fence(&mut self, now: Instant) {
-        let idxs: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
-        for idx in idxs {
-            if self
-                .clients
-                .get(idx)
-                .is_none_or(|c| c.link != super::core::Link::Open)
-            {
-                continue;
-            }
-            self.drive(idx, now, |c, out| c.shutdown(now, out));
-            self.run_work(now);
-            if self
-                .clients
-                .get(idx)
-                .is_some_and(|c| c.link == super::core::Link::Open)
-            {
-                self.close_client(idx, None, now);
-            }
-        }
+        self.shut_every_client(now);
         let offline: Vec<_> = self
             .sessions
             .iter()

@@ -2007,6 +2007,12 @@ impl Core {
     /// Graceful shutdown: tell every client, publish wills, close.
     fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
+        self.shut_every_client(now);
+    }
+
+    /// Tell every connected client the broker goes away (MQTT 5: DISCONNECT 0x8B; wills as
+    /// their state machines decide) and close its connection.
+    pub(super) fn shut_every_client(&mut self, now: Instant) {
         let idxs: Vec<usize> = self.clients.iter().map(|(i, _)| i).collect();
         for idx in idxs {
             if self.clients.get(idx).is_none_or(|c| c.link != Link::Open) {

@@ -94,21 +94,7 @@ impl Core {
     /// (the message then goes nowhere; see the module header), true otherwise.
     fn route(&mut self, msg: Message, now: Instant, ask: bool) -> bool {
         if msg.retain && self.shared.cfg.retain_available {
-            let mut store = self.shared.retained.lock();
-            let stored = if msg.payload.is_empty() {
-                store.remove(&msg.topic);
-                true
-            } else if store.set(&msg.topic, msg.clone()).is_err() {
-                tracing::warn!(topic = %msg.topic, "retained topic too deep, not stored");
-                false
-            } else {
-                true
-            };
-            // The version is taken under the store's lock: versions order the changes.
-            let version =
-                stored.then(|| self.shared.retain_version.fetch_add(1, Ordering::Relaxed) + 1);
-            drop(store);
-            if let Some(v) = version {
+            if let Some(v) = self.shared.store_retained(&msg) {
                 let m = (!msg.payload.is_empty()).then_some(&msg);
                 self.persist_retain(v, &msg.topic, m);
             }

@@ -98,6 +98,39 @@ impl Shared {
     pub fn workers(&self) -> usize {
         self.mailboxes.len()
     }
+
+    /// Mail to worker `w` from a thread that is not a worker (password verification, the
+    /// cluster control thread): counted against `worker_mailbox_limit` as `Core::post`
+    /// counts it, pushed, and the worker woken.
+    pub fn post_from_outside(&self, w: u16, mail: Mail) {
+        let w = w as usize;
+        let bytes = mail.payload_bytes();
+        if bytes > 0 {
+            self.mailbox_bytes[w].fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.mailboxes[w].push(mail);
+        if let Some(r) = self.remotes.get() {
+            r[w].wake();
+        }
+    }
+
+    /// Apply a retained PUBLISH to the retained store (an empty payload deletes). Returns
+    /// the change's version, taken under the store's lock so versions order the changes;
+    /// `None` when nothing changed (a topic too deep to store).
+    pub fn store_retained(&self, msg: &Message) -> Option<u64> {
+        let mut store = self.retained.lock();
+        if msg.payload.is_empty() {
+            store.remove(&msg.topic);
+        } else if store.set(&msg.topic, msg.clone()).is_err() {
+            tracing::warn!(topic = %msg.topic, "retained topic too deep, not stored");
+            return None;
+        }
+        Some(
+            self.retain_version
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1,
+        )
+    }
 }
 
 fn limits_from(cfg: &Config) -> ProtocolLimits {

@@ -308,15 +308,7 @@ impl Node {
     }
 
     fn post(&self, worker: u16, mail: Mail) {
-        let w = worker as usize;
-        let bytes = mail.payload_bytes();
-        if bytes > 0 {
-            self.shared.mailbox_bytes[w].fetch_add(bytes, Ordering::Relaxed);
-        }
-        self.shared.mailboxes[w].push(mail);
-        if let Some(r) = self.shared.remotes.get() {
-            r[w].wake();
-        }
+        self.shared.post_from_outside(worker, mail);
     }
 
     fn on_claim(&mut self, c: Box<Claim>) {
@@ -324,28 +316,18 @@ impl Node {
         let id = self.next_id;
         self.next_id += 1;
         *self.claiming.entry((*c.req.client_id).clone()).or_default() += 1;
-        if self.hub.fenced.load(Ordering::Acquire) || self.lease.is_none() {
-            self.pending.insert(
-                id,
-                Pending {
-                    key: String::new(),
-                    claim: c,
-                    remote: None,
-                },
-            );
-            self.answer(id, ClaimOutcome::Refused(ReasonCode::SERVER_UNAVAILABLE));
-            return;
-        }
         let key = client_key(&self.prefix, &c.req.client_id);
-        self.pending.insert(
-            id,
-            Pending {
-                claim: c,
-                key,
-                remote: None,
-            },
-        );
-        self.claim_queue.push_back(id);
+        let pending = Pending {
+            claim: c,
+            key,
+            remote: None,
+        };
+        self.pending.insert(id, pending);
+        if self.hub.fenced.load(Ordering::Acquire) || self.lease.is_none() {
+            self.answer(id, ClaimOutcome::Refused(ReasonCode::SERVER_UNAVAILABLE));
+        } else {
+            self.claim_queue.push_back(id);
+        }
     }
 
     /// Answer a claim to its worker.
@@ -690,64 +672,43 @@ impl Node {
     // --- routing -------------------------------------------------------------------------
 
     fn on_local_filter(&mut self, filter: ByteString, add: bool) {
-        let n = self.local_filters.entry(filter.clone()).or_insert(0);
-        let before = *n;
-        if add {
-            *n += 1;
-        } else {
-            *n = n.saturating_sub(1);
-        }
-        let after = *n;
-        if after == 0 {
-            self.local_filters.remove(&filter);
-        }
-        if (before == 0) != (after == 0) {
-            let names: Vec<String> = self.peers.keys().cloned().collect();
-            for p in names {
-                self.send(
-                    &p,
-                    Frame::Filter {
-                        filter: filter.clone(),
-                        add,
-                    },
-                );
+        if count_change(&mut self.local_filters, &filter, add) {
+            for p in self.peers.values() {
+                let _ = p.tx.send(Frame::Filter {
+                    filter: filter.clone(),
+                    add,
+                });
             }
         }
     }
 
     /// A message published here: once to each node with a matching filter; retained ones to
     /// every node (for its store).
-    fn forward(&mut self, msg: Message) {
-        let mut matching: HashSet<u16> = HashSet::new();
-        self.trie.matches(&msg.topic, |n, _| {
-            matching.insert(n);
-        });
-        let names: Vec<(String, u16)> = self
-            .peers
-            .keys()
-            .filter_map(|p| self.node_index.get(p).map(|&i| (p.clone(), i)))
-            .collect();
-        for (p, i) in names {
-            let route = matching.contains(&i);
+    fn forward(&self, msg: Message) {
+        // Nodes with a matching filter (one trie entry per filter and node: few, and
+        // possibly repeated).
+        let mut matching: Vec<u16> = Vec::new();
+        self.trie.matches(&msg.topic, |n, _| matching.push(n));
+        let size = msg.queued_size() + 64;
+        for (name, peer) in &self.peers {
+            let route = self
+                .node_index
+                .get(name)
+                .is_some_and(|i| matching.contains(i));
             if !route && !msg.retain {
                 continue;
             }
-            let size = msg.queued_size() + 64;
-            let peer = &self.peers[&p];
             if peer.queued.load(Ordering::Relaxed) + size > self.shared.cfg.cluster.peer_queue_bytes
             {
                 add(&self.metrics.cluster_drops, 1);
                 continue;
             }
             add(&self.metrics.cluster_forwarded, 1);
-            self.send(
-                &p,
-                Frame::Publish {
-                    seq: 0,
-                    route,
-                    msg: msg.clone(),
-                },
-            );
+            let _ = peer.tx.send(Frame::Publish {
+                seq: 0,
+                route,
+                msg: msg.clone(),
+            });
         }
     }
 
@@ -778,14 +739,7 @@ impl Node {
         } else {
             self.trie.remove(&filter, i);
         }
-        let n = self.filter_nodes.entry(filter.clone()).or_insert(0);
-        let before = *n;
-        *n = if add { *n + 1 } else { n.saturating_sub(1) };
-        let after = *n;
-        if after == 0 {
-            self.filter_nodes.remove(&filter);
-        }
-        if (before == 0) != (after == 0) {
+        if count_change(&mut self.filter_nodes, &filter, add) {
             for w in 0..self.shared.workers() as u16 {
                 self.post(
                     w,
@@ -814,14 +768,7 @@ impl Node {
     fn deliver(&mut self, msg: Message, route: bool) {
         add(&self.metrics.cluster_received, 1);
         if msg.retain && self.shared.cfg.retain_available {
-            let mut store = self.shared.retained.lock();
-            if msg.payload.is_empty() {
-                store.remove(&msg.topic);
-            } else {
-                let _ = store.set(&msg.topic, msg.clone());
-            }
-            drop(store);
-            self.shared.retain_version.fetch_add(1, Ordering::Relaxed);
+            self.shared.store_retained(&msg);
         }
         if !route {
             return;
@@ -1014,9 +961,7 @@ impl Node {
             Frame::Retained(msg) => {
                 if self.shared.cfg.retain_available {
                     let mut store = self.shared.retained.lock();
-                    let mut have = false;
-                    store.matching(&msg.topic, |_| have = true);
-                    if !have {
+                    if store.get(&msg.topic).is_none() {
                         let topic = msg.topic.clone();
                         let _ = store.set(&topic, msg);
                     }
@@ -1025,6 +970,28 @@ impl Node {
             f @ Frame::TakeOver { .. } => self.serve_takeover(node, f),
             Frame::Handoff { token, outcome, .. } => self.on_remote_handoff(token, outcome),
             Frame::Hello { .. } | Frame::Ack { .. } => {}
+        }
+    }
+}
+
+/// Count one more (`add`) or one fewer of `key`, dropping it at zero; true when the count
+/// went from 0 to 1 or from 1 to 0 (what the other side of a view must hear of).
+fn count_change(counts: &mut HashMap<ByteString, u32>, key: &ByteString, add: bool) -> bool {
+    if add {
+        let n = counts.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n == 1
+    } else {
+        match counts.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                counts.remove(key);
+                true
+            }
+            None => false,
         }
     }
 }
@@ -1392,21 +1359,13 @@ fn take_frame(
     out: Option<&mut Vec<u8>>,
 ) {
     let seq = *next_seq;
-    let sequenced = match &mut f {
-        Frame::Publish { seq: s, .. }
-        | Frame::TakeOver { seq: s, .. }
-        | Frame::Handoff { seq: s, .. } => {
-            *s = seq;
-            true
-        }
-        _ => false,
-    };
-    if !sequenced {
+    let Some(s) = f.seq_mut() else {
         if let Some(out) = out {
             wire::encode(&f, out);
         }
         return;
-    }
+    };
+    *s = seq;
     *next_seq += 1;
     let mut b = Vec::new();
     wire::encode(&f, &mut b);
@@ -1415,4 +1374,54 @@ fn take_frame(
     }
     queued.fetch_add(b.len(), Ordering::Relaxed);
     unacked.push_back((seq, b));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_changes_report_only_the_first_and_the_last() {
+        let mut m = HashMap::new();
+        let k = ByteString::from("a/#");
+        assert!(count_change(&mut m, &k, true), "first");
+        assert!(!count_change(&mut m, &k, true));
+        assert!(!count_change(&mut m, &k, false));
+        assert!(count_change(&mut m, &k, false), "last");
+        assert!(m.is_empty());
+        // A removal of what is not counted changes nothing.
+        assert!(!count_change(&mut m, &k, false));
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn a_frame_is_kept_until_acknowledged_only_if_sequenced() {
+        let (mut next, mut unacked, queued) = (1u64, VecDeque::new(), AtomicUsize::new(0));
+        let mut out = Vec::new();
+        take_frame(
+            Frame::Ack { seq: 9 },
+            &mut next,
+            &mut unacked,
+            &queued,
+            Some(&mut out),
+        );
+        assert!(unacked.is_empty() && !out.is_empty() && next == 1);
+        take_frame(
+            Frame::Handoff {
+                seq: 0,
+                token: 1,
+                outcome: Outcome::None,
+            },
+            &mut next,
+            &mut unacked,
+            &queued,
+            None,
+        );
+        assert_eq!((next, unacked.len()), (2, 1));
+        assert_eq!(queued.load(Ordering::Relaxed), unacked[0].1.len());
+        match wire::decode(&unacked[0].1).unwrap() {
+            Some((f, _)) => assert_eq!(f.seq(), Some(1)),
+            None => panic!("incomplete"),
+        }
+    }
 }

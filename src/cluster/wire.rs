@@ -85,6 +85,16 @@ impl Frame {
             _ => None,
         }
     }
+
+    /// Its sequence number to set, if it is a sequenced frame.
+    pub fn seq_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Frame::Publish { seq, .. }
+            | Frame::TakeOver { seq, .. }
+            | Frame::Handoff { seq, .. } => Some(seq),
+            _ => None,
+        }
+    }
 }
 
 /// Append `f` to `out`.

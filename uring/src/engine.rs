@@ -695,17 +695,20 @@ mod imp {
         rl.rlim_cur.min(u32::MAX as u64) as u32
     }
 
-    fn build_ring(entries: u32) -> io::Result<(IoUring, bool)> {
-        let cq = entries.saturating_mul(4).max(64);
-        let fancy = IoUring::builder()
-            .setup_cqsize(cq)
+    /// A ring with `cq` completion entries: single issuer with deferred task work (and,
+    /// with `disabled`, created disabled until the thread that runs it enables it) where the
+    /// kernel has them, else a plain one. The flag says which.
+    fn build_with(entries: u32, cq: u32, disabled: bool) -> io::Result<(IoUring, bool)> {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq)
             .setup_submit_all()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .setup_taskrun_flag()
-            .setup_r_disabled()
-            .build(entries);
-        match fancy {
+            .setup_taskrun_flag();
+        if disabled {
+            b.setup_r_disabled();
+        }
+        match b.build(entries) {
             Ok(r) => Ok((r, true)),
             Err(_) => Ok((
                 IoUring::builder()
@@ -717,6 +720,10 @@ mod imp {
         }
     }
 
+    fn build_ring(entries: u32) -> io::Result<(IoUring, bool)> {
+        build_with(entries, entries.saturating_mul(4).max(64), true)
+    }
+
     /// A secondary ring (see [`Shard`]), built on the thread that runs the engine, like the
     /// primary one with deferred task work: its completions are run only when the engine
     /// enters it (`Inner::enter_secondaries`, whenever its IORING_SQ_TASKRUN flag says work is
@@ -725,21 +732,7 @@ mod imp {
     fn build_secondary(entries: u32) -> io::Result<IoUring> {
         // Room for a burst of completions from a full table (closing 20,000 connections at
         // once gives three each); beyond it they wait in the kernel's overflow list.
-        let cq = entries.saturating_mul(16).max(64);
-        let fancy = IoUring::builder()
-            .setup_cqsize(cq)
-            .setup_submit_all()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_taskrun_flag()
-            .build(entries);
-        match fancy {
-            Ok(r) => Ok(r),
-            Err(_) => IoUring::builder()
-                .setup_cqsize(cq)
-                .setup_submit_all()
-                .build(entries),
-        }
+        build_with(entries, entries.saturating_mul(16).max(64), false).map(|(r, _)| r)
     }
 
     impl Shard {

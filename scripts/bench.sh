@@ -36,17 +36,11 @@ fi
 RINGMQ_BIN=${RINGMQ_BIN:-$TARGET/release/ringmq}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 
-cpu_ticks() { # "utime stime" of a pid, in clock ticks
+cpu_ticks_pair() { # "utime stime" of a pid, in clock ticks
     sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12, $13}'
 }
 
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+. scripts/lib.sh # free_port, cpu_ticks, wait_port
 
 start_broker() { # name port -> echoes pid, or nothing
     local name=$1 port=$2
@@ -83,11 +77,11 @@ for b in $BROKERS; do
     port=$((port + 1))
     pid=$(start_broker "$b" "$port") || { echo "$b: skipped" >&2; continue; }
     echo "== $b (pid $pid, cpu $BROKER_CPU) :: ringmq-load ${ARGS[*]} (cpu $GEN_CPU)" >&2
-    t0=$(cpu_ticks "$pid")
+    t0=$(cpu_ticks_pair "$pid")
     $RT taskset -c "$GEN_CPU" "$LOAD_BIN" "${ARGS[@]}" --host 127.0.0.1 --port "$port" --quiet \
         --json "$OUT/$b.json" 2>"$OUT/$b.txt"
     echo "   exit code $?" >&2
-    t1=$(cpu_ticks "$pid")
+    t1=$(cpu_ticks_pair "$pid")
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     # Not our child (started in a subshell): wait for the clean stop to finish.

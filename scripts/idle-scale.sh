@@ -41,7 +41,7 @@ LOAD=target/release/ringmq-load
 command -v mosquitto >/dev/null || { echo "mosquitto not installed: apt-get install mosquitto" >&2; exit 1; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. scripts/lib.sh # free_port, cpu_ticks, wait_port
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 TCK=$(getconf CLK_TCK)
 

@@ -49,7 +49,7 @@ RINGMQ=target/release/ringmq
 LOAD=target/release/ringmq-load
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+. scripts/lib.sh # free_port, cpu_ticks, wait_port
 slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 established() { ss -Htn state established "( sport = :$1 )" | wc -l; }
 # Connections the broker holds: its own gauge for ringmq (ss over a million sockets costs a
@@ -61,7 +61,6 @@ current() { # name port
     established "$2"
   fi
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TCK=$(getconf CLK_TCK)
 
 # Source address ranges: 40 addresses split between the generator processes.

@@ -32,7 +32,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+. scripts/lib.sh # free_port, cpu_ticks, wait_port
 count() { grep -c '^msg-' "$1" || true; }
 
 # Wait until broker `$1` on port `$2` delivers a probe to every subscriber.

@@ -102,7 +102,7 @@ trap 'echo "interrupted" >&2; exit 130' INT TERM
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/soak.log" >&2; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
+. scripts/lib.sh # free_port, cpu_ticks, wait_port
 established() { ss -Htn state established "( sport = :$PORT )" | wc -l; }
 scrape() { # -> "name value" lines (ringmq_ prefix stripped), empty on failure
     curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |

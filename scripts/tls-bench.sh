@@ -48,14 +48,7 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 chmod 755 "$OUT" && chmod 644 ./*.pem server.key
 cd "$ROOT"
 
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+. scripts/lib.sh # free_port, cpu_ticks, wait_port
 cpu_secs() { echo "scale=2; ($2 - $1) / $TICK" | bc; }
 
 start() { # name port -> pid

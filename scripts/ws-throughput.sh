@@ -65,17 +65,7 @@ fi
 [[ -x $RINGMQ_BIN ]] || { echo "no ringmq binary at $RINGMQ_BIN" >&2; exit 1; }
 [[ -x $MOSQUITTO_BIN ]] || echo "mosquitto not installed: its rows are skipped" >&2
 
-free_port() { # a loopback port free right now (the broker binds it right after)
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'; }
-wait_port() {
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+. scripts/lib.sh # free_port, cpu_ticks, wait_port
 stop() { # pid: SIGTERM, then wait up to 10 s for it to go
     kill "$1" 2>/dev/null
     for _ in $(seq 1 200); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done

@@ -13,6 +13,9 @@ use ringmq::broker::BrokerHandle;
 use ringmq::config::Config;
 use ringmq::protocol::*;
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
+
 pub struct TestBroker {
     pub handle: Option<BrokerHandle>,
     /// The shared (SO_REUSEPORT) address.

@@ -77,11 +77,25 @@ pub enum Mode {
     Fanout,
 }
 
+/// Where clients go when `--host` is given more than once.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Round-robin, and the second member of a pair (pubsub p2p's publisher i, takeover's
+    /// new connection i) on the host after its first member's: every pair crosses nodes.
+    Cross,
+    /// Round-robin over all clients in plan order.
+    Spread,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Broker host, repeatable (clients are spread round-robin). May carry :port.
+    /// Broker host, repeatable (e.g. every node of a cluster). May carry :port. The summary
+    /// then has a line per host.
     #[arg(long = "host", short = 'H', default_value = "127.0.0.1")]
     pub hosts: Vec<String>,
+    /// With several --host: cross (pairs cross hosts) or spread (plain round-robin).
+    #[arg(long, value_enum, default_value_t = Placement::Cross)]
+    pub placement: Placement,
     #[arg(long, short = 'p', default_value_t = 1883)]
     pub port: u16,
     /// Number of clients (pairs for pubsub p2p).

@@ -1,6 +1,6 @@
 //! Scenario setup, the control loop (phases, live line, hard stop) and the summary.
 
-use crate::opts::{expand, resolve_hosts, wildcard, Common, Mode, Scenario};
+use crate::opts::{expand, resolve_hosts, wildcard, Common, Mode, Placement, Scenario};
 use crate::stamp::now_ns;
 use crate::stats::{Shared, StreamKey, ThreadResult};
 use crate::worker::{reserve_fd_table, ClientSpec, Config, Role, Worker, FDS_PER_WORKER};
@@ -47,6 +47,9 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
     let n = o.clients;
     let base = o.start_index;
     let mut roles: Vec<(String, Role)> = Vec::new(); // (client id suffix, role)
+                                                     // The host of each role where it is not plain round-robin: (index in `roles`, host).
+    let mut placed: HashMap<usize, usize> = HashMap::new();
+    let cross = usize::from(o.placement == Placement::Cross && hosts.len() > 1);
     let mut expected = Vec::new();
     let mut fan = 0;
     let id = |k: u32| format!("{}{}", o.prefix, k);
@@ -82,6 +85,7 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
                     ));
                 }
                 for i in 0..n {
+                    placed.insert(roles.len(), (i as usize + cross) % hosts.len());
                     roles.push((
                         format!("{}p{}", o.prefix, base + i),
                         Role::Pub {
@@ -132,7 +136,10 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
         },
         Scenario::Takeover(_) => {
             (0..n).for_each(|i| roles.push((id(base + i), Role::Old)));
-            (0..n).for_each(|i| roles.push((id(base + i), Role::New)));
+            for i in 0..n {
+                placed.insert(roles.len(), (i as usize + cross) % hosts.len());
+                roles.push((id(base + i), Role::New));
+            }
         }
         Scenario::Keepalive(_) => {
             roles.push((
@@ -168,11 +175,13 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
             _ => {}
         }
         let k32 = k as u32;
+        let host = placed.get(&k).copied().unwrap_or(k % hosts.len());
         p.specs.push(ClientSpec {
             idx: k32,
             client_id: cid,
             role,
-            addr: hosts[k % hosts.len()],
+            addr: hosts[host],
+            host,
             source: if sources.is_empty() {
                 None
             } else {
@@ -225,6 +234,7 @@ fn hist_line(name: &str, h: &Histogram<u64>) -> String {
 pub fn run(sc: &Scenario) -> Result<Report, String> {
     let o: &Common = sc.common().ok_or("not a load scenario")?;
     let p = plan(sc)?;
+    let hosts = resolve_hosts(&o.hosts, o.port)?;
     let threads = o.threads.max(1) as usize;
     let mut per: Vec<Vec<ClientSpec>> = vec![Vec::new(); threads];
     for s in &p.specs {
@@ -280,6 +290,7 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             rate: total_rate * share,
             count,
             late_ns: 1_000_000,
+            hosts: hosts.len(),
         };
         let w = Worker::new(specs, cfg, sh.clone())?;
         remotes.extend(w.remote());
@@ -543,6 +554,31 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
         );
     }
     m.insert("first_error".into(), json!(res.first_error));
+    // Per host (a cluster's nodes): where the clients connected, what its publishers sent and
+    // its subscribers received.
+    let per_host: Vec<Value> = hosts
+        .iter()
+        .zip(&res.hosts)
+        .map(|(a, h)| {
+            let mut hm = serde_json::Map::new();
+            hm.insert("host".into(), json!(a.to_string()));
+            hm.insert("connects".into(), json!(h.connects));
+            hm.insert("connect_rate".into(), json!(h.connect_rate()));
+            hm.insert("connect_errors".into(), json!(h.connect_errors));
+            hm.insert("connack_errors".into(), json!(h.connack_errors));
+            hm.insert("closed".into(), json!(h.closed));
+            hm.insert("sent".into(), json!(h.sent));
+            hm.insert("received".into(), json!(h.recv));
+            hm.insert("recv_rate".into(), json!(rate(h.recv)));
+            hist_json("latency", &h.lat, &mut hm);
+            hist_json("connect", &h.connect_lat, &mut hm);
+            if matches!(sc, Scenario::Takeover(_)) {
+                hist_json("takeover", &h.takeover_lat, &mut hm);
+            }
+            Value::Object(hm)
+        })
+        .collect();
+    m.insert("hosts".into(), Value::Array(per_host));
 
     // Text summary.
     eprintln!("---- ringmq-load {} summary ----", sc.name());
@@ -603,6 +639,36 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             Shared::get(&sh.ka_closed)
         );
     }
+    if hosts.len() > 1 {
+        for (a, h) in hosts.iter().zip(&res.hosts) {
+            let mut line = format!(
+                "host {a}: connects={} ({:.0} CONNACKs/s) connect_errors={} connack_errors={} closed={} sent={} recv={} ({:.0}/s)",
+                h.connects,
+                h.connect_rate(),
+                h.connect_errors,
+                h.connack_errors,
+                h.closed,
+                h.sent,
+                h.recv,
+                rate(h.recv),
+            );
+            if !h.lat.is_empty() {
+                line += &format!(
+                    " latency p50={}us p99={}us",
+                    pct(&h.lat, 0.5),
+                    pct(&h.lat, 0.99)
+                );
+            }
+            if !h.takeover_lat.is_empty() {
+                line += &format!(
+                    " takeover p50={}us p99={}us",
+                    pct(&h.takeover_lat, 0.5),
+                    pct(&h.takeover_lat, 0.99)
+                );
+            }
+            eprintln!("{line}");
+        }
+    }
     if let Some(e) = &res.first_error {
         eprintln!("first error: {e}");
     }
@@ -638,4 +704,74 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
         duplicates,
         late,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opts::Cli;
+    use clap::Parser;
+
+    fn specs(args: &[&str]) -> Vec<ClientSpec> {
+        let mut v = vec!["ringmq-load"];
+        v.extend_from_slice(args);
+        plan(&Cli::try_parse_from(v).unwrap().scenario)
+            .unwrap()
+            .specs
+    }
+
+    const HOSTS: [&str; 6] = [
+        "--host",
+        "127.0.0.1:1001",
+        "--host",
+        "127.0.0.1:1002",
+        "--host",
+        "127.0.0.1:1003",
+    ];
+
+    #[test]
+    fn cross_placement_puts_every_pair_on_two_hosts() {
+        let mut a = vec!["pubsub", "--mode", "p2p", "--clients", "6"];
+        a.extend_from_slice(&HOSTS);
+        let s = specs(&a);
+        let host_of = |id: &str| s.iter().find(|c| c.client_id == id).unwrap().host;
+        for i in 0..6 {
+            let (sub, publ) = (
+                host_of(&format!("rmqload-s{i}")),
+                host_of(&format!("rmqload-p{i}")),
+            );
+            assert_ne!(sub, publ, "pair {i} on one host");
+            assert_eq!(publ, (sub + 1) % 3);
+        }
+        // Every host gets its share of clients.
+        for h in 0..3 {
+            assert_eq!(s.iter().filter(|c| c.host == h).count(), 4);
+        }
+        let mut a = vec!["takeover", "--clients", "6"];
+        a.extend_from_slice(&HOSTS);
+        let s = specs(&a);
+        for i in 0..6 {
+            let id = format!("rmqload-{i}");
+            let both: Vec<_> = s.iter().filter(|c| c.client_id == id).collect();
+            assert!(matches!(both[0].role, Role::Old) && matches!(both[1].role, Role::New));
+            assert_ne!(both[0].host, both[1].host, "take-over {i} on one host");
+            assert_eq!(
+                both[0].addr,
+                resolve_hosts(&[HOSTS[1 + 2 * both[0].host].into()], 0).unwrap()[0]
+            );
+        }
+    }
+
+    #[test]
+    fn spread_placement_is_round_robin() {
+        let mut a = vec!["takeover", "--clients", "6", "--placement", "spread"];
+        a.extend_from_slice(&HOSTS);
+        for (k, c) in specs(&a).iter().enumerate() {
+            assert_eq!(c.host, k % 3);
+        }
+        // One host: everything there, whatever the placement.
+        for c in specs(&["pubsub", "--clients", "4"]) {
+            assert_eq!(c.host, 0);
+        }
+    }
 }

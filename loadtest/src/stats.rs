@@ -112,6 +112,77 @@ impl Track {
 /// Key of a receive stream: (receiver group, publisher id).
 pub type StreamKey = (u32, u32);
 
+/// The figures of the clients of one `--host` (a node of a cluster): connections by where
+/// they connected, messages sent by its publishers and received by its subscribers.
+#[derive(Clone)]
+pub struct HostResult {
+    pub connects: u64,
+    pub connect_errors: u64,
+    pub connack_errors: u64,
+    pub closed: u64,
+    pub sent: u64,
+    pub recv: u64,
+    /// CLOCK_MONOTONIC ns of its first connect attempt (0 = none).
+    pub first_connect_ns: u64,
+    /// CLOCK_MONOTONIC ns of its latest successful CONNACK.
+    pub last_connack_ns: u64,
+    pub connect_lat: Histogram<u64>,
+    pub takeover_lat: Histogram<u64>,
+    /// Latency of the messages its subscribers received.
+    pub lat: Histogram<u64>,
+}
+
+impl HostResult {
+    pub fn new() -> Self {
+        HostResult {
+            connects: 0,
+            connect_errors: 0,
+            connack_errors: 0,
+            closed: 0,
+            sent: 0,
+            recv: 0,
+            first_connect_ns: 0,
+            last_connack_ns: 0,
+            connect_lat: new_hist(),
+            takeover_lat: new_hist(),
+            lat: new_hist(),
+        }
+    }
+
+    pub fn merge(&mut self, o: &HostResult) {
+        self.connects += o.connects;
+        self.connect_errors += o.connect_errors;
+        self.connack_errors += o.connack_errors;
+        self.closed += o.closed;
+        self.sent += o.sent;
+        self.recv += o.recv;
+        self.first_connect_ns = match (self.first_connect_ns, o.first_connect_ns) {
+            (0, b) => b,
+            (a, 0) => a,
+            (a, b) => a.min(b),
+        };
+        self.last_connack_ns = self.last_connack_ns.max(o.last_connack_ns);
+        let _ = self.connect_lat.add(&o.connect_lat);
+        let _ = self.takeover_lat.add(&o.takeover_lat);
+        let _ = self.lat.add(&o.lat);
+    }
+
+    /// CONNACKs per second from its first connect attempt to its last CONNACK.
+    pub fn connect_rate(&self) -> f64 {
+        if self.first_connect_ns > 0 && self.last_connack_ns > self.first_connect_ns {
+            self.connects as f64 / ((self.last_connack_ns - self.first_connect_ns) as f64 / 1e9)
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Default for HostResult {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub struct ThreadResult {
     pub lat: Histogram<u64>,
     pub connect_lat: Histogram<u64>,
@@ -123,6 +194,8 @@ pub struct ThreadResult {
     pub sent_per_pub: Vec<(u32, u64)>,
     pub max_late_ns: u64,
     pub first_error: Option<String>,
+    /// Per `--host`, in the order given.
+    pub hosts: Vec<HostResult>,
 }
 
 impl ThreadResult {
@@ -137,6 +210,7 @@ impl ThreadResult {
             sent_per_pub: Vec::new(),
             max_late_ns: 0,
             first_error: None,
+            hosts: Vec::new(),
         }
     }
 
@@ -153,6 +227,12 @@ impl ThreadResult {
         self.max_late_ns = self.max_late_ns.max(o.max_late_ns);
         if self.first_error.is_none() {
             self.first_error = o.first_error;
+        }
+        if self.hosts.len() < o.hosts.len() {
+            self.hosts.resize_with(o.hosts.len(), HostResult::new);
+        }
+        for (a, b) in self.hosts.iter_mut().zip(&o.hosts) {
+            a.merge(b);
         }
     }
 }
@@ -179,5 +259,27 @@ mod tests {
         b.add(130);
         a.merge(&b);
         assert_eq!((a.unique, a.dups, a.max_seq), (3, 2, Some(130)));
+    }
+
+    #[test]
+    fn host_figures_merge_per_host() {
+        let mut a = ThreadResult::new();
+        a.hosts = vec![HostResult::new(), HostResult::new()];
+        a.hosts[0].connects = 2;
+        a.hosts[0].first_connect_ns = 1_000_000_000;
+        a.hosts[0].last_connack_ns = 1_500_000_000;
+        let mut b = ThreadResult::new();
+        b.hosts = vec![HostResult::new(), HostResult::new()];
+        b.hosts[0].connects = 3;
+        b.hosts[0].first_connect_ns = 500_000_000;
+        b.hosts[0].last_connack_ns = 1_200_000_000;
+        b.hosts[1].sent = 7;
+        a.merge(b);
+        assert_eq!(a.hosts[0].connects, 5);
+        assert_eq!(a.hosts[0].first_connect_ns, 500_000_000);
+        assert_eq!(a.hosts[0].last_connack_ns, 1_500_000_000);
+        assert_eq!(a.hosts[1].sent, 7);
+        // 5 CONNACKs in the 1 s from the first attempt to the last CONNACK.
+        assert!((a.hosts[0].connect_rate() - 5.0).abs() < 1e-9);
     }
 }

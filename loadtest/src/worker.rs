@@ -21,7 +21,7 @@
 //!   after that (the summary is being printed from the shared counters meanwhile).
 
 use crate::stamp::{now_ns, read_payload, write_payload, Stamp};
-use crate::stats::{Shared, ThreadResult};
+use crate::stats::{HostResult, Shared, ThreadResult};
 use crate::wire::{self, ConnectOpts, Packet, Version, Will};
 use ringmq_uring::engine::{ConnId, Engine, EngineConfig, Handler, Io, Remote};
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +56,8 @@ pub struct ClientSpec {
     pub client_id: String,
     pub role: Role,
     pub addr: SocketAddr,
+    /// Index of `addr` among the `--host` values (its figures in the per-host summary).
+    pub host: usize,
     pub source: Option<IpAddr>,
 }
 
@@ -77,6 +79,8 @@ pub struct Config {
     pub count: Option<u64>,
     /// a send later than this after its intended time counts as late
     pub late_ns: u64,
+    /// number of `--host` values
+    pub hosts: usize,
 }
 
 /// Normal descriptors one worker holds at most at once: a burst of new sockets (each open
@@ -234,6 +238,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(specs: Vec<ClientSpec>, cfg: Config, sh: Arc<Shared>) -> Result<Self, String> {
         let n = specs.len();
+        let n_hosts = cfg.hosts.max(1);
         let want = u32::try_from(n.max(1)).map_err(|_| "too many clients per thread")?;
         let mut engine = Engine::new(EngineConfig {
             ring_entries: 4096,
@@ -299,7 +304,10 @@ impl Worker {
             by_slot: Vec::new(),
             cfg,
             sh,
-            res: ThreadResult::new(),
+            res: ThreadResult {
+                hosts: vec![HostResult::new(); n_hosts],
+                ..ThreadResult::new()
+            },
             counts: Counts::default(),
             sealed: false,
             report: None,
@@ -409,6 +417,10 @@ impl Worker {
             .sh
             .first_connect_ns
             .compare_exchange(0, now, Relaxed, Relaxed);
+        let h = &mut self.res.hosts[c.spec.host];
+        if h.first_connect_ns == 0 {
+            h.first_connect_ns = now;
+        }
         c.rbuf = Vec::new();
         c.inflight = 0;
         c.backlog.clear();
@@ -430,6 +442,7 @@ impl Worker {
                     None => format!("connect {}: {e}", c.spec.addr),
                 };
                 self.sh.connect_errors.fetch_add(1, Relaxed);
+                self.res.hosts[self.clients[i].spec.host].connect_errors += 1;
                 self.note_err(msg);
                 self.closed(i, now);
             }
@@ -444,6 +457,7 @@ impl Worker {
         if matches!(prev, St::Up(_)) {
             self.sh.conns.fetch_sub(1, Relaxed);
             self.sh.closed.fetch_add(1, Relaxed);
+            self.res.hosts[c.spec.host].closed += 1;
         }
         match c.spec.role {
             Role::Old if matches!(prev, St::Up(_)) && !c.got_disconnect => {
@@ -517,6 +531,7 @@ impl Worker {
         }
         self.res.max_late_ns = self.res.max_late_ns.max(lag);
         self.counts.sent += 1;
+        self.res.hosts[self.clients[i].spec.host].sent += 1;
         self.mark_dirty(i);
     }
 
@@ -601,6 +616,7 @@ impl Worker {
                 let c = &mut self.clients[i];
                 if code != 0 {
                     self.sh.connack_errors.fetch_add(1, Relaxed);
+                    self.res.hosts[c.spec.host].connack_errors += 1;
                     self.note_err(format!("CONNACK reason 0x{code:02x}"));
                     return;
                 }
@@ -616,6 +632,13 @@ impl Worker {
                     self.sh.reconnects.fetch_add(1, Relaxed);
                 }
                 let _ = self.res.connect_lat.record(dt.max(1));
+                let h = &mut self.res.hosts[c.spec.host];
+                h.connects += 1;
+                h.last_connack_ns = h.last_connack_ns.max(now);
+                let _ = h.connect_lat.record(dt.max(1));
+                if matches!(c.spec.role, Role::New) {
+                    let _ = h.takeover_lat.record(dt.max(1));
+                }
                 let filter = match &c.spec.role {
                     Role::Sub { filter, .. } | Role::Watcher { filter } => Some(filter.clone()),
                     Role::Pub { .. } => {
@@ -674,6 +697,9 @@ impl Worker {
                     Role::Sub { group, .. } => {
                         self.counts.recv_stamped += 1;
                         let _ = self.res.lat.record(lat_us);
+                        let h = &mut self.res.hosts[c.spec.host];
+                        h.recv += 1;
+                        let _ = h.lat.record(lat_us);
                         self.res
                             .tracks
                             .entry((*group, s.pub_id))
@@ -907,12 +933,14 @@ impl Handler for Worker {
             St::Connecting(_) => {
                 self.sched.connecting -= 1;
                 self.sh.connect_errors.fetch_add(1, Relaxed);
+                self.res.hosts[self.clients[i].spec.host].connect_errors += 1;
                 let e = error.map_or_else(|| "closed".to_string(), |e| e.to_string());
                 self.note_err(format!("connect: {e}"));
             }
             st => {
                 if matches!(st, St::WaitConnack(_)) {
                     self.sh.connect_errors.fetch_add(1, Relaxed);
+                    self.res.hosts[self.clients[i].spec.host].connect_errors += 1;
                     self.note_err("connection closed by the broker before CONNACK".into());
                 }
                 // A peer that closed is not an error (sends then fail with EPIPE).

@@ -37,6 +37,12 @@ use crate::session::Message;
 const MAX_TXN_OPS: usize = 128;
 /// etcd requests in flight at once (claims and releases; each a transaction).
 const MAX_TXNS_IN_FLIGHT: usize = 8;
+/// An outgoing link with nothing else to send sends a `Ping` this often; the peer answers it.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A link on which nothing was heard for this long (or a write that does not finish in it)
+/// is closed: a cut link is found in seconds, not when TCP gives up after many minutes. The
+/// outgoing side then reconnects with backoff and sends again what was not acknowledged.
+const LINK_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Start the control thread. The peer-link listener is bound here, so a bad address fails
 /// the start; its bound address is what the node announces.
@@ -906,6 +912,7 @@ impl Node {
             self.metrics
                 .cluster_peers_linked
                 .fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(peer = %node, "cluster: peer link down");
             return;
         }
         self.metrics
@@ -969,7 +976,7 @@ impl Node {
             }
             f @ Frame::TakeOver { .. } => self.serve_takeover(node, f),
             Frame::Handoff { token, outcome, .. } => self.on_remote_handoff(token, outcome),
-            Frame::Hello { .. } | Frame::Ack { .. } => {}
+            Frame::Hello { .. } | Frame::Ack { .. } | Frame::Ping => {}
         }
     }
 }
@@ -1188,19 +1195,26 @@ async fn accept_loop(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSende
     }
 }
 
-/// An incoming link: frames to the node task, a cumulative `Ack` back after each read.
+/// An incoming link: frames to the node task, a cumulative `Ack` back after each read that
+/// brought a sequenced frame or a `Ping`. Silent for [`LINK_TIMEOUT`]: closed (the peer pings
+/// every [`HEARTBEAT`], so silence means the link or the peer is gone).
 async fn read_link(mut s: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Event>) {
     let mut buf = Vec::with_capacity(64 << 10);
     let mut chunk = vec![0u8; 64 << 10];
     let mut from: Option<(String, u64)> = None;
+    let mut last_seq = 0u64;
     loop {
-        let n = match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = match tokio::time::timeout(LINK_TIMEOUT, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                tracing::info!(peer = ?from.as_ref().map(|f| &f.0), "cluster: incoming peer link silent; closed");
+                return;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
-        let mut ack = None;
+        let mut answer = false;
         loop {
             match wire::decode(&buf[at..]) {
                 Ok(Some((f, used))) => {
@@ -1209,11 +1223,16 @@ async fn read_link(mut s: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Event
                         from = Some((node.clone(), *incarnation));
                         continue;
                     }
+                    if matches!(f, Frame::Ping) {
+                        answer = true;
+                        continue;
+                    }
                     let Some((node, incarnation)) = from.clone() else {
                         return; // no Hello first: not a peer
                     };
                     if let Some(seq) = f.seq() {
-                        ack = Some(seq);
+                        last_seq = seq;
+                        answer = true;
                     }
                     if tx
                         .send(Event::Frame {
@@ -1234,14 +1253,22 @@ async fn read_link(mut s: tokio::net::TcpStream, tx: mpsc::UnboundedSender<Event
             }
         }
         buf.drain(..at);
-        if let Some(seq) = ack {
+        if answer {
             let mut out = Vec::new();
-            wire::encode(&Frame::Ack { seq }, &mut out);
-            if s.write_all(&out).await.is_err() {
+            wire::encode(&Frame::Ack { seq: last_seq }, &mut out);
+            if !write_within(&mut s, &out).await {
                 return;
             }
         }
     }
+}
+
+/// Write all of `buf` within [`LINK_TIMEOUT`]; false when the link failed or stalled.
+async fn write_within<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, buf: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(LINK_TIMEOUT, w.write_all(buf)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// The outgoing link to one peer: connect (with backoff), say `Hello`, send again what was
@@ -1298,7 +1325,7 @@ async fn link(
         for (_, b) in &unacked {
             out.extend_from_slice(b);
         }
-        if w.write_all(&out).await.is_err() {
+        if !write_within(&mut w, &out).await {
             continue;
         }
         let _ = tx.send(Event::Link {
@@ -1307,6 +1334,9 @@ async fn link(
         });
         let mut rbuf = Vec::new();
         let mut chunk = vec![0u8; 4096];
+        let (mut last_read, mut last_write) = (Instant::now(), Instant::now());
+        let mut beat = tokio::time::interval(HEARTBEAT / 4);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let broken = loop {
             tokio::select! {
                 f = rx.recv() => {
@@ -1318,12 +1348,14 @@ async fn link(
                         let Ok(f) = rx.try_recv() else { break };
                         take_frame(f, &mut next_seq, &mut unacked, &queued, Some(&mut out));
                     }
-                    if w.write_all(&out).await.is_err() {
+                    if !write_within(&mut w, &out).await {
                         break true;
                     }
+                    last_write = Instant::now();
                 }
                 n = r.read(&mut chunk) => {
                     let n = match n { Ok(0) | Err(_) => break true, Ok(n) => n };
+                    last_read = Instant::now();
                     rbuf.extend_from_slice(&chunk[..n]);
                     let mut at = 0;
                     while let Ok(Some((f, used))) = wire::decode(&rbuf[at..]) {
@@ -1336,6 +1368,20 @@ async fn link(
                         }
                     }
                     rbuf.drain(..at);
+                }
+                _ = beat.tick() => {
+                    if last_read.elapsed() > LINK_TIMEOUT {
+                        tracing::warn!(peer = %node, "cluster: nothing heard on the peer link for {LINK_TIMEOUT:?}; reconnecting");
+                        break true;
+                    }
+                    if last_write.elapsed() >= HEARTBEAT {
+                        out.clear();
+                        wire::encode(&Frame::Ping, &mut out);
+                        if !write_within(&mut w, &out).await {
+                            break true;
+                        }
+                        last_write = Instant::now();
+                    }
                 }
             }
         };

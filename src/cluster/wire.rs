@@ -25,6 +25,7 @@ const ACK: u8 = 5;
 const TAKEOVER: u8 = 6;
 const HANDOFF: u8 = 7;
 const RETAINED: u8 = 8;
+const PING: u8 = 9;
 
 #[derive(Debug, Clone)]
 pub enum Frame {
@@ -59,6 +60,9 @@ pub enum Frame {
     /// A retained message of the sender's store, for a receiver that has none on its topic
     /// (sent when a link comes up).
     Retained(Message),
+    /// Liveness: sent on an otherwise idle link; the receiver answers with an `Ack`, so each
+    /// side hears from the other at least every heartbeat while the link works.
+    Ping,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +172,7 @@ pub fn encode(f: &Frame, out: &mut Vec<u8>) {
             put_u8(out, RETAINED);
             put_message(out, m);
         }
+        Frame::Ping => put_u8(out, PING),
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -254,6 +259,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, Bad> {
             }
         }
         RETAINED => Frame::Retained(r.message()?),
+        PING => Frame::Ping,
         _ => return Err(Bad),
     };
     if !r.is_empty() {
@@ -319,6 +325,7 @@ mod tests {
                 outcome: Outcome::Refused,
             },
             Frame::Retained(msg("r", "kept", QoS::ExactlyOnce)),
+            Frame::Ping,
         ];
         let mut buf = Vec::new();
         for f in &frames {

@@ -146,7 +146,10 @@ struct Node {
     metrics: Arc<WorkerMetrics>,
     name: String,
     addr: SocketAddr,
+    /// This run of the node (a restarted node has another).
     incarnation: u64,
+    /// Link tasks started so far (each has run `incarnation + its number` in `Hello`).
+    links_started: u64,
     prefix: String,
     lease_secs: u64,
     lease: Option<i64>,
@@ -199,6 +202,7 @@ impl Node {
             lease_secs: cfg.lease_secs,
             addr,
             incarnation,
+            links_started: 0,
             lease: None,
             client: None,
             tx,
@@ -854,11 +858,16 @@ impl Node {
                 self.node_index.entry(node.clone()).or_insert(next);
                 let (tx, rx) = mpsc::unbounded_channel();
                 let queued = Arc::new(AtomicUsize::new(0));
+                // Each link task numbers its frames from 1, so each says a run of its own in
+                // `Hello`: a task started after the peer left and came back (fenced, say, and
+                // not restarted: it remembers our last run's numbers) is not taken for
+                // duplicates of the previous one.
+                self.links_started += 1;
                 let task = tokio::spawn(link(
                     node.clone(),
                     addr,
                     self.name.clone(),
-                    self.incarnation,
+                    self.incarnation.wrapping_add(self.links_started),
                     rx,
                     queued.clone(),
                     self.tx.clone(),

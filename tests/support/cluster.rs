@@ -3,7 +3,7 @@
 //! the cluster tests share.
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,11 +22,19 @@ pub struct Etcd {
     pub dir: PathBuf,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Addresses etcd also listens on for clients (same port), e.g. the host end of a veth
+    /// pair for nodes in another network namespace.
+    pub also_on: Vec<IpAddr>,
 }
 
 impl Etcd {
     /// None (the test skips, saying so) when etcd is not installed, outside CI.
     pub fn start() -> Option<Etcd> {
+        Self::start_also_on(&[])
+    }
+
+    /// As `start`, listening for clients on `ips` too (see `url_on`).
+    pub fn start_also_on(ips: &[IpAddr]) -> Option<Etcd> {
         if Command::new("etcd").arg("--version").output().is_err() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -40,6 +48,7 @@ impl Etcd {
             dir: temp_dir("etcd"),
             client_port: free_port(),
             peer_port: free_port(),
+            also_on: ips.to_vec(),
         };
         e.spawn();
         Some(e)
@@ -49,16 +58,23 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// The client URL on one of the `also_on` addresses.
+    pub fn url_on(&self, ip: IpAddr) -> String {
+        format!("http://{}", SocketAddr::new(ip, self.client_port))
+    }
+
     pub fn spawn(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.with_extension("log")).unwrap();
+        let mut listen = vec![self.url()];
+        listen.extend(self.also_on.iter().map(|&ip| self.url_on(ip)));
         let child = Command::new("etcd")
             .arg("--name")
             .arg("t")
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .arg("--listen-client-urls")
-            .arg(self.url())
+            .arg(listen.join(","))
             .arg("--advertise-client-urls")
             .arg(self.url())
             .arg("--listen-peer-urls")

@@ -281,3 +281,126 @@ fn etcd_stopped_local_traffic_goes_on_and_connects_are_refused() {
     }
     assert!(alive(&mut sub) && alive(&mut publ));
 }
+
+/// Messages of `pfx` (probes skipped) that arrive on `raws` within `quiet` of each other.
+fn collect(raws: &mut [&mut Raw], pfx: &str, want: usize) -> Vec<Vec<String>> {
+    let mut got: Vec<Vec<String>> = vec![Vec::new(); raws.len()];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut any = false;
+        for (i, r) in raws.iter_mut().enumerate() {
+            while let Some(p) = recv_publish(r, Duration::from_millis(50)) {
+                let s = String::from_utf8_lossy(&p.payload).to_string();
+                if s.starts_with(pfx) {
+                    assert_eq!(p.qos, QoS::AtLeastOnce, "{s}");
+                    got[i].push(s);
+                    any = true;
+                }
+            }
+        }
+        let n: usize = got.iter().map(Vec::len).sum();
+        if n >= want && !any {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "only {n} of {want} arrived");
+    }
+}
+
+#[test]
+fn shared_subscriptions_pick_one_member_cluster_wide() {
+    let Some((_etcd, nodes)) = cluster(3, 5) else {
+        return;
+    };
+    let group = "$share/g/sh/#";
+    let (mut m2, _) = connect_ok(nodes[1].addr, v5("sh-m2", true, 0));
+    let (mut m3, _) = connect_ok(nodes[2].addr, v5("sh-m3", true, 0));
+    for m in [&mut m2, &mut m3] {
+        assert_eq!(
+            subscribe(m, 1, group, QoS::AtLeastOnce).reasons[0],
+            ReasonCode::GRANTED_QOS_1
+        );
+    }
+    // The publisher's node has no member: until both groups are known on n1, probes go
+    // nowhere or to one of them.
+    let (mut p1, _) = connect_ok(nodes[0].addr, v5("sh-pub", true, 0));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut seen2, mut seen3) = (false, false);
+    while !(seen2 && seen3) {
+        p1.send(&support::publish("sh/probe", "probe", QoS::AtMostOnce, 0));
+        seen2 |= recv_publish(&mut m2, Duration::from_millis(100)).is_some();
+        seen3 |= recv_publish(&mut m3, Duration::from_millis(100)).is_some();
+        assert!(Instant::now() < deadline, "the group is not known on n1");
+    }
+    while recv_publish(&mut m2, Duration::from_millis(300)).is_some()
+        || recv_publish(&mut m3, Duration::from_millis(300)).is_some()
+    {}
+
+    // Each message to exactly one member, and both members get their turns.
+    for i in 0..40u16 {
+        publish_acked(
+            &mut p1,
+            &format!("sh/{i}"),
+            &format!("a-{i}"),
+            QoS::AtLeastOnce,
+            i + 1,
+            false,
+        );
+    }
+    let got = collect(&mut [&mut m2, &mut m3], "a-", 40);
+    let mut all: Vec<&String> = got.iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40, "every message once to the group: {got:?}");
+    assert_eq!(got[0].len() + got[1].len(), 40, "no message twice: {got:?}");
+    assert!(
+        !got[0].is_empty() && !got[1].is_empty(),
+        "one member got everything: {} on n2, {} on n3",
+        got[0].len(),
+        got[1].len()
+    );
+
+    // A member on the publisher's node too, and a plain subscriber on n2 beside the group's
+    // member there: the group still gets each message once, the plain subscriber every one.
+    let (mut m1, _) = connect_ok(nodes[0].addr, v5("sh-m1", true, 0));
+    subscribe(&mut m1, 1, group, QoS::AtLeastOnce);
+    let (mut plain, _) = connect_ok(nodes[1].addr, v5("sh-plain", true, 0));
+    subscribe(&mut plain, 1, "sh/#", QoS::AtLeastOnce);
+    await_route(&mut p1, &mut plain, "sh/probe");
+    while recv_publish(&mut m1, Duration::from_millis(200)).is_some()
+        || recv_publish(&mut m2, Duration::from_millis(200)).is_some()
+        || recv_publish(&mut m3, Duration::from_millis(200)).is_some()
+    {}
+    for i in 0..30u16 {
+        publish_acked(
+            &mut p1,
+            &format!("sh/{i}"),
+            &format!("b-{i}"),
+            QoS::AtLeastOnce,
+            100 + i,
+            false,
+        );
+    }
+    let got = collect(&mut [&mut m1, &mut m2, &mut m3], "b-", 30);
+    let mut all: Vec<&String> = got.iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 30, "every message once to the group: {got:?}");
+    assert_eq!(
+        got.iter().map(Vec::len).sum::<usize>(),
+        30,
+        "no message twice: {got:?}"
+    );
+    assert!(
+        got.iter().all(|g| !g.is_empty()),
+        "a member never picked: {got:?}"
+    );
+    let plain_got = collect(&mut [&mut plain], "b-", 30);
+    let mut p: Vec<&String> = plain_got[0].iter().collect();
+    p.sort();
+    p.dedup();
+    assert_eq!(
+        (p.len(), plain_got[0].len()),
+        (30, 30),
+        "the plain subscriber: {plain_got:?}"
+    );
+}

@@ -5,11 +5,17 @@
 //! - A CONNECT's client id is claimed cluster-wide before the local claim of
 //!   `takeover.rs` step 1 (`Mail::ClusterClaimed` answers; a session that continues from
 //!   another node comes with it and is installed as a hand-off would be).
-//! - Every (non-shared) subscription added or removed here is counted by the control thread,
-//!   which tells the other nodes when a filter gains its first or loses its last subscriber.
+//! - Every subscription added or removed here (plain or shared) is counted by the control
+//!   thread, which tells the other nodes when a filter gains its first or loses its last
+//!   subscriber.
 //! - A PUBLISH entering on this node (a client's, or a will) goes to the control thread when
-//!   another node's filters match it (`node_filters`, kept by `Mail::NodeFilter`), or always
-//!   when it is retained. A message that came from another node is only routed locally.
+//!   another node's filters match it (`node_filters`, kept by `Mail::NodeFilter`), when a
+//!   shared subscription's pick fell on another node, or always when it is retained. A
+//!   message that came from another node is only routed locally.
+//! - Shared subscriptions cluster-wide: another node with members of a group is one member
+//!   `(NODE_MEMBER + node, _)` of this worker's view of the group, so the one round-robin
+//!   pick of `router.rs` covers the whole cluster. A node picked gets the message with the
+//!   group named (`Mail::ServeShared`) and gives it to one member of its own.
 
 use std::time::Instant;
 
@@ -17,8 +23,11 @@ use bytestring::ByteString;
 
 use super::core::{Core, SessionState};
 use super::mail::{Claimant, Handoff, Mail};
-use crate::cluster::{ClaimOutcome, Claimed, ToCluster, CLUSTER};
+use crate::cluster::{ClaimOutcome, Claimed, ToCluster, CLUSTER, NODE_MEMBER};
 use crate::metrics::add;
+use crate::ownership::SessionKey;
+use crate::protocol::topic::parse_shared;
+use crate::session::state::Subscription;
 use crate::session::{ConnectRequest, Message};
 
 impl Core {
@@ -145,22 +154,95 @@ impl Core {
         }
     }
 
-    /// A message that entered the broker on this node: to the other nodes that want it.
-    /// `$SYS` topics are each node's own.
-    pub(super) fn route_to_nodes(&mut self, msg: &Message) {
+    /// A message that entered the broker on this node: to the other nodes that want it, and
+    /// to those picked for its shared subscriptions (`groups`). `$SYS` topics are each
+    /// node's own.
+    pub(super) fn route_to_nodes(&mut self, msg: &Message, groups: Vec<(u16, ByteString)>) {
         if !self.clustered() || msg.topic.starts_with("$SYS/") {
             return;
         }
         let retained = msg.retain && self.shared.cfg.retain_available;
-        if retained || self.node_filters.matches(&msg.topic) {
-            self.tell_cluster(ToCluster::Publish(msg.clone()));
+        if retained || !groups.is_empty() || self.node_filters.matches(&msg.topic) {
+            let msg = msg.clone();
+            self.tell_cluster(ToCluster::Publish { msg, groups });
         }
     }
 
-    /// `Mail::NodeFilter`: some other node's sessions gained or lost a subscription to
-    /// `filter` (the control thread counts per node; this view only per filter).
-    pub(super) fn apply_node_filter(&mut self, filter: &str, add: bool) {
-        self.node_filters.apply(0, filter, add);
+    /// The node a shared-subscription member stands for, if it stands for one.
+    pub(super) fn node_member(m: (u16, SessionKey)) -> Option<u16> {
+        (m.0 >= NODE_MEMBER && m.0 != CLUSTER).then(|| m.0 - NODE_MEMBER)
+    }
+
+    /// `$share/G/F` of a group of this worker's view.
+    pub(super) fn shared_key(&self, g: crate::routing::shared::GroupId) -> ByteString {
+        let (name, filter) = self.shared_view.describe(g).unwrap_or_default();
+        ByteString::from(format!("$share/{name}/{filter}"))
+    }
+
+    /// `Mail::NodeFilter`: node `node`'s sessions gained or lost a subscription to `filter`.
+    /// A plain filter goes into the view of every other node's filters (kept per filter, the
+    /// control thread counts per node); a shared one makes the node a member of the group
+    /// here, or no longer one.
+    pub(super) fn apply_node_filter(&mut self, node: u16, filter: &str, add: bool) {
+        let Some((group, f)) = parse_shared(filter) else {
+            self.node_filters.apply(0, filter, add);
+            return;
+        };
+        let member = (
+            NODE_MEMBER + node,
+            SessionKey {
+                index: 0,
+                generation: 0,
+            },
+        );
+        if !add {
+            self.shared_view.unsubscribe(group, f, member);
+            return;
+        }
+        let sub = Subscription {
+            options: Default::default(),
+            subscription_id: None,
+        };
+        if self.shared_view.subscribe(group, f, member, sub).is_err() {
+            tracing::warn!(%filter, "shared filter too deep, not indexed");
+        }
+    }
+
+    /// `Mail::ServeShared`: another node picked this one for `group`: one member here gets
+    /// the message (online ones first), from whichever worker holds its session.
+    pub(super) fn serve_shared(&mut self, group: &str, msg: &Message, now: Instant) {
+        let pick = parse_shared(group)
+            .and_then(|(name, f)| self.shared_view.group(name, f))
+            .and_then(|g| {
+                self.shared_view
+                    .pick_online_where(g, |m| Self::node_member(m).is_none())
+            })
+            .map(|(m, sub)| (m, *sub));
+        let Some(((worker, key), sub)) = pick else {
+            // Its last member here went while the message was on its way.
+            add(&self.metrics.cluster_drops, 1);
+            tracing::debug!(%group, "cluster: no member left here for a shared message");
+            return;
+        };
+        let delivery = crate::session::state::Delivery {
+            qos: sub.options.qos,
+            retain_as_published: sub.options.retain_as_published,
+            subscription_ids: sub.subscription_id.into_iter().collect(),
+        };
+        if worker == self.id {
+            self.deliver_to(key, msg, &delivery, now);
+        } else {
+            let msg = msg.clone();
+            self.post(
+                worker,
+                Mail::Deliver {
+                    session: key,
+                    msg,
+                    delivery,
+                    ack: None,
+                },
+            );
+        }
     }
 
     /// `Mail::Fence`: the node lost its lease. Every connection is closed (MQTT 5: DISCONNECT

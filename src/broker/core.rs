@@ -153,7 +153,12 @@ impl std::fmt::Debug for Mail {
             Mail::Stored { client_id, epoch } => write!(f, "Stored({client_id}, {epoch})"),
             Mail::Cluster(_) => f.write_str("Cluster"),
             Mail::ClusterClaimed(_) => f.write_str("ClusterClaimed"),
-            Mail::NodeFilter { filter, add } => write!(f, "NodeFilter({filter}, {add})"),
+            Mail::NodeFilter { node, filter, add } => {
+                write!(f, "NodeFilter({node}, {filter}, {add})")
+            }
+            Mail::ServeShared { group, msg } => {
+                write!(f, "ServeShared({group}, {:?})", msg.payload)
+            }
             Mail::Fence => f.write_str("Fence"),
         }
     }
@@ -1833,7 +1838,8 @@ impl Core {
             }
             Mail::Stored { epoch, .. } => self.on_stored(epoch, now),
             Mail::ClusterClaimed(c) => self.on_cluster_claimed(c, now),
-            Mail::NodeFilter { filter, add } => self.apply_node_filter(&filter, add),
+            Mail::NodeFilter { node, filter, add } => self.apply_node_filter(node, &filter, add),
+            Mail::ServeShared { group, msg } => self.serve_shared(&group, &msg, now),
             Mail::Fence => self.on_fence(now),
             // Only the control thread is sent these.
             Mail::Cluster(_) => {}

@@ -78,8 +78,17 @@ pub enum Mail {
     /// From the control thread: a claim of `cluster::ToCluster::Claim` answered.
     ClusterClaimed(Box<Claimed>),
     /// From the control thread: some other node's sessions gained (`add`) or lost their
-    /// first / last subscription to `filter`.
-    NodeFilter { filter: ByteString, add: bool },
+    /// first / last subscription to `filter`. A plain filter is announced once for all
+    /// nodes; a shared one (`$share/G/F`) per node, `node` being the control thread's number
+    /// for it (the node then stands as one member of the group, see `broker/cluster.rs`).
+    NodeFilter {
+        node: u16,
+        filter: ByteString,
+        add: bool,
+    },
+    /// From the control thread: another node picked this node for the shared subscription
+    /// `group` (`$share/G/F`): deliver `msg` to one of this node's members of it.
+    ServeShared { group: ByteString, msg: Message },
     /// From the control thread: the node lost its lease (`Core::on_fence`).
     Fence,
 }
@@ -109,9 +118,10 @@ impl Mail {
     /// The message counted against `worker_mailbox_limit`, if this is one.
     pub fn counted_message(&self) -> Option<&Message> {
         match self {
-            Mail::Publish(m) | Mail::Deliver { msg: m, .. } | Mail::PublishAcked { msg: m, .. } => {
-                Some(m)
-            }
+            Mail::Publish(m)
+            | Mail::Deliver { msg: m, .. }
+            | Mail::PublishAcked { msg: m, .. }
+            | Mail::ServeShared { msg: m, .. } => Some(m),
             _ => None,
         }
     }
@@ -204,11 +214,16 @@ pub enum ToCluster {
     /// The session of `client_id` under `epoch` ended on this node: remove its key if it is
     /// still this claim's.
     Release { client_id: ByteString, epoch: u64 },
-    /// A (non-shared) filter gained (`add`) or lost one (session, filter) subscription here.
+    /// A filter (a plain one, or a shared `$share/G/F`) gained (`add`) or lost one (session,
+    /// filter) subscription here.
     Filter { filter: ByteString, add: bool },
     /// A message published on this node, for the nodes whose filters match (retained ones:
-    /// for every node's store).
-    Publish(Message),
+    /// for every node's store), and for the nodes picked for shared subscriptions: (node
+    /// number, `$share/G/F`).
+    Publish {
+        msg: Message,
+        groups: Vec<(u16, ByteString)>,
+    },
 }
 
 pub struct Claim {

@@ -100,9 +100,9 @@ impl Core {
             }
         }
         let local = self.route_local(&msg, now);
-        // Other nodes: those whose filters match, and every node's store if retained.
-        self.route_to_nodes(&msg);
         if ask && !local && !self.may_match_elsewhere(&msg.topic) {
+            // No subscriber anywhere; a retained message still goes to every node's store.
+            self.route_to_nodes(&msg, Vec::new());
             return false;
         }
         // Durability `sync`: the publisher's acknowledgement (held from here) waits for
@@ -128,6 +128,8 @@ impl Core {
                 }
             }
         }
+        // Shared subscriptions picked on other nodes (node number, `$share/G/F`).
+        let mut node_picks = Vec::new();
         if !self.shared_view.is_empty() {
             let mut picks = std::mem::take(&mut self.shared_picks);
             let mut groups = std::mem::take(&mut self.shared_groups);
@@ -136,6 +138,10 @@ impl Core {
             self.shared_view.matches(&msg.topic, |g| groups.push(g));
             for &g in &groups {
                 if let Some((m, sub)) = self.shared_view.pick_online(g) {
+                    if let Some(node) = Self::node_member(m) {
+                        node_picks.push((node, self.shared_key(g)));
+                        continue;
+                    }
                     picks.push((m, *sub));
                 }
             }
@@ -165,6 +171,9 @@ impl Core {
             self.shared_picks = picks;
             self.shared_groups = groups;
         }
+        // Other nodes: those whose filters match or that were picked for a shared
+        // subscription, and every node's store if retained.
+        self.route_to_nodes(&msg, node_picks);
         true
     }
 
@@ -357,6 +366,14 @@ impl Core {
         hold: Option<u64>,
     ) {
         if let Some((group, f)) = parse_shared(&filter) {
+            let member = (self.id, key);
+            let new = self
+                .shared_view
+                .group(group, f)
+                .is_none_or(|g| !self.shared_view.members(g).iter().any(|m| m.0 == member));
+            if new {
+                self.filter_in_cluster(&filter, true);
+            }
             let change = SharedChange::Subscribe {
                 group: ByteString::from(group),
                 filter: ByteString::from(f),
@@ -379,6 +396,14 @@ impl Core {
 
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
         if let Some((group, f)) = parse_shared(filter) {
+            let member = (self.id, key);
+            let was = self
+                .shared_view
+                .group(group, f)
+                .is_some_and(|g| self.shared_view.members(g).iter().any(|m| m.0 == member));
+            if was {
+                self.filter_in_cluster(filter, false);
+            }
             let change = SharedChange::Unsubscribe {
                 group: ByteString::from(group),
                 filter: ByteString::from(f),

@@ -103,14 +103,25 @@ impl Shared {
     /// cluster control thread): counted against `worker_mailbox_limit` as `Core::post`
     /// counts it, pushed, and the worker woken.
     pub fn post_from_outside(&self, w: u16, mail: Mail) {
+        self.push_from_outside(w, mail);
+        self.wake_from_outside(w);
+    }
+
+    /// As [`Self::post_from_outside`] without the wake: for a thread that posts many and
+    /// then wakes each worker it posted to once.
+    pub fn push_from_outside(&self, w: u16, mail: Mail) {
         let w = w as usize;
         let bytes = mail.payload_bytes();
         if bytes > 0 {
             self.mailbox_bytes[w].fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         }
         self.mailboxes[w].push(mail);
+    }
+
+    /// Wake worker `w` to read its mailbox.
+    pub fn wake_from_outside(&self, w: u16) {
         if let Some(r) = self.remotes.get() {
-            r[w].wake();
+            r[w as usize].wake();
         }
     }
 

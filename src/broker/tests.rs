@@ -87,6 +87,7 @@ fn kind(m: &Mail) -> &'static str {
         Mail::Cluster(_) => "Cluster",
         Mail::ClusterClaimed(_) => "ClusterClaimed",
         Mail::NodeFilter { .. } => "NodeFilter",
+        Mail::ServeShared { .. } => "ServeShared",
         Mail::Fence => "Fence",
     }
 }

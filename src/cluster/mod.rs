@@ -13,7 +13,11 @@
 //! - **Routing**: each node tells its peers which filters its sessions subscribe to (counts per
 //!   filter, sent when a filter gains its first or loses its last subscriber, in full when a
 //!   link comes up). A PUBLISH is forwarded once to each node with a matching filter and fanned
-//!   out there by its workers; retained messages go to every node.
+//!   out there by its workers; retained messages go to every node. A shared subscription's
+//!   group is announced per node, and every node stands as one member in the others' views
+//!   of the group: the publishing worker picks one member cluster-wide (round-robin over
+//!   its node's members and the other nodes), and a node picked serves the message to one
+//!   member of its own.
 //! - **Peer links** are TCP with length-prefixed frames (`wire.rs`): every message and
 //!   take-over frame is numbered, acknowledged, kept until acknowledged (bounded) and sent
 //!   again on reconnect, the receiver dropping numbers it has seen: a link that breaks loses
@@ -42,6 +46,10 @@ pub use crate::broker::mail::{Claim, ClaimOutcome, Claimed, ToCluster};
 
 /// The worker number that names the cluster control thread in mail (`Core::post`).
 pub const CLUSTER: u16 = u16::MAX;
+
+/// In a worker's view of the shared-subscription groups, the member `(NODE_MEMBER + n, _)`
+/// stands for node `n` (the control thread's number for it), which has members of its own.
+pub const NODE_MEMBER: u16 = 0x8000;
 
 /// The client id that names `client_id`'s key in etcd is the id itself; ids are UTF-8 without
 /// NUL (MQTT), so any of them is a valid key.

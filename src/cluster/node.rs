@@ -150,6 +150,10 @@ struct Node {
     incarnation: u64,
     /// Link tasks started so far (each has run `incarnation + its number` in `Hello`).
     links_started: u64,
+    /// The worker that serves the next shared-subscription message from another node.
+    serve_turn: usize,
+    /// Workers posted to in this pass, woken at its end.
+    to_wake: Vec<std::cell::Cell<bool>>,
     prefix: String,
     lease_secs: u64,
     lease: Option<i64>,
@@ -203,6 +207,8 @@ impl Node {
             addr,
             incarnation,
             links_started: 0,
+            serve_turn: 0,
+            to_wake: (0..workers).map(|_| std::cell::Cell::new(false)).collect(),
             lease: None,
             client: None,
             tx,
@@ -253,7 +259,14 @@ impl Node {
             tokio::select! {
                 _ = hub.notify.notified() => {}
                 ev = self.rx.recv() => match ev {
-                    Some(ev) => self.on_event(ev),
+                    Some(ev) => {
+                        self.on_event(ev);
+                        // What else is ready goes in this pass (one wake per worker for all).
+                        for _ in 0..1024 {
+                            let Ok(ev) = self.rx.try_recv() else { break };
+                            self.on_event(ev);
+                        }
+                    }
                     None => break,
                 },
                 _ = tick.tick() => self.on_tick(),
@@ -261,6 +274,7 @@ impl Node {
             while let Some(m) = self.hub.inbox.pop() {
                 self.on_mail(m);
             }
+            self.wake_workers();
             self.flush_etcd();
             if self.shared.shutdown.load(Ordering::Relaxed) {
                 break;
@@ -305,7 +319,7 @@ impl Node {
                 }
             }
             Mail::Cluster(ToCluster::Filter { filter, add }) => self.on_local_filter(filter, add),
-            Mail::Cluster(ToCluster::Publish(msg)) => self.forward(msg),
+            Mail::Cluster(ToCluster::Publish { msg, groups }) => self.forward(msg, groups),
             Mail::Handoff(h) => self.on_local_handoff(h),
             Mail::TakeOver(t) => {
                 // A CONNECT here displaced our stand-in claim: nothing to hand it.
@@ -317,8 +331,19 @@ impl Node {
         }
     }
 
+    /// Mail to a worker; it is woken once at the end of this pass (`wake_workers`), however
+    /// many it got.
     fn post(&self, worker: u16, mail: Mail) {
-        self.shared.post_from_outside(worker, mail);
+        self.shared.push_from_outside(worker, mail);
+        self.to_wake[worker as usize].set(true);
+    }
+
+    fn wake_workers(&self) {
+        for (w, flag) in self.to_wake.iter().enumerate() {
+            if flag.replace(false) {
+                self.shared.wake_from_outside(w as u16);
+            }
+        }
     }
 
     fn on_claim(&mut self, c: Box<Claim>) {
@@ -692,20 +717,26 @@ impl Node {
         }
     }
 
-    /// A message published here: once to each node with a matching filter; retained ones to
-    /// every node (for its store).
-    fn forward(&self, msg: Message) {
+    /// A message published here: once to each node with a matching filter or picked for a
+    /// shared subscription (`groups`: node number, `$share/G/F`); retained ones to every node
+    /// (for its store).
+    fn forward(&self, msg: Message, groups: Vec<(u16, ByteString)>) {
         // Nodes with a matching filter (one trie entry per filter and node: few, and
         // possibly repeated).
         let mut matching: Vec<u16> = Vec::new();
         self.trie.matches(&msg.topic, |n, _| matching.push(n));
         let size = msg.queued_size() + 64;
         for (name, peer) in &self.peers {
-            let route = self
-                .node_index
-                .get(name)
-                .is_some_and(|i| matching.contains(i));
-            if !route && !msg.retain {
+            let Some(&i) = self.node_index.get(name) else {
+                continue;
+            };
+            let route = matching.contains(&i);
+            let picked: Vec<ByteString> = groups
+                .iter()
+                .filter(|(n, _)| *n == i)
+                .map(|(_, g)| g.clone())
+                .collect();
+            if !route && !msg.retain && picked.is_empty() {
                 continue;
             }
             if peer.queued.load(Ordering::Relaxed) + size > self.shared.cfg.cluster.peer_queue_bytes
@@ -717,6 +748,7 @@ impl Node {
             let _ = peer.tx.send(Frame::Publish {
                 seq: 0,
                 route,
+                groups: picked,
                 msg: msg.clone(),
             });
         }
@@ -741,6 +773,21 @@ impl Node {
         if !changed {
             return;
         }
+        if crate::protocol::topic::parse_shared(&filter).is_some() {
+            // A group: every worker's view counts the node as one member of it.
+            for w in 0..self.shared.workers() as u16 {
+                let filter = filter.clone();
+                self.post(
+                    w,
+                    Mail::NodeFilter {
+                        node: i,
+                        filter,
+                        add,
+                    },
+                );
+            }
+            return;
+        }
         if add {
             if self.trie.insert(&filter, i, ()).is_err() {
                 tracing::warn!(%filter, "cluster: filter too deep, not routed");
@@ -754,6 +801,7 @@ impl Node {
                 self.post(
                     w,
                     Mail::NodeFilter {
+                        node: i,
                         filter: filter.clone(),
                         add,
                     },
@@ -773,12 +821,18 @@ impl Node {
         }
     }
 
-    /// A message from another node: into the local retained store, and to every worker
-    /// with subscriptions.
-    fn deliver(&mut self, msg: Message, route: bool) {
+    /// A message from another node: into the local retained store, to every worker with
+    /// subscriptions (`route`), and to one member here of each shared subscription in
+    /// `groups` (a worker picks it from its view; the workers take turns).
+    fn deliver(&mut self, msg: Message, route: bool, groups: Vec<ByteString>) {
         add(&self.metrics.cluster_received, 1);
         if msg.retain && self.shared.cfg.retain_available {
             self.shared.store_retained(&msg);
+        }
+        for group in groups {
+            self.serve_turn = (self.serve_turn + 1) % self.shared.workers();
+            let msg = msg.clone();
+            self.post(self.serve_turn as u16, Mail::ServeShared { group, msg });
         }
         if !route {
             return;
@@ -973,7 +1027,9 @@ impl Node {
                 }
             }
             Frame::Filter { filter, add } => self.node_filter(&node, filter, add),
-            Frame::Publish { msg, route, .. } => self.deliver(msg, route),
+            Frame::Publish {
+                msg, route, groups, ..
+            } => self.deliver(msg, route, groups),
             Frame::Retained(msg) => {
                 if self.shared.cfg.retain_available {
                     let mut store = self.shared.retained.lock();

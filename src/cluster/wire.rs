@@ -38,8 +38,15 @@ pub enum Frame {
     /// One filter of the sender gained its first (`add`) or lost its last subscriber.
     Filter { filter: ByteString, add: bool },
     /// A message published on the sender. `route`: deliver to the receiver's matching
-    /// subscriptions (false: a retained message for the receiver's store only).
-    Publish { seq: u64, route: bool, msg: Message },
+    /// (non-shared) subscriptions (false: not for them: a retained message for the receiver's
+    /// store, or only for `groups`). `groups`: the shared subscriptions (`$share/G/F`) the
+    /// sender picked the receiver for: it delivers to one of its members of each.
+    Publish {
+        seq: u64,
+        route: bool,
+        groups: Vec<ByteString>,
+        msg: Message,
+    },
     /// Every sequenced frame up to `seq` was handled.
     Ack { seq: u64 },
     /// The sender claimed `client_id` in etcd, and the receiver held it before: close its
@@ -113,20 +120,23 @@ pub fn encode(f: &Frame, out: &mut Vec<u8>) {
         }
         Frame::Filters(list) => {
             put_u8(out, FILTERS);
-            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-            for f in list {
-                put_bytes(out, f.as_bytes());
-            }
+            put_strings(out, list);
         }
         Frame::Filter { filter, add } => {
             put_u8(out, FILTER);
             put_u8(out, *add as u8);
             put_bytes(out, filter.as_bytes());
         }
-        Frame::Publish { seq, route, msg } => {
+        Frame::Publish {
+            seq,
+            route,
+            groups,
+            msg,
+        } => {
             put_u8(out, PUBLISH);
             put_u64(out, *seq);
             put_u8(out, *route as u8);
+            put_strings(out, groups);
             put_message(out, msg);
         }
         Frame::Ack { seq } => {
@@ -178,6 +188,27 @@ pub fn encode(f: &Frame, out: &mut Vec<u8>) {
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// A list of strings: `u32 count | (u32 length | bytes)...`.
+fn put_strings(out: &mut Vec<u8>, list: &[ByteString]) {
+    out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+    for f in list {
+        put_bytes(out, f.as_bytes());
+    }
+}
+
+/// A list of strings in a frame of `len` bytes (a count above that is damage).
+fn strings(r: &mut Rd<'_>, len: usize) -> Result<Vec<ByteString>, Bad> {
+    let n = r.u32()? as usize;
+    if n > len {
+        return Err(Bad);
+    }
+    let mut list = Vec::with_capacity(n);
+    for _ in 0..n {
+        list.push(r.string()?);
+    }
+    Ok(list)
+}
+
 /// The frame at the front of `buf` and the bytes it took; `Ok(None)` when `buf` holds only
 /// part of it. `Err`: a frame that does not parse or is larger than [`MAX_FRAME`] (the link
 /// is then closed).
@@ -201,17 +232,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, Bad> {
                 incarnation: r.u64()?,
             }
         }
-        FILTERS => {
-            let n = r.u32()? as usize;
-            if n > len {
-                return Err(Bad);
-            }
-            let mut list = Vec::with_capacity(n);
-            for _ in 0..n {
-                list.push(r.string()?);
-            }
-            Frame::Filters(list)
-        }
+        FILTERS => Frame::Filters(strings(&mut r, len)?),
         FILTER => {
             let add = r.u8()? != 0;
             Frame::Filter {
@@ -222,9 +243,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, Bad> {
         PUBLISH => {
             let seq = r.u64()?;
             let route = r.u8()? != 0;
+            let groups = strings(&mut r, len)?;
             Frame::Publish {
                 seq,
                 route,
+                groups,
                 msg: r.message()?,
             }
         }
@@ -301,6 +324,7 @@ mod tests {
             Frame::Publish {
                 seq: 3,
                 route: true,
+                groups: vec!["$share/g/a/#".into(), "$share/h/a/b".into()],
                 msg: msg("a/b", "hello", QoS::AtLeastOnce),
             },
             Frame::Ack { seq: 99 },
@@ -353,8 +377,11 @@ mod tests {
             assert_eq!(a.seq(), b.seq());
         }
         match &out[3] {
-            Frame::Publish { msg, route, .. } => {
+            Frame::Publish {
+                msg, route, groups, ..
+            } => {
                 assert!(route);
+                assert_eq!(groups, &["$share/g/a/#", "$share/h/a/b"]);
                 assert_eq!(&*msg.topic, "a/b");
                 assert_eq!(&msg.payload[..], b"hello");
                 assert_eq!(msg.qos, QoS::AtLeastOnce);
@@ -406,6 +433,7 @@ mod tests {
             &Frame::Publish {
                 seq: 1,
                 route: true,
+                groups: vec!["$share/g/t".into()],
                 msg: msg("t", "p", QoS::AtMostOnce),
             },
             &mut buf,

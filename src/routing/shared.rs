@@ -204,11 +204,20 @@ impl<M: Copy + Eq + Hash, V> SharedSubscriptions<M, V> {
     /// The next member of `group`, round-robin, passing over offline members unless they are
     /// all offline. `None` for an unknown (removed) group.
     pub fn pick_online(&mut self, group: GroupId) -> Option<(M, &V)> {
+        self.pick_online_where(group, |_| true)
+    }
+
+    /// As [`Self::pick_online`], among the members that satisfy `usable` only.
+    pub fn pick_online_where(
+        &mut self,
+        group: GroupId,
+        mut usable: impl FnMut(M) -> bool,
+    ) -> Option<(M, &V)> {
         let offline = &self.offline;
         let g = self.groups.get_mut(group.0 as usize)?;
         let i = g
-            .next_index(|m, _| !offline.contains(m))
-            .or_else(|| g.next_index(|_, _| true))?;
+            .next_index(|m, _| usable(*m) && !offline.contains(m))
+            .or_else(|| g.next_index(|m, _| usable(*m)))?;
         Some(g.member(i))
     }
 }

@@ -404,3 +404,84 @@ fn shared_subscriptions_pick_one_member_cluster_wide() {
         "the plain subscriber: {plain_got:?}"
     );
 }
+
+#[test]
+fn a_full_peer_queue_pushes_back_on_qos1_publishers_and_loses_nothing() {
+    let Some(etcd) = Etcd::start() else {
+        return;
+    };
+    // n1 keeps at most 4 KiB of messages for a peer before back-pressure.
+    let conf = support::temp_dir("bp").with_extension("toml");
+    std::fs::write(&conf, "[cluster]\npeer_queue_bytes = 4096\n").unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"));
+    cmd.arg("--config").arg(&conf);
+    cmd.args(["--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"]);
+    cmd.args(Node::cluster_args(&etcd.url(), "n1", 10));
+    let n1 = Node::launch("n1", cmd);
+    let n2 = Node::start(&etcd, "n2", 10);
+    n1.wait_linked(1);
+    n2.wait_linked(1);
+    let (mut sub, _) = connect_ok(n2.addr, v5("bp-sub", true, 0));
+    subscribe(&mut sub, 1, "bp/#", QoS::AtLeastOnce);
+    let (mut publ, _) = connect_ok(n1.addr, v5("bp-pub", true, 0));
+    await_route(&mut publ, &mut sub, "bp/probe");
+
+    // n2 stops reading (its kernel still takes the bytes, so the link stays up for its
+    // liveness window): n1's queue for it fills, and a PUBACK is held back instead of a
+    // message being dropped.
+    let body = "x".repeat(300);
+    let acked_within = |publ: &mut Raw, pid: u16, t: Duration| loop {
+        match publ.recv(t) {
+            Some(Packet::PubAck(a)) if a.packet_id == pid => return true,
+            Some(_) => continue,
+            None => return false,
+        }
+    };
+    signal(n2.pid(), libc::SIGSTOP);
+    let mut withheld = None;
+    for i in 1..=40u16 {
+        publ.send(&support::publish(
+            "bp/t",
+            &format!("bp-{i}-{body}"),
+            QoS::AtLeastOnce,
+            i,
+        ));
+        if !acked_within(&mut publ, i, Duration::from_millis(700)) {
+            withheld = Some(i);
+            break;
+        }
+    }
+    signal(n2.pid(), libc::SIGCONT);
+    let withheld = withheld.expect("every PUBACK came while the peer queue was full");
+    assert!(
+        withheld > 5,
+        "paused before the queue was full ({withheld})"
+    );
+    assert!(
+        acked_within(&mut publ, withheld, Duration::from_secs(10)),
+        "the held PUBACK never came"
+    );
+    for i in withheld + 1..=40 {
+        publish_acked(
+            &mut publ,
+            "bp/t",
+            &format!("bp-{i}-{body}"),
+            QoS::AtLeastOnce,
+            i,
+            false,
+        );
+    }
+    let mut got = Vec::new();
+    while let Some(p) = recv_publish(&mut sub, Duration::from_secs(3)) {
+        let s = String::from_utf8_lossy(&p.payload).to_string();
+        if let Some(n) = s.strip_prefix("bp-").and_then(|r| r.split('-').next()) {
+            got.push(n.parse::<u16>().unwrap());
+        }
+        if got.len() == 40 {
+            break;
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=40).collect::<Vec<_>>(), "every message once");
+    assert!(!n1.log_text().contains("dropped"), "{}", n1.log_text());
+}

@@ -163,9 +163,21 @@ impl Core {
         }
         let retained = msg.retain && self.shared.cfg.retain_available;
         if retained || !groups.is_empty() || self.node_filters.matches(&msg.topic) {
+            if msg.qos != crate::protocol::QoS::AtMostOnce && self.cluster_congested() {
+                // Back-pressure: the publisher being read pauses until the peers catch up.
+                self.mailbox_full = true;
+            }
             let msg = msg.clone();
             self.tell_cluster(ToCluster::Publish { msg, groups });
         }
+    }
+
+    /// A linked peer is behind on this node's messages (`Hub::congested`).
+    pub(super) fn cluster_congested(&self) -> bool {
+        self.shared
+            .cluster
+            .as_ref()
+            .is_some_and(|h| h.congested.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The node a shared-subscription member stands for, if it stands for one.

@@ -591,7 +591,7 @@ pub struct Core {
     pub(super) next_token: u64,
     /// Set by `post` when a QoS 1/2 message went to a mailbox over `worker_mailbox_limit`:
     /// the publisher being read is then paused.
-    mailbox_full: bool,
+    pub(super) mailbox_full: bool,
     /// The ACL in force as of `auth_generation` (see `refresh_acl`).
     pub(super) acl: Option<Arc<crate::auth::Acl>>,
     pub(super) auth_generation: u64,
@@ -1986,8 +1986,9 @@ impl Core {
         }
     }
 
-    /// Resume the paused publishers once every other worker's mailbox is at most half full.
-    /// Until then their keep-alive is held: the broker, not the client, stopped reading.
+    /// Resume the paused publishers once every other worker's mailbox is at most half full
+    /// (and, in a cluster, no peer is congested). Until then their keep-alive is held: the
+    /// broker, not the client, stopped reading.
     fn resume_paused(&mut self, now: Instant) {
         let half = self.shared.cfg.worker_mailbox_limit / 2;
         let drained = self
@@ -1995,7 +1996,8 @@ impl Core {
             .mailbox_bytes
             .iter()
             .enumerate()
-            .all(|(w, b)| w == self.id as usize || b.load(Ordering::Relaxed) <= half);
+            .all(|(w, b)| w == self.id as usize || b.load(Ordering::Relaxed) <= half)
+            && !self.cluster_congested();
         let mut paused = std::mem::take(&mut self.paused);
         paused.retain(|&id| {
             let Some(idx) = self.client_index(id) else {

@@ -14,6 +14,10 @@ pub struct Hub {
     pub notify: tokio::sync::Notify,
     /// The node is fenced (its lease is lost): CONNECTs are refused until it rejoins.
     pub fenced: AtomicBool,
+    /// A linked peer has more than `peer_queue_bytes` of this node's messages waiting for its
+    /// acknowledgement: workers pause the publishers whose QoS 1/2 messages go to other
+    /// nodes (as for a full worker mailbox) until it is at most half full again.
+    pub congested: AtomicBool,
 }
 
 impl Hub {
@@ -22,6 +26,7 @@ impl Hub {
             inbox: SegQueue::new(),
             notify: tokio::sync::Notify::new(),
             fenced: AtomicBool::new(false),
+            congested: AtomicBool::new(false),
         }
     }
 

@@ -28,7 +28,7 @@ use crate::broker::mail::{Claimant, Handoff, TakeOver};
 use crate::broker::{Mail, Shared};
 use crate::metrics::{add, WorkerMetrics};
 use crate::ownership::{Owner, SessionKey};
-use crate::protocol::ReasonCode;
+use crate::protocol::{QoS, ReasonCode};
 use crate::routing::trie::SubscriptionTrie;
 use crate::runtime::engine::ConnId;
 use crate::session::Message;
@@ -290,6 +290,18 @@ impl Node {
     }
 
     fn on_tick(&mut self) {
+        // Publishers paused for a congested peer go on once every linked peer's queue is at
+        // most half full (a peer that is not linked does not hold them: see `admit`).
+        if self.hub.congested.load(Ordering::Relaxed) {
+            let half = self.shared.cfg.cluster.peer_queue_bytes / 2;
+            let still = self
+                .peers
+                .values()
+                .any(|p| p.up && p.queued.load(Ordering::Relaxed) > half);
+            if !still {
+                self.hub.congested.store(false, Ordering::Relaxed);
+            }
+        }
         // Claims waiting too long for a node that neither answers nor leaves: refused (the
         // `TakeOver` stays queued on its link, and closes the old connection when it heals).
         let limit = Duration::from_secs(self.lease_secs * 2);
@@ -739,10 +751,18 @@ impl Node {
             if !route && !msg.retain && picked.is_empty() {
                 continue;
             }
-            if peer.queued.load(Ordering::Relaxed) + size > self.shared.cfg.cluster.peer_queue_bytes
-            {
-                add(&self.metrics.cluster_drops, 1);
-                continue;
+            let queued = peer.queued.load(Ordering::Relaxed);
+            let limit = self.shared.cfg.cluster.peer_queue_bytes;
+            match admit(queued, size, limit, msg.qos, peer.up) {
+                Admit::Send => {}
+                Admit::SendCongested => self.hub.congested.store(true, Ordering::Relaxed),
+                Admit::Drop => {
+                    add(&self.metrics.cluster_drops, 1);
+                    if msg.qos != QoS::AtMostOnce {
+                        tracing::warn!(peer = %name, queued, "cluster: peer unreachable and its queue full; a QoS 1/2 message for it dropped");
+                    }
+                    continue;
+                }
             }
             add(&self.metrics.cluster_forwarded, 1);
             let _ = peer.tx.send(Frame::Publish {
@@ -1048,6 +1068,35 @@ impl Node {
 
 /// Count one more (`add`) or one fewer of `key`, dropping it at zero; true when the count
 /// went from 0 to 1 or from 1 to 0 (what the other side of a view must hear of).
+/// What to do with a message for a peer whose queue (sent, not yet acknowledged) holds
+/// `queued` bytes, under the limit `peer_queue_bytes`.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Send,
+    /// Send, and pause the publishers (`Hub::congested`): back-pressure, not loss.
+    SendCongested,
+    Drop,
+}
+
+/// Under the limit everything goes. Beyond it QoS 0 is dropped (it may be dropped on
+/// congestion anywhere on its way); QoS 1/2 for a linked peer is queued and the publishers
+/// are paused, so the queue passes the limit only by what they had sent already; for a peer
+/// that is not linked (dead, or cut off, until etcd drops it or the link heals) QoS 1/2 is
+/// kept up to 4 times the limit and dropped beyond, so one lost node stalls no publisher.
+fn admit(queued: usize, size: usize, limit: usize, qos: QoS, up: bool) -> Admit {
+    if queued + size <= limit {
+        Admit::Send
+    } else if qos == QoS::AtMostOnce {
+        Admit::Drop
+    } else if up {
+        Admit::SendCongested
+    } else if queued + size <= limit.saturating_mul(4) {
+        Admit::Send
+    } else {
+        Admit::Drop
+    }
+}
+
 fn count_change(counts: &mut HashMap<ByteString, u32>, key: &ByteString, add: bool) -> bool {
     if add {
         let n = counts.entry(key.clone()).or_insert(0);
@@ -1490,6 +1539,26 @@ fn take_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_peer_queue_drops_qos0_and_pushes_back_on_qos1_while_linked() {
+        use super::{admit, Admit};
+        use crate::protocol::QoS::*;
+        assert_eq!(admit(0, 100, 1000, AtMostOnce, true), Admit::Send);
+        assert_eq!(admit(900, 100, 1000, AtLeastOnce, true), Admit::Send);
+        assert_eq!(admit(950, 100, 1000, AtMostOnce, true), Admit::Drop);
+        assert_eq!(
+            admit(950, 100, 1000, AtLeastOnce, true),
+            Admit::SendCongested
+        );
+        assert_eq!(
+            admit(50_000, 100, 1000, ExactlyOnce, true),
+            Admit::SendCongested
+        );
+        // Not linked: kept up to 4x the limit, then dropped; never congests.
+        assert_eq!(admit(2000, 100, 1000, AtLeastOnce, false), Admit::Send);
+        assert_eq!(admit(3950, 100, 1000, ExactlyOnce, false), Admit::Drop);
+    }
 
     #[test]
     fn counted_changes_report_only_the_first_and_the_last() {

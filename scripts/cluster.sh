@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The cluster's figures on this machine, in one run, against single-node ringmq:
 #   1. p2p QoS 1 where every pair crosses nodes (subscriber i on node k, publisher i on node
-#      k+1): messages per broker CPU-second (CPU of all three nodes summed) and latency;
+#      k+1): messages per broker CPU-second (CPU of all three nodes summed) and latency.
+#      Publishing starts 1 s after the last SUBACK (--settle): a subscription reaches the
+#      other nodes a few ms after its SUBACK, and a QoS 1 PUBLISH on another node before that
+#      gets PUBACK 0x10 No matching subscribers (counted by ringmq-load) and reaches nobody;
 #   2. a take-over storm of STORM ids, each id's new connection on another node than its old
 #      one: take-over latency p50/p99 (CONNECT to CONNACK of the new connection);
 #   3. a connect storm of CONNS clients spread over the nodes: CONNACKs per second (every
@@ -10,6 +13,7 @@
 # Brokers and etcd share core 0, the generator has core 1 (taskset), as in scripts/bench.sh.
 #
 #   scripts/cluster.sh [PAIRS=200] [RATE=20000] [DURATION=10s] [STORM=10000] [CONNS=15000]
+# KEEP=1 keeps the logs and the generator's JSON; ONLY="p2p takeover connect" picks loads.
 # Needs etcd (apt-get install etcd-server) and a build with the cluster feature (done here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +24,7 @@ DUR=${3:-10s}
 STORM=${4:-10000}
 CONNS=${5:-15000}
 NODES=3
+ONLY=${ONLY:-p2p takeover connect}
 BCPU=${BROKER_CPU:-0}
 GCPU=${GEN_CPU:-1}
 TCK=$(getconf CLK_TCK)
@@ -33,7 +38,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     wait 2>/dev/null
-    rm -rf "$WORK"
+    if [[ -n ${KEEP:-} ]]; then echo "logs and JSON kept in $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -112,48 +117,54 @@ run_load() {
 
 j() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d$2)" "$WORK/$1.json"; }
 
-P2P=(pubsub --mode p2p --clients "$PAIRS" --rate "$RATE" --qos 1 --size 64 --duration "$DUR" --ramp 0 --threads 1)
+P2P=(pubsub --mode p2p --clients "$PAIRS" --rate "$RATE" --qos 1 --size 64 --duration "$DUR" --ramp 0 --threads 1 --settle 1s)
 TAKEOVER=(takeover --clients "$STORM" --ramp 0 --duration 20s --threads 2 --source 127.0.0.2-127.0.0.9)
 CONNECT=(conn --clients "$CONNS" --ramp 0 --duration 15s --threads 2 --source 127.0.0.10-127.0.0.17)
 
 for mode in single cluster; do
     ETCD_PID=
     [[ $mode == cluster ]] && start_etcd
-    start_brokers "$mode"
-    run_load "$mode-p2p" "${P2P[@]}"
-    stop_brokers
-    start_brokers "$mode"
-    run_load "$mode-takeover" "${TAKEOVER[@]}"
-    stop_brokers
-    start_brokers "$mode"
-    run_load "$mode-connect" "${CONNECT[@]}"
-    stop_brokers
+    for load in $ONLY; do
+        start_brokers "$mode"
+        case $load in
+        p2p) run_load "$mode-p2p" "${P2P[@]}" ;;
+        takeover) run_load "$mode-takeover" "${TAKEOVER[@]}" ;;
+        connect) run_load "$mode-connect" "${CONNECT[@]}" ;;
+        esac
+        stop_brokers
+    done
     if [[ $mode == cluster ]]; then kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null; fi
 done
 
 echo "ringmq cluster figures ($(nproc) cores; brokers and etcd on core $BCPU, generator on core $GCPU)"
 echo "single = one ringmq --workers 1; cluster = $NODES nodes --workers 1 + etcd $(etcd --version | head -1 | awk '{print $3}')"
 echo
+if [[ " $ONLY " == *" p2p "* ]]; then
 echo "1. ringmq-load ${P2P[*]} (cluster: every pair crosses nodes)"
 for mode in single cluster; do
     read -r bt et <"$WORK/$mode-p2p.cpu"
     recv=$(j "$mode-p2p" "['received']")
     lost=$(j "$mode-p2p" "['lost']")
     dup=$(j "$mode-p2p" "['duplicates']")
-    awk -v m="$mode" -v r="$recv" -v b="$bt" -v e="$et" -v t="$TCK" -v l="$lost" -v d="$dup" \
+    nosub=$(j "$mode-p2p" "['acked_no_subscribers']")
+    awk -v m="$mode" -v r="$recv" -v b="$bt" -v e="$et" -v t="$TCK" -v l="$lost" -v d="$dup" -v n="$nosub" \
         -v p50="$(j "$mode-p2p" "['latency_p50_us']")" -v p99="$(j "$mode-p2p" "['latency_p99_us']")" \
-        'BEGIN { printf "   %-8s received %d (lost %d, dup %d)  broker CPU %.2f s  etcd CPU %.2f s  %.0f msgs / broker CPU s  latency p50 %d us p99 %d us\n", m, r, l, d, b/t, e/t, (b > 0 ? r / (b/t) : 0), p50, p99 }'
+        'BEGIN { printf "   %-8s received %d (lost %d, dup %d, PUBACK 0x10 %d)  broker CPU %.2f s  etcd CPU %.2f s  %.0f msgs / broker CPU s  latency p50 %d us p99 %d us\n", m, r, l, d, n, b/t, e/t, (b > 0 ? r / (b/t) : 0), p50, p99 }'
 done
 awk -v a="$(j single-p2p "['received']")" -v ab="$(cut -d' ' -f1 "$WORK/single-p2p.cpu")" \
     -v c="$(j cluster-p2p "['received']")" -v cb="$(cut -d' ' -f1 "$WORK/cluster-p2p.cpu")" \
     'BEGIN { if (ab > 0 && cb > 0) printf "   cluster / single msgs per broker CPU s: %.2f\n", (c/cb) / (a/ab) }'
 echo
+fi
+if [[ " $ONLY " == *" takeover "* ]]; then
 echo "2. ringmq-load ${TAKEOVER[*]} (cluster: each new connection on another node)"
 for mode in single cluster; do
     read -r bt et <"$WORK/$mode-takeover.cpu"
     echo "   $mode: take-over p50 $(j "$mode-takeover" "['takeover_p50_us']") us p99 $(j "$mode-takeover" "['takeover_p99_us']") us max $(j "$mode-takeover" "['takeover_max_us']") us; new connections $(j "$mode-takeover" "['takeover_count']") of $STORM; old got 0x8E $(j "$mode-takeover" "['old_disconnect_0x8e']"); connack errors $(j "$mode-takeover" "['connack_errors']"); broker CPU $(awk -v b="$bt" -v t="$TCK" 'BEGIN{printf "%.2f", b/t}') s, etcd CPU $(awk -v b="$et" -v t="$TCK" 'BEGIN{printf "%.2f", b/t}') s"
 done
 echo
+fi
+if [[ " $ONLY " == *" connect "* ]]; then
 echo "3. ringmq-load ${CONNECT[*]}"
 for mode in single cluster; do
     read -r bt et <"$WORK/$mode-connect.cpu"
@@ -165,3 +176,4 @@ import json, sys
 for h in json.load(open(sys.argv[1]))["hosts"]:
     print(f"     {h['host']}: {h['connects']} connects, {h['connect_rate']:.0f} CONNACKs/s, connect p99 {h['connect_p99_us']} us")
 PY
+fi

@@ -144,6 +144,10 @@ pub struct Common {
     /// Total run time (hard bound), e.g. 10s, 500ms, 2m.
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Wait this long after the last SUBACK before publishing (subscriptions reach the other
+    /// nodes of a cluster asynchronously).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
     /// Extra time after publishing stops to wait for in-flight messages.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub drain: Duration,

@@ -329,7 +329,7 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
                 && sh.pubs_up.load(Relaxed) >= p.n_pubs)
                 || now >= half)
         {
-            pub_started = now + 1_000_000;
+            pub_started = now + 1_000_000 + o.settle.as_nanos() as u64;
             sh.pub_start_ns.store(pub_started, Relaxed);
         }
         if p.n_old > 0
@@ -516,6 +516,11 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     m.insert("sent_rate".into(), json!(rate(sent)));
     m.insert("acked".into(), json!(Shared::get(&sh.acked)));
     m.insert(
+        "acked_no_subscribers".into(),
+        json!(Shared::get(&sh.no_subscribers)),
+    );
+    m.insert("acked_refused".into(), json!(Shared::get(&sh.ack_refused)));
+    m.insert(
         "skipped_not_connected".into(),
         json!(Shared::get(&sh.skipped)),
     );
@@ -601,11 +606,13 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
     }
     if p.n_pubs > 0 || recv > 0 {
         eprintln!(
-            "publish: sent={} ({:.0}/s, target {:.0}/s) acked={} skipped={} late={} max_lag={}us",
+            "publish: sent={} ({:.0}/s, target {:.0}/s) acked={} (0x10 no subscribers={} refused={}) skipped={} late={} max_lag={}us",
             sent,
             rate(sent),
             total_rate,
             Shared::get(&sh.acked),
+            Shared::get(&sh.no_subscribers),
+            Shared::get(&sh.ack_refused),
             Shared::get(&sh.skipped),
             late,
             res.max_late_ns / 1000

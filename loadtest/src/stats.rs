@@ -17,6 +17,10 @@ pub struct Shared {
     pub late: AtomicU64,
     pub skipped: AtomicU64,
     pub acked: AtomicU64,
+    /// PUBACK / PUBREC 0x10 No matching subscribers (MQTT 5).
+    pub no_subscribers: AtomicU64,
+    /// PUBACK / PUBREC with a failure reason (>= 0x80).
+    pub ack_refused: AtomicU64,
     pub recv: AtomicU64,
     pub recv_stamped: AtomicU64,
     pub errors: AtomicU64,

@@ -557,6 +557,15 @@ impl Worker {
         self.emit_publish(i, seq, intended, now);
     }
 
+    /// PUBACK / PUBREC reason codes other than success (MQTT 5).
+    fn count_ack_code(&self, code: u8) {
+        if code == 0x10 {
+            self.sh.no_subscribers.fetch_add(1, Relaxed);
+        } else if code >= 0x80 {
+            self.sh.ack_refused.fetch_add(1, Relaxed);
+        }
+    }
+
     fn ack_done(&mut self, i: usize, now: u64) {
         self.sh.acked.fetch_add(1, Relaxed);
         let c = &mut self.clients[i];
@@ -717,8 +726,13 @@ impl Worker {
                     _ => {}
                 }
             }
-            Ev::PubAck { .. } | Ev::PubComp { .. } => self.ack_done(i, now),
+            Ev::PubAck { code } => {
+                self.count_ack_code(code);
+                self.ack_done(i, now)
+            }
+            Ev::PubComp { .. } => self.ack_done(i, now),
             Ev::PubRec { pid, code } => {
+                self.count_ack_code(code);
                 if code >= 0x80 {
                     self.ack_done(i, now);
                 } else {
@@ -991,7 +1005,7 @@ enum Ev {
         stamp: Option<Stamp>,
     },
     PubAck {
-        _pid: u16,
+        code: u8,
     },
     PubRec {
         pid: u16,
@@ -1026,7 +1040,7 @@ impl From<&Packet<'_>> for Ev {
                 pid,
                 stamp: read_payload(payload),
             },
-            Packet::PubAck { pid, .. } => Ev::PubAck { _pid: pid },
+            Packet::PubAck { code, .. } => Ev::PubAck { code },
             Packet::PubRec { pid, code } => Ev::PubRec { pid, code },
             Packet::PubRel { pid } => Ev::PubRel { pid },
             Packet::PubComp { pid } => Ev::PubComp { _pid: pid },

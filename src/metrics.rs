@@ -85,13 +85,14 @@ counters! {
     cluster_peers_linked: "gauge", "Cluster: peer links up (outgoing, one per other node)";
     cluster_forwarded: "counter", "Cluster: messages sent to other nodes (one per node they went to)";
     cluster_received: "counter", "Cluster: messages received from other nodes";
-    cluster_drops: "counter", "Cluster: messages for another node dropped because its link's queue held peer_queue_bytes";
+    cluster_drops: "counter", "Cluster: messages dropped on the way between nodes: QoS 0 beyond peer_queue_bytes, QoS 1/2 beyond 4x it for a peer not linked, a shared-subscription message whose group had no member left here, a relay during a cross-node cut-over";
     cluster_claims: "counter", "Cluster: client ids claimed in etcd (one per CONNECT)";
     cluster_remote_takeovers: "counter", "Cluster: take-overs of a client id held on another node, asked by this node";
     cluster_sessions_in: "counter", "Cluster: sessions that continued here from another node";
     cluster_sessions_out: "counter", "Cluster: sessions handed to another node";
     cluster_fences: "counter", "Cluster: times this node lost its lease and closed everything it held";
     cluster_fenced_sessions: "counter", "Cluster: offline sessions ended by fencing";
+    cluster_stale_sessions: "counter", "Cluster: sessions restored from the data dir and dropped because another node holds their client id";
     cluster_etcd_errors: "counter", "Cluster: etcd requests that failed (retried)";
 }
 

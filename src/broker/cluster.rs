@@ -84,12 +84,17 @@ impl Core {
             (Some(idx), ClaimOutcome::Session { session, will }) => {
                 add(&self.metrics.cluster_sessions_in, 1);
                 self.connect_owned(idx, req, epoch, Some((session, will)), now);
-                self.tell_cluster(ToCluster::Claimed { client_id });
+                self.tell_cluster(ToCluster::Claimed {
+                    client_id: client_id.clone(),
+                });
+                self.stored_for_cluster(client_id, epoch);
             }
             (None, outcome) => {
                 // The connection went while the claim was out. A session that came from
                 // another node is kept offline here as its own connection would have.
                 if let ClaimOutcome::Session { session, will } = outcome {
+                    // After whatever this logs (the session kept offline, below).
+                    let stored = (client_id.clone(), epoch);
                     if session.session_expiry() > 0 {
                         let key = self.new_session_entry(
                             req.client_id.clone(),
@@ -118,15 +123,24 @@ impl Core {
                             h.will = will;
                             self.on_handoff(h, now);
                             self.tell_cluster(ToCluster::Claimed { client_id });
+                            self.stored_for_cluster(stored.0, stored.1);
                             return;
                         }
                     } else {
                         self.publish_carried(will, now);
                     }
+                    // Not kept here: the other node's copy may go all the same.
+                    self.stored_for_cluster(stored.0, stored.1);
                 }
                 self.give_up_claim(client_id, epoch);
             }
         }
+    }
+
+    /// A session that came from another node is ours now: once what this input logged is on
+    /// disk (the session's image, if it is kept), the node it came from may drop its copy.
+    fn stored_for_cluster(&mut self, client_id: ByteString, epoch: u64) {
+        self.post_after_commit(CLUSTER, Mail::Stored { client_id, epoch });
     }
 
     /// A claim answered but not taken up: the control thread may go on with the id, and its
@@ -254,6 +268,32 @@ impl Core {
                     ack: None,
                 },
             );
+        }
+    }
+
+    /// The sessions restored from the data dir, for the control thread to check against
+    /// etcd (every worker reports once, with an empty list too).
+    pub(super) fn restored_in_cluster(&mut self, sessions: Vec<(ByteString, u64)>) {
+        let worker = self.id;
+        self.tell_cluster(ToCluster::Restored { worker, sessions });
+    }
+
+    /// `Mail::DropStale`: the restored session of `client_id` (under `epoch`) is held by
+    /// another node: it ends here without a will (it continued there).
+    pub(super) fn drop_stale(&mut self, client_id: &str, epoch: u64, now: Instant) {
+        let Some(owner) = self.shared.owners.get(client_id) else {
+            return;
+        };
+        if owner.worker != self.id || owner.epoch != epoch {
+            return;
+        }
+        let offline = self
+            .session(owner.session)
+            .is_some_and(|e| matches!(e.state, SessionState::Offline(_)));
+        if offline {
+            tracing::info!(%client_id, "cluster: a restored session is held by another node; this copy ends");
+            add(&self.metrics.cluster_stale_sessions, 1);
+            self.end_offline(owner.session, now);
         }
     }
 

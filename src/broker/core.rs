@@ -160,6 +160,7 @@ impl std::fmt::Debug for Mail {
                 write!(f, "ServeShared({group}, {:?})", msg.payload)
             }
             Mail::Fence => f.write_str("Fence"),
+            Mail::DropStale { client_id, epoch } => write!(f, "DropStale({client_id}, {epoch})"),
         }
     }
 }
@@ -1110,7 +1111,7 @@ impl Core {
     /// copy): it leaves once that is on disk (`persist.rs`). To this worker itself it is
     /// handled in this input (its records follow in the same batch).
     pub(super) fn post_after_commit(&mut self, worker: u16, mail: Mail) {
-        if worker == self.id || self.persist.is_none() || worker == crate::cluster::CLUSTER {
+        if worker == self.id || self.persist.is_none() {
             return self.post(worker, mail);
         }
         self.effects.push_back(Fx::Post {
@@ -1118,7 +1119,11 @@ impl Core {
             mail,
             after_commit: true,
         });
-        self.to_wake[worker as usize] = true;
+        if worker == crate::cluster::CLUSTER {
+            self.wake_cluster = true;
+        } else {
+            self.to_wake[worker as usize] = true;
+        }
     }
 
     fn flush_wakes(&mut self) {
@@ -1841,6 +1846,7 @@ impl Core {
             Mail::NodeFilter { node, filter, add } => self.apply_node_filter(node, &filter, add),
             Mail::ServeShared { group, msg } => self.serve_shared(&group, &msg, now),
             Mail::Fence => self.on_fence(now),
+            Mail::DropStale { client_id, epoch } => self.drop_stale(&client_id, epoch, now),
             // Only the control thread is sent these.
             Mail::Cluster(_) => {}
         }

@@ -91,6 +91,10 @@ pub enum Mail {
     ServeShared { group: ByteString, msg: Message },
     /// From the control thread: the node lost its lease (`Core::on_fence`).
     Fence,
+    /// From the control thread: a session restored from the data dir is held by another
+    /// node now (its client moved while this node was down): this stale copy goes, without
+    /// its will.
+    DropStale { client_id: ByteString, epoch: u64 },
 }
 
 /// A change to the shared-subscription views.
@@ -217,6 +221,13 @@ pub enum ToCluster {
     /// A filter (a plain one, or a shared `$share/G/F`) gained (`add`) or lost one (session,
     /// filter) subscription here.
     Filter { filter: ByteString, add: bool },
+    /// The sessions worker `worker` restored from the data dir (client id, epoch), sent once
+    /// at start (an empty list too): the control thread checks each against etcd before the
+    /// node takes CONNECTs.
+    Restored {
+        worker: u16,
+        sessions: Vec<(ByteString, u64)>,
+    },
     /// A message published on this node, for the nodes whose filters match (retained ones:
     /// for every node's store), and for the nodes picked for shared subscriptions: (node
     /// number, `$share/G/F`).

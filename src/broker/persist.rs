@@ -379,7 +379,11 @@ impl Core {
     /// Install the sessions recovered for this worker (before its first input).
     pub fn restore(&mut self, restored: Vec<Restored>) {
         self.restored_filters.get_or_insert_with(Vec::new);
+        let mut ids = Vec::new();
         for r in restored {
+            if self.clustered() {
+                ids.push((r.client_id.clone(), r.epoch));
+            }
             let client_id = crate::session::ClientId::new(r.client_id);
             let key = self.new_session_entry(
                 client_id.clone(),
@@ -401,6 +405,9 @@ impl Core {
             }
             self.index_session(key, &s);
             self.keep_offline(key, s, r.expires_at, r.delayed_will, false);
+        }
+        if self.clustered() {
+            self.restored_in_cluster(ids);
         }
     }
 }

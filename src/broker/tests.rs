@@ -89,6 +89,7 @@ fn kind(m: &Mail) -> &'static str {
         Mail::NodeFilter { .. } => "NodeFilter",
         Mail::ServeShared { .. } => "ServeShared",
         Mail::Fence => "Fence",
+        Mail::DropStale { .. } => "DropStale",
     }
 }
 

@@ -103,6 +103,11 @@ enum Event {
         keys: Vec<String>,
         ok: bool,
     },
+    /// Restored sessions checked against etcd (`check_restored`).
+    Restored {
+        items: Vec<Restore>,
+        result: Result<Vec<Checked>, String>,
+    },
     /// A frame from `node` (run `incarnation`) on an incoming link.
     Frame {
         node: String,
@@ -114,6 +119,25 @@ enum Event {
         node: String,
         up: bool,
     },
+}
+
+/// A session restored from the data dir, to check against etcd before the node serves:
+/// its key is put under this node's lease if it is absent, or holds `expect` (a value of
+/// this node's from before the restart); a key another node holds makes the copy stale.
+#[derive(Clone)]
+struct Restore {
+    client_id: ByteString,
+    worker: u16,
+    epoch: u64,
+    expect: Option<Vec<u8>>,
+}
+
+/// What etcd said of one [`Restore`].
+enum Checked {
+    /// The key is this node's now.
+    Mine,
+    /// The key holds this value instead (check again, or another node holds the id).
+    Holds(Option<Vec<u8>>),
 }
 
 /// A claim on its way: the worker's request, then what it waits for.
@@ -154,6 +178,17 @@ struct Node {
     serve_turn: usize,
     /// Workers posted to in this pass, woken at its end.
     to_wake: Vec<std::cell::Cell<bool>>,
+    /// Workers whose restored sessions have not been reported yet (data dir only): the node
+    /// takes no CONNECT before every restored session is checked against etcd.
+    restore_reports: usize,
+    restore_queue: Vec<Restore>,
+    restores_in_flight: usize,
+    /// Sessions handed to another node whose durable copy here waits for that node to have
+    /// stored its own: (node, its claim token) -> (worker, client id, epoch) of the copy.
+    awaiting_stored: HashMap<(String, u64), (u16, ByteString, u64)>,
+    /// Sessions that came from another node, until stored here: (client id, the claim's
+    /// epoch) -> (node, token) to tell `Stored`.
+    stored_owed: HashMap<(ByteString, u64), (String, u64)>,
     prefix: String,
     lease_secs: u64,
     lease: Option<i64>,
@@ -209,6 +244,15 @@ impl Node {
             links_started: 0,
             serve_turn: 0,
             to_wake: (0..workers).map(|_| std::cell::Cell::new(false)).collect(),
+            restore_reports: if shared.cfg.data_dir.is_some() {
+                workers
+            } else {
+                0
+            },
+            restore_queue: Vec::new(),
+            restores_in_flight: 0,
+            awaiting_stored: HashMap::new(),
+            stored_owed: HashMap::new(),
             lease: None,
             client: None,
             tx,
@@ -337,6 +381,24 @@ impl Node {
                 // A CONNECT here displaced our stand-in claim: nothing to hand it.
                 self.post(t.claimant.worker, Mail::Handoff(Handoff::empty(t.claimant)));
             }
+            Mail::Cluster(ToCluster::Restored { worker, sessions }) => {
+                self.restore_reports = self.restore_reports.saturating_sub(1);
+                self.restore_queue
+                    .extend(sessions.into_iter().map(|(client_id, epoch)| Restore {
+                        client_id,
+                        worker,
+                        epoch,
+                        expect: None,
+                    }));
+                self.maybe_unfence();
+            }
+            // A session that came from another node is stored here (behind the worker's
+            // commit): that node's durable copy may go.
+            Mail::Stored { client_id, epoch } => {
+                if let Some((node, token)) = self.stored_owed.remove(&(client_id, epoch)) {
+                    self.send(&node, Frame::Stored { seq: 0, token });
+                }
+            }
             // Messages relayed during a cut-over to the stand-in: the session left this node.
             Mail::Forward { .. } => add(&self.metrics.cluster_drops, 1),
             _ => {}
@@ -425,6 +487,7 @@ impl Node {
         let Some(lease) = self.lease else {
             return;
         };
+        self.check_restored(&client, lease);
         while self.txns_in_flight < MAX_TXNS_IN_FLIGHT && !self.claim_queue.is_empty() {
             // One put per key per transaction; a second claim of a key in flight waits
             // (claims of one id reach etcd in the order they were made).
@@ -660,14 +723,16 @@ impl Node {
                 },
             );
         }
+        // The durable copy here goes once the other node has stored the session (its
+        // `Stored`), or at once when no session travels.
         if let Some((w, epoch)) = h.origin {
-            self.post(
-                w,
-                Mail::Stored {
-                    client_id: s.client_id.clone(),
-                    epoch,
-                },
-            );
+            let client_id = s.client_id.clone();
+            if h.session.is_some() && !h.refused {
+                self.awaiting_stored
+                    .insert((s.node.clone(), s.token), (w, client_id, epoch));
+            } else {
+                self.post(w, Mail::Stored { client_id, epoch });
+            }
         }
         let outcome = if h.refused {
             Outcome::Refused
@@ -692,11 +757,16 @@ impl Node {
     }
 
     /// `Handoff` from the node that held an id we claimed.
-    fn on_remote_handoff(&mut self, token: u64, outcome: Outcome) {
+    fn on_remote_handoff(&mut self, node: String, token: u64, outcome: Outcome) {
         let Some(p) = self.pending.get(&token) else {
             return; // answered meanwhile (refused after waiting too long)
         };
         let client_id = (*p.claim.req.client_id).clone();
+        if matches!(outcome, Outcome::Session { .. }) {
+            // The worker tells `Stored` once it has the session on disk (or it ended).
+            self.stored_owed
+                .insert((client_id.clone(), p.claim.epoch), (node, token));
+        }
         let outcome = match outcome {
             Outcome::None => ClaimOutcome::Owned,
             Outcome::Refused => ClaimOutcome::Refused(ReasonCode::NOT_AUTHORIZED),
@@ -870,8 +940,8 @@ impl Node {
         match ev {
             Event::Registered { lease } => {
                 let old = self.lease.replace(lease);
-                self.hub.fenced.store(false, Ordering::Release);
                 tracing::info!(node = %self.name, lease, "cluster: registered in etcd");
+                self.maybe_unfence();
                 if let (Some(old), Some(c)) = (old, self.client.clone()) {
                     let mut c = c;
                     tokio::spawn(async move {
@@ -880,6 +950,7 @@ impl Node {
                 }
             }
             Event::LeaseLost => self.fence(),
+            Event::Restored { items, result } => self.on_restored(items, result),
             Event::Member { node, addr } => self.on_member(node, addr),
             Event::Claims { batch, result } => self.on_claims(batch, result),
             Event::Releases { keys, ok } => {
@@ -899,6 +970,119 @@ impl Node {
             } => self.on_frame(node, incarnation, frame),
             Event::Link { node, up } => self.on_link(node, up),
         }
+    }
+
+    /// CONNECTs are taken once the node holds a lease and every session restored from the
+    /// data dir is checked against etcd.
+    fn maybe_unfence(&mut self) {
+        if self.lease.is_some()
+            && self.restore_reports == 0
+            && self.restore_queue.is_empty()
+            && self.restores_in_flight == 0
+            && self.hub.fenced.swap(false, Ordering::AcqRel)
+        {
+            tracing::info!(node = %self.name, "cluster: serving");
+        }
+    }
+
+    /// Check restored sessions against etcd, up to 128 in one transaction: each key is put
+    /// under our lease if absent (or still holding our value from before the restart),
+    /// else read.
+    fn check_restored(&mut self, client: &Client, lease: i64) {
+        if self.restore_reports > 0 {
+            return;
+        }
+        while self.txns_in_flight < MAX_TXNS_IN_FLIGHT && !self.restore_queue.is_empty() {
+            let n = self.restore_queue.len().min(MAX_TXN_OPS);
+            let items: Vec<Restore> = self.restore_queue.drain(..n).collect();
+            let ops: Vec<TxnOp> = items
+                .iter()
+                .map(|r| {
+                    let key = client_key(&self.prefix, &r.client_id);
+                    let v = claim_value(&self.name, lease as u64, r.epoch);
+                    let when = match &r.expect {
+                        None => Compare::version(key.clone(), CompareOp::Equal, 0),
+                        Some(old) => Compare::value(key.clone(), CompareOp::Equal, old.clone()),
+                    };
+                    let put = PutOptions::new().with_lease(lease);
+                    TxnOp::txn(
+                        Txn::new()
+                            .when([when])
+                            .and_then([TxnOp::put(key.clone(), v, Some(put))])
+                            .or_else([TxnOp::get(key, None)]),
+                    )
+                })
+                .collect();
+            self.txns_in_flight += 1;
+            self.restores_in_flight += 1;
+            let mut c = client.clone();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let r =
+                    tokio::time::timeout(Duration::from_secs(5), c.txn(Txn::new().and_then(ops)))
+                        .await;
+                let result = match r {
+                    Ok(Ok(resp)) => Ok(resp
+                        .op_responses()
+                        .into_iter()
+                        .map(|op| match op {
+                            TxnOpResponse::Txn(t) if t.succeeded() => Checked::Mine,
+                            TxnOpResponse::Txn(t) => {
+                                Checked::Holds(t.op_responses().into_iter().find_map(|o| match o {
+                                    TxnOpResponse::Get(g) => {
+                                        g.kvs().first().map(|kv| kv.value().to_vec())
+                                    }
+                                    _ => None,
+                                }))
+                            }
+                            _ => Checked::Holds(None),
+                        })
+                        .collect()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".into()),
+                };
+                let _ = tx.send(Event::Restored { items, result });
+            });
+        }
+    }
+
+    fn on_restored(&mut self, items: Vec<Restore>, result: Result<Vec<Checked>, String>) {
+        self.txns_in_flight -= 1;
+        self.restores_in_flight -= 1;
+        let checked = match result {
+            Ok(v) if v.len() == items.len() => v,
+            other => {
+                add(&self.metrics.cluster_etcd_errors, 1);
+                let e = other
+                    .err()
+                    .unwrap_or_else(|| "wrong number of answers".into());
+                tracing::warn!(error = %e, "cluster: checking restored sessions in etcd failed; retrying");
+                self.restore_queue.extend(items);
+                return;
+            }
+        };
+        for (mut r, c) in items.into_iter().zip(checked) {
+            match c {
+                Checked::Mine => {}
+                // Gone meanwhile, or ours from before the restart: try again with it.
+                Checked::Holds(v)
+                    if v.as_deref().and_then(claim_node) != Some(&*self.name) && v.is_some() =>
+                {
+                    self.post(
+                        r.worker,
+                        Mail::DropStale {
+                            client_id: r.client_id,
+                            epoch: r.epoch,
+                        },
+                    );
+                }
+                Checked::Holds(v) => {
+                    r.expect = v;
+                    self.restore_queue.push(r);
+                }
+            }
+        }
+        self.maybe_unfence();
     }
 
     fn fence(&mut self) {
@@ -1060,7 +1244,12 @@ impl Node {
                 }
             }
             f @ Frame::TakeOver { .. } => self.serve_takeover(node, f),
-            Frame::Handoff { token, outcome, .. } => self.on_remote_handoff(token, outcome),
+            Frame::Handoff { token, outcome, .. } => self.on_remote_handoff(node, token, outcome),
+            Frame::Stored { token, .. } => {
+                if let Some((w, client_id, epoch)) = self.awaiting_stored.remove(&(node, token)) {
+                    self.post(w, Mail::Stored { client_id, epoch });
+                }
+            }
             Frame::Hello { .. } | Frame::Ack { .. } | Frame::Ping => {}
         }
     }

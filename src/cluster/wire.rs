@@ -2,7 +2,7 @@
 //! decode from the front of one). Field encodings are the storage log's (`session::journal`):
 //! little-endian integers, `u32 length | bytes` strings, wall-clock milliseconds for times.
 //!
-//! Sequenced frames (`Publish`, `TakeOver`, `Handoff`) carry the sender's sequence number: the
+//! Sequenced frames (`Publish`, `TakeOver`, `Handoff`, `Stored`) carry the sender's sequence number: the
 //! receiver acknowledges them cumulatively (`Ack`), the sender keeps what is not acknowledged
 //! and sends it again on the next connection, and the receiver drops a number it has seen
 //! (per sender incarnation, from `Hello`). `Filters`, `Filter` and `Retained` describe the
@@ -26,6 +26,7 @@ const TAKEOVER: u8 = 6;
 const HANDOFF: u8 = 7;
 const RETAINED: u8 = 8;
 const PING: u8 = 9;
+const STORED: u8 = 10;
 
 #[derive(Debug, Clone)]
 pub enum Frame {
@@ -67,6 +68,9 @@ pub enum Frame {
     /// A retained message of the sender's store, for a receiver that has none on its topic
     /// (sent when a link comes up).
     Retained(Message),
+    /// The receiver's `TakeOver` `token` brought a session that the sender has now stored
+    /// (or let end): the receiver's durable copy of it may go.
+    Stored { seq: u64, token: u64 },
     /// Liveness: sent on an otherwise idle link; the receiver answers with an `Ack`, so each
     /// side hears from the other at least every heartbeat while the link works.
     Ping,
@@ -92,7 +96,8 @@ impl Frame {
         match self {
             Frame::Publish { seq, .. }
             | Frame::TakeOver { seq, .. }
-            | Frame::Handoff { seq, .. } => Some(*seq),
+            | Frame::Handoff { seq, .. }
+            | Frame::Stored { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -102,7 +107,8 @@ impl Frame {
         match self {
             Frame::Publish { seq, .. }
             | Frame::TakeOver { seq, .. }
-            | Frame::Handoff { seq, .. } => Some(seq),
+            | Frame::Handoff { seq, .. }
+            | Frame::Stored { seq, .. } => Some(seq),
             _ => None,
         }
     }
@@ -183,6 +189,11 @@ pub fn encode(f: &Frame, out: &mut Vec<u8>) {
             put_message(out, m);
         }
         Frame::Ping => put_u8(out, PING),
+        Frame::Stored { seq, token } => {
+            put_u8(out, STORED);
+            put_u64(out, *seq);
+            put_u64(out, *token);
+        }
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -283,6 +294,10 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, Bad> {
         }
         RETAINED => Frame::Retained(r.message()?),
         PING => Frame::Ping,
+        STORED => Frame::Stored {
+            seq: r.u64()?,
+            token: r.u64()?,
+        },
         _ => return Err(Bad),
     };
     if !r.is_empty() {
@@ -350,6 +365,7 @@ mod tests {
             },
             Frame::Retained(msg("r", "kept", QoS::ExactlyOnce)),
             Frame::Ping,
+            Frame::Stored { seq: 7, token: 13 },
         ];
         let mut buf = Vec::new();
         for f in &frames {

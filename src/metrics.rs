@@ -98,6 +98,32 @@ counters! {
 
 pub type Metrics = Arc<Vec<Arc<WorkerMetrics>>>;
 
+/// A cluster node's figures for `$SYS/cluster/{node}/...`: every `cluster_*` counter
+/// (`cluster_peers_linked` as `peers/linked`), and its connections and sessions.
+pub fn cluster_sys_topics(node: &str, totals: &[u64]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for ((name, _, _), v) in WorkerMetrics::FIELDS.iter().zip(totals) {
+        if let Some(rest) = name.strip_prefix("cluster_") {
+            out.push((
+                format!("$SYS/cluster/{node}/{}", rest.replace('_', "/")),
+                v.to_string(),
+            ));
+        }
+    }
+    for (name, topic) in [
+        ("connections_current", "clients/connected"),
+        ("sessions_current", "sessions"),
+    ] {
+        if let Some(i) = WorkerMetrics::FIELDS.iter().position(|f| f.0 == name) {
+            out.push((
+                format!("$SYS/cluster/{node}/{topic}"),
+                totals[i].to_string(),
+            ));
+        }
+    }
+    out
+}
+
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }

@@ -411,13 +411,7 @@ fn a_full_peer_queue_pushes_back_on_qos1_publishers_and_loses_nothing() {
         return;
     };
     // n1 keeps at most 4 KiB of messages for a peer before back-pressure.
-    let conf = support::temp_dir("bp").with_extension("toml");
-    std::fs::write(&conf, "[cluster]\npeer_queue_bytes = 4096\n").unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"));
-    cmd.arg("--config").arg(&conf);
-    cmd.args(["--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"]);
-    cmd.args(Node::cluster_args(&etcd.url(), "n1", 10));
-    let n1 = Node::launch("n1", cmd);
+    let n1 = node_with_config(&etcd, "n1", "[cluster]\npeer_queue_bytes = 4096\n");
     let n2 = Node::start(&etcd, "n2", 10);
     n1.wait_linked(1);
     n2.wait_linked(1);
@@ -484,4 +478,45 @@ fn a_full_peer_queue_pushes_back_on_qos1_publishers_and_loses_nothing() {
     got.sort_unstable();
     assert_eq!(got, (1..=40).collect::<Vec<_>>(), "every message once");
     assert!(!n1.log_text().contains("dropped"), "{}", n1.log_text());
+}
+
+/// A node with extra TOML configuration.
+fn node_with_config(etcd: &Etcd, name: &str, toml: &str) -> Node {
+    let conf = support::temp_dir(&format!("{name}-conf")).with_extension("toml");
+    std::fs::write(&conf, toml).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"));
+    cmd.arg("--config").arg(&conf);
+    cmd.args(["--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"]);
+    cmd.args(Node::cluster_args(&etcd.url(), name, 10));
+    Node::launch(name, cmd)
+}
+
+#[test]
+fn every_node_sees_every_nodes_cluster_figures_in_sys() {
+    let Some(etcd) = Etcd::start() else {
+        return;
+    };
+    let n1 = node_with_config(&etcd, "n1", "sys_interval_secs = 1\n");
+    let n2 = node_with_config(&etcd, "n2", "sys_interval_secs = 1\n");
+    n1.wait_linked(1);
+    n2.wait_linked(1);
+    // On n1, the figures of both nodes: each has one peer linked.
+    let (mut s, _) = connect_ok(n1.addr, v5("sys-watch", true, 0));
+    subscribe(&mut s, 1, "$SYS/cluster/+/peers/linked", QoS::AtMostOnce);
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.len() < 2 || seen.values().any(|v| v != "1") {
+        assert!(Instant::now() < deadline, "figures seen: {seen:?}");
+        if let Some(p) = recv_publish(&mut s, Duration::from_millis(500)) {
+            let v = String::from_utf8_lossy(&p.payload).to_string();
+            seen.insert(p.topic.to_string(), v);
+        }
+    }
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        [
+            "$SYS/cluster/n1/peers/linked",
+            "$SYS/cluster/n2/peers/linked"
+        ]
+    );
 }

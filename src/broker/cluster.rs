@@ -170,9 +170,11 @@ impl Core {
 
     /// A message that entered the broker on this node: to the other nodes that want it, and
     /// to those picked for its shared subscriptions (`groups`). `$SYS` topics are each
-    /// node's own.
+    /// node's own, but for `$SYS/cluster/{node}/...`, each node's cluster figures.
     pub(super) fn route_to_nodes(&mut self, msg: &Message, groups: Vec<(u16, ByteString)>) {
-        if !self.clustered() || msg.topic.starts_with("$SYS/") {
+        if !self.clustered()
+            || (msg.topic.starts_with("$SYS/") && !msg.topic.starts_with("$SYS/cluster/"))
+        {
             return;
         }
         let retained = msg.retain && self.shared.cfg.retain_available;

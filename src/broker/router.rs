@@ -588,8 +588,20 @@ impl Core {
         let totals = crate::metrics::totals(&self.shared.metrics);
         let retained = self.shared.retained.lock().len();
         // Mosquitto's names where the figure is the same (`metrics::SysState`).
-        let items =
+        let mut items =
             crate::metrics::SYS_STATE.with(|st| st.borrow_mut().topics(&totals, uptime, retained));
+        if let Some(node) = self
+            .shared
+            .cfg
+            .cluster
+            .node_name
+            .as_deref()
+            .filter(|_| self.clustered())
+        {
+            // This node's cluster figures under `$SYS/cluster/{node}/`, which, unlike the
+            // rest of `$SYS`, every node gets (retained): one view of the whole cluster.
+            items.extend(crate::metrics::cluster_sys_topics(node, &totals));
+        }
         for (topic, value) in items {
             let msg = Message::new(MessageData {
                 topic: ByteString::from(topic),

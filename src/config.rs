@@ -299,8 +299,9 @@ pub struct ClusterConfig {
     pub lease_secs: u64,
     /// The key prefix in etcd (several clusters can share one etcd).
     pub prefix: String,
-    /// Bytes of messages waiting for one peer's acknowledgement before new ones are dropped
-    /// (counted in `cluster_drops`).
+    /// Bytes of messages waiting for one linked peer's acknowledgement before back-pressure:
+    /// QoS 0 beyond it is dropped (`cluster_drops`), QoS 1/2 publishers to other nodes pause
+    /// (`cluster::node::admit`).
     pub peer_queue_bytes: usize,
 }
 

@@ -244,6 +244,56 @@ fn a_node_stopped_past_its_lease_fences_itself() {
 }
 
 #[test]
+fn etcd_killed_and_restarted_on_its_data_dir_the_cluster_goes_on() {
+    // A lease long enough to outlast etcd's absence: nobody fences.
+    let lease = 20;
+    let Some((mut etcd, nodes)) = cluster(2, lease) else {
+        return;
+    };
+    let (mut sub, _) = connect_ok(nodes[1].addr, v5("r-sub", true, 0));
+    subscribe(&mut sub, 1, "r/#", QoS::AtLeastOnce);
+    let (mut publ, _) = connect_ok(nodes[0].addr, v5("r-pub", true, 0));
+    await_route(&mut publ, &mut sub, "r/probe");
+    // etcd dies (SIGKILL: no clean shutdown).
+    let mut child = etcd.child.take().unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    // Traffic across the nodes goes on; a CONNECT cannot be claimed.
+    publish_acked(&mut publ, "r/1", "during", QoS::AtLeastOnce, 1, false);
+    let p = recv_publish(&mut sub, Duration::from_secs(5)).expect("cross-node delivery");
+    assert_eq!(&p.payload[..], b"during");
+    let (_r, ack) = try_connect(nodes[1].addr, v5("r-new", true, 0));
+    assert_eq!(ack.code, ReasonCode::SERVER_UNAVAILABLE);
+    // etcd comes back on its data dir and ports: the nodes' clients reconnect, their
+    // leases and keys are still there, CONNECTs are claimed again.
+    etcd.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_r, ack) = try_connect(nodes[1].addr, v5("r-new", true, 0));
+        if ack.code == ReasonCode::SUCCESS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CONNECTs not accepted after etcd restarted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The ids claimed before the restart are still owned: a take-over across nodes works.
+    let (mut again, ack) = connect_ok(nodes[0].addr, v5("r-sub", false, 0));
+    assert!(!ack.session_present);
+    let (seen, closed) = sub.wait_closed(Duration::from_secs(10));
+    assert!(closed.is_some(), "the old r-sub on n2 was not taken over");
+    assert!(seen
+        .iter()
+        .any(|p| matches!(p, Packet::Disconnect(d) if d.reason == ReasonCode::SESSION_TAKEN_OVER)));
+    assert!(alive(&mut again) && alive(&mut publ));
+    for n in &nodes {
+        assert!(!n.log_text().contains("lease lost"), "{}", n.log_text());
+    }
+}
+
+#[test]
 fn etcd_stopped_local_traffic_goes_on_and_connects_are_refused() {
     let lease = 20;
     let Some((etcd, nodes)) = cluster(2, lease) else {

@@ -55,18 +55,19 @@ start_etcd() {
     wait_port "$EC" || { echo "etcd did not start"; exit 1; }
 }
 
-# start_brokers cluster|single: NODE_PIDS, NODE_PORTS, HOSTS (--host args).
+# start_brokers single|cluster|cluster1: NODE_PIDS, NODE_PORTS, HOSTS (--host args).
+# cluster1: one node of a cluster, with etcd (what a claim in etcd costs one node).
 start_brokers() {
     NODE_PIDS=()
     NODE_PORTS=()
     HOSTS=()
     local n=$NODES
-    [[ $1 == single ]] && n=1
+    [[ $1 == single || $1 == cluster1 ]] && n=1
     for i in $(seq 1 "$n"); do
         local port
         port=$(free_port)
         local args=(--listen "127.0.0.1:$port" --workers 1 --no-pin)
-        if [[ $1 == cluster ]]; then
+        if [[ $1 == cluster* ]]; then
             args+=(--cluster-etcd "http://127.0.0.1:$EC" --node-name "n$i"
                 --cluster-listen 127.0.0.1:0 --cluster-lease-secs 10)
         fi
@@ -77,6 +78,14 @@ start_brokers() {
         HOSTS+=(--host "127.0.0.1:$port")
     done
     for p in "${NODE_PORTS[@]}"; do wait_port "$p" || { echo "a broker did not start"; exit 1; }; done
+    if [[ $1 == cluster* ]]; then
+        for i in $(seq 1 "$n"); do
+            for _ in $(seq 1 200); do
+                grep -q "cluster: serving" "$WORK/$1-n$i.log" && break
+                sleep 0.05
+            done
+        done
+    fi
     if [[ $1 == cluster ]]; then
         # Every node linked to every other.
         for _ in $(seq 1 200); do
@@ -133,6 +142,12 @@ for mode in single cluster; do
         esac
         stop_brokers
     done
+    if [[ $mode == cluster && " $ONLY " == *" connect "* ]]; then
+        # The connect storm on one clustered node too: every CONNECT still an etcd claim.
+        start_brokers cluster1
+        run_load "cluster1-connect" "${CONNECT[@]}"
+        stop_brokers
+    fi
     if [[ $mode == cluster ]]; then kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null; fi
 done
 
@@ -165,8 +180,8 @@ done
 echo
 fi
 if [[ " $ONLY " == *" connect "* ]]; then
-echo "3. ringmq-load ${CONNECT[*]}"
-for mode in single cluster; do
+echo "3. ringmq-load ${CONNECT[*]} (cluster1: one node of a cluster, with etcd)"
+for mode in single cluster1 cluster; do
     read -r bt et <"$WORK/$mode-connect.cpu"
     echo "   $mode: $(j "$mode-connect" "['connects']") of $CONNS connected, $(j "$mode-connect" "['connect_rate']" | cut -d. -f1) CONNACKs/s, connect p99 $(j "$mode-connect" "['connect_p99_us']") us, errors $(j "$mode-connect" "['connect_errors']")+$(j "$mode-connect" "['connack_errors']"); broker CPU $(awk -v b="$bt" -v t="$TCK" 'BEGIN{printf "%.2f", b/t}') s, etcd CPU $(awk -v b="$et" -v t="$TCK" 'BEGIN{printf "%.2f", b/t}') s"
 done

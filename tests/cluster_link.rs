@@ -34,13 +34,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ringmq::protocol::*;
 use support::cluster::*;
+use support::netns::ip;
 use support::{recv_publish, subscribe};
 
 /// How long the link stays cut: longer than the peer link's liveness timeout (4 s without a
@@ -64,23 +65,6 @@ static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 /// file run in parallel threads).
 static PICK: Mutex<()> = Mutex::new(());
 
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// One veth pair: `host_dev` in the root namespace, `ns_dev` in the namespace.
 struct Pair {
     host_dev: String,
@@ -103,31 +87,9 @@ impl Net {
     /// Remove namespaces (and their host ends and routes) left behind by test processes that
     /// were killed before their guard ran.
     fn remove_stale() {
-        let Ok(list) = ip(&["netns", "list"]) else {
-            return;
-        };
-        for line in list.lines() {
-            let name = line.split_whitespace().next().unwrap_or("");
-            let Some(rest) = name.strip_prefix(NS_PREFIX) else {
-                continue;
-            };
-            let mut parts = rest.split('-');
-            let (pid, n) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            if pid.is_empty() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                continue;
-            }
-            // The blocks first: deleting the namespace may take its pairs (and the host ends
-            // whose routes name them) with it.
-            for p in ["a", "b"] {
-                let dev = format!("rc{pid}n{n}{p}h");
-                let routes = ip(&["-4", "route", "show", "dev", &dev]).unwrap_or_default();
-                if let Some(block) = routes.split_whitespace().next() {
-                    let _ = ip(&["route", "del", "blackhole", block, "metric", "4000"]);
-                }
-                let _ = ip(&["link", "del", &dev]);
-            }
-            let _ = ip(&["netns", "del", name]);
-        }
+        support::netns::remove_stale(NS_PREFIX, |pid, n| {
+            ["a", "b"].map(|p| format!("rc{pid}n{n}{p}h")).to_vec()
+        });
     }
 
     fn create() -> Result<Net, String> {
@@ -260,14 +222,7 @@ macro_rules! net_or_skip {
         match Net::create() {
             Ok(n) => n,
             Err(e) => {
-                if std::env::var("RINGMQ_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
-                    panic!("cannot create network namespaces (RINGMQ_REQUIRE_NETNS=1): {e}");
-                }
-                // Straight to stderr, past libtest's capture, so the skip is visible.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: cannot create network namespaces: {e}"
-                );
+                support::netns::cannot_create(&e);
                 return;
             }
         }

@@ -29,6 +29,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use ringmq::protocol::*;
+use support::netns::ip;
 use support::*;
 
 const NOISE: Duration = Duration::from_millis(500);
@@ -42,23 +43,6 @@ const T: Duration = Duration::from_secs(5);
 
 static NEXT_NET: AtomicU32 = AtomicU32::new(0);
 const NS_PREFIX: &str = "rmqho-";
-
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// A namespace holding the client end of a veth pair; the host end stays in the root namespace.
 struct Net {
@@ -74,28 +58,7 @@ struct Net {
 impl Net {
     /// Remove namespaces left behind by test processes that were killed before their guard ran.
     fn remove_stale() {
-        let Ok(list) = ip(&["netns", "list"]) else {
-            return;
-        };
-        for line in list.lines() {
-            let name = line.split_whitespace().next().unwrap_or("");
-            let Some(rest) = name.strip_prefix(NS_PREFIX) else {
-                continue;
-            };
-            let pid = rest.split('-').next().unwrap_or("");
-            if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = ip(&["netns", "del", name]);
-                // The namespace itself may live on for a while (sockets retransmitting into
-                // the hole hold it): delete the host ends of its pairs too.
-                let n = rest.split('-').nth(1).unwrap_or("");
-                let dev = format!("rq{pid}n{n}h");
-                let block = ip(&["-4", "route", "show", "dev", &dev]).unwrap_or_default();
-                if let Some(block) = block.split_whitespace().next() {
-                    let _ = ip(&["route", "del", "blackhole", block, "metric", "4000"]);
-                }
-                let _ = ip(&["link", "del", &dev]);
-            }
-        }
+        support::netns::remove_stale(NS_PREFIX, |pid, n| vec![format!("rq{pid}n{n}h")]);
     }
 
     fn create() -> Result<Net, String> {
@@ -208,14 +171,7 @@ macro_rules! net_or_skip {
         match Net::create() {
             Ok(n) => n,
             Err(e) => {
-                if std::env::var("RINGMQ_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
-                    panic!("cannot create network namespaces (RINGMQ_REQUIRE_NETNS=1): {e}");
-                }
-                // Straight to stderr, past libtest's capture, so the skip is visible.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: cannot create network namespaces: {e}"
-                );
+                support::netns::cannot_create(&e);
                 return;
             }
         }

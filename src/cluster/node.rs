@@ -520,26 +520,16 @@ impl Node {
                 break;
             }
             self.keys_in_flight.extend(keys);
-            self.txns_in_flight += 1;
-            let mut c = client.clone();
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let r =
-                    tokio::time::timeout(Duration::from_secs(5), c.txn(Txn::new().and_then(ops)))
-                        .await;
-                let result = match r {
-                    Ok(Ok(resp)) => Ok(resp
-                        .op_responses()
-                        .into_iter()
+            self.txn(&client, ops, move |result| {
+                let result = result.map(|ops| {
+                    ops.into_iter()
                         .map(|op| match op {
                             TxnOpResponse::Put(p) => p.prev_key().map(|kv| kv.value().to_vec()),
                             _ => None,
                         })
-                        .collect()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
-                };
-                let _ = tx.send(Event::Claims { batch, result });
+                        .collect()
+                });
+                Event::Claims { batch, result }
             });
         }
         if self.txns_in_flight < MAX_TXNS_IN_FLIGHT && !self.release_queue.is_empty() {
@@ -557,17 +547,34 @@ impl Node {
                 })
                 .collect();
             let keys: Vec<String> = list.into_iter().map(|(k, _)| k).collect();
-            self.txns_in_flight += 1;
-            let mut c = client;
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let r =
-                    tokio::time::timeout(Duration::from_secs(5), c.txn(Txn::new().and_then(ops)))
-                        .await;
-                let ok = matches!(r, Ok(Ok(_)));
-                let _ = tx.send(Event::Releases { keys, ok });
+            self.txn(&client, ops, move |result| Event::Releases {
+                keys,
+                ok: result.is_ok(),
             });
         }
+    }
+
+    /// Run one etcd transaction of `ops` (counted in `txns_in_flight`, bounded by a timeout)
+    /// and report its answers, or the error, as the event `done` makes of them.
+    fn txn(
+        &mut self,
+        client: &Client,
+        ops: Vec<TxnOp>,
+        done: impl FnOnce(Result<Vec<TxnOpResponse>, String>) -> Event + Send + 'static,
+    ) {
+        self.txns_in_flight += 1;
+        let mut c = client.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let r =
+                tokio::time::timeout(Duration::from_secs(5), c.txn(Txn::new().and_then(ops))).await;
+            let result = match r {
+                Ok(Ok(resp)) => Ok(resp.op_responses()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".into()),
+            };
+            let _ = tx.send(done(result));
+        });
     }
 
     fn on_claims(&mut self, batch: Vec<u64>, result: Result<Vec<Option<Vec<u8>>>, String>) {
@@ -1013,18 +1020,10 @@ impl Node {
                     )
                 })
                 .collect();
-            self.txns_in_flight += 1;
             self.restores_in_flight += 1;
-            let mut c = client.clone();
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let r =
-                    tokio::time::timeout(Duration::from_secs(5), c.txn(Txn::new().and_then(ops)))
-                        .await;
-                let result = match r {
-                    Ok(Ok(resp)) => Ok(resp
-                        .op_responses()
-                        .into_iter()
+            self.txn(client, ops, move |result| {
+                let result = result.map(|ops| {
+                    ops.into_iter()
                         .map(|op| match op {
                             TxnOpResponse::Txn(t) if t.succeeded() => Checked::Mine,
                             TxnOpResponse::Txn(t) => {
@@ -1037,11 +1036,9 @@ impl Node {
                             }
                             _ => Checked::Holds(None),
                         })
-                        .collect()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
-                };
-                let _ = tx.send(Event::Restored { items, result });
+                        .collect()
+                });
+                Event::Restored { items, result }
             });
         }
     }

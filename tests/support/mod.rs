@@ -15,6 +15,7 @@ use ringmq::protocol::*;
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod netns;
 
 pub struct TestBroker {
     pub handle: Option<BrokerHandle>,

@@ -1150,6 +1150,9 @@ impl Node {
                     }
                 }
                 self.forget_node_filters(&node);
+                // Sessions handed to it that it never said it stored: our copies stay (and
+                // come back at our restart if nobody else holds the id).
+                self.awaiting_stored.retain(|(n, _), _| *n != node);
                 // Claims waiting for its hand-off: its sessions went with it.
                 let waiting: Vec<u64> = self
                     .pending

@@ -28,6 +28,8 @@ NODES=3
 ONLY=${ONLY:-p2p takeover connect}
 BCPU=${BROKER_CPU:-0}
 GCPU=${GEN_CPU:-1}
+# ETCD_CPU=1: etcd beside the generator instead of beside the brokers.
+ECPU=${ETCD_CPU:-$BCPU}
 TCK=$(getconf CLK_TCK)
 cargo build --release --features ringmq/cluster -p ringmq -p ringmq-load >/dev/null 2>&1 ||
     { echo "build failed (the cluster feature needs protoc: apt-get install protobuf-compiler)"; exit 1; }
@@ -47,7 +49,7 @@ start_etcd() {
     EC=$(free_port)
     EP=$(free_port)
     rm -rf "$WORK/etcd"
-    taskset -c "$BCPU" etcd --name c --data-dir "$WORK/etcd" \
+    taskset -c "$ECPU" etcd --name c --data-dir "$WORK/etcd" \
         --listen-client-urls "http://127.0.0.1:$EC" --advertise-client-urls "http://127.0.0.1:$EC" \
         --listen-peer-urls "http://127.0.0.1:$EP" --initial-advertise-peer-urls "http://127.0.0.1:$EP" \
         --initial-cluster "c=http://127.0.0.1:$EP" >"$WORK/etcd.log" 2>&1 &
@@ -164,7 +166,7 @@ for mode in single cluster; do
     if [[ $mode == cluster ]]; then kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null; fi
 done
 
-echo "ringmq cluster figures ($(nproc) cores; brokers and etcd on core $BCPU, generator on core $GCPU)"
+echo "ringmq cluster figures ($(nproc) cores; brokers on core $BCPU, etcd on core $ECPU, generator on core $GCPU)"
 echo "single = one ringmq --workers 1; cluster = $NODES nodes --workers 1 + etcd $(etcd --version | head -1 | awk '{print $3}')"
 echo
 if [[ " $ONLY " == *" p2p "* ]]; then

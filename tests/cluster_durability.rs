@@ -49,6 +49,12 @@ fn kill(node: &mut Node) {
     let _ = node.child.wait();
 }
 
+/// A clean stop (SIGTERM): everything the node accepted is on its disk when it exits.
+fn stop(node: &mut Node) {
+    signal(node.child.id(), libc::SIGTERM);
+    let _ = node.child.wait();
+}
+
 struct Dirs(Vec<PathBuf>);
 impl Drop for Dirs {
     fn drop(&mut self) {
@@ -85,10 +91,12 @@ fn restored_sessions_are_claimed_and_stale_copies_dropped() {
     let m = recv_publish(&mut probe, Duration::from_secs(5)).expect("routed to n1");
     assert_eq!(&m.payload[..], b"queued");
 
-    // n1 dies. While it is down (and its lease has gone), "moved" connects to n2: n1 is not
-    // there to hand its session over, so it starts a new one there.
-    kill(&mut n1);
-    std::thread::sleep(Duration::from_secs(LEASE + 1));
+    // n1 goes down (a clean stop: the message n2 forwarded is in n1's log by then; a crash
+    // could come before n1's commit, since n2's PUBACK does not wait for other nodes').
+    // While it is down, "moved" connects to n2: n1 is not there to hand its session over, so
+    // it starts a new one there.
+    stop(&mut n1);
+    std::thread::sleep(Duration::from_secs(1));
     let (mut moved, ack) = connect_ok(n2.addr, v5("moved", false, 600));
     assert!(!ack.session_present, "n1 was down: nobody had the session");
     subscribe(&mut moved, 1, "d/moved-now", QoS::AtLeastOnce);
@@ -148,7 +156,8 @@ fn a_session_taken_over_across_nodes_leaves_the_old_disk_after_the_new_one_store
     assert!(alive(&mut c2));
     // n1 restarts: had it kept its copy (no DROP logged), it would restore it and find the
     // id held by n2; it restores nothing of t-1.
-    std::thread::sleep(Duration::from_millis(500));
+    // (n2 stores it, tells n1, n1 logs the drop: milliseconds; this waits far longer.)
+    std::thread::sleep(Duration::from_secs(2));
     kill(&mut n1);
     let n1 = durable_node(&etcd, "n1", &dirs.0[0]);
     let log = n1.log_text();

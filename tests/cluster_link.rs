@@ -206,13 +206,8 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         // The processes inside are gone by now (declared after the guard, so dropped first).
-        let _ = ip(&["netns", "del", &self.ns]);
-        for p in [&self.a, &self.b] {
-            let _ = ip(&["link", "del", &p.host_dev]);
-            if !p.block.is_empty() {
-                let _ = ip(&["route", "del", "blackhole", &p.block, "metric", "4000"]);
-            }
-        }
+        let pairs = [&self.a, &self.b].map(|p| (p.host_dev.as_str(), p.block.as_str()));
+        support::netns::remove(&self.ns, &pairs);
     }
 }
 

@@ -157,11 +157,7 @@ impl Drop for Net {
     fn drop(&mut self) {
         // Deleting the namespace destroys the client end and with it the pair (once the
         // processes inside have exited: `Client` kills them first).
-        let _ = ip(&["netns", "del", &self.ns]);
-        let _ = ip(&["link", "del", &self.host_dev]);
-        if !self.block.is_empty() {
-            let _ = ip(&["route", "del", "blackhole", &self.block, "metric", "4000"]);
-        }
+        support::netns::remove(&self.ns, &[(&self.host_dev, &self.block)]);
     }
 }
 

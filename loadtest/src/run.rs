@@ -7,6 +7,7 @@ use crate::worker::{reserve_fd_table, ClientSpec, Config, Role, Worker, FDS_PER_
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct Plan {
     pub n_subs: u64,
     pub n_pubs: u64,
     pub n_old: u64,
+    /// The `--host` addresses, in order (`ClientSpec::host` indexes them).
+    pub hosts: Vec<SocketAddr>,
 }
 
 pub fn plan(sc: &Scenario) -> Result<Plan, String> {
@@ -46,9 +49,9 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
     let sources = o.source.as_ref().map(|s| s.0.clone()).unwrap_or_default();
     let n = o.clients;
     let base = o.start_index;
-    let mut roles: Vec<(String, Role)> = Vec::new(); // (client id suffix, role)
-                                                     // The host of each role where it is not plain round-robin: (index in `roles`, host).
+    // The host of each role where it is not plain round-robin: (index in `roles`, host).
     let mut placed: HashMap<usize, usize> = HashMap::new();
+    let mut roles: Vec<(String, Role)> = Vec::new(); // (client id suffix, role)
     let cross = usize::from(o.placement == Placement::Cross && hosts.len() > 1);
     let mut expected = Vec::new();
     let mut fan = 0;
@@ -166,6 +169,7 @@ pub fn plan(sc: &Scenario) -> Result<Plan, String> {
         n_subs: 0,
         n_pubs: 0,
         n_old: 0,
+        hosts: hosts.clone(),
     };
     for (k, (cid, role)) in roles.into_iter().enumerate() {
         match role {
@@ -234,7 +238,7 @@ fn hist_line(name: &str, h: &Histogram<u64>) -> String {
 pub fn run(sc: &Scenario) -> Result<Report, String> {
     let o: &Common = sc.common().ok_or("not a load scenario")?;
     let p = plan(sc)?;
-    let hosts = resolve_hosts(&o.hosts, o.port)?;
+    let hosts = &p.hosts;
     let threads = o.threads.max(1) as usize;
     let mut per: Vec<Vec<ClientSpec>> = vec![Vec::new(); threads];
     for s in &p.specs {
@@ -406,6 +410,7 @@ pub fn run(sc: &Scenario) -> Result<Report, String> {
             let _ = h.join();
         }
     }
+    res.fold_hosts();
 
     // Loss accounting.
     let sent_map: HashMap<u32, u64> = res.sent_per_pub.iter().copied().collect();

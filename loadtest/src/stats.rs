@@ -241,6 +241,18 @@ impl ThreadResult {
     }
 }
 
+impl ThreadResult {
+    /// The latency, connect and take-over histograms of all hosts together: the workers
+    /// record each sample once, per host (call after merging the threads).
+    pub fn fold_hosts(&mut self) {
+        for h in &self.hosts {
+            let _ = self.lat.add(&h.lat);
+            let _ = self.connect_lat.add(&h.connect_lat);
+            let _ = self.takeover_lat.add(&h.takeover_lat);
+        }
+    }
+}
+
 impl Default for ThreadResult {
     fn default() -> Self {
         Self::new()
@@ -285,5 +297,11 @@ mod tests {
         assert_eq!(a.hosts[1].sent, 7);
         // 5 CONNACKs in the 1 s from the first attempt to the last CONNACK.
         assert!((a.hosts[0].connect_rate() - 5.0).abs() < 1e-9);
+        // The totals are the hosts' samples together.
+        let _ = a.hosts[0].lat.record(10);
+        let _ = a.hosts[1].lat.record(30);
+        a.fold_hosts();
+        assert_eq!(a.lat.len(), 2);
+        assert_eq!(a.lat.max(), 30);
     }
 }

@@ -441,8 +441,7 @@ impl Worker {
                     Some(b) => format!("connect {} from {}: {e}", c.spec.addr, b.ip()),
                     None => format!("connect {}: {e}", c.spec.addr),
                 };
-                self.sh.connect_errors.fetch_add(1, Relaxed);
-                self.res.hosts[self.clients[i].spec.host].connect_errors += 1;
+                self.connect_error(i);
                 self.note_err(msg);
                 self.closed(i, now);
             }
@@ -557,6 +556,12 @@ impl Worker {
         self.emit_publish(i, seq, intended, now);
     }
 
+    /// Client i's connection attempt failed (before its CONNACK).
+    fn connect_error(&mut self, i: usize) {
+        self.sh.connect_errors.fetch_add(1, Relaxed);
+        self.res.hosts[self.clients[i].spec.host].connect_errors += 1;
+    }
+
     /// PUBACK / PUBREC reason codes other than success (MQTT 5).
     fn count_ack_code(&self, code: u8) {
         if code == 0x10 {
@@ -640,7 +645,7 @@ impl Worker {
                 if c.attempts > 1 {
                     self.sh.reconnects.fetch_add(1, Relaxed);
                 }
-                let _ = self.res.connect_lat.record(dt.max(1));
+                // Per host only; the totals are the hosts' together (`fold_hosts`).
                 let h = &mut self.res.hosts[c.spec.host];
                 h.connects += 1;
                 h.last_connack_ns = h.last_connack_ns.max(now);
@@ -656,10 +661,6 @@ impl Worker {
                     }
                     Role::Old => {
                         self.sh.old_up.fetch_add(1, Relaxed);
-                        None
-                    }
-                    Role::New => {
-                        let _ = self.res.takeover_lat.record(dt.max(1));
                         None
                     }
                     _ => None,
@@ -705,7 +706,6 @@ impl Worker {
                     }
                     Role::Sub { group, .. } => {
                         self.counts.recv_stamped += 1;
-                        let _ = self.res.lat.record(lat_us);
                         let h = &mut self.res.hosts[c.spec.host];
                         h.recv += 1;
                         let _ = h.lat.record(lat_us);
@@ -946,15 +946,13 @@ impl Handler for Worker {
         match self.clients[i].st {
             St::Connecting(_) => {
                 self.sched.connecting -= 1;
-                self.sh.connect_errors.fetch_add(1, Relaxed);
-                self.res.hosts[self.clients[i].spec.host].connect_errors += 1;
+                self.connect_error(i);
                 let e = error.map_or_else(|| "closed".to_string(), |e| e.to_string());
                 self.note_err(format!("connect: {e}"));
             }
             st => {
                 if matches!(st, St::WaitConnack(_)) {
-                    self.sh.connect_errors.fetch_add(1, Relaxed);
-                    self.res.hosts[self.clients[i].spec.host].connect_errors += 1;
+                    self.connect_error(i);
                     self.note_err("connection closed by the broker before CONNACK".into());
                 }
                 // A peer that closed is not an error (sends then fail with EPIPE).

@@ -246,31 +246,13 @@ impl Core {
                     .pick_online_where(g, |m| Self::node_member(m).is_none())
             })
             .map(|(m, sub)| (m, *sub));
-        let Some(((worker, key), sub)) = pick else {
+        let Some((member, sub)) = pick else {
             // Its last member here went while the message was on its way.
             add(&self.metrics.cluster_drops, 1);
             tracing::debug!(%group, "cluster: no member left here for a shared message");
             return;
         };
-        let delivery = crate::session::state::Delivery {
-            qos: sub.options.qos,
-            retain_as_published: sub.options.retain_as_published,
-            subscription_ids: sub.subscription_id.into_iter().collect(),
-        };
-        if worker == self.id {
-            self.deliver_to(key, msg, &delivery, now);
-        } else {
-            let msg = msg.clone();
-            self.post(
-                worker,
-                Mail::Deliver {
-                    session: key,
-                    msg,
-                    delivery,
-                    ack: None,
-                },
-            );
-        }
+        self.deliver_to_member(member, &sub, msg, None, now);
     }
 
     /// The sessions restored from the data dir, for the control thread to check against

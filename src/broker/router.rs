@@ -145,26 +145,8 @@ impl Core {
                     picks.push((m, *sub));
                 }
             }
-            for &((worker, key), sub) in &picks {
-                let delivery = Delivery {
-                    qos: sub.options.qos,
-                    retain_as_published: sub.options.retain_as_published,
-                    subscription_ids: sub.subscription_id.into_iter().collect(),
-                };
-                if worker == self.id {
-                    self.deliver_to(key, &msg, &delivery, now);
-                } else {
-                    let ack = acked.map(|idx| (self.id, self.hold_for(idx, 1)));
-                    self.post(
-                        worker,
-                        Mail::Deliver {
-                            session: key,
-                            msg: msg.clone(),
-                            delivery,
-                            ack,
-                        },
-                    );
-                }
+            for &(member, sub) in &picks {
+                self.deliver_to_member(member, &sub, &msg, acked, now);
             }
             // A delivery may have routed a will meanwhile: it used (and gave back) its own
             // lists, so these are simply put back.
@@ -175,6 +157,39 @@ impl Core {
         // subscription, and every node's store if retained.
         self.route_to_nodes(&msg, node_picks);
         true
+    }
+
+    /// Deliver `msg` to the shared-subscription member `(worker, session)` picked with `sub`:
+    /// here, or by mail to its worker, the acknowledgement of publisher `acked` (if any)
+    /// waiting for that worker (`persist.rs`).
+    pub(super) fn deliver_to_member(
+        &mut self,
+        (worker, key): (u16, SessionKey),
+        sub: &Subscription,
+        msg: &Message,
+        acked: Option<usize>,
+        now: Instant,
+    ) {
+        let delivery = Delivery {
+            qos: sub.options.qos,
+            retain_as_published: sub.options.retain_as_published,
+            subscription_ids: sub.subscription_id.into_iter().collect(),
+        };
+        if worker == self.id {
+            self.deliver_to(key, msg, &delivery, now);
+        } else {
+            let ack = acked.map(|idx| (self.id, self.hold_for(idx, 1)));
+            let msg = msg.clone();
+            self.post(
+                worker,
+                Mail::Deliver {
+                    session: key,
+                    msg,
+                    delivery,
+                    ack,
+                },
+            );
+        }
     }
 
     /// Whether a subscription outside this worker's trie may match `topic`: a shared group
@@ -366,12 +381,7 @@ impl Core {
         hold: Option<u64>,
     ) {
         if let Some((group, f)) = parse_shared(&filter) {
-            let member = (self.id, key);
-            let new = self
-                .shared_view
-                .group(group, f)
-                .is_none_or(|g| !self.shared_view.members(g).iter().any(|m| m.0 == member));
-            if new {
+            if !self.shared_view.has_member(group, f, (self.id, key)) {
                 self.filter_in_cluster(&filter, true);
             }
             let change = SharedChange::Subscribe {
@@ -396,12 +406,7 @@ impl Core {
 
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
         if let Some((group, f)) = parse_shared(filter) {
-            let member = (self.id, key);
-            let was = self
-                .shared_view
-                .group(group, f)
-                .is_some_and(|g| self.shared_view.members(g).iter().any(|m| m.0 == member));
-            if was {
+            if self.shared_view.has_member(group, f, (self.id, key)) {
                 self.filter_in_cluster(filter, false);
             }
             let change = SharedChange::Unsubscribe {

@@ -872,17 +872,7 @@ impl Node {
         }
         if crate::protocol::topic::parse_shared(&filter).is_some() {
             // A group: every worker's view counts the node as one member of it.
-            for w in 0..self.shared.workers() as u16 {
-                let filter = filter.clone();
-                self.post(
-                    w,
-                    Mail::NodeFilter {
-                        node: i,
-                        filter,
-                        add,
-                    },
-                );
-            }
+            self.post_node_filter(i, filter, add);
             return;
         }
         if add {
@@ -894,16 +884,15 @@ impl Node {
             self.trie.remove(&filter, i);
         }
         if count_change(&mut self.filter_nodes, &filter, add) {
-            for w in 0..self.shared.workers() as u16 {
-                self.post(
-                    w,
-                    Mail::NodeFilter {
-                        node: i,
-                        filter: filter.clone(),
-                        add,
-                    },
-                );
-            }
+            self.post_node_filter(i, filter, add);
+        }
+    }
+
+    /// `Mail::NodeFilter` to every worker.
+    fn post_node_filter(&self, node: u16, filter: ByteString, add: bool) {
+        for w in 0..self.shared.workers() as u16 {
+            let filter = filter.clone();
+            self.post(w, Mail::NodeFilter { node, filter, add });
         }
     }
 
@@ -1061,10 +1050,8 @@ impl Node {
         for (mut r, c) in items.into_iter().zip(checked) {
             match c {
                 Checked::Mine => {}
-                // Gone meanwhile, or ours from before the restart: try again with it.
-                Checked::Holds(v)
-                    if v.as_deref().and_then(claim_node) != Some(&*self.name) && v.is_some() =>
-                {
+                // Another node's (or not a claim at all): this copy is stale.
+                Checked::Holds(Some(v)) if claim_node(&v) != Some(&*self.name) => {
                     self.post(
                         r.worker,
                         Mail::DropStale {
@@ -1073,6 +1060,7 @@ impl Node {
                         },
                     );
                 }
+                // Gone meanwhile, or ours from before the restart: try again with it.
                 Checked::Holds(v) => {
                     r.expect = v;
                     self.restore_queue.push(r);
@@ -1255,8 +1243,6 @@ impl Node {
     }
 }
 
-/// Count one more (`add`) or one fewer of `key`, dropping it at zero; true when the count
-/// went from 0 to 1 or from 1 to 0 (what the other side of a view must hear of).
 /// What to do with a message for a peer whose queue (sent, not yet acknowledged) holds
 /// `queued` bytes, under the limit `peer_queue_bytes`.
 #[derive(Debug, PartialEq, Eq)]
@@ -1286,6 +1272,8 @@ fn admit(queued: usize, size: usize, limit: usize, qos: QoS, up: bool) -> Admit 
     }
 }
 
+/// Count one more (`add`) or one fewer of `key`, dropping it at zero; true when the count
+/// went from 0 to 1 or from 1 to 0 (what the other side of a view must hear of).
 fn count_change(counts: &mut HashMap<ByteString, u32>, key: &ByteString, add: bool) -> bool {
     if add {
         let n = counts.entry(key.clone()).or_insert(0);
@@ -1731,7 +1719,6 @@ mod tests {
 
     #[test]
     fn a_full_peer_queue_drops_qos0_and_pushes_back_on_qos1_while_linked() {
-        use super::{admit, Admit};
         use crate::protocol::QoS::*;
         assert_eq!(admit(0, 100, 1000, AtMostOnce, true), Admit::Send);
         assert_eq!(admit(900, 100, 1000, AtLeastOnce, true), Admit::Send);

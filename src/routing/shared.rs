@@ -160,6 +160,12 @@ impl<M: Copy + Eq, V> SharedSubscriptions<M, V> {
             .map_or(&[], |g| g.members.as_slice())
     }
 
+    /// Whether `member` is in the group `group` of `filter`.
+    pub fn has_member(&self, group: &str, filter: &str, member: M) -> bool {
+        self.group(group, filter)
+            .is_some_and(|g| self.members(g).iter().any(|m| m.0 == member))
+    }
+
     /// Group name and filter of a group.
     pub fn describe(&self, group: GroupId) -> Option<(&str, &str)> {
         self.groups

@@ -52,6 +52,18 @@ pub fn remove_stale(prefix: &str, host_devs: impl Fn(&str, &str) -> Vec<String>)
     }
 }
 
+/// Remove namespace `ns` (its processes gone) and, per veth pair, its host end and the
+/// blackhole route guarding its block (`(host_dev, block)`; an empty block had none yet).
+pub fn remove(ns: &str, pairs: &[(&str, &str)]) {
+    let _ = ip(&["netns", "del", ns]);
+    for (dev, block) in pairs {
+        let _ = ip(&["link", "del", dev]);
+        if !block.is_empty() {
+            let _ = ip(&["route", "del", "blackhole", block, "metric", "4000"]);
+        }
+    }
+}
+
 /// Namespaces cannot be made (`e`): say the test is skipped, or fail it when the run
 /// requires namespaces (RINGMQ_REQUIRE_NETNS=1).
 pub fn cannot_create(e: &str) {

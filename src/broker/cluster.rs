@@ -211,7 +211,7 @@ impl Core {
     /// A plain filter goes into the view of every other node's filters (kept per filter, the
     /// control thread counts per node); a shared one makes the node a member of the group
     /// here, or no longer one.
-    pub(super) fn apply_node_filter(&mut self, node: u16, filter: &str, add: bool) {
+    pub(super) fn apply_node_filter(&mut self, node: u16, filter: &ByteString, add: bool) {
         let Some((group, f)) = parse_shared(filter) else {
             self.node_filters.apply(0, filter, add);
             return;

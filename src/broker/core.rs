@@ -52,6 +52,7 @@ use super::shared::Shared;
 use crate::metrics::{add, sub, WorkerMetrics};
 use crate::ownership::SessionKey;
 use crate::protocol::{self, Packet, ProtocolVersion, ReasonCode};
+use crate::routing::remote::RemoteFilters;
 use crate::routing::shared::SharedSubscriptions;
 use crate::routing::trie::SubscriptionTrie;
 use crate::runtime::engine::ConnId;
@@ -575,10 +576,10 @@ pub struct Core {
     pub(super) shared_view: SharedSubscriptions<(u16, SessionKey), Subscription>,
     /// This worker's view of the filters the other workers' sessions subscribe to (PUBACK
     /// 0x10), kept in step by `Mail::Filter`.
-    pub(super) remote_filters: crate::routing::remote::RemoteFilters,
+    pub(super) remote_filters: RemoteFilters,
     /// In a cluster: the filters the other nodes' sessions subscribe to, one count per filter
     /// (`broker/cluster.rs`).
-    pub(super) node_filters: crate::routing::remote::RemoteFilters,
+    pub(super) node_filters: RemoteFilters,
     /// Sessions from another node waiting for the local take-over of a stale copy here
     /// (`takeover.rs`), by the claimant's slot.
     pub(super) cluster_remote: hashbrown::HashMap<SessionKey, RemoteSession>,
@@ -586,7 +587,7 @@ pub struct Core {
     wake_cluster: bool,
     /// While restoring a data dir: the filters added, for the other workers' views (instead
     /// of one `Mail::Filter` each).
-    pub(super) restored_filters: Option<Vec<ByteString>>,
+    pub(super) restored_filters: Option<crate::routing::remote::RestoredFilters>,
     /// Clients whose output is held, by hold token.
     pub(super) holds: hashbrown::HashMap<u64, ConnId>,
     pub(super) next_token: u64,
@@ -656,8 +657,8 @@ impl Core {
             shared_groups: Vec::new(),
             shared_picks: Vec::new(),
             shared_view: SharedSubscriptions::new(),
-            remote_filters: crate::routing::remote::RemoteFilters::new(n),
-            node_filters: crate::routing::remote::RemoteFilters::new(1),
+            remote_filters: RemoteFilters::new(n, shared.filter_hasher),
+            node_filters: RemoteFilters::new(1, shared.filter_hasher),
             wake_cluster: false,
             cluster_remote: hashbrown::HashMap::new(),
             restored_filters: None,

@@ -30,7 +30,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
-use bytestring::ByteString;
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
 use crate::config::Config;
@@ -215,8 +214,9 @@ fn open_storage(
             sc.spawn(move || core.restore(restored));
         }
     });
+    let sessions_ms = t0.elapsed().as_millis() as u64 - read_ms;
     // The other workers' views of each worker's restored filters (PUBACK 0x10), in one go.
-    let filters: Vec<Vec<ByteString>> = cores
+    let filters: Vec<crate::routing::remote::RestoredFilters> = cores
         .iter_mut()
         .map(|c| {
             c.as_mut()
@@ -242,6 +242,7 @@ fn open_storage(
         c.publish_recovered_wills(std::mem::take(&mut rec.wills), now);
     }
     let restore_ms = t0.elapsed().as_millis() as u64 - read_ms;
+    let views_ms = restore_ms - sessions_ms;
     // Each worker's first snapshot holds what it restored; then the old files can go.
     let seq = rec.next_seq;
     let written: Vec<std::io::Result<()>> = std::thread::scope(|sc| {
@@ -285,8 +286,8 @@ fn open_storage(
         .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
     m.recovery_records.store(rec.records, Ordering::Relaxed);
     tracing::info!(dir = %dir.display(), sessions, retained = shared.retained.lock().len(),
-        records = rec.records, torn_bytes = rec.torn_bytes, read_ms, restore_ms,
-        millis = t0.elapsed().as_millis() as u64, durability = ?cfg.durability, "data dir recovered");
+        records = rec.records, torn_bytes = rec.torn_bytes, read_ms, restore_ms, sessions_ms,
+        views_ms, snapshot_ms = t0.elapsed().as_millis() as u64 - read_ms - restore_ms, millis = t0.elapsed().as_millis() as u64, durability = ?cfg.durability, "data dir recovered");
     Ok((logs, lock))
 }
 

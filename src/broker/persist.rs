@@ -42,6 +42,7 @@ use bytestring::ByteString;
 
 use super::core::{Core, Fx, Persist, SessionState, KEEP_DROPS, SNAPSHOT_LOG_BYTES};
 use crate::ownership::SessionKey;
+use crate::routing::remote::RestoredFilters;
 use crate::session::{Message, Session};
 use crate::storage::recover::Restored;
 use crate::storage::{record, Durability};
@@ -65,12 +66,12 @@ impl Core {
 
     /// The filters `restore` indexed, each counted as one change for the other workers'
     /// views, which `apply_restored_filters` then fills; restoring is over.
-    pub fn take_restored_filters(&mut self) -> Vec<ByteString> {
+    pub fn take_restored_filters(&mut self) -> RestoredFilters {
         self.restored_filters.take().unwrap_or_default()
     }
 
     /// Worker `from`'s restored filters into this worker's view (see `take_restored_filters`).
-    pub fn apply_restored_filters(&mut self, from: u16, filters: &[ByteString]) {
+    pub fn apply_restored_filters(&mut self, from: u16, filters: &RestoredFilters) {
         self.remote_filters.add_restored(from, filters);
     }
 
@@ -378,7 +379,7 @@ impl Core {
 
     /// Install the sessions recovered for this worker (before its first input).
     pub fn restore(&mut self, restored: Vec<Restored>) {
-        self.restored_filters.get_or_insert_with(Vec::new);
+        self.restored_filters.get_or_insert_with(Default::default);
         let mut ids = Vec::new();
         for r in restored {
             if self.clustered() {

@@ -226,12 +226,12 @@ impl Core {
             return;
         }
         self.count_filter_change();
-        let filter = ByteString::from(filter);
         if let Some(restored) = self.restored_filters.as_mut() {
             // At start: the views are filled from these lists in one go (`persist.rs`).
-            restored.push(filter);
+            self.remote_filters.note_restored(restored, filter);
             return;
         }
+        let filter = ByteString::from(filter);
         for w in 0..self.shared.workers() as u16 {
             if w != self.id {
                 let (from, filter) = (self.id, filter.clone());
@@ -241,7 +241,7 @@ impl Core {
     }
 
     /// `Mail::Filter`: apply worker `from`'s change to this worker's view of its filters.
-    pub(super) fn apply_filter(&mut self, from: u16, filter: &str, add: bool) {
+    pub(super) fn apply_filter(&mut self, from: u16, filter: &ByteString, add: bool) {
         self.remote_filters.apply(from, filter, add);
     }
 
@@ -376,13 +376,13 @@ impl Core {
     pub(super) fn add_subscription(
         &mut self,
         key: SessionKey,
-        filter: ByteString,
+        filter: &ByteString,
         entry: Subscription,
         hold: Option<u64>,
     ) {
-        if let Some((group, f)) = parse_shared(&filter) {
+        if let Some((group, f)) = parse_shared(filter) {
             if !self.shared_view.has_member(group, f, (self.id, key)) {
-                self.filter_in_cluster(&filter, true);
+                self.filter_in_cluster(filter, true);
             }
             let change = SharedChange::Subscribe {
                 group: ByteString::from(group),
@@ -393,11 +393,11 @@ impl Core {
             self.change_shared(change, hold);
             return;
         }
-        match self.subs.insert(&filter, key, entry) {
+        match self.subs.insert(filter, key, entry) {
             Ok(None) => {
                 self.shared.sub_counts[self.id as usize].fetch_add(1, Ordering::Relaxed);
-                self.post_filter_change(&filter, true);
-                self.filter_in_cluster(&filter, true);
+                self.filter_in_cluster(filter, true);
+                self.post_filter_change(filter, true);
             }
             Ok(Some(_)) => {}
             Err(_) => tracing::warn!(%filter, "filter too deep, not indexed"),
@@ -544,7 +544,7 @@ impl Core {
             .map(|h| h.token);
         self.add_subscription(
             key,
-            filter.clone(),
+            &filter,
             Subscription {
                 options,
                 subscription_id,

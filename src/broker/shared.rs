@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use super::mail::{Mail, VerifyJob};
@@ -37,15 +38,18 @@ pub struct Shared {
     pub owners: OwnershipTable,
     pub mailboxes: Vec<SegQueue<Mail>>,
     /// Payload bytes of the messages waiting in each mailbox (see `worker_mailbox_limit`).
-    pub mailbox_bytes: Vec<AtomicUsize>,
+    pub mailbox_bytes: Vec<CachePadded<AtomicUsize>>,
     pub remotes: OnceLock<Vec<Remote>>,
     /// Subscriptions held by each worker (so a publisher skips workers with none).
-    pub sub_counts: Vec<AtomicUsize>,
+    pub sub_counts: Vec<CachePadded<AtomicUsize>>,
     /// Per worker: how many changes of its subscriptions it has posted to the other workers'
     /// views (`Mail::Filter`, `Mail::Shared`), counted before it posts them. A worker whose
     /// view applied fewer knows it is behind (PUBACK 0x10, see `router.rs`). Written on the
     /// subscribe path only; the publish path reads it.
-    pub filter_changes: Vec<AtomicU64>,
+    pub filter_changes: Vec<CachePadded<AtomicU64>>,
+    /// The hash every worker's view of the others' filters keys exact filters with
+    /// (`routing::remote`).
+    pub filter_hasher: hashbrown::DefaultHashBuilder,
     pub retained: Mutex<RetainedStore<Message>>,
     /// Version of the last change of `retained` (taken under its lock; logged with it).
     pub retain_version: AtomicU64,
@@ -76,10 +80,17 @@ impl Shared {
             limits: limits_from(&cfg),
             owners: OwnershipTable::new(),
             mailboxes: (0..n).map(|_| SegQueue::new()).collect(),
-            mailbox_bytes: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            mailbox_bytes: (0..n)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
             remotes: OnceLock::new(),
-            sub_counts: (0..n).map(|_| AtomicUsize::new(0)).collect(),
-            filter_changes: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            sub_counts: (0..n)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
+            filter_changes: (0..n)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+            filter_hasher: Default::default(),
             retained: Mutex::new(RetainedStore::new()),
             retain_version: AtomicU64::new(0),
             metrics,

@@ -725,7 +725,7 @@ impl Core {
     /// Put a session's subscriptions into this worker's index.
     pub(super) fn index_session(&mut self, key: SessionKey, session: &Session) {
         for (filter, sub) in session.subscriptions() {
-            self.add_subscription(key, filter.clone(), *sub, None);
+            self.add_subscription(key, filter, *sub, None);
         }
     }
 }

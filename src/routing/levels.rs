@@ -50,11 +50,13 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 }
 
 /// Children of a trie node keyed by level: a small vector while few (linear scan beats hashing),
-/// a hash map once there are more than [`LevelMap::SMALL`].
+/// a hash map once there are more than [`LevelMap::SMALL`]. The map is boxed so the enum is one
+/// vector's size, and the vector grows one entry at a time: most nodes have one child, and a
+/// million-filter trie pays for every spare slot.
 #[derive(Debug)]
 pub(crate) enum LevelMap<N> {
     Small(Vec<(Box<str>, N)>),
-    Large(HashMap<Box<str>, N>),
+    Large(Box<HashMap<Box<str>, N>>),
 }
 
 impl<N> Default for LevelMap<N> {
@@ -64,7 +66,7 @@ impl<N> Default for LevelMap<N> {
 }
 
 impl<N> LevelMap<N> {
-    const SMALL: usize = 8;
+    const SMALL: usize = 16;
 
     #[inline]
     pub(crate) fn get(&self, level: &str) -> Option<&N> {
@@ -85,7 +87,7 @@ impl<N> LevelMap<N> {
         if let LevelMap::Small(v) = self {
             if v.len() >= Self::SMALL && !v.iter().any(|(k, _)| &**k == level) {
                 let m: HashMap<Box<str>, N> = v.drain(..).collect();
-                *self = LevelMap::Large(m);
+                *self = LevelMap::Large(Box::new(m));
             }
         }
         match self {
@@ -93,7 +95,7 @@ impl<N> LevelMap<N> {
                 let i = match v.iter().position(|(k, _)| &**k == level) {
                     Some(i) => i,
                     None => {
-                        v.push((level.into(), make()));
+                        push_exact(v, (level.into(), make()));
                         v.len() - 1
                     }
                 };
@@ -136,12 +138,15 @@ impl<N> LevelMap<N> {
     }
 }
 
-/// Subscribers of one filter: a small vector while few, a hash map when many (so subscribing and
-/// unsubscribing stay O(1) on a filter with 100k subscribers).
+/// Subscribers of one filter: one inline (most filters have one subscriber: no allocation), a
+/// small vector while few, a hash map when many (so subscribing and unsubscribing stay O(1) on
+/// a filter with 100k subscribers). Boxed map and exact growth as in [`LevelMap`].
 #[derive(Debug)]
 pub(crate) enum Subs<K, V> {
+    /// Holds no subscriber, or two up to [`Subs::SMALL`].
     Small(Vec<(K, V)>),
-    Large(HashMap<K, V>),
+    One(K, V),
+    Large(Box<HashMap<K, V>>),
 }
 
 impl<K, V> Default for Subs<K, V> {
@@ -150,30 +155,59 @@ impl<K, V> Default for Subs<K, V> {
     }
 }
 
+/// Push without the vector's doubling: the small vectors here stay at most 16 long, so growing
+/// by one costs little and leaves no spare slots.
+fn push_exact<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(1);
+    }
+    v.push(x);
+}
+
 impl<K: Copy + Eq + Hash, V> Subs<K, V> {
     const SMALL: usize = 16;
 
     pub(crate) fn insert(&mut self, id: K, value: V) -> Option<V> {
         match self {
+            Subs::One(k, v) if *k == id => return Some(std::mem::replace(v, value)),
+            Subs::One(..) => {
+                let Subs::One(k, v) = std::mem::take(self) else {
+                    unreachable!("matched One")
+                };
+                *self = Subs::Small(vec![(k, v), (id, value)]);
+                return None;
+            }
+            Subs::Small(v) if v.is_empty() => {
+                *self = Subs::One(id, value);
+                return None;
+            }
             Subs::Small(v) => {
                 if let Some(slot) = v.iter_mut().find(|(k, _)| *k == id) {
                     return Some(std::mem::replace(&mut slot.1, value));
                 }
                 if v.len() < Self::SMALL {
-                    v.push((id, value));
+                    push_exact(v, (id, value));
                     return None;
                 }
-                let mut m: HashMap<K, V> = v.drain(..).collect();
-                m.insert(id, value);
-                *self = Subs::Large(m);
-                None
             }
-            Subs::Large(m) => m.insert(id, value),
+            Subs::Large(m) => return m.insert(id, value),
         }
+        let Subs::Small(v) = std::mem::take(self) else {
+            unreachable!("a full Small")
+        };
+        let mut m: HashMap<K, V> = v.into_iter().collect();
+        m.insert(id, value);
+        *self = Subs::Large(Box::new(m));
+        None
     }
 
     pub(crate) fn remove(&mut self, id: K) -> Option<V> {
         match self {
+            Subs::One(k, _) if *k == id => match std::mem::take(self) {
+                Subs::One(_, v) => Some(v),
+                _ => unreachable!("matched One"),
+            },
+            Subs::One(..) => None,
             Subs::Small(v) => {
                 let i = v.iter().position(|(k, _)| *k == id)?;
                 Some(v.swap_remove(i).1)
@@ -190,6 +224,7 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
 
     pub(crate) fn get(&self, id: K) -> Option<&V> {
         match self {
+            Subs::One(k, v) => (*k == id).then_some(v),
             Subs::Small(v) => v.iter().find(|(k, _)| *k == id).map(|(_, x)| x),
             Subs::Large(m) => m.get(&id),
         }
@@ -197,6 +232,7 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
 
     pub(crate) fn is_empty(&self) -> bool {
         match self {
+            Subs::One(..) => false,
             Subs::Small(v) => v.is_empty(),
             Subs::Large(m) => m.is_empty(),
         }
@@ -205,6 +241,7 @@ impl<K: Copy + Eq + Hash, V> Subs<K, V> {
     #[inline]
     pub(crate) fn for_each(&self, f: &mut impl FnMut(K, &V)) {
         match self {
+            Subs::One(k, v) => f(*k, v),
             Subs::Small(v) => v.iter().for_each(|(k, x)| f(*k, x)),
             Subs::Large(m) => m.iter().for_each(|(k, x)| f(*k, x)),
         }
@@ -272,9 +309,19 @@ mod tests {
     #[test]
     fn subs_grow_and_shrink() {
         let mut s: Subs<u64, u64> = Subs::default();
+        assert_eq!(s.insert(0, 0), None);
+        assert!(matches!(s, Subs::One(0, 0)));
+        assert_eq!(s.insert(0, 1), Some(0));
+        assert_eq!(
+            (s.remove(5), s.remove(0), s.remove(0)),
+            (None, Some(1), None)
+        );
+        assert!(s.is_empty());
         for i in 0..40 {
             assert_eq!(s.insert(i, i * 2), None);
+            assert_eq!(s.get(i), Some(&(i * 2)));
         }
+        assert!(matches!(s, Subs::Large(_)));
         assert_eq!(s.insert(3, 7), Some(6));
         let mut n = 0;
         s.for_each(&mut |_, _| n += 1);

@@ -1,49 +1,115 @@
 //! One worker's view of the topic filters the other workers' sessions subscribe to (for
 //! PUBACK / PUBREC 0x10 No matching subscribers; the protocol around it is in
-//! `broker::router`): per (filter, worker) the number of that worker's (session, filter)
-//! subscriptions, and per worker how many of its changes the view applied. One trie path per
-//! distinct filter, nothing per subscriber.
+//! `broker::router`): per filter the number of the other workers' (session, filter)
+//! subscriptions, and per worker how many of its changes the view applied. Nothing per
+//! subscriber. A filter without wildcards (a fleet's `devices/{id}/cmd`, most of a big broker's
+//! filters) is kept as its 64-bit hash only, 12 bytes, matched by one lookup of the topic's
+//! hash; only filters with `+` or `#` take a trie path. Two filters with one hash share a
+//! count, which stays above zero while either is subscribed, and a topic whose hash equals a
+//! filter's is taken for a match: the answer is then 0x00 where 0x10 was due (a missed 0x10,
+//! which the protocol allows), never a false 0x10.
 
+use std::hash::BuildHasher;
+
+use bytestring::ByteString;
+use hashbrown::{DefaultHashBuilder, HashMap};
+
+use super::levels::split_level;
 use super::trie::SubscriptionTrie;
 
+/// The filters one worker restored at start, as the views take them: exact ones by hash.
+#[derive(Default)]
+pub struct RestoredFilters {
+    exact: Vec<u64>,
+    wild: Vec<ByteString>,
+}
+
 pub struct RemoteFilters {
-    /// (filter, worker) -> that worker's number of (session, filter) subscriptions.
-    filters: SubscriptionTrie<u16, u32>,
+    /// Hash of a filter without wildcards -> the other workers' subscriptions to it.
+    exact: HashMap<u64, u32>,
+    /// The hash of `exact`'s keys: one per broker, so a restoring worker can key its filters
+    /// for every view (`note_restored`).
+    hasher: DefaultHashBuilder,
+    /// Filter with `+` or `#` -> the other workers' subscriptions to it.
+    wild: SubscriptionTrie<(), u32>,
     /// Per worker: its changes applied here.
     applied: Vec<u64>,
 }
 
+/// Whether some level of `filter` is `+` or `#` (the trie's rule: only whole levels are
+/// wildcards).
+fn has_wildcard(filter: &str) -> bool {
+    let mut rest = Some(filter);
+    while let Some(r) = rest {
+        let (level, next) = split_level(r);
+        if level == "+" || level == "#" {
+            return true;
+        }
+        rest = next;
+    }
+    false
+}
+
 impl RemoteFilters {
-    pub fn new(workers: usize) -> RemoteFilters {
+    /// `hasher`: the same for every view of one broker.
+    pub fn new(workers: usize, hasher: DefaultHashBuilder) -> RemoteFilters {
         RemoteFilters {
-            filters: SubscriptionTrie::new(),
+            exact: HashMap::new(),
+            hasher,
+            wild: SubscriptionTrie::new(),
             applied: vec![0; workers],
         }
     }
 
     /// Worker `from` added (`add`) or removed one subscription to `filter`: one change.
-    pub fn apply(&mut self, from: u16, filter: &str, add: bool) {
+    pub fn apply(&mut self, from: u16, filter: &ByteString, add: bool) {
         self.count(from);
-        let count = self.filters.remove(filter, from).unwrap_or(0);
+        if !has_wildcard(filter) {
+            let h = self.hasher.hash_one(&**filter);
+            if add {
+                *self.exact.entry(h).or_insert(0) += 1;
+            } else if let Some(n) = self.exact.get_mut(&h) {
+                *n -= 1;
+                if *n == 0 {
+                    self.exact.remove(&h);
+                }
+            }
+            return;
+        }
+        let count = self.wild.remove(filter, ()).unwrap_or(0);
         let count = if add {
             count + 1
         } else {
             count.saturating_sub(1)
         };
-        if count > 0 && self.filters.insert(filter, from, count).is_err() {
+        if count > 0 && self.wild.insert(filter, (), count).is_err() {
             // Not indexed on `from` either (its trie refuses the same depth): nothing to match.
             tracing::warn!(%filter, "filter too deep, not in the view");
         }
     }
 
-    /// Worker `from` restored these subscriptions at start (one change each): one trie walk
-    /// per filter instead of `apply`'s two.
-    pub fn add_restored(&mut self, from: u16, filters: &[bytestring::ByteString]) {
-        for f in filters {
-            self.count(from);
-            match self.filters.insert(f, from, 1) {
+    /// A filter restored at start, into `list` keyed as every view of this broker keys it.
+    pub fn note_restored(&self, list: &mut RestoredFilters, filter: &str) {
+        if has_wildcard(filter) {
+            list.wild.push(ByteString::from(filter));
+        } else {
+            list.exact.push(self.hasher.hash_one(filter));
+        }
+    }
+
+    /// Worker `from` restored these subscriptions at start (one change each; `list` was
+    /// filled by `note_restored` of a view with the same hasher): a wildcard filter takes one
+    /// trie walk instead of `apply`'s two.
+    pub fn add_restored(&mut self, from: u16, list: &RestoredFilters) {
+        self.applied[from as usize] += (list.exact.len() + list.wild.len()) as u64;
+        self.exact.reserve(list.exact.len());
+        for &h in &list.exact {
+            *self.exact.entry(h).or_insert(0) += 1;
+        }
+        for f in &list.wild {
+            match self.wild.insert(f, (), 1) {
                 Ok(Some(n)) => {
-                    let _ = self.filters.insert(f, from, n + 1);
+                    let _ = self.wild.insert(f, (), n + 1);
                 }
                 Ok(None) => {}
                 Err(_) => tracing::warn!(filter = %f, "filter too deep, not in the view"),
@@ -64,18 +130,21 @@ impl RemoteFilters {
 
     /// Whether some filter of another worker matches topic name `topic`.
     pub fn matches(&self, topic: &str) -> bool {
+        if self.exact.contains_key(&self.hasher.hash_one(topic)) {
+            return true;
+        }
         let mut found = false;
-        self.filters.matches(topic, |_, _| found = true);
+        self.wild.matches(topic, |_, _| found = true);
         found
     }
 
-    /// (filter, worker) entries held.
+    /// Distinct filters held (exact ones: distinct hashes).
     pub fn len(&self) -> usize {
-        self.filters.len()
+        self.exact.len() + self.wild.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.filters.is_empty()
+        self.len() == 0
     }
 }
 
@@ -85,17 +154,47 @@ mod tests {
 
     #[test]
     fn counts_per_filter_and_worker() {
-        let mut v = RemoteFilters::new(3);
-        v.apply(1, "a/+", true);
-        v.apply(2, "a/+", true);
-        v.apply(1, "a/+", true);
+        let mut v = RemoteFilters::new(3, DefaultHashBuilder::default());
+        let (plus, exact) = (ByteString::from("a/+"), ByteString::from("a/b"));
+        v.apply(1, &plus, true);
+        v.apply(2, &plus, true);
+        v.apply(1, &plus, true);
         assert!(v.matches("a/b") && !v.matches("a") && !v.matches("$x/b"));
-        v.apply(1, "a/+", false);
-        v.apply(2, "a/+", false);
-        assert!(v.matches("a/b"), "worker 1 has one left");
-        v.apply(1, "a/+", false);
+        v.apply(1, &plus, false);
+        v.apply(2, &plus, false);
+        assert!(v.matches("a/b"), "one subscription left");
+        v.apply(1, &plus, false);
         assert!(!v.matches("a/b") && v.is_empty());
         v.count(2);
         assert_eq!((v.applied(0), v.applied(1), v.applied(2)), (0, 4, 3));
+        // Exact filters: matched by the whole topic only, counted like the others.
+        v.apply(1, &exact, true);
+        let mut list = RestoredFilters::default();
+        v.note_restored(&mut list, &exact);
+        v.note_restored(&mut list, "$SYS/x");
+        v.add_restored(2, &list);
+        assert_eq!(v.applied(2), 5);
+        assert!(v.matches("a/b") && v.matches("$SYS/x"));
+        assert!(!v.matches("a/b/c") && !v.matches("a") && !v.matches("a/"));
+        assert_eq!(v.len(), 2);
+        v.apply(2, &exact, false);
+        assert!(v.matches("a/b"), "worker 1's subscription is left");
+        v.apply(1, &exact, false);
+        v.apply(1, &exact, false);
+        assert!(!v.matches("a/b") && v.matches("$SYS/x"));
+        // The restored `#` and the exact filter it covers are separate entries.
+        let mut list = RestoredFilters::default();
+        v.note_restored(&mut list, "a/#");
+        v.add_restored(1, &list);
+        assert!(v.matches("a/b/c") && v.matches("a"));
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn wildcards_are_whole_levels() {
+        for (f, wild) in [("a/+", true), ("#", true), ("+/x", true), ("a/b", false)] {
+            assert_eq!(has_wildcard(f), wild, "{f}");
+        }
+        assert!(!has_wildcard(""));
     }
 }

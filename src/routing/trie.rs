@@ -15,35 +15,58 @@ use super::levels::{level_count, split_level, LevelMap, Subs, TooDeep, MAX_LEVEL
 #[derive(Debug)]
 struct Node<K, V> {
     children: LevelMap<Node<K, V>>,
-    plus: Option<Box<Node<K, V>>>,
-    /// Subscribers of `<this prefix>/#`.
-    hash: Subs<K, V>,
     /// Subscribers of exactly `<this prefix>`.
     subs: Subs<K, V>,
+    /// The `+` child and the `#` subscribers, boxed: most nodes have neither, and a node is
+    /// then 56 bytes (one subscription to a new leaf costs its node, its level and its entry).
+    wild: Option<Box<Wild<K, V>>>,
+}
+
+#[derive(Debug)]
+struct Wild<K, V> {
+    plus: Option<Node<K, V>>,
+    /// Subscribers of `<this prefix>/#`.
+    hash: Subs<K, V>,
 }
 
 impl<K, V> Default for Node<K, V> {
     fn default() -> Self {
         Node {
             children: LevelMap::default(),
+            subs: Subs::default(),
+            wild: None,
+        }
+    }
+}
+
+impl<K, V> Default for Wild<K, V> {
+    fn default() -> Self {
+        Wild {
             plus: None,
             hash: Subs::default(),
-            subs: Subs::default(),
         }
     }
 }
 
 impl<K: Copy + Eq + Hash, V> Node<K, V> {
+    /// Empty nodes are pruned, and so is an empty `wild`.
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.plus.is_none()
-            && self.hash.is_empty()
-            && self.subs.is_empty()
+        self.children.is_empty() && self.wild.is_none() && self.subs.is_empty()
+    }
+
+    fn plus(&self) -> Option<&Node<K, V>> {
+        self.wild.as_ref()?.plus.as_ref()
+    }
+
+    fn hash(&self) -> Option<&Subs<K, V>> {
+        self.wild.as_ref().map(|w| &w.hash)
     }
 
     /// `rest`: the topic levels not consumed yet (`None`: all consumed).
     fn walk(&self, rest: Option<&str>, f: &mut impl FnMut(K, &V)) {
-        self.hash.for_each(f);
+        if let Some(hash) = self.hash() {
+            hash.for_each(f);
+        }
         match rest {
             None => self.subs.for_each(f),
             Some(rest) => {
@@ -51,7 +74,7 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
                 if let Some(child) = self.children.get(level) {
                     child.walk(next, f);
                 }
-                if let Some(plus) = &self.plus {
+                if let Some(plus) = self.plus() {
                     plus.walk(next, f);
                 }
             }
@@ -61,26 +84,38 @@ impl<K: Copy + Eq + Hash, V> Node<K, V> {
     /// Removes `id` from the filter `rest` below this node, pruning nodes left empty.
     fn remove(&mut self, rest: &str, id: K) -> Option<V> {
         let (level, next) = split_level(rest);
-        if level == "#" && next.is_none() {
-            return self.hash.remove(id);
-        }
-        let child: &mut Node<K, V> = if level == "+" {
-            self.plus.as_deref_mut()?
-        } else {
-            self.children.get_mut(level)?
-        };
-        let removed = match next {
-            None => child.subs.remove(id),
-            Some(next) => child.remove(next, id),
-        };
-        if removed.is_some() && child.is_empty() {
-            if level == "+" {
-                self.plus = None;
+        let hash = level == "#" && next.is_none();
+        if hash || level == "+" {
+            let wild = self.wild.as_deref_mut()?;
+            let removed = if hash {
+                wild.hash.remove(id)
             } else {
-                self.children.remove(level);
+                let plus = wild.plus.as_mut()?;
+                let removed = plus.remove_below(next, id);
+                if removed.is_some() && plus.is_empty() {
+                    wild.plus = None;
+                }
+                removed
+            };
+            if wild.plus.is_none() && wild.hash.is_empty() {
+                self.wild = None;
             }
+            return removed;
+        }
+        let child = self.children.get_mut(level)?;
+        let removed = child.remove_below(next, id);
+        if removed.is_some() && child.is_empty() {
+            self.children.remove(level);
         }
         removed
+    }
+
+    /// `remove` on this node's own subscribers (`rest` `None`) or below it.
+    fn remove_below(&mut self, rest: Option<&str>, id: K) -> Option<V> {
+        match rest {
+            None => self.subs.remove(id),
+            Some(rest) => self.remove(rest, id),
+        }
     }
 }
 
@@ -119,10 +154,11 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         let subs = loop {
             let (level, next) = split_level(rest);
             if level == "#" && next.is_none() {
-                break &mut node.hash;
+                break &mut node.wild.get_or_insert_with(Box::default).hash;
             }
             node = if level == "+" {
-                node.plus.get_or_insert_with(Box::default)
+                let wild = node.wild.get_or_insert_with(Box::default);
+                wild.plus.get_or_insert_with(Node::default)
             } else {
                 node.children.get_or_insert_with(level, Node::default)
             };
@@ -155,10 +191,10 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         loop {
             let (level, next) = split_level(rest);
             if level == "#" && next.is_none() {
-                return node.hash.get(id);
+                return node.hash()?.get(id);
             }
             node = if level == "+" {
-                node.plus.as_deref()?
+                node.plus()?
             } else {
                 node.children.get(level)?
             };
@@ -177,14 +213,16 @@ impl<K: Copy + Eq + Hash, V> SubscriptionTrie<K, V> {
         let root = &self.root;
         let dollar = topic.starts_with('$');
         if !dollar {
-            root.hash.for_each(f);
+            if let Some(hash) = root.hash() {
+                hash.for_each(f);
+            }
         }
         let (level, next) = split_level(topic);
         if let Some(child) = root.children.get(level) {
             child.walk(next, f);
         }
         if !dollar {
-            if let Some(plus) = &root.plus {
+            if let Some(plus) = root.plus() {
                 plus.walk(next, f);
             }
         }
@@ -352,6 +390,18 @@ mod tests {
             assert_eq!(t.remove(&format!("dev/{i}/t"), i), Some(i));
         }
         assert!(t.root.is_empty());
+    }
+
+    #[test]
+    fn nodes_stay_small() {
+        // 10M filters are 10M+ nodes: the 1M-session recovery figure depends on this size
+        // (a broker's key and value are 8 and 12 bytes; the views' are 0 and 4).
+        let sizes = (
+            std::mem::size_of::<Node<u64, [u32; 3]>>(),
+            std::mem::size_of::<Node<(), u32>>(),
+            std::mem::size_of::<LevelMap<Node<u64, u64>>>(),
+        );
+        assert_eq!(sizes, (64, 56, 24));
     }
 
     #[test]

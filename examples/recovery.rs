@@ -4,7 +4,9 @@
 //!
 //! `cargo run --release --example recovery -- [SESSIONS] [SUBS] [DIR]` (env RINGMQ_NO_0X10=1:
 //! `no_matching_subscribers_reason = false`)
-//! (defaults 1000000, 10, a temp dir; the dir is removed afterwards unless given).
+//! (defaults 1000000, 10, a temp dir; the dir is removed afterwards unless given). The broker
+//! starts in a process of its own (this program run again with `--start`), as after a restart:
+//! no memory of the writing phase to reuse.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let _ = tracing_subscriber::fmt().with_ansi(false).try_init();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--start") {
+        start(
+            args[2].parse().expect("sessions"),
+            std::path::PathBuf::from(&args[3]),
+        );
+        return;
+    }
     let n: usize = args
         .get(1)
         .and_then(|s| s.parse().ok())
@@ -74,11 +83,25 @@ fn main() {
         bytes as f64 / 1e6,
         write.as_secs_f64()
     );
+    let status = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("--start")
+        .arg(n.to_string())
+        .arg(&dir)
+        .status()
+        .expect("broker process");
+    assert!(status.success(), "broker start failed: {status}");
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Start a 2-worker broker on `dir` and report how long recovery took.
+fn start(n: usize, dir: std::path::PathBuf) {
     let cfg = ringmq::config::Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
-        workers,
+        workers: 2,
         pin_workers: false,
-        data_dir: Some(dir.clone()),
+        data_dir: Some(dir),
         max_sessions_per_worker: n,
         sys_interval_secs: 0,
         // RINGMQ_NO_0X10=1: without the other workers' filter views (PUBACK 0x10).
@@ -96,9 +119,11 @@ fn main() {
         m["recovery_records"]
     );
     println!("sessions held: {}", m["sessions_current"]);
+    if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM")) {
+            println!("peak RSS: {}", l.trim_start_matches("VmHWM:").trim());
+        }
+    }
     handle.shutdown();
     handle.join();
-    if !keep {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

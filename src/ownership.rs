@@ -14,6 +14,7 @@
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
@@ -38,7 +39,8 @@ const SHARDS: usize = 64;
 
 pub struct OwnershipTable {
     /// Keyed by the client id the session and the worker's slot share (32 bytes an entry).
-    shards: Vec<Mutex<HashMap<ClientId, Owner>>>,
+    /// Padded: workers lock different shards at once.
+    shards: Vec<CachePadded<Mutex<HashMap<ClientId, Owner>>>>,
     hasher: hashbrown::DefaultHashBuilder,
     next_epoch: AtomicU64,
 }
@@ -52,7 +54,9 @@ impl Default for OwnershipTable {
 impl OwnershipTable {
     pub fn new() -> Self {
         OwnershipTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .collect(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             next_epoch: AtomicU64::new(1),
         }
@@ -73,6 +77,14 @@ impl OwnershipTable {
     }
 
     /// Make `owner` the owner of `id`, returning the owner it displaced (if any).
+    /// Room for `n` more ids, spread over the shards (before restoring a data dir: no shard
+    /// grows under its lock while the workers claim).
+    pub fn reserve(&self, n: usize) {
+        for s in &self.shards {
+            s.lock().reserve(n / SHARDS + n / SHARDS / 8 + 1);
+        }
+    }
+
     pub fn claim(&self, id: &ClientId, owner: Owner) -> Option<Owner> {
         self.shard(id).lock().insert(id.clone(), owner)
     }

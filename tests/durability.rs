@@ -846,3 +846,76 @@ fn a_restored_subscription_on_one_worker_is_seen_by_a_publisher_on_the_other() {
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The snapshot files of a data dir (`w{N}/snap-{seq}.snap`), sorted.
+fn snapshots_of(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for w in std::fs::read_dir(dir).unwrap().flatten() {
+        if !w.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(w.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with("snap-") {
+                v.push(format!("{}/{name}", w.file_name().to_string_lossy()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn a_start_on_files_that_hold_its_state_keeps_them_and_logs_after_them() {
+    let dir = temp_dir("kept");
+    let start = |dir: &Path| -> (Broker, u16) {
+        for _ in 0..20 {
+            let base = free_port();
+            let args = ["--worker-port-base", &base.to_string()];
+            if let Ok(b) = Broker::try_start(dir, &args) {
+                return (b, base);
+            }
+        }
+        panic!("no free worker ports");
+    };
+    let w =
+        |base: u16, i: u16| -> SocketAddr { format!("127.0.0.1:{}", base + i).parse().unwrap() };
+    let (mut b, base) = start(&dir);
+    let (mut s, _) = connect(w(base, 0), v5_connect("kept-sub", true, 3600));
+    subscribe(&mut s, 1, "kept/x", QoS::AtLeastOnce);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(200));
+    b.stop();
+    let written = snapshots_of(&dir);
+    assert_eq!(written.len(), 2, "one snapshot per worker: {written:?}");
+    // Offline sessions only, nothing after the snapshots: the start writes none.
+    let (mut b, base) = start(&dir);
+    assert_eq!(
+        snapshots_of(&dir),
+        written,
+        "the snapshots are kept as they are"
+    );
+    // The restored exact filter is in the other worker's view (no 0x10), and the message
+    // queued for the offline session goes into the log after the kept snapshot.
+    let (mut p, _) = connect(w(base, 1), v5_connect("kept-pub", true, 0));
+    p.send(&publish(
+        "kept/x",
+        "after",
+        QoS::AtLeastOnce,
+        1,
+        false,
+        false,
+    ));
+    match p.recv(Duration::from_secs(5)) {
+        Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::SUCCESS),
+        other => panic!("{other:?}"),
+    }
+    b.kill();
+    let (b, base) = start(&dir);
+    let (mut s, a) = connect(w(base, 0), v5_connect("kept-sub", false, 3600));
+    assert!(a.session_present);
+    let got = drain(&mut s, Duration::from_secs(1));
+    assert_eq!(got, vec![("after".to_string(), false)]);
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -206,6 +206,7 @@ fn open_storage(
         sessions += restored_all[w].len();
         logs.push(Some(l));
     }
+    shared.owners.reserve(sessions);
     // Each core restores its sessions on a thread of its own.
     std::thread::scope(|sc| {
         for (core, restored) in cores.iter_mut().zip(restored_all.iter_mut()) {
@@ -243,9 +244,12 @@ fn open_storage(
     }
     let restore_ms = t0.elapsed().as_millis() as u64 - read_ms;
     let views_ms = restore_ms - sessions_ms;
-    // Each worker's first snapshot holds what it restored; then the old files can go.
+    // Each worker's first snapshot holds what it restored; then the old files can go. A
+    // worker whose directory already holds exactly that (`Recovered::exact`) and whose
+    // restoring logged nothing keeps its snapshot: its log goes on after it.
     let seq = rec.next_seq;
-    let written: Vec<std::io::Result<()>> = std::thread::scope(|sc| {
+    let exact = &rec.exact;
+    let written: Vec<std::io::Result<Option<u64>>> = std::thread::scope(|sc| {
         let hs: Vec<_> = cores
             .iter_mut()
             .enumerate()
@@ -255,11 +259,16 @@ fn open_storage(
                     // What restoring logged (wills routed to offline sessions) is in the
                     // snapshot.
                     let mut buf = Vec::new();
-                    if let Some(batch) = core.take_log(&mut buf) {
-                        core.handle(Input::Committed(batch), now);
+                    match core.take_log(&mut buf) {
+                        Some(batch) => core.handle(Input::Committed(batch), now),
+                        None => {
+                            if let Some(kept) = exact[w] {
+                                return Ok(Some(kept));
+                            }
+                        }
                     }
                     let snap = core.snapshot(now);
-                    log::write_snapshot(&log::worker_dir(dir, w), seq, &snap)
+                    log::write_snapshot(&log::worker_dir(dir, w), seq, &snap).map(|()| None)
                 })
             })
             .collect();
@@ -270,12 +279,13 @@ fn open_storage(
             })
             .collect()
     });
-    for r in written {
-        r?;
+    let mut kept = vec![None; n];
+    for (w, r) in written.into_iter().enumerate() {
+        kept[w] = r?;
     }
     for (w, wdir) in recover::worker_dirs(dir)? {
         if w < n {
-            log::remove_older(&wdir, rec.next_seq);
+            log::remove_older(&wdir, kept[w].unwrap_or(rec.next_seq));
         } else {
             std::fs::remove_dir_all(&wdir)?;
         }
@@ -287,7 +297,8 @@ fn open_storage(
     m.recovery_records.store(rec.records, Ordering::Relaxed);
     tracing::info!(dir = %dir.display(), sessions, retained = shared.retained.lock().len(),
         records = rec.records, torn_bytes = rec.torn_bytes, read_ms, restore_ms, sessions_ms,
-        views_ms, snapshot_ms = t0.elapsed().as_millis() as u64 - read_ms - restore_ms, millis = t0.elapsed().as_millis() as u64, durability = ?cfg.durability, "data dir recovered");
+        views_ms, snapshot_ms = t0.elapsed().as_millis() as u64 - read_ms - restore_ms,
+        snapshots_kept = kept.iter().filter(|k| k.is_some()).count(), millis = t0.elapsed().as_millis() as u64, durability = ?cfg.durability, "data dir recovered");
     Ok((logs, lock))
 }
 

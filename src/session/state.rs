@@ -74,9 +74,17 @@ pub(crate) struct Queued {
 }
 
 /// A map that takes 8 bytes until its first insert (most sessions of an idle fleet never
-/// subscribe). Once allocated it stays, like a `HashMap` keeps its capacity.
+/// subscribe), then a vector of exactly its entries while it has at most
+/// [`SparseMap::SMALL`] (a device's handful of filters: no hash table, no spare buckets), then
+/// a hash map. Once allocated it stays, like a `HashMap` keeps its capacity.
 #[derive(Debug, Clone)]
-pub(crate) struct SparseMap<K, V>(Option<Box<HashMap<K, V>>>);
+pub(crate) struct SparseMap<K, V>(Option<Box<Sparse<K, V>>>);
+
+#[derive(Debug, Clone)]
+enum Sparse<K, V> {
+    Small(Vec<(K, V)>),
+    Large(HashMap<K, V>),
+}
 
 impl<K, V> Default for SparseMap<K, V> {
     fn default() -> Self {
@@ -85,26 +93,83 @@ impl<K, V> Default for SparseMap<K, V> {
 }
 
 impl<K: std::hash::Hash + Eq, V> SparseMap<K, V> {
+    const SMALL: usize = 16;
+
     pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |m| m.len())
+        match self.0.as_deref() {
+            None => 0,
+            Some(Sparse::Small(v)) => v.len(),
+            Some(Sparse::Large(m)) => m.len(),
+        }
     }
     pub(crate) fn get<Q>(&self, k: &Q) -> Option<&V>
     where
         Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
     {
-        self.0.as_ref()?.get(k)
+        match self.0.as_deref()? {
+            Sparse::Small(v) => v.iter().find(|(x, _)| k.equivalent(x)).map(|(_, v)| v),
+            Sparse::Large(m) => m.get(k),
+        }
+    }
+    /// Room for `n` more entries (a session read back with its subscriptions).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        let len = self.len();
+        match self
+            .0
+            .get_or_insert_with(|| Box::new(Sparse::Small(Vec::new())))
+            .as_mut()
+        {
+            Sparse::Small(v) if len + n <= Self::SMALL => v.reserve_exact(n),
+            Sparse::Small(_) => {}
+            Sparse::Large(m) => m.reserve(n),
+        }
     }
     pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
-        self.0.get_or_insert_with(Box::default).insert(k, v)
+        let map = self
+            .0
+            .get_or_insert_with(|| Box::new(Sparse::Small(Vec::new())));
+        match map.as_mut() {
+            Sparse::Small(vec) => {
+                if let Some(slot) = vec.iter_mut().find(|(x, _)| *x == k) {
+                    return Some(std::mem::replace(&mut slot.1, v));
+                }
+                if vec.len() < Self::SMALL {
+                    if vec.len() == vec.capacity() {
+                        vec.reserve_exact(1);
+                    }
+                    vec.push((k, v));
+                    return None;
+                }
+                let mut m: HashMap<K, V> = std::mem::take(vec).into_iter().collect();
+                m.insert(k, v);
+                **map = Sparse::Large(m);
+                None
+            }
+            Sparse::Large(m) => m.insert(k, v),
+        }
     }
     pub(crate) fn remove<Q>(&mut self, k: &Q) -> Option<V>
     where
         Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized,
     {
-        self.0.as_mut()?.remove(k)
+        match self.0.as_deref_mut()? {
+            Sparse::Small(v) => {
+                let i = v.iter().position(|(x, _)| k.equivalent(x))?;
+                Some(v.swap_remove(i).1)
+            }
+            Sparse::Large(m) => m.remove(k),
+        }
     }
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.0.iter().flat_map(|m| m.iter())
+        let (small, large) = match self.0.as_deref() {
+            None => (None, None),
+            Some(Sparse::Small(v)) => (Some(v.iter().map(|(k, v)| (k, v))), None),
+            Some(Sparse::Large(m)) => (None, Some(m.iter())),
+        };
+        small
+            .into_iter()
+            .flatten()
+            .chain(large.into_iter().flatten())
     }
 }
 

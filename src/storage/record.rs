@@ -180,6 +180,9 @@ impl<'a> Rd<'a> {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+    fn remaining(&self) -> usize {
+        self.buf.len()
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
         if self.buf.len() < n {
             return Err(Bad);
@@ -545,7 +548,12 @@ fn read_image(r: &mut Rd<'_>, client_id: &ByteString) -> Result<SessionImage, Ba
     if next_seq > 0 {
         s.extra_mut().next_seq = next_seq;
     }
-    for _ in 0..r.count()? {
+    let subs = r.count()?;
+    if subs > 0 {
+        // Not more than the record can hold (each is at least 7 bytes).
+        s.subscriptions.reserve(subs.min(r.remaining() / 7));
+    }
+    for _ in 0..subs {
         if r.u8()? != SUB {
             return Err(Bad);
         }

@@ -20,6 +20,14 @@
 //! expired retained messages. A session that was online when the broker stopped lost its
 //! connection then: its expiry counts from the start, and its will is published at start
 //! (or after its Will Delay, if it does not reconnect first).
+//!
+//! # When the files already hold the state
+//! A worker directory that held only a snapshot (no log record after it), whose every copy
+//! was restored as it was written (nothing pruned, no will due, no copy elsewhere, offline
+//! with its deadline), holds exactly what its worker restores: `Recovered::exact` names its
+//! snapshot, and the start writes no new one for that worker (its log goes on after it).
+//! This is the usual restart after a clean stop of idle sessions: rewriting the same
+//! hundreds of megabytes would only delay the start.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,6 +67,9 @@ pub struct Recovered {
     pub records: u64,
     /// Bytes cut off torn log tails.
     pub torn_bytes: u64,
+    /// Per worker: the sequence number of the snapshot in its directory that holds exactly
+    /// what it restores (see the module header), if one does.
+    pub exact: Vec<Option<u64>>,
 }
 
 /// A copy's state while reading: `None` no image seen, `Some(None)` dropped.
@@ -73,6 +84,12 @@ struct State {
     changes: Vec<(u64, ByteString, Option<Message>)>,
     records: u64,
     torn_bytes: u64,
+    /// Per directory read: (worker, snapshot sequence) when it held a snapshot and nothing
+    /// after it, and every copy in it was an image.
+    clean: Vec<(usize, u64)>,
+    /// Directories whose files hold something the restored state does not (a copy lost to
+    /// another, a pruned session...).
+    dirty: hashbrown::HashSet<usize>,
 }
 
 fn bad(path: &Path, off: usize, what: &str) -> String {
@@ -123,6 +140,7 @@ pub fn recover(dir: &Path, n: usize, truncate: bool, now: Instant) -> Result<Rec
         max_seq = max_seq.max(seq);
         st.records += part.records;
         st.torn_bytes += part.torn_bytes;
+        st.clean.extend(part.clean);
         st.changes.extend(part.changes);
         if let Some(img) = part.image {
             if st.image.as_ref().is_none_or(|(v, _)| img.0 > *v) {
@@ -138,6 +156,7 @@ pub fn recover(dir: &Path, n: usize, truncate: bool, now: Instant) -> Result<Rec
                 // The same copy in two workers' files (restarted with another worker
                 // count, or an unconfirmed hand-off): a drop wins.
                 Some(e) => {
+                    st.dirty.extend([e.0, w]);
                     if matches!(copy, Some(None)) || e.1.is_none() {
                         *e = (w, copy);
                     }
@@ -171,11 +190,13 @@ fn read_worker(w: usize, wdir: &Path, truncate: bool) -> Result<(State, u64), St
     snaps.sort_unstable();
     logs.sort_unstable();
     let mut from = 0;
+    let mut snapshot = None;
     while let Some(seq) = snaps.pop() {
         let path = wdir.join(super::log::snap_name(seq));
         match read_snapshot(&path, w, &mut st) {
-            Ok(()) => {
+            Ok(all_images) => {
                 from = seq;
+                snapshot = all_images.then_some(seq);
                 break;
             }
             Err(e) if truncate => {
@@ -185,12 +206,16 @@ fn read_worker(w: usize, wdir: &Path, truncate: bool) -> Result<(State, u64), St
         }
     }
     let logs: Vec<u64> = logs.into_iter().filter(|&s| s >= from).collect();
+    let before = st.records;
     for (i, &seq) in logs.iter().enumerate() {
         let path = wdir.join(super::log::log_name(seq));
         let last = i + 1 == logs.len();
         if !read_log(&path, w, last, truncate, &mut st)? {
             break;
         }
+    }
+    if let Some(seq) = snapshot.filter(|_| st.records == before && st.torn_bytes == 0) {
+        st.clean.push((w, seq));
     }
     Ok((st, max_seq))
 }
@@ -199,7 +224,8 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<(), String> {
+/// Ok(true): every session frame held an image (no drops, no records to apply to one).
+fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<bool, String> {
     let buf = read_file(path)?;
     let mut off = 0;
     let mut image: Option<(u64, Vec<Message>)> = None;
@@ -239,9 +265,12 @@ fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<(), String> {
             Frame::Damaged => return Err(bad(path, off, "damaged record")),
         }
     }
+    let mut all_images = true;
+    st.copies.reserve(copies.len());
     for (k, copy) in copies {
-        if copy.is_some() {
-            st.copies.insert(k, (w, copy));
+        all_images &= matches!(copy, Some(Some(_)));
+        if copy.is_some() && st.copies.insert(k, (w, copy)).is_some() {
+            all_images = false;
         }
     }
     if let Some(img) = image {
@@ -249,7 +278,7 @@ fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<(), String> {
             st.image = Some(img);
         }
     }
-    Ok(())
+    Ok(all_images)
 }
 
 fn read_retain(r: &mut Rd<'_>) -> Result<(u64, ByteString, Option<Message>), record::Bad> {
@@ -341,19 +370,32 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
     // Per client id: the copy with the highest epoch (dropped or not).
     let mut best: HashMap<ByteString, (u64, usize, Option<Box<SessionImage>>)> =
         HashMap::with_capacity(st.copies.len());
+    let mut dirty = st.dirty;
     for ((id, epoch), (w, copy)) in st.copies {
         rec.max_epoch = rec.max_epoch.max(epoch);
         let Some(img) = copy else { continue };
         match best.get_mut(&id) {
-            Some(b) if b.0 >= epoch => {}
-            Some(b) => *b = (epoch, w, img),
+            Some(b) if b.0 >= epoch => {
+                dirty.insert(w);
+            }
+            Some(b) => {
+                dirty.insert(b.1);
+                *b = (epoch, w, img);
+            }
             None => {
                 best.insert(id, (epoch, w, img));
             }
         }
     }
     for (id, (epoch, w, img)) in best {
-        let Some(img) = img else { continue };
+        let Some(img) = img else {
+            dirty.insert(w);
+            continue;
+        };
+        // Restored by another worker than the one whose files hold it.
+        if w >= n {
+            dirty.insert(w % n);
+        }
         let SessionImage {
             mut session,
             username,
@@ -363,6 +405,7 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
         let (expires_at, will_due) = match offline {
             Some(o) => o,
             None => {
+                dirty.insert(w);
                 // Online at the stop: the connection was lost now.
                 let expiry = keepalive::session_deadline(now, session.session_expiry());
                 let delay = will
@@ -381,6 +424,7 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
             _ => None,
         };
         if expires_at.is_some_and(|t| t <= now) {
+            dirty.insert(w);
             // Expired while the broker was down: gone, its pending will goes now.
             if let Some((m, _)) = will_msg {
                 rec.wills.push(m);
@@ -389,13 +433,18 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
         }
         let delayed_will = match will_msg {
             Some((m, due)) if due <= now => {
+                dirty.insert(w);
                 rec.wills.push(m);
                 None
             }
             other => other,
         };
         if let Some(x) = session.extra_if_any() {
+            let queued = x.queue.len();
             x.queue.retain(|q| !q.msg.is_expired(now));
+            if x.queue.len() != queued {
+                dirty.insert(w);
+            }
             x.queued_bytes = x.queue.iter().map(|q| q.msg.queued_size()).sum();
         }
         rec.sessions[w % n].push(Restored {
@@ -425,5 +474,11 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
         };
     }
     rec.retained = map.into_values().filter(|m| !m.is_expired(now)).collect();
+    rec.exact = vec![None; n];
+    for (w, seq) in st.clean {
+        if w < n && !dirty.contains(&w) {
+            rec.exact[w] = Some(seq);
+        }
+    }
     rec
 }

@@ -120,10 +120,15 @@ fn start(n: usize, dir: std::path::PathBuf) {
     );
     println!("sessions held: {}", m["sessions_current"]);
     if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
-        if let Some(l) = s.lines().find(|l| l.starts_with("VmHWM")) {
-            println!("peak RSS: {}", l.trim_start_matches("VmHWM:").trim());
+        for (key, what) in [("VmHWM", "peak RSS"), ("VmRSS", "RSS once started")] {
+            if let Some(l) = s.lines().find(|l| l.starts_with(key)) {
+                println!(
+                    "{what}: {}",
+                    l.trim_start_matches(key).trim_start_matches(':').trim()
+                );
+            }
         }
     }
-    handle.shutdown();
-    handle.join();
+    // No teardown of millions of sessions: the figures are in.
+    std::process::exit(0);
 }

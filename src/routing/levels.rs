@@ -49,14 +49,73 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// A level as a trie key, 16 bytes: up to 7 bytes inline (no allocation: most levels of a
+/// topic tree are short, and a million-filter trie has millions of them), longer ones boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Level {
+    Short(u8, [u8; 7]),
+    Long(Box<str>),
+}
+
+impl Level {
+    pub(crate) fn new(s: &str) -> Level {
+        if s.len() <= 7 {
+            let mut b = [0; 7];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            Level::Short(s.len() as u8, b)
+        } else {
+            Level::Long(s.into())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Level::Short(n, b) => &b[..*n as usize],
+            Level::Long(s) => s.as_bytes(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is(&self, level: &str) -> bool {
+        self.bytes() == level.as_bytes()
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Whole levels of a `&str` (split at '/'): always UTF-8.
+            Level::Short(n, b) => std::str::from_utf8(&b[..*n as usize]).unwrap_or_default(),
+            Level::Long(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Level {
+    fn from(s: &str) -> Level {
+        Level::new(s)
+    }
+}
+
+/// Hashed as the level's `str`, so the map is looked up by `&str`.
+impl Hash for Level {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl hashbrown::Equivalent<Level> for str {
+    fn equivalent(&self, key: &Level) -> bool {
+        key.is(self)
+    }
+}
+
 /// Children of a trie node keyed by level: a small vector while few (linear scan beats hashing),
 /// a hash map once there are more than [`LevelMap::SMALL`]. The map is boxed so the enum is one
 /// vector's size, and the vector grows one entry at a time: most nodes have one child, and a
 /// million-filter trie pays for every spare slot.
 #[derive(Debug)]
 pub(crate) enum LevelMap<N> {
-    Small(Vec<(Box<str>, N)>),
-    Large(Box<HashMap<Box<str>, N>>),
+    Small(Vec<(Level, N)>),
+    Large(Box<HashMap<Level, N>>),
 }
 
 impl<N> Default for LevelMap<N> {
@@ -71,31 +130,31 @@ impl<N> LevelMap<N> {
     #[inline]
     pub(crate) fn get(&self, level: &str) -> Option<&N> {
         match self {
-            LevelMap::Small(v) => v.iter().find(|(k, _)| &**k == level).map(|(_, n)| n),
+            LevelMap::Small(v) => v.iter().find(|(k, _)| k.is(level)).map(|(_, n)| n),
             LevelMap::Large(m) => m.get(level),
         }
     }
 
     pub(crate) fn get_mut(&mut self, level: &str) -> Option<&mut N> {
         match self {
-            LevelMap::Small(v) => v.iter_mut().find(|(k, _)| &**k == level).map(|(_, n)| n),
+            LevelMap::Small(v) => v.iter_mut().find(|(k, _)| k.is(level)).map(|(_, n)| n),
             LevelMap::Large(m) => m.get_mut(level),
         }
     }
 
     pub(crate) fn get_or_insert_with(&mut self, level: &str, make: impl FnOnce() -> N) -> &mut N {
         if let LevelMap::Small(v) = self {
-            if v.len() >= Self::SMALL && !v.iter().any(|(k, _)| &**k == level) {
-                let m: HashMap<Box<str>, N> = v.drain(..).collect();
+            if v.len() >= Self::SMALL && !v.iter().any(|(k, _)| k.is(level)) {
+                let m: HashMap<Level, N> = v.drain(..).collect();
                 *self = LevelMap::Large(Box::new(m));
             }
         }
         match self {
             LevelMap::Small(v) => {
-                let i = match v.iter().position(|(k, _)| &**k == level) {
+                let i = match v.iter().position(|(k, _)| k.is(level)) {
                     Some(i) => i,
                     None => {
-                        push_exact(v, (level.into(), make()));
+                        push_exact(v, (Level::new(level), make()));
                         v.len() - 1
                     }
                 };
@@ -108,7 +167,7 @@ impl<N> LevelMap<N> {
     pub(crate) fn remove(&mut self, level: &str) -> Option<N> {
         match self {
             LevelMap::Small(v) => {
-                let i = v.iter().position(|(k, _)| &**k == level)?;
+                let i = v.iter().position(|(k, _)| k.is(level))?;
                 Some(v.swap_remove(i).1)
             }
             LevelMap::Large(m) => {
@@ -132,8 +191,8 @@ impl<N> LevelMap<N> {
     #[inline]
     pub(crate) fn for_each(&self, mut f: impl FnMut(&str, &N)) {
         match self {
-            LevelMap::Small(v) => v.iter().for_each(|(k, n)| f(k, n)),
-            LevelMap::Large(m) => m.iter().for_each(|(k, n)| f(k, n)),
+            LevelMap::Small(v) => v.iter().for_each(|(k, n)| f(k.as_str(), n)),
+            LevelMap::Large(m) => m.iter().for_each(|(k, n)| f(k.as_str(), n)),
         }
     }
 }
@@ -287,6 +346,25 @@ mod tests {
         assert!(!filter_matches("a/b", "a//b"));
         // `#` not last is a literal level here (validation refuses it earlier).
         assert!(!filter_matches("#/a", "x/a"));
+    }
+
+    #[test]
+    fn levels_short_inline_long_boxed() {
+        assert_eq!(std::mem::size_of::<Level>(), 16);
+        for s in ["", "a", "1234567", "12345678", "é/x", "sensor-temperature"] {
+            let l = Level::new(s);
+            assert!(l.is(s) && l.as_str() == s, "{s}");
+            assert_eq!(matches!(l, Level::Short(..)), s.len() <= 7, "{s}");
+            assert!(!l.is("other") && !l.is(&s[..s.len().saturating_sub(1)]) || s.is_empty());
+        }
+        // Looked up by `&str` in the large map: hashed alike.
+        let mut m: HashMap<Level, u8> = HashMap::new();
+        m.insert(Level::new("abc"), 1);
+        m.insert(Level::new("abcdefghij"), 2);
+        assert_eq!(
+            (m.get("abc"), m.get("abcdefghij"), m.get("ab")),
+            (Some(&1), Some(&2), None)
+        );
     }
 
     #[test]

@@ -3,16 +3,17 @@
 //! `broker::router`): per filter the number of the other workers' (session, filter)
 //! subscriptions, and per worker how many of its changes the view applied. Nothing per
 //! subscriber. A filter without wildcards (a fleet's `devices/{id}/cmd`, most of a big broker's
-//! filters) is kept as its 64-bit hash only, 12 bytes, matched by one lookup of the topic's
-//! hash; only filters with `+` or `#` take a trie path. Two filters with one hash share a
+//! filters) is kept as its 64-bit hash only, 8 bytes in a set (a count beside it only for a
+//! filter subscribed more than once), matched by one lookup of the topic's hash; only filters
+//! with `+` or `#` take a trie path. Two filters with one hash share a
 //! count, which stays above zero while either is subscribed, and a topic whose hash equals a
 //! filter's is taken for a match: the answer is then 0x00 where 0x10 was due (a missed 0x10,
 //! which the protocol allows), never a false 0x10.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 
 use bytestring::ByteString;
-use hashbrown::{DefaultHashBuilder, HashMap};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 
 use super::levels::split_level;
 use super::trie::SubscriptionTrie;
@@ -25,8 +26,10 @@ pub struct RestoredFilters {
 }
 
 pub struct RemoteFilters {
-    /// Hash of a filter without wildcards -> the other workers' subscriptions to it.
-    exact: HashMap<u64, u32>,
+    /// Hashes of the filters without wildcards that the other workers subscribe to.
+    exact: HashSet<u64, Prehashed>,
+    /// Those of `exact` subscribed more than once -> how many times.
+    more: HashMap<u64, u32, Prehashed>,
     /// The hash of `exact`'s keys: one per broker, so a restoring worker can key its filters
     /// for every view (`note_restored`).
     hasher: DefaultHashBuilder,
@@ -34,6 +37,34 @@ pub struct RemoteFilters {
     wild: SubscriptionTrie<(), u32>,
     /// Per worker: its changes applied here.
     applied: Vec<u64>,
+}
+
+/// The keys of `RemoteFilters::exact` are hashes already: used as they are.
+#[derive(Default, Clone, Copy)]
+struct Prehashed;
+
+impl BuildHasher for Prehashed {
+    type Hasher = PrehashedHasher;
+    fn build_hasher(&self) -> PrehashedHasher {
+        PrehashedHasher(0)
+    }
+}
+
+struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; any other input still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// Whether some level of `filter` is `+` or `#` (the trie's rule: only whole levels are
@@ -54,7 +85,8 @@ impl RemoteFilters {
     /// `hasher`: the same for every view of one broker.
     pub fn new(workers: usize, hasher: DefaultHashBuilder) -> RemoteFilters {
         RemoteFilters {
-            exact: HashMap::new(),
+            exact: HashSet::default(),
+            more: HashMap::default(),
             hasher,
             wild: SubscriptionTrie::new(),
             applied: vec![0; workers],
@@ -67,12 +99,14 @@ impl RemoteFilters {
         if !has_wildcard(filter) {
             let h = self.hasher.hash_one(&**filter);
             if add {
-                *self.exact.entry(h).or_insert(0) += 1;
-            } else if let Some(n) = self.exact.get_mut(&h) {
+                self.add_exact(h);
+            } else if let Some(n) = self.more.get_mut(&h) {
                 *n -= 1;
-                if *n == 0 {
-                    self.exact.remove(&h);
+                if *n == 1 {
+                    self.more.remove(&h);
                 }
+            } else {
+                self.exact.remove(&h);
             }
             return;
         }
@@ -104,7 +138,7 @@ impl RemoteFilters {
         self.applied[from as usize] += (list.exact.len() + list.wild.len()) as u64;
         self.exact.reserve(list.exact.len());
         for &h in &list.exact {
-            *self.exact.entry(h).or_insert(0) += 1;
+            self.add_exact(h);
         }
         for f in &list.wild {
             match self.wild.insert(f, (), 1) {
@@ -114,6 +148,12 @@ impl RemoteFilters {
                 Ok(None) => {}
                 Err(_) => tracing::warn!(filter = %f, "filter too deep, not in the view"),
             }
+        }
+    }
+
+    fn add_exact(&mut self, h: u64) {
+        if !self.exact.insert(h) {
+            *self.more.entry(h).or_insert(1) += 1;
         }
     }
 
@@ -130,7 +170,7 @@ impl RemoteFilters {
 
     /// Whether some filter of another worker matches topic name `topic`.
     pub fn matches(&self, topic: &str) -> bool {
-        if self.exact.contains_key(&self.hasher.hash_one(topic)) {
+        if self.exact.contains(&self.hasher.hash_one(topic)) {
             return true;
         }
         let mut found = false;

@@ -220,18 +220,116 @@ fn read_worker(w: usize, wdir: &Path, truncate: bool) -> Result<(State, u64), St
     Ok((st, max_seq))
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+/// A file's frames through a buffer of a few MiB (grown only for a bigger frame): a
+/// 400 MB snapshot is not read into memory whole, whose fresh pages the kernel would have to
+/// zero first.
+struct Frames {
+    file: std::fs::File,
+    path: PathBuf,
+    buf: Vec<u8>,
+    /// `buf[pos..len]` is unread; `base` is the file offset of `buf[0]`.
+    pos: usize,
+    len: usize,
+    base: u64,
+    /// File bytes not in `buf` yet.
+    left: u64,
+}
+
+const CHUNK: usize = 4 << 20;
+
+impl Frames {
+    fn open(path: &Path) -> Result<Frames, String> {
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let file = std::fs::File::open(path).map_err(err)?;
+        let left = file.metadata().map_err(err)?.len();
+        Ok(Frames {
+            file,
+            path: path.to_path_buf(),
+            buf: Vec::new(),
+            pos: 0,
+            len: 0,
+            base: 0,
+            left,
+        })
+    }
+
+    /// File offset of the next frame.
+    fn offset(&self) -> usize {
+        (self.base + self.pos as u64) as usize
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos == self.len && self.left == 0
+    }
+
+    /// Make at least `want` unread bytes available, or all that the file has left.
+    fn fill(&mut self, want: usize) -> Result<(), String> {
+        use std::io::Read;
+        let have = self.len - self.pos;
+        if have >= want || self.left == 0 {
+            return Ok(());
+        }
+        // Move the unread tail to the front, then read after it.
+        self.buf.copy_within(self.pos..self.len, 0);
+        self.base += self.pos as u64;
+        self.len = have;
+        self.pos = 0;
+        let target = want
+            .max(CHUNK)
+            .min(have + self.left.min(usize::MAX as u64) as usize);
+        if self.buf.len() < target {
+            self.buf.resize(target, 0);
+        }
+        while self.len < target {
+            let n = self
+                .file
+                .read(&mut self.buf[self.len..target])
+                .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            if n == 0 {
+                // Shorter than its size said: nothing more.
+                self.left = 0;
+                break;
+            }
+            self.len += n;
+            self.left = self.left.saturating_sub(n as u64);
+        }
+        Ok(())
+    }
+
+    /// The next frame (reading as much of the file as it needs); `Frame::Short` only at the
+    /// end of the file.
+    fn next(&mut self) -> Result<record::Frame<'_>, String> {
+        self.fill(record::HEADER)?;
+        let unread = &self.buf[self.pos..self.len];
+        if unread.len() >= record::HEADER {
+            let body = u32::from_le_bytes(unread[0..4].try_into().unwrap()) as usize;
+            if body <= record::MAX_BODY {
+                self.fill(record::HEADER + body)?;
+            }
+        }
+        Ok(record::read_frame(&self.buf[self.pos..self.len]))
+    }
+
+    fn advance(&mut self, used: usize) {
+        self.pos += used;
+    }
+
+    /// Everything from the next frame to the end of the file.
+    fn rest(&mut self) -> Result<&[u8], String> {
+        let all = (self.len - self.pos) + self.left as usize;
+        self.fill(all)?;
+        Ok(&self.buf[self.pos..self.len])
+    }
 }
 
 /// Ok(true): every session frame held an image (no drops, no records to apply to one).
 fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<bool, String> {
-    let buf = read_file(path)?;
-    let mut off = 0;
+    let mut frames = Frames::open(path)?;
     let mut image: Option<(u64, Vec<Message>)> = None;
     let mut copies = Vec::new();
     loop {
-        match record::read_frame(&buf[off..]) {
+        let off = frames.offset();
+        match frames.next()? {
             Frame::Ok(body, used) => {
                 let mut r = Rd::new(body);
                 let kind = r.u8().map_err(|_| bad(path, off, "empty record"))?;
@@ -259,7 +357,7 @@ fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<bool, String> 
                     _ => return Err(bad(path, off, "unknown record")),
                 }
                 st.records += 1;
-                off += used;
+                frames.advance(used);
             }
             Frame::Short => return Err(bad(path, off, "snapshot ends without its END record")),
             Frame::Damaged => return Err(bad(path, off, "damaged record")),
@@ -300,17 +398,18 @@ fn read_log(
     truncate: bool,
     st: &mut State,
 ) -> Result<bool, String> {
-    let buf = read_file(path)?;
-    let mut off = 0;
-    while off < buf.len() {
-        let frame = record::read_frame(&buf[off..]);
+    let mut frames = Frames::open(path)?;
+    while !frames.at_end() {
+        let off = frames.offset();
+        let frame = frames.next()?;
         let (body, used) = match frame {
             Frame::Ok(b, u) => (b, u),
             Frame::Short | Frame::Damaged => {
-                let rest = &buf[off..];
+                let short = frame == Frame::Short;
+                let rest = frames.rest()?;
                 // A write cut short by a crash: only at the very end of the newest file.
                 let torn = last
-                    && (frame == Frame::Short || rest.iter().skip(8).all(|&b| b == 0) || {
+                    && (short || rest.iter().skip(8).all(|&b| b == 0) || {
                         let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
                         record::HEADER + len >= rest.len()
                     });
@@ -354,7 +453,7 @@ fn read_log(
             return Err(e);
         }
         st.records += 1;
-        off += used;
+        frames.advance(used);
     }
     Ok(true)
 }

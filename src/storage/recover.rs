@@ -167,7 +167,14 @@ pub fn recover(dir: &Path, n: usize, truncate: bool, now: Instant) -> Result<Rec
             }
         }
     }
-    Ok(resolve(st, n, max_seq + 1, now))
+    let mut rec = resolve(st, n, max_seq + 1, now);
+    if dirs.iter().any(|(w, _)| *w >= n) {
+        // A directory beyond the workers is removed after the start: what its files held
+        // (sessions, retained changes, perhaps the newest retained image) must go into new
+        // snapshots.
+        rec.exact = vec![None; n];
+    }
+    Ok(rec)
 }
 
 /// One worker directory: its newest snapshot, then its logs.
@@ -580,4 +587,71 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
         }
     }
     rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProtocolVersion;
+    use crate::storage::log;
+    use std::time::Duration;
+
+    /// (client id, epoch, offline until: None = online at the stop)
+    type Copy<'a> = (&'a str, u64, Option<Instant>);
+
+    fn write_snapshot(dir: &Path, w: usize, seq: u64, copies: &[Copy<'_>]) {
+        let mut out = Vec::new();
+        for &(id, epoch, until) in copies {
+            let s = Session::new(id.into(), ProtocolVersion::V5);
+            let mut body = Vec::new();
+            record::put_image(&mut body, &s, None);
+            if let Some(t) = until {
+                record::put_offline(&mut body, Some(t), None);
+            }
+            record::session_frame(&mut out, id, epoch, &body);
+        }
+        record::marker_frame(&mut out, record::RETAINED_IMAGE, 0);
+        record::marker_frame(&mut out, record::END, 0);
+        let wdir = log::worker_dir(dir, w);
+        std::fs::create_dir_all(&wdir).unwrap();
+        log::write_snapshot(&wdir, seq, &out).unwrap();
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ringmq-exact-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_directory_is_exact_only_when_its_files_hold_what_is_restored() {
+        let now = Instant::now();
+        let later = Some(now + Duration::from_secs(3600));
+        let exact = |d: &Path, n: usize| recover(d, n, false, now).unwrap().exact;
+
+        let d = dir("clean");
+        write_snapshot(&d, 0, 1, &[("a", 1, later)]);
+        write_snapshot(&d, 1, 1, &[("b", 2, later)]);
+        assert_eq!(exact(&d, 2), vec![Some(1), Some(1)]);
+        // Fewer workers: dir 1 goes away, its sessions move.
+        assert_eq!(exact(&d, 1), vec![None]);
+        // A record after the snapshot.
+        let mut rec = Vec::new();
+        record::session_frame(&mut rec, "a", 1, &[record::DROP]);
+        std::fs::write(log::worker_dir(&d, 0).join(log::log_name(2)), &rec).unwrap();
+        assert_eq!(exact(&d, 2), vec![None, Some(1)]);
+        let _ = std::fs::remove_dir_all(&d);
+
+        // Expired, online at the stop, or a copy that lost to a newer one elsewhere: rewritten.
+        // The newer copy's directory holds what is restored; a worker without a directory
+        // has nothing to keep.
+        let d = dir("pruned");
+        let past = Some(now - Duration::from_secs(60));
+        write_snapshot(&d, 0, 1, &[("a", 1, later), ("x", 2, past)]);
+        write_snapshot(&d, 1, 1, &[("b", 3, None)]);
+        write_snapshot(&d, 2, 1, &[("c", 4, later)]);
+        write_snapshot(&d, 3, 1, &[("c", 5, later), ("d", 6, later)]);
+        assert_eq!(exact(&d, 5), vec![None, None, None, Some(1), None]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -76,7 +76,6 @@ impl OwnershipTable {
         self.next_epoch.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Make `owner` the owner of `id`, returning the owner it displaced (if any).
     /// Room for `n` more ids, spread over the shards (before restoring a data dir: no shard
     /// grows under its lock while the workers claim).
     pub fn reserve(&self, n: usize) {
@@ -85,6 +84,7 @@ impl OwnershipTable {
         }
     }
 
+    /// Make `owner` the owner of `id`, returning the owner it displaced (if any).
     pub fn claim(&self, id: &ClientId, owner: Owner) -> Option<Owner> {
         self.shard(id).lock().insert(id.clone(), owner)
     }

@@ -88,6 +88,27 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A broker whose workers also listen each on a port of their own, `base + worker`
+    /// (`--worker-port-base`), so a client can pick its worker; returns it and `base`.
+    fn start_with_worker_ports(dir: &Path) -> (Broker, u16) {
+        // Ports chosen in advance can be taken by a parallel test's broker: try others.
+        for _ in 0..20 {
+            let base = free_port();
+            let args = ["--worker-port-base", &base.to_string()];
+            if let Ok(b) = Broker::try_start(dir, &args) {
+                return (b, base);
+            }
+        }
+        panic!("no free worker ports");
+    }
+}
+
+/// Worker `i`'s own port of a broker started by `Broker::start_with_worker_ports`.
+fn worker_addr(base: u16, i: u16) -> SocketAddr {
+    format!("127.0.0.1:{}", base + i).parse().unwrap()
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
@@ -798,29 +819,16 @@ fn a_full_disk_refuses_what_it_cannot_keep_and_recovers_by_itself() {
 #[test]
 fn a_restored_subscription_on_one_worker_is_seen_by_a_publisher_on_the_other() {
     let dir = temp_dir("views");
-    // Worker ports chosen in advance can be taken by a parallel test's broker: try others.
-    let start = |dir: &Path| -> (Broker, u16) {
-        for _ in 0..20 {
-            let base = free_port();
-            let args = ["--worker-port-base", &base.to_string()];
-            if let Ok(b) = Broker::try_start(dir, &args) {
-                return (b, base);
-            }
-        }
-        panic!("no free worker ports");
-    };
-    let (mut b, base) = start(&dir);
-    let w =
-        |base: u16, i: u16| -> SocketAddr { format!("127.0.0.1:{}", base + i).parse().unwrap() };
-    let (mut s, _) = connect(w(base, 0), v5_connect("view-sub", true, 3600));
+    let (mut b, base) = Broker::start_with_worker_ports(&dir);
+    let (mut s, _) = connect(worker_addr(base, 0), v5_connect("view-sub", true, 3600));
     subscribe(&mut s, 1, "v/#", QoS::AtLeastOnce);
     drop(s);
     b.kill();
     drop(b);
-    let (b, base) = start(&dir);
+    let (b, base) = Broker::start_with_worker_ports(&dir);
     // PUBACK 0x10 would say nobody subscribes: the view of worker 0's restored filters must
     // be in place on worker 1.
-    let (mut p, _) = connect(w(base, 1), v5_connect("view-pub", true, 0));
+    let (mut p, _) = connect(worker_addr(base, 1), v5_connect("view-pub", true, 0));
     p.send(&publish("v/x", "seen", QoS::AtLeastOnce, 1, false, false));
     match p.recv(Duration::from_secs(5)) {
         Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::SUCCESS),
@@ -839,7 +847,7 @@ fn a_restored_subscription_on_one_worker_is_seen_by_a_publisher_on_the_other() {
         Some(Packet::PubAck(r)) => assert_eq!(r.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS),
         other => panic!("{other:?}"),
     }
-    let (mut s, a) = connect(w(base, 0), v5_connect("view-sub", false, 3600));
+    let (mut s, a) = connect(worker_addr(base, 0), v5_connect("view-sub", false, 3600));
     assert!(a.session_present);
     let got = drain(&mut s, Duration::from_secs(1));
     assert!(got.iter().any(|(m, _)| m == "seen"), "{got:?}");
@@ -868,20 +876,8 @@ fn snapshots_of(dir: &Path) -> Vec<String> {
 #[test]
 fn a_start_on_files_that_hold_its_state_keeps_them_and_logs_after_them() {
     let dir = temp_dir("kept");
-    let start = |dir: &Path| -> (Broker, u16) {
-        for _ in 0..20 {
-            let base = free_port();
-            let args = ["--worker-port-base", &base.to_string()];
-            if let Ok(b) = Broker::try_start(dir, &args) {
-                return (b, base);
-            }
-        }
-        panic!("no free worker ports");
-    };
-    let w =
-        |base: u16, i: u16| -> SocketAddr { format!("127.0.0.1:{}", base + i).parse().unwrap() };
-    let (mut b, base) = start(&dir);
-    let (mut s, _) = connect(w(base, 0), v5_connect("kept-sub", true, 3600));
+    let (mut b, base) = Broker::start_with_worker_ports(&dir);
+    let (mut s, _) = connect(worker_addr(base, 0), v5_connect("kept-sub", true, 3600));
     subscribe(&mut s, 1, "kept/x", QoS::AtLeastOnce);
     drop(s);
     std::thread::sleep(Duration::from_millis(200));
@@ -889,7 +885,7 @@ fn a_start_on_files_that_hold_its_state_keeps_them_and_logs_after_them() {
     let written = snapshots_of(&dir);
     assert_eq!(written.len(), 2, "one snapshot per worker: {written:?}");
     // Offline sessions only, nothing after the snapshots: the start writes none.
-    let (mut b, base) = start(&dir);
+    let (mut b, base) = Broker::start_with_worker_ports(&dir);
     assert_eq!(
         snapshots_of(&dir),
         written,
@@ -897,7 +893,7 @@ fn a_start_on_files_that_hold_its_state_keeps_them_and_logs_after_them() {
     );
     // The restored exact filter is in the other worker's view (no 0x10), and the message
     // queued for the offline session goes into the log after the kept snapshot.
-    let (mut p, _) = connect(w(base, 1), v5_connect("kept-pub", true, 0));
+    let (mut p, _) = connect(worker_addr(base, 1), v5_connect("kept-pub", true, 0));
     p.send(&publish(
         "kept/x",
         "after",
@@ -911,8 +907,8 @@ fn a_start_on_files_that_hold_its_state_keeps_them_and_logs_after_them() {
         other => panic!("{other:?}"),
     }
     b.kill();
-    let (b, base) = start(&dir);
-    let (mut s, a) = connect(w(base, 0), v5_connect("kept-sub", false, 3600));
+    let (b, base) = Broker::start_with_worker_ports(&dir);
+    let (mut s, a) = connect(worker_addr(base, 0), v5_connect("kept-sub", false, 3600));
     assert!(a.session_present);
     let got = drain(&mut s, Duration::from_secs(1));
     assert_eq!(got, vec![("after".to_string(), false)]);

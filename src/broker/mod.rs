@@ -295,10 +295,13 @@ fn open_storage(
     m.recovery_micros
         .store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
     m.recovery_records.store(rec.records, Ordering::Relaxed);
+    let millis = t0.elapsed().as_millis() as u64;
+    let snapshot_ms = millis - read_ms - restore_ms;
+    let snapshots_kept = kept.iter().filter(|k| k.is_some()).count();
     tracing::info!(dir = %dir.display(), sessions, retained = shared.retained.lock().len(),
         records = rec.records, torn_bytes = rec.torn_bytes, read_ms, restore_ms, sessions_ms,
-        views_ms, snapshot_ms = t0.elapsed().as_millis() as u64 - read_ms - restore_ms,
-        snapshots_kept = kept.iter().filter(|k| k.is_some()).count(), millis = t0.elapsed().as_millis() as u64, durability = ?cfg.durability, "data dir recovered");
+        views_ms, snapshot_ms, snapshots_kept, millis, durability = ?cfg.durability,
+        "data dir recovered");
     Ok((logs, lock))
 }
 

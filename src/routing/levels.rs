@@ -202,7 +202,7 @@ impl<N> LevelMap<N> {
 /// a filter with 100k subscribers). Boxed map and exact growth as in [`LevelMap`].
 #[derive(Debug)]
 pub(crate) enum Subs<K, V> {
-    /// Holds no subscriber, or two up to [`Subs::SMALL`].
+    /// No subscriber, or up to [`Subs::SMALL`] once a second one came.
     Small(Vec<(K, V)>),
     One(K, V),
     Large(Box<HashMap<K, V>>),
@@ -214,9 +214,9 @@ impl<K, V> Default for Subs<K, V> {
     }
 }
 
-/// Push without the vector's doubling: the small vectors here stay at most 16 long, so growing
-/// by one costs little and leaves no spare slots.
-fn push_exact<T>(v: &mut Vec<T>, x: T) {
+/// Push without the vector's doubling: the small vectors here (and a session's filters) stay at
+/// most 16 long, so growing by one costs little and leaves no spare slots.
+pub(crate) fn push_exact<T>(v: &mut Vec<T>, x: T) {
     if v.len() == v.capacity() {
         v.reserve_exact(1);
     }

@@ -15,8 +15,8 @@ use std::hash::{BuildHasher, Hasher};
 use bytestring::ByteString;
 use hashbrown::{DefaultHashBuilder, HashMap, HashSet};
 
-use super::levels::split_level;
 use super::trie::SubscriptionTrie;
+use crate::protocol::topic::has_wildcard;
 
 /// The filters one worker restored at start, as the views take them: exact ones by hash.
 #[derive(Default)]
@@ -67,20 +67,6 @@ impl Hasher for PrehashedHasher {
     }
 }
 
-/// Whether some level of `filter` is `+` or `#` (the trie's rule: only whole levels are
-/// wildcards).
-fn has_wildcard(filter: &str) -> bool {
-    let mut rest = Some(filter);
-    while let Some(r) = rest {
-        let (level, next) = split_level(r);
-        if level == "+" || level == "#" {
-            return true;
-        }
-        rest = next;
-    }
-    false
-}
-
 impl RemoteFilters {
     /// `hasher`: the same for every view of one broker.
     pub fn new(workers: usize, hasher: DefaultHashBuilder) -> RemoteFilters {
@@ -96,29 +82,26 @@ impl RemoteFilters {
     /// Worker `from` added (`add`) or removed one subscription to `filter`: one change.
     pub fn apply(&mut self, from: u16, filter: &ByteString, add: bool) {
         self.count(from);
-        if !has_wildcard(filter) {
-            let h = self.hasher.hash_one(&**filter);
-            if add {
-                self.add_exact(h);
-            } else if let Some(n) = self.more.get_mut(&h) {
-                *n -= 1;
-                if *n == 1 {
-                    self.more.remove(&h);
+        match (has_wildcard(filter), add) {
+            (false, true) => self.add_exact(self.hasher.hash_one(&**filter)),
+            (false, false) => {
+                let h = self.hasher.hash_one(&**filter);
+                match self.more.get_mut(&h) {
+                    Some(n) if *n > 2 => *n -= 1,
+                    Some(_) => {
+                        self.more.remove(&h);
+                    }
+                    None => {
+                        self.exact.remove(&h);
+                    }
                 }
-            } else {
-                self.exact.remove(&h);
             }
-            return;
-        }
-        let count = self.wild.remove(filter, ()).unwrap_or(0);
-        let count = if add {
-            count + 1
-        } else {
-            count.saturating_sub(1)
-        };
-        if count > 0 && self.wild.insert(filter, (), count).is_err() {
-            // Not indexed on `from` either (its trie refuses the same depth): nothing to match.
-            tracing::warn!(%filter, "filter too deep, not in the view");
+            (true, true) => self.add_wild(filter),
+            (true, false) => {
+                if let Some(n) = self.wild.remove(filter, ()).filter(|&n| n > 1) {
+                    let _ = self.wild.insert(filter, (), n - 1);
+                }
+            }
         }
     }
 
@@ -132,8 +115,7 @@ impl RemoteFilters {
     }
 
     /// Worker `from` restored these subscriptions at start (one change each; `list` was
-    /// filled by `note_restored` of a view with the same hasher): a wildcard filter takes one
-    /// trie walk instead of `apply`'s two.
+    /// filled by `note_restored` of a view with the same hasher).
     pub fn add_restored(&mut self, from: u16, list: &RestoredFilters) {
         self.applied[from as usize] += (list.exact.len() + list.wild.len()) as u64;
         self.exact.reserve(list.exact.len());
@@ -141,13 +123,20 @@ impl RemoteFilters {
             self.add_exact(h);
         }
         for f in &list.wild {
-            match self.wild.insert(f, (), 1) {
-                Ok(Some(n)) => {
-                    let _ = self.wild.insert(f, (), n + 1);
-                }
-                Ok(None) => {}
-                Err(_) => tracing::warn!(filter = %f, "filter too deep, not in the view"),
+            self.add_wild(f);
+        }
+    }
+
+    /// One subscription more to a filter with wildcards: one trie walk, two if it was there.
+    fn add_wild(&mut self, filter: &str) {
+        match self.wild.insert(filter, (), 1) {
+            Ok(Some(n)) => {
+                let _ = self.wild.insert(filter, (), n + 1);
             }
+            Ok(None) => {}
+            // Not indexed on the subscribing worker either (its trie refuses the same
+            // depth): nothing to match.
+            Err(_) => tracing::warn!(%filter, "filter too deep, not in the view"),
         }
     }
 
@@ -231,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn wildcards_are_whole_levels() {
+    fn exact_filters_are_those_without_plus_or_hash() {
         for (f, wild) in [("a/+", true), ("#", true), ("+/x", true), ("a/b", false)] {
             assert_eq!(has_wildcard(f), wild, "{f}");
         }

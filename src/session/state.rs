@@ -134,10 +134,7 @@ impl<K: std::hash::Hash + Eq, V> SparseMap<K, V> {
                     return Some(std::mem::replace(&mut slot.1, v));
                 }
                 if vec.len() < Self::SMALL {
-                    if vec.len() == vec.capacity() {
-                        vec.reserve_exact(1);
-                    }
-                    vec.push((k, v));
+                    crate::routing::levels::push_exact(vec, (k, v));
                     return None;
                 }
                 let mut m: HashMap<K, V> = std::mem::take(vec).into_iter().collect();

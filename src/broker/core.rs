@@ -148,9 +148,10 @@ impl std::fmt::Debug for Mail {
             Mail::Shared { ack, .. } => write!(f, "Shared(ack {ack:?})"),
             Mail::SharedApplied { token } => write!(f, "SharedApplied({token})"),
             Mail::Filter { from, filter, add } => write!(f, "Filter({from}, {filter}, {add})"),
-            Mail::PublishAcked { msg, ack } => {
-                write!(f, "PublishAcked({:?}, {ack:?})", msg.payload)
+            Mail::PublishAcked { msg, ack, fanout } => {
+                write!(f, "PublishAcked({:?}, {ack:?}, {fanout:?})", msg.payload)
             }
+            Mail::FanoutRouted { token, seq } => write!(f, "FanoutRouted({token}, {seq})"),
             Mail::Stored { client_id, epoch } => write!(f, "Stored({client_id}, {epoch})"),
             Mail::Cluster(_) => f.write_str("Cluster"),
             Mail::ClusterClaimed(_) => f.write_str("ClusterClaimed"),
@@ -294,6 +295,9 @@ pub(super) struct Hold {
     pub paused: bool,
     /// Inbound QoS 2 ids whose PUBREC is among the held bytes: logged at release.
     pub in2: Vec<u16>,
+    /// Packet ids of fan-outs among them: logged at once, in the batch of their `FANOUT`
+    /// (`persist.rs`).
+    pub fanout_ids: Vec<u16>,
     /// The log batch of the input that opened a durable hold: its local copies must be on
     /// disk too before the held acknowledgements go.
     pub batch: u64,
@@ -321,6 +325,22 @@ pub(super) struct Persist {
     /// Log bytes since the last snapshot (a snapshot also bounds the log's size).
     pub since_snapshot: u64,
     pub scratch: Vec<u8>,
+    /// QoS 2 fan-outs this worker started whose `FANOUT_DONE` is not on disk yet, by
+    /// sequence number (`persist.rs`).
+    pub fanouts: std::collections::BTreeMap<u64, Fanning>,
+    pub next_fanout: u64,
+    /// Other workers' fan-outs routed here, per origin: the origin's last watermark (every
+    /// fan-out below it is done on disk there) and the sequence numbers at or above it.
+    pub routed: hashbrown::HashMap<u16, (u64, std::collections::BTreeSet<u64>)>,
+}
+
+/// A fan-out in progress (`persist.rs`).
+pub(super) struct Fanning {
+    pub rec: crate::storage::record::Fanout,
+    /// Workers that have not answered yet.
+    pub waiting: usize,
+    /// The batch its `FANOUT_DONE` went into, once every worker answered.
+    pub done_batch: Option<u64>,
 }
 
 /// Log bytes after which a snapshot is taken whatever the interval.
@@ -344,6 +364,11 @@ impl Persist {
             snapshot_interval,
             since_snapshot: 0,
             scratch: Vec::new(),
+            fanouts: Default::default(),
+            // Sequence numbers of one start never meet those of another (recovery settles
+            // every fan-out of the files it reads; this is only a second line).
+            next_fanout: crate::storage::clock::wall_ms(now).saturating_mul(1_000_000),
+            routed: hashbrown::HashMap::new(),
         }
     }
 
@@ -1164,8 +1189,8 @@ impl Core {
                 })
             {
                 match client.extra.as_mut().and_then(|e| e.hold.as_mut()) {
-                    Some(h) => h.in2.push(r.packet_id),
-                    None => self.persist_in2(idx, &[r.packet_id]),
+                    Some(h) if !h.fanout_ids.contains(&r.packet_id) => h.in2.push(r.packet_id),
+                    _ => self.persist_in2(idx, &[r.packet_id]),
                 }
             }
         }
@@ -1324,6 +1349,7 @@ impl Core {
             durable: false,
             paused: false,
             in2: Vec::new(),
+            fanout_ids: Vec::new(),
             batch: 0,
         });
         self.holds.insert(token, conn);
@@ -1356,6 +1382,7 @@ impl Core {
             durable: true,
             paused: false,
             in2: Vec::new(),
+            fanout_ids: Vec::new(),
             batch,
         });
         self.holds.insert(token, conn);
@@ -1837,10 +1864,22 @@ impl Core {
             }
             Mail::SharedApplied { token } => self.on_shared_applied(token),
             Mail::Filter { from, filter, add } => self.apply_filter(from, &filter, add),
-            Mail::PublishAcked { msg, ack } => {
-                self.route_local(&msg, now);
+            Mail::PublishAcked { msg, ack, fanout } => {
+                let matched = self.route_local(&msg, now);
                 // Behind the barrier of what the routing logged, if anything.
-                self.post_after_commit(ack.0, Mail::SharedApplied { token: ack.1 });
+                let reply = match fanout {
+                    Some((seq, watermark)) => {
+                        self.run_work(now);
+                        self.note_routed(ack.0, seq, watermark, matched);
+                        Mail::FanoutRouted { token: ack.1, seq }
+                    }
+                    None => Mail::SharedApplied { token: ack.1 },
+                };
+                self.post_after_commit(ack.0, reply);
+            }
+            Mail::FanoutRouted { token, seq } => {
+                self.on_shared_applied(token);
+                self.fanout_answered(seq);
             }
             Mail::Stored { epoch, .. } => self.on_stored(epoch, now),
             Mail::ClusterClaimed(c) => self.on_cluster_claimed(c, now),

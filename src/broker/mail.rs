@@ -68,8 +68,15 @@ pub enum Mail {
     },
     /// Durability `sync`: a QoS 1/2 PUBLISH whose acknowledgement waits for this worker to
     /// route it and commit what that changed; answer `SharedApplied { token }` to `ack.0`
-    /// (behind this worker's commit barrier).
-    PublishAcked { msg: Message, ack: (u16, u64) },
+    /// (behind this worker's commit barrier), or `FanoutRouted` for a fan-out: `fanout` is
+    /// its (sequence number, the sender's watermark), see `persist.rs`.
+    PublishAcked {
+        msg: Message,
+        ack: (u16, u64),
+        fanout: Option<(u64, u64)>,
+    },
+    /// The answer to a `PublishAcked` of fan-out `seq` (as `SharedApplied { token }`).
+    FanoutRouted { token: u64, seq: u64 },
     /// The new owner of a session stored it (or let it end): the sender's durable copy
     /// (`client_id`, `epoch`) can go (`persist.rs`).
     Stored { client_id: ByteString, epoch: u64 },

@@ -242,6 +242,12 @@ fn open_storage(
     if let Some(c) = cores[0].as_mut() {
         c.publish_recovered_wills(std::mem::take(&mut rec.wills), now);
     }
+    let fanouts_resumed: usize = rec.fanouts.iter().map(Vec::len).sum();
+    for (core, msgs) in cores.iter_mut().zip(std::mem::take(&mut rec.fanouts)) {
+        if let Some(c) = core.as_mut() {
+            c.route_recovered(msgs, now);
+        }
+    }
     let restore_ms = t0.elapsed().as_millis() as u64 - read_ms;
     let views_ms = restore_ms - sessions_ms;
     // Each worker's first snapshot holds what it restored; then the old files can go. A
@@ -299,7 +305,7 @@ fn open_storage(
     let snapshot_ms = millis - read_ms - restore_ms;
     let snapshots_kept = kept.iter().filter(|k| k.is_some()).count();
     tracing::info!(dir = %dir.display(), sessions, retained = shared.retained.lock().len(),
-        records = rec.records, torn_bytes = rec.torn_bytes, read_ms, restore_ms, sessions_ms,
+        records = rec.records, torn_bytes = rec.torn_bytes, fanouts_resumed, read_ms, restore_ms, sessions_ms,
         views_ms, snapshot_ms, snapshots_kept, millis, durability = ?cfg.durability,
         "data dir recovered");
     Ok((logs, lock))

@@ -29,6 +29,32 @@
 //! behind their own barrier, so the acknowledgement leaves only when every copy the message
 //! made is on disk.
 //!
+//! # A QoS 2 message that goes to other workers (fan-out)
+//! Its PUBREC must mean every copy is on disk, and its packet id must be on disk with the
+//! PUBREC, so a resent PUBLISH is not routed again. The two live in different workers' logs,
+//! which no single commit covers, so the message itself is logged where it entered:
+//! 1. The publisher's worker routes it to its own sessions and logs `FANOUT` (the message,
+//!    the other workers it goes to, the publisher's client id and packet id) and the packet
+//!    id, all in one batch. Only once that batch is on disk does `Mail::PublishAcked` go to
+//!    those workers (`start_fanout`); the PUBREC waits for all of them.
+//! 2. Each of them routes it and logs `ROUTED` after its copies, in their batch, and answers
+//!    `FanoutRouted` behind its barrier (`note_routed`).
+//! 3. The last answer releases the PUBREC and logs `FANOUT_DONE` (`fanout_answered`).
+//!
+//! A crash before step 1's batch is on disk leaves nothing: the publisher sends the message
+//! again and it is routed as new. After it, recovery routes every `FANOUT` without
+//! `FANOUT_DONE` again on each worker that has no `ROUTED` for it, and the publisher's resent
+//! PUBLISH only gets its PUBREC (`storage/recover.rs`): every copy exists exactly once. A
+//! `FANOUT` whose packet id is not on disk was in a batch cut short: ignored.
+//!
+//! Snapshots repeat what recovery needs: the origin's fan-outs still waiting, and each
+//! worker's `ROUTED` for fan-outs at or above its origin's watermark (`Mail::PublishAcked`
+//! carries it: the oldest fan-out whose `FANOUT_DONE` is not on disk yet).
+//!
+//! Not covered: a shared-subscription member on another worker (`Mail::Deliver`) and other
+//! nodes get a QoS 2 message as before: its packet id is logged after their copies, and a
+//! crash between the two can deliver it twice when the publisher sends it again.
+//!
 //! # A session that moves (take-over)
 //! The old copy stays valid on disk until the new owner has written its image: the old
 //! owner keeps the image it handed off (`unconfirmed`, also written into its snapshots) and
@@ -40,9 +66,12 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
-use super::core::{Core, Fx, Persist, SessionState, KEEP_DROPS, SNAPSHOT_LOG_BYTES};
+use super::core::{Core, Fanning, Fx, Persist, SessionState, KEEP_DROPS, SNAPSHOT_LOG_BYTES};
+use super::mail::Mail;
 use crate::ownership::SessionKey;
+use crate::protocol::Packet;
 use crate::routing::remote::RestoredFilters;
+use crate::session::Action;
 use crate::session::{Message, Session};
 use crate::storage::recover::Restored;
 use crate::storage::{record, Durability};
@@ -281,6 +310,121 @@ impl Core {
         self.opened();
     }
 
+    /// Client `idx`'s QoS 2 PUBLISH being routed starts a fan-out if its session is durable
+    /// and logged: its client id and the packet id of the PUBREC waiting in the work queue.
+    pub(super) fn fanout_origin(&self, idx: usize) -> Option<(ByteString, u16)> {
+        self.persist.as_ref().filter(|p| p.logs())?;
+        let c = &self.clients[idx];
+        if !c.conn.session().is_some_and(|s| s.is_durable()) {
+            return None;
+        }
+        let packet_id = self.work.iter().find_map(|(i, a)| match a {
+            Action::Send(Packet::PubRec(r)) if *i == idx => Some(r.packet_id),
+            _ => None,
+        })?;
+        let e = c.session.and_then(|k| self.session(k))?;
+        Some(((*e.client_id).clone(), packet_id))
+    }
+
+    /// Log `msg` as a fan-out to `workers` (after this worker's own copies, before the
+    /// packet id, in one batch) and post it to them once that batch is on disk. Client
+    /// `idx`'s PUBREC waits for every one of them to answer that its copies are on disk.
+    pub(super) fn start_fanout(
+        &mut self,
+        idx: usize,
+        msg: &Message,
+        client_id: ByteString,
+        packet_id: u16,
+        workers: Vec<u16>,
+    ) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let seq = p.next_fanout;
+        p.next_fanout += 1;
+        let rec = record::Fanout {
+            seq,
+            client_id,
+            packet_id,
+            workers,
+            msg: msg.clone(),
+        };
+        record::fanout_frame(&mut p.log, &rec);
+        let watermark = p.fanouts.keys().next().copied().unwrap_or(seq).min(seq);
+        let workers = rec.workers.clone();
+        p.fanouts.insert(
+            seq,
+            Fanning {
+                rec,
+                waiting: workers.len(),
+                done_batch: None,
+            },
+        );
+        self.opened();
+        for w in workers {
+            let token = self.hold_for(idx, 1);
+            self.post_after_commit(
+                w,
+                Mail::PublishAcked {
+                    msg: msg.clone(),
+                    ack: (self.id, token),
+                    fanout: Some((seq, watermark)),
+                },
+            );
+        }
+        if let Some(h) = self.clients[idx]
+            .extra
+            .as_mut()
+            .and_then(|e| e.hold.as_mut())
+        {
+            h.fanout_ids.push(packet_id);
+        }
+    }
+
+    /// One worker answered fan-out `seq`: after the last, `FANOUT_DONE` is logged. Nothing
+    /// waits for that record (the PUBREC's packet id is on disk already).
+    pub(super) fn fanout_answered(&mut self, seq: u64) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some(f) = p.fanouts.get_mut(&seq) else {
+            return;
+        };
+        f.waiting = f.waiting.saturating_sub(1);
+        if f.waiting == 0 && f.done_batch.is_none() {
+            record::marker_frame(&mut p.log, record::FANOUT_DONE, seq);
+            f.done_batch = Some(p.batch);
+        }
+    }
+
+    /// Worker `origin`'s fan-out `seq` was routed here (`matched`: some subscription here
+    /// matched it, so this input made copies): `ROUTED` after them, in their batch. The
+    /// origin's `watermark` says which earlier ones need no record in snapshots any more.
+    pub(super) fn note_routed(&mut self, origin: u16, seq: u64, watermark: u64, matched: bool) {
+        let Some(p) = self.persist.as_mut().filter(|p| p.logs()) else {
+            return;
+        };
+        let e = p.routed.entry(origin).or_default();
+        if watermark > e.0 {
+            e.0 = watermark;
+            e.1 = e.1.split_off(&watermark);
+        }
+        if matched {
+            e.1.insert(seq);
+            record::routed_frame(&mut p.log, origin, seq);
+            self.opened();
+        }
+    }
+
+    /// Messages recovery found fanned out to this worker's sessions but not routed here
+    /// before the stop (`Recovered::fanouts`): routed here now, before the first client.
+    pub fn route_recovered(&mut self, msgs: Vec<Message>, now: Instant) {
+        for m in msgs {
+            self.route_local(&m, now);
+        }
+        self.run_pending(now);
+    }
+
     /// With a log, a QoS 1/2 PUBLISH's ack waits for the commit of every worker it reaches.
     pub(super) fn acks_wait_for_commit(&self) -> bool {
         self.persist
@@ -307,6 +451,13 @@ impl Core {
     pub(super) fn on_committed(&mut self, batch: u64) {
         if let Some(p) = self.persist.as_mut() {
             p.committed = p.committed.max(batch);
+            // Fan-outs done on disk, oldest first: the watermark is the oldest left.
+            while let Some(e) = p.fanouts.first_entry() {
+                if e.get().done_batch.is_none_or(|b| b > p.committed) {
+                    break;
+                }
+                e.remove();
+            }
         }
     }
 
@@ -368,6 +519,16 @@ impl Core {
             }
             for (_, id, epoch) in &p.recent_drops {
                 record::session_frame(&mut out, id, *epoch, &[record::DROP]);
+            }
+            // Fan-outs not answered by every worker yet, and the ones routed here that
+            // their origin may not have logged done (`recover.rs` settles both).
+            for f in p.fanouts.values().filter(|f| f.done_batch.is_none()) {
+                record::fanout_frame(&mut out, &f.rec);
+            }
+            for (&origin, (_, seqs)) in &p.routed {
+                for &seq in seqs {
+                    record::routed_frame(&mut out, origin, seq);
+                }
             }
             p.last_snapshot = now;
             p.since_snapshot = 0;

@@ -110,7 +110,28 @@ impl Core {
         let acked = self
             .publisher
             .filter(|_| msg.qos != QoS::AtMostOnce && self.acks_wait_for_commit());
-        for w in 0..self.shared.mailboxes.len() {
+        // A durable session's QoS 2 message: logged as a fan-out, so a crash before every
+        // copy is on disk neither loses nor doubles it (`persist.rs`).
+        let fan = acked
+            .filter(|_| msg.qos == QoS::ExactlyOnce)
+            .and_then(|idx| self.fanout_origin(idx).map(|o| (idx, o)));
+        let fanned = fan.is_some();
+        if let Some((idx, (client_id, packet_id))) = fan {
+            let workers: Vec<u16> = (0..self.shared.mailboxes.len() as u16)
+                .filter(|&w| {
+                    w != self.id && self.shared.sub_counts[w as usize].load(Ordering::Relaxed) > 0
+                })
+                .collect();
+            if !workers.is_empty() {
+                self.start_fanout(idx, &msg, client_id, packet_id, workers);
+            }
+        }
+        let others = if fanned {
+            0
+        } else {
+            self.shared.mailboxes.len()
+        };
+        for w in 0..others {
             if w != self.id as usize && self.shared.sub_counts[w].load(Ordering::Relaxed) > 0 {
                 match acked {
                     Some(idx) => {
@@ -121,6 +142,7 @@ impl Core {
                             Mail::PublishAcked {
                                 msg: msg.clone(),
                                 ack,
+                                fanout: None,
                             },
                         );
                     }

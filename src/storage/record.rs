@@ -14,6 +14,13 @@
 //! - `RETAINED_IMAGE`: `version` (the snapshot holds the whole retained store as of it,
 //!   followed by one `RETAIN` frame per message).
 //! - `END`: the snapshot is complete.
+//! - `FANOUT`: `seq, client_id, packet_id, workers, message`: a QoS 2 PUBLISH of a durable
+//!   session that this worker routed and that goes on to the other `workers` (`u16` each);
+//!   logged in one batch with this worker's copies and, last, the packet id's `IN2`.
+//!   `FANOUT_DONE`: `seq`: every one of those workers answered that its copies are on disk.
+//!   `ROUTED`: `origin, seq`: this worker routed worker `origin`'s fan-out `seq`, in one
+//!   batch with the copies it made. Recovery routes a fan-out without `FANOUT_DONE` again
+//!   on each of its workers without a `ROUTED` for it (`recover.rs`, `broker/persist.rs`).
 //!
 //! Sub-records of a `SESSION` body (`kind: u8`, then its fields):
 //! `IMAGE` (the whole session), `DROP` (this copy is gone: ended, expired or handed on),
@@ -40,6 +47,9 @@ pub const SESSION: u8 = 1;
 pub const RETAIN: u8 = 2;
 pub const RETAINED_IMAGE: u8 = 3;
 pub const END: u8 = 4;
+pub const FANOUT: u8 = 5;
+pub const FANOUT_DONE: u8 = 6;
+pub const ROUTED: u8 = 7;
 
 /// Frame header bytes.
 pub const HEADER: usize = 8;
@@ -81,6 +91,59 @@ pub fn retain_frame(out: &mut Vec<u8>, version: u64, topic: &str, msg: Option<&M
     put_bytes(out, topic.as_bytes());
     put_opt(out, msg, put_message);
     end_frame(out, f);
+}
+
+/// A `FANOUT` frame (see the module header).
+pub fn fanout_frame(out: &mut Vec<u8>, f: &Fanout) {
+    let start = begin_frame(out);
+    put_u8(out, FANOUT);
+    put_u64(out, f.seq);
+    put_bytes(out, f.client_id.as_bytes());
+    put_u16(out, f.packet_id);
+    put_u32(out, f.workers.len() as u32);
+    for &w in &f.workers {
+        put_u16(out, w);
+    }
+    put_message(out, &f.msg);
+    end_frame(out, start);
+}
+
+/// A `ROUTED` frame: this worker's copies of worker `origin`'s fan-out `seq`.
+pub fn routed_frame(out: &mut Vec<u8>, origin: u16, seq: u64) {
+    let start = begin_frame(out);
+    put_u8(out, ROUTED);
+    put_u16(out, origin);
+    put_u64(out, seq);
+    end_frame(out, start);
+}
+
+/// A QoS 2 message routed from one worker to others (`FANOUT`).
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    pub seq: u64,
+    /// The publisher's session and the packet id it sent the message with.
+    pub client_id: ByteString,
+    pub packet_id: u16,
+    /// The other workers it was posted to.
+    pub workers: Vec<u16>,
+    pub msg: Message,
+}
+
+/// The body of a `FANOUT` frame after its kind byte.
+pub fn read_fanout(r: &mut Rd<'_>) -> Result<Fanout, Bad> {
+    let seq = r.u64()?;
+    let client_id = r.string()?;
+    let packet_id = r.u16()?;
+    let n = r.count()?;
+    let workers = (0..n).map(|_| r.u16()).collect::<Result<Vec<_>, _>>()?;
+    let msg = r.message()?;
+    Ok(Fanout {
+        seq,
+        client_id,
+        packet_id,
+        workers,
+        msg,
+    })
 }
 
 pub fn marker_frame(out: &mut Vec<u8>, kind: u8, version: u64) {

@@ -70,6 +70,9 @@ pub struct Recovered {
     /// Per worker: the sequence number of the snapshot in its directory that holds exactly
     /// what it restores (see the module header), if one does.
     pub exact: Vec<Option<u64>>,
+    /// Per worker: QoS 2 messages another worker fanned out to it that it had not routed
+    /// before the stop (see the module header), to route to its sessions at start.
+    pub fanouts: Vec<Vec<Message>>,
 }
 
 /// A copy's state while reading: `None` no image seen, `Some(None)` dropped.
@@ -90,6 +93,12 @@ struct State {
     /// Directories whose files hold something the restored state does not (a copy lost to
     /// another, a pruned session...).
     dirty: hashbrown::HashSet<usize>,
+    /// `FANOUT` records: (directory, fan-out).
+    fanouts: Vec<(usize, record::Fanout)>,
+    /// `FANOUT_DONE`: (directory, sequence number).
+    fanouts_done: hashbrown::HashSet<(usize, u64)>,
+    /// `ROUTED`: (directory, origin, sequence number).
+    routed: hashbrown::HashSet<(usize, u16, u64)>,
 }
 
 fn bad(path: &Path, off: usize, what: &str) -> String {
@@ -142,6 +151,9 @@ pub fn recover(dir: &Path, n: usize, truncate: bool, now: Instant) -> Result<Rec
         st.torn_bytes += part.torn_bytes;
         st.clean.extend(part.clean);
         st.changes.extend(part.changes);
+        st.fanouts.extend(part.fanouts);
+        st.fanouts_done.extend(part.fanouts_done);
+        st.routed.extend(part.routed);
         if let Some(img) = part.image {
             if st.image.as_ref().is_none_or(|(v, _)| img.0 > *v) {
                 st.image = Some(img);
@@ -334,6 +346,7 @@ fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<bool, String> 
     let mut frames = Frames::open(path)?;
     let mut image: Option<(u64, Vec<Message>)> = None;
     let mut copies = Vec::new();
+    let mut fan_state = false;
     loop {
         let off = frames.offset();
         match frames.next()? {
@@ -361,6 +374,11 @@ fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<bool, String> 
                             .map_err(|_| bad(path, off, "bad record"))?;
                         copies.push(((id, epoch), copy));
                     }
+                    record::FANOUT | record::ROUTED => {
+                        fan_state = true;
+                        read_fanout_record(kind, &mut r, w, st)
+                            .map_err(|_| bad(path, off, "bad record"))?;
+                    }
                     _ => return Err(bad(path, off, "unknown record")),
                 }
                 st.records += 1;
@@ -370,7 +388,8 @@ fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<bool, String> 
             Frame::Damaged => return Err(bad(path, off, "damaged record")),
         }
     }
-    let mut all_images = true;
+    // Fan-outs are settled at start: a snapshot that holds any is written anew.
+    let mut all_images = !fan_state;
     st.copies.reserve(copies.len());
     for (k, copy) in copies {
         all_images &= matches!(copy, Some(Some(_)));
@@ -384,6 +403,26 @@ fn read_snapshot(path: &Path, w: usize, st: &mut State) -> Result<bool, String> 
         }
     }
     Ok(all_images)
+}
+
+/// A `FANOUT`, `FANOUT_DONE` or `ROUTED` body (after its kind) of directory `w`.
+fn read_fanout_record(
+    kind: u8,
+    r: &mut Rd<'_>,
+    w: usize,
+    st: &mut State,
+) -> Result<(), record::Bad> {
+    match kind {
+        record::FANOUT => st.fanouts.push((w, record::read_fanout(r)?)),
+        record::FANOUT_DONE => {
+            st.fanouts_done.insert((w, r.u64()?));
+        }
+        _ => {
+            let origin = r.u16()?;
+            st.routed.insert((w, origin, r.u64()?));
+        }
+    }
+    Ok(())
 }
 
 fn read_retain(r: &mut Rd<'_>) -> Result<(u64, ByteString, Option<Message>), record::Bad> {
@@ -447,6 +486,9 @@ fn read_log(
                     let (v, t, m) = read_retain(&mut r)?;
                     st.changes.push((v, t, m));
                 }
+                kind @ (record::FANOUT | record::FANOUT_DONE | record::ROUTED) => {
+                    read_fanout_record(kind, &mut r, w, st)?;
+                }
                 _ => return Err(record::Bad),
             }
             Ok(())
@@ -477,6 +519,9 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
     let mut best: HashMap<ByteString, (u64, usize, Option<Box<SessionImage>>)> =
         HashMap::with_capacity(st.copies.len());
     let mut dirty = st.dirty;
+    rec.fanouts = vec![Vec::new(); n];
+    let (fanouts, done, routed) = (st.fanouts, st.fanouts_done, st.routed);
+    dirty.extend(routed.iter().map(|r| r.0));
     for ((id, epoch), (w, copy)) in st.copies {
         rec.max_epoch = rec.max_epoch.max(epoch);
         let Some(img) = copy else { continue };
@@ -490,6 +535,29 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
             }
             None => {
                 best.insert(id, (epoch, w, img));
+            }
+        }
+    }
+    // Fan-outs not done: each worker it went to that did not log `ROUTED` for it gets the
+    // message now. Only if the publisher's packet id made it to disk (it is logged last in
+    // the fan-out's batch): without it the batch was cut short, nothing of it was
+    // acknowledged, and the publisher sends the message again.
+    for (a, f) in fanouts {
+        dirty.insert(a);
+        if done.contains(&(a, f.seq)) || f.msg.is_expired(now) {
+            continue;
+        }
+        let held = best.get(&f.client_id).is_some_and(|b| {
+            b.2.as_ref()
+                .is_some_and(|img| img.session.extra().inbound_qos2.contains(&f.packet_id))
+        });
+        if !held {
+            continue;
+        }
+        for &w in &f.workers {
+            if !routed.contains(&(w as usize, a as u16, f.seq)) {
+                dirty.insert(w as usize % n);
+                rec.fanouts[w as usize % n].push(f.msg.clone());
             }
         }
     }

@@ -331,7 +331,7 @@ pub(super) struct Persist {
     pub next_fanout: u64,
     /// Other workers' fan-outs routed here, per origin: the origin's last watermark (every
     /// fan-out below it is done on disk there) and the sequence numbers at or above it.
-    pub routed: hashbrown::HashMap<u16, (u64, std::collections::BTreeSet<u64>)>,
+    pub routed: hashbrown::HashMap<u16, (u64, std::collections::BTreeSet<(u64, u32)>)>,
 }
 
 /// A fan-out in progress (`persist.rs`).
@@ -1839,10 +1839,19 @@ impl Core {
                 msg,
                 delivery,
                 ack,
+                fanout,
             } => {
                 self.deliver_to(session, &msg, &delivery, now);
                 if let Some((w, token)) = ack {
-                    self.post_after_commit(w, Mail::SharedApplied { token });
+                    let reply = match fanout {
+                        Some((seq, watermark, part)) => {
+                            self.run_work(now);
+                            self.note_routed(w, (seq, part), watermark, true);
+                            Mail::FanoutRouted { token, seq }
+                        }
+                        None => Mail::SharedApplied { token },
+                    };
+                    self.post_after_commit(w, reply);
                 }
             }
             Mail::TakeOver(t) => self.on_takeover(t, now),
@@ -1870,7 +1879,7 @@ impl Core {
                 let reply = match fanout {
                     Some((seq, watermark)) => {
                         self.run_work(now);
-                        self.note_routed(ack.0, seq, watermark, matched);
+                        self.note_routed(ack.0, (seq, 0), watermark, matched);
                         Mail::FanoutRouted { token: ack.1, seq }
                     }
                     None => Mail::SharedApplied { token: ack.1 },

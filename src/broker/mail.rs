@@ -27,6 +27,9 @@ pub enum Mail {
         delivery: Delivery,
         /// As in `PublishAcked`.
         ack: Option<(u16, u64)>,
+        /// A part of a fan-out: (sequence number, the sender's watermark, part), see
+        /// `persist.rs`; answered with `FanoutRouted`.
+        fanout: Option<(u64, u64, u32)>,
     },
     /// Take-over step 2: take over the session `target` held here, for `claimant`.
     TakeOver(TakeOver),

@@ -242,10 +242,16 @@ fn open_storage(
     if let Some(c) = cores[0].as_mut() {
         c.publish_recovered_wills(std::mem::take(&mut rec.wills), now);
     }
-    let fanouts_resumed: usize = rec.fanouts.iter().map(Vec::len).sum();
-    for (core, msgs) in cores.iter_mut().zip(std::mem::take(&mut rec.fanouts)) {
+    let fanouts_resumed: usize = rec.fanouts.iter().map(Vec::len).sum::<usize>()
+        + rec.fanout_picks.iter().map(Vec::len).sum::<usize>();
+    let picks = std::mem::take(&mut rec.fanout_picks);
+    for ((core, msgs), picks) in cores
+        .iter_mut()
+        .zip(std::mem::take(&mut rec.fanouts))
+        .zip(picks)
+    {
         if let Some(c) = core.as_mut() {
-            c.route_recovered(msgs, now);
+            c.route_recovered(msgs, picks, now);
         }
     }
     let restore_ms = t0.elapsed().as_millis() as u64 - read_ms;

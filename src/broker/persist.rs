@@ -34,8 +34,8 @@
 //! PUBREC, so a resent PUBLISH is not routed again. The two live in different workers' logs,
 //! which no single commit covers, so the message itself is logged where it entered:
 //! 1. The publisher's worker routes it to its own sessions and logs `FANOUT` (the message,
-//!    the other workers it goes to, the publisher's client id and packet id) and the packet
-//!    id, all in one batch. Only once that batch is on disk does `Mail::PublishAcked` go to
+//!    the other workers it goes to and the shared groups whose member it picked on another
+//!    worker, the publisher's client id and packet id) and the packet id, all in one batch. Only once that batch is on disk does `Mail::PublishAcked` go to
 //!    those workers (`start_fanout`); the PUBREC waits for all of them.
 //! 2. Each of them routes it and logs `ROUTED` after its copies, in their batch, and answers
 //!    `FanoutRouted` behind its barrier (`note_routed`).
@@ -51,9 +51,11 @@
 //! worker's `ROUTED` for fan-outs at or above its origin's watermark (`Mail::PublishAcked`
 //! carries it: the oldest fan-out whose `FANOUT_DONE` is not on disk yet).
 //!
-//! Not covered: a shared-subscription member on another worker (`Mail::Deliver`) and other
-//! nodes get a QoS 2 message as before: its packet id is logged after their copies, and a
-//! crash between the two can deliver it twice when the publisher sends it again.
+//! A shared-subscription member picked on another worker is a part of its own
+//! (`Mail::Deliver` with the fan-out): recovery gives a missing one to a member of the same
+//! group, one of that worker's if it has one. Not covered: other nodes get a QoS 2 message as
+//! before: its packet id is logged after their copies, and a crash between the two can
+//! deliver it twice when the publisher sends it again.
 //!
 //! # A session that moves (take-over)
 //! The old copy stays valid on disk until the new owner has written its image: the old
@@ -72,7 +74,7 @@ use crate::ownership::SessionKey;
 use crate::protocol::Packet;
 use crate::routing::remote::RestoredFilters;
 use crate::session::Action;
-use crate::session::{Message, Session};
+use crate::session::{Message, Session, Subscription};
 use crate::storage::recover::Restored;
 use crate::storage::{record, Durability};
 
@@ -326,16 +328,18 @@ impl Core {
         Some(((*e.client_id).clone(), packet_id))
     }
 
-    /// Log `msg` as a fan-out to `workers` (after this worker's own copies, before the
-    /// packet id, in one batch) and post it to them once that batch is on disk. Client
-    /// `idx`'s PUBREC waits for every one of them to answer that its copies are on disk.
+    /// Log `msg` as a fan-out to `workers` and to the shared-subscription members `picks`
+    /// (member, its subscription, `$share/G/F`) on other workers (after this worker's own
+    /// copies, before the packet id, in one batch) and post it to them once that batch is on
+    /// disk. Client `idx`'s PUBREC waits for every part to answer that its copies are on
+    /// disk.
     pub(super) fn start_fanout(
         &mut self,
         idx: usize,
         msg: &Message,
-        client_id: ByteString,
-        packet_id: u16,
+        (client_id, packet_id): (ByteString, u16),
         workers: Vec<u16>,
+        picks: Vec<((u16, SessionKey), Subscription, ByteString)>,
     ) {
         let Some(p) = self.persist.as_mut() else {
             return;
@@ -347,6 +351,7 @@ impl Core {
             client_id,
             packet_id,
             workers,
+            groups: picks.iter().map(|(m, _, g)| (m.0, g.clone())).collect(),
             msg: msg.clone(),
         };
         record::fanout_frame(&mut p.log, &rec);
@@ -356,7 +361,7 @@ impl Core {
             seq,
             Fanning {
                 rec,
-                waiting: workers.len(),
+                waiting: workers.len() + picks.len(),
                 done_batch: None,
             },
         );
@@ -369,6 +374,24 @@ impl Core {
                     msg: msg.clone(),
                     ack: (self.id, token),
                     fanout: Some((seq, watermark)),
+                },
+            );
+        }
+        for (i, ((w, session), sub, _)) in picks.into_iter().enumerate() {
+            let token = self.hold_for(idx, 1);
+            let delivery = crate::session::Delivery {
+                qos: sub.options.qos,
+                retain_as_published: sub.options.retain_as_published,
+                subscription_ids: sub.subscription_id.into_iter().collect(),
+            };
+            self.post_after_commit(
+                w,
+                Mail::Deliver {
+                    session,
+                    msg: msg.clone(),
+                    delivery,
+                    ack: Some((self.id, token)),
+                    fanout: Some((seq, watermark, i as u32 + 1)),
                 },
             );
         }
@@ -397,30 +420,64 @@ impl Core {
         }
     }
 
-    /// Worker `origin`'s fan-out `seq` was routed here (`matched`: some subscription here
-    /// matched it, so this input made copies): `ROUTED` after them, in their batch. The
-    /// origin's `watermark` says which earlier ones need no record in snapshots any more.
-    pub(super) fn note_routed(&mut self, origin: u16, seq: u64, watermark: u64, matched: bool) {
+    /// Part `part` of worker `origin`'s fan-out `seq` was done here (`matched`: it made
+    /// copies in this input): `ROUTED` after them, in their batch. The origin's `watermark`
+    /// says which earlier ones need no record in snapshots any more.
+    pub(super) fn note_routed(
+        &mut self,
+        origin: u16,
+        (seq, part): (u64, u32),
+        watermark: u64,
+        matched: bool,
+    ) {
         let Some(p) = self.persist.as_mut().filter(|p| p.logs()) else {
             return;
         };
         let e = p.routed.entry(origin).or_default();
         if watermark > e.0 {
             e.0 = watermark;
-            e.1 = e.1.split_off(&watermark);
+            e.1 = e.1.split_off(&(watermark, 0));
         }
         if matched {
-            e.1.insert(seq);
-            record::routed_frame(&mut p.log, origin, seq);
+            e.1.insert((seq, part));
+            record::routed_frame(&mut p.log, origin, seq, part);
             self.opened();
         }
     }
 
-    /// Messages recovery found fanned out to this worker's sessions but not routed here
-    /// before the stop (`Recovered::fanouts`): routed here now, before the first client.
-    pub fn route_recovered(&mut self, msgs: Vec<Message>, now: Instant) {
+    /// Messages recovery found fanned out to this worker but not routed here before the
+    /// stop (`Recovered::fanouts`, `fanout_picks`): routed to its sessions, and each shared
+    /// one to a member of its group (one of this worker's if it has one), before the first
+    /// client.
+    pub fn route_recovered(
+        &mut self,
+        msgs: Vec<Message>,
+        picks: Vec<(ByteString, Message)>,
+        now: Instant,
+    ) {
         for m in msgs {
             self.route_local(&m, now);
+        }
+        for (group, m) in picks {
+            let id = self.id;
+            let Some(g) = crate::protocol::topic::parse_shared(&group)
+                .and_then(|(name, f)| self.shared_view.group(name, f))
+            else {
+                continue;
+            };
+            let mut pick = self
+                .shared_view
+                .pick_online_where(g, |m| m.0 == id)
+                .map(|(m, sub)| (m, *sub));
+            if pick.is_none() {
+                pick = self
+                    .shared_view
+                    .pick_online_where(g, |m| Self::node_member(m).is_none())
+                    .map(|(m, sub)| (m, *sub));
+            }
+            if let Some((member, sub)) = pick {
+                self.deliver_to_member(member, &sub, &m, None, now);
+            }
         }
         self.run_pending(now);
     }
@@ -525,9 +582,9 @@ impl Core {
             for f in p.fanouts.values().filter(|f| f.done_batch.is_none()) {
                 record::fanout_frame(&mut out, &f.rec);
             }
-            for (&origin, (_, seqs)) in &p.routed {
-                for &seq in seqs {
-                    record::routed_frame(&mut out, origin, seq);
+            for (&origin, (_, parts)) in &p.routed {
+                for &(seq, part) in parts {
+                    record::routed_frame(&mut out, origin, seq, part);
                 }
             }
             p.last_snapshot = now;

@@ -116,15 +116,14 @@ impl Core {
             .filter(|_| msg.qos == QoS::ExactlyOnce)
             .and_then(|idx| self.fanout_origin(idx).map(|o| (idx, o)));
         let fanned = fan.is_some();
-        if let Some((idx, (client_id, packet_id))) = fan {
-            let workers: Vec<u16> = (0..self.shared.mailboxes.len() as u16)
+        let mut fan_workers = Vec::new();
+        let mut fan_picks = Vec::new();
+        if fanned {
+            fan_workers = (0..self.shared.mailboxes.len() as u16)
                 .filter(|&w| {
                     w != self.id && self.shared.sub_counts[w as usize].load(Ordering::Relaxed) > 0
                 })
                 .collect();
-            if !workers.is_empty() {
-                self.start_fanout(idx, &msg, client_id, packet_id, workers);
-            }
         }
         let others = if fanned {
             0
@@ -164,6 +163,11 @@ impl Core {
                         node_picks.push((node, self.shared_key(g)));
                         continue;
                     }
+                    if fanned && m.0 != self.id {
+                        let sub = *sub;
+                        fan_picks.push((m, sub, self.shared_key(g)));
+                        continue;
+                    }
                     picks.push((m, *sub));
                 }
             }
@@ -174,6 +178,11 @@ impl Core {
             // lists, so these are simply put back.
             self.shared_picks = picks;
             self.shared_groups = groups;
+        }
+        if let Some((idx, origin)) = fan {
+            if !fan_workers.is_empty() || !fan_picks.is_empty() {
+                self.start_fanout(idx, &msg, origin, fan_workers, fan_picks);
+            }
         }
         // Other nodes: those whose filters match or that were picked for a shared
         // subscription, and every node's store if retained.
@@ -209,6 +218,7 @@ impl Core {
                     msg,
                     delivery,
                     ack,
+                    fanout: None,
                 },
             );
         }

@@ -2351,8 +2351,8 @@ fn restart_on(disk: &[Vec<u8>], snapshots: bool, n: usize) -> Net {
             }
         }
     }
-    for (w, msgs) in rec.fanouts.into_iter().enumerate() {
-        net.cores[w].route_recovered(msgs, now);
+    for (w, (msgs, picks)) in rec.fanouts.into_iter().zip(rec.fanout_picks).enumerate() {
+        net.cores[w].route_recovered(msgs, picks, now);
         net.execute(w);
     }
     net
@@ -2362,11 +2362,13 @@ fn restart_on(disk: &[Vec<u8>], snapshots: bool, n: usize) -> Net {
 /// worker 1 subscribes to; the broker crashes before the publisher's batch is on disk, after
 /// it (before worker 1 routed the message), after worker 1's copy is on disk (its answer not
 /// delivered), and after the PUBREC. After the restart the publisher resends what got no
-/// PUBREC and releases the rest: the subscriber gets the message exactly once every time.
+/// PUBREC and releases the rest: the subscriber gets the message exactly once every time,
+/// through a plain or a shared subscription.
 #[test]
 fn a_crash_at_any_step_of_a_qos2_fanout_delivers_it_exactly_once() {
     for crash_at in 0..4 {
-        fanout_crash(crash_at, None, false);
+        fanout_crash(crash_at, None, false, "t");
+        fanout_crash(crash_at, None, false, "$share/g/t");
     }
 }
 
@@ -2375,7 +2377,8 @@ fn a_crash_at_any_step_of_a_qos2_fanout_delivers_it_exactly_once() {
 #[test]
 fn a_snapshot_in_the_middle_of_a_qos2_fanout_keeps_it_exactly_once() {
     for crash_at in 1..4 {
-        fanout_crash(crash_at, None, true);
+        fanout_crash(crash_at, None, true, "t");
+        fanout_crash(crash_at, None, true, "$share/g/t");
     }
 }
 
@@ -2384,7 +2387,7 @@ fn a_snapshot_in_the_middle_of_a_qos2_fanout_keeps_it_exactly_once() {
 #[test]
 fn a_fanout_batch_cut_at_any_byte_delivers_it_exactly_once() {
     let mut cut = 0;
-    while fanout_crash(1, Some(cut), false) {
+    while fanout_crash(1, Some(cut), false, "t") {
         cut += 1;
     }
     assert!(cut > 20, "the batch has {cut} bytes");
@@ -2392,8 +2395,9 @@ fn a_fanout_batch_cut_at_any_byte_delivers_it_exactly_once() {
 
 /// One run of the fan-out above, crashed at step `crash_at`; with `cut`, worker 0's last
 /// batch keeps only its first `cut` bytes (false: the batch is shorter than that); with
-/// `snapshot`, the restart reads a snapshot of each worker taken at the crash.
-fn fanout_crash(crash_at: usize, cut: Option<usize>, snapshot: bool) -> bool {
+/// `snapshot`, the restart reads a snapshot of each worker taken at the crash. The
+/// subscriber subscribes to `filter` (`t`, or a shared subscription to it).
+fn fanout_crash(crash_at: usize, cut: Option<usize>, snapshot: bool, filter: &str) -> bool {
     {
         let mut disk = vec![Vec::new(), Vec::new()];
         let mut net = durable_net(2);
@@ -2404,7 +2408,7 @@ fn fanout_crash(crash_at: usize, cut: Option<usize>, snapshot: bool) -> bool {
             s,
             &Packet::Subscribe(Subscribe {
                 packet_id: 1,
-                filters: vec![(ByteString::from("t"), opts(QoS::ExactlyOnce))],
+                filters: vec![(ByteString::from(filter), opts(QoS::ExactlyOnce))],
                 properties: Default::default(),
             }),
         );
@@ -2492,7 +2496,11 @@ fn fanout_crash(crash_at: usize, cut: Option<usize>, snapshot: bool) -> bool {
         net.settle_on_disk(&mut disk2);
         assert!(net.connack(s).session_present, "crash at {crash_at}");
         let got = net.publishes(s);
-        assert_eq!(payloads(&got), ["m"], "crash at {crash_at}, cut {cut:?}");
+        assert_eq!(
+            payloads(&got),
+            ["m"],
+            "crash at {crash_at}, cut {cut:?}, {filter}"
+        );
     }
     true
 }

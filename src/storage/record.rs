@@ -14,13 +14,15 @@
 //! - `RETAINED_IMAGE`: `version` (the snapshot holds the whole retained store as of it,
 //!   followed by one `RETAIN` frame per message).
 //! - `END`: the snapshot is complete.
-//! - `FANOUT`: `seq, client_id, packet_id, workers, message`: a QoS 2 PUBLISH of a durable
-//!   session that this worker routed and that goes on to the other `workers` (`u16` each);
-//!   logged in one batch with this worker's copies and, last, the packet id's `IN2`.
-//!   `FANOUT_DONE`: `seq`: every one of those workers answered that its copies are on disk.
-//!   `ROUTED`: `origin, seq`: this worker routed worker `origin`'s fan-out `seq`, in one
-//!   batch with the copies it made. Recovery routes a fan-out without `FANOUT_DONE` again
-//!   on each of its workers without a `ROUTED` for it (`recover.rs`, `broker/persist.rs`).
+//! - `FANOUT`: `seq, client_id, packet_id, workers, groups, message`: a QoS 2 PUBLISH of a
+//!   durable session that this worker routed and that goes on to the other `workers` (`u16`
+//!   each; part 0) and to shared-subscription members picked on other workers (`groups`:
+//!   `worker u16, $share/G/F`; part i + 1 for the i-th); logged in one batch with this
+//!   worker's copies and, last, the packet id's `IN2`. `FANOUT_DONE`: `seq`: every part
+//!   answered that its copies are on disk. `ROUTED`: `origin, seq, part`: this worker did
+//!   that part of worker `origin`'s fan-out `seq`, in one batch with the copies it made.
+//!   Recovery does every part of a fan-out without `FANOUT_DONE` that has no `ROUTED`
+//!   (`recover.rs`, `broker/persist.rs`).
 //!
 //! Sub-records of a `SESSION` body (`kind: u8`, then its fields):
 //! `IMAGE` (the whole session), `DROP` (this copy is gone: ended, expired or handed on),
@@ -104,16 +106,22 @@ pub fn fanout_frame(out: &mut Vec<u8>, f: &Fanout) {
     for &w in &f.workers {
         put_u16(out, w);
     }
+    put_u32(out, f.groups.len() as u32);
+    for (w, group) in &f.groups {
+        put_u16(out, *w);
+        put_bytes(out, group.as_bytes());
+    }
     put_message(out, &f.msg);
     end_frame(out, start);
 }
 
-/// A `ROUTED` frame: this worker's copies of worker `origin`'s fan-out `seq`.
-pub fn routed_frame(out: &mut Vec<u8>, origin: u16, seq: u64) {
+/// A `ROUTED` frame: this worker's copies of part `part` of worker `origin`'s fan-out `seq`.
+pub fn routed_frame(out: &mut Vec<u8>, origin: u16, seq: u64, part: u32) {
     let start = begin_frame(out);
     put_u8(out, ROUTED);
     put_u16(out, origin);
     put_u64(out, seq);
+    put_u32(out, part);
     end_frame(out, start);
 }
 
@@ -126,6 +134,9 @@ pub struct Fanout {
     pub packet_id: u16,
     /// The other workers it was posted to.
     pub workers: Vec<u16>,
+    /// The shared subscriptions (`$share/G/F`) whose member picked on another worker it was
+    /// posted to.
+    pub groups: Vec<(u16, ByteString)>,
     pub msg: Message,
 }
 
@@ -136,12 +147,17 @@ pub fn read_fanout(r: &mut Rd<'_>) -> Result<Fanout, Bad> {
     let packet_id = r.u16()?;
     let n = r.count()?;
     let workers = (0..n).map(|_| r.u16()).collect::<Result<Vec<_>, _>>()?;
+    let n = r.count()?;
+    let groups = (0..n)
+        .map(|_| Ok((r.u16()?, r.string()?)))
+        .collect::<Result<Vec<_>, _>>()?;
     let msg = r.message()?;
     Ok(Fanout {
         seq,
         client_id,
         packet_id,
         workers,
+        groups,
         msg,
     })
 }

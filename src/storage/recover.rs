@@ -73,6 +73,9 @@ pub struct Recovered {
     /// Per worker: QoS 2 messages another worker fanned out to it that it had not routed
     /// before the stop (see the module header), to route to its sessions at start.
     pub fanouts: Vec<Vec<Message>>,
+    /// Per worker: the same for a member of a shared subscription (`$share/G/F`) that was
+    /// picked there: one member of it gets the message at start.
+    pub fanout_picks: Vec<Vec<(ByteString, Message)>>,
 }
 
 /// A copy's state while reading: `None` no image seen, `Some(None)` dropped.
@@ -97,8 +100,8 @@ struct State {
     fanouts: Vec<(usize, record::Fanout)>,
     /// `FANOUT_DONE`: (directory, sequence number).
     fanouts_done: hashbrown::HashSet<(usize, u64)>,
-    /// `ROUTED`: (directory, origin, sequence number).
-    routed: hashbrown::HashSet<(usize, u16, u64)>,
+    /// `ROUTED`: (directory, origin, sequence number, part).
+    routed: hashbrown::HashSet<(usize, u16, u64, u32)>,
 }
 
 fn bad(path: &Path, off: usize, what: &str) -> String {
@@ -419,7 +422,8 @@ fn read_fanout_record(
         }
         _ => {
             let origin = r.u16()?;
-            st.routed.insert((w, origin, r.u64()?));
+            let seq = r.u64()?;
+            st.routed.insert((w, origin, seq, r.u32()?));
         }
     }
     Ok(())
@@ -520,6 +524,7 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
         HashMap::with_capacity(st.copies.len());
     let mut dirty = st.dirty;
     rec.fanouts = vec![Vec::new(); n];
+    rec.fanout_picks = vec![Vec::new(); n];
     let (fanouts, done, routed) = (st.fanouts, st.fanouts_done, st.routed);
     dirty.extend(routed.iter().map(|r| r.0));
     for ((id, epoch), (w, copy)) in st.copies {
@@ -555,9 +560,15 @@ fn resolve(st: State, n: usize, next_seq: u64, now: Instant) -> Recovered {
             continue;
         }
         for &w in &f.workers {
-            if !routed.contains(&(w as usize, a as u16, f.seq)) {
+            if !routed.contains(&(w as usize, a as u16, f.seq, 0)) {
                 dirty.insert(w as usize % n);
                 rec.fanouts[w as usize % n].push(f.msg.clone());
+            }
+        }
+        for (i, (w, group)) in f.groups.iter().enumerate() {
+            if !routed.contains(&(*w as usize, a as u16, f.seq, i as u32 + 1)) {
+                dirty.insert(*w as usize % n);
+                rec.fanout_picks[*w as usize % n].push((group.clone(), f.msg.clone()));
             }
         }
     }
